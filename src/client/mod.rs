@@ -1,0 +1,1 @@
+//! Rust SDK for control replicas (filled in by the control-side issue).

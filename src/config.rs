@@ -1,0 +1,1 @@
+//! TOML configuration (filled in by the overlay issue).

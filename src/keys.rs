@@ -1,0 +1,1 @@
+//! x25519 keys (filled in by the overlay issue).

@@ -1,0 +1,26 @@
+//! wgagent: a process-execution agent that joins a WireGuard overlay entirely in userspace and
+//! serves its HTTP API only on its tunnel address.
+//!
+//! The map (one module per concern):
+//! - [`keys`]: x25519 keys, base64 as `wg genkey`/`wg pubkey` write them.
+//! - [`config`]: TOML → typed configuration, validation, warnings.
+//! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
+//!   timers, counters (sans-IO), plus the UDP socket setup.
+//! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
+//! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both.
+//! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
+//! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
+//! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas.
+//! - [`tool`]: LLM-facing tools and the MCP server.
+//! - [`cli`]: the `wgagent` command line.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod keys;
+pub mod netstack;
+pub mod node;
+pub mod proc;
+pub mod tool;
+pub mod wg;

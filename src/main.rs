@@ -1,0 +1,3 @@
+fn main() {
+    println!("wgagent {}", env!("CARGO_PKG_VERSION"));
+}

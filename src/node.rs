@@ -1,0 +1,1 @@
+//! Node = wg + netstack (filled in by the overlay issue).

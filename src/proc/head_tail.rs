@@ -1,0 +1,3 @@
+//! HeadTailBuffer (placeholder).
+pub struct HeadTailBuffer;
+pub struct Truncation;

@@ -1,0 +1,1 @@
+//! LLM tools and MCP server (filled in by the control-side issue).
