@@ -1,3 +1,206 @@
-//! The process HTTP API (axum router) and its wire types.
+//! The process HTTP API: `router(state) -> Router` serving every route of `shared/API.md`.
+//!
+//! Owns: routing, request decoding (1 MiB limit, JSON errors on every path including 404/405),
+//! mapping manager results to wire types, the optional caller-address filter.
+//! Leaves to the caller: where the router is served. In the agent that is only the WireGuard
+//! tunnel address (`node`); tests call the router directly with `tower::ServiceExt::oneshot`.
 
+pub mod error;
 pub mod types;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response as AxumResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+use types::*;
+
+use crate::proc::{Manager, ProcessId, Signal, Snapshot, StartSpec};
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Manager,
+    pub started: Instant,
+    /// When non-empty, only callers whose tunnel address is inside one of these may use the API.
+    pub allowed_sources: Arc<Vec<ip_network::IpNetwork>>,
+}
+
+impl AppState {
+    pub fn new(manager: Manager) -> Self {
+        Self { manager, started: Instant::now(), allowed_sources: Arc::new(Vec::new()) }
+    }
+}
+
+/// Builds the API router. Serve it with connect info (`into_make_service_with_connect_info`)
+/// when `allowed_sources` is set; without connect info such a filter refuses every request.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v0/processes/start", post(start))
+        .route("/api/v0/processes/list", get(list))
+        .route("/api/v0/processes/{id}/output", get(output))
+        .route("/api/v0/processes/{id}/signal", post(signal))
+        .route("/api/v0/processes/{id}", delete(remove))
+        .route("/api/v0/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), source_filter))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn start(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<StartProcessResponse>, ApiError> {
+    let req: StartProcessRequest = decode(body)?;
+    let spec = StartSpec {
+        command: req.command,
+        workdir: req.workdir.map(Into::into),
+        env: req.env,
+        background: req.background,
+        idempotency_key: req.idempotency_key.filter(|k| !k.is_empty()),
+        timeout: req.timeout_ms.map(Duration::from_millis),
+    };
+    let id = st.manager.start(spec)?;
+    Ok(Json(StartProcessResponse { id: id.to_string(), started: true }))
+}
+
+async fn list(State(st): State<AppState>) -> Json<ListProcessesResponse> {
+    let processes = st.manager.list().into_iter().map(process_info).collect();
+    Json(ListProcessesResponse { processes })
+}
+
+async fn output(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<OutputQuery>, QueryRejection>,
+) -> Result<Json<ProcessOutputResponse>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "Invalid query.").with_detail(e.body_text()))?;
+    let id = ProcessId::from(id.as_str());
+    if q.wait {
+        let ms = q.timeout_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS);
+        st.manager.wait(&id, Duration::from_millis(ms)).await?;
+    }
+    let rec = st.manager.get(&id)?;
+    // State first, then output: an exit is only recorded after the pipe hit EOF, so
+    // `running: false` always comes with the complete output.
+    let exit = rec.exit();
+    let rendered = rec.output.render();
+    Ok(Json(ProcessOutputResponse {
+        output: rendered.text,
+        truncated: rendered.truncation.map(Into::into),
+        running: exit.is_none(),
+        exit_code: exit.map(|e| e.code),
+    }))
+}
+
+async fn signal(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Response>, ApiError> {
+    let req: SignalProcessRequest = decode(body)?;
+    if req.signal.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "Signal is required."));
+    }
+    let Some(sig) = Signal::parse(&req.signal) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Unsupported signal \"{}\". Use \"kill\", \"terminate\", \"interrupt\" or \"hangup\".",
+                req.signal
+            ),
+        ));
+    };
+    let id = ProcessId::from(id.as_str());
+    st.manager.signal(&id, sig)?;
+    Ok(Json(Response {
+        message: format!("Signal \"{}\" sent to process \"{}\".", sig.as_str(), id),
+        detail: None,
+    }))
+}
+
+async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Response>, ApiError> {
+    let id = ProcessId::from(id.as_str());
+    st.manager.remove(&id)?;
+    Ok(Json(Response { message: format!("Process \"{id}\" removed."), detail: None }))
+}
+
+async fn health(State(st): State<AppState>) -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: st.started.elapsed().as_secs(),
+        processes_running: st.manager.running_count(),
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Route not found.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed on this route.")
+}
+
+/// Refuses callers outside `allowed_sources` (403). A no-op when the list is empty.
+async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> AxumResponse {
+    use axum::response::IntoResponse;
+    if !st.allowed_sources.is_empty() {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let allowed = peer.is_some_and(|ip| st.allowed_sources.iter().any(|n| n.contains(ip)));
+        if !allowed {
+            let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
+                .with_detail(format!("source {who} is outside api.allowed_sources"))
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
+                .with_detail(format!("the limit is {MAX_BODY_BYTES} bytes"))
+        } else {
+            ApiError::new(e.status(), "Could not read the request body.").with_detail(e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn process_info(s: Snapshot) -> ProcessInfo {
+    ProcessInfo {
+        id: s.id.to_string(),
+        command: s.command,
+        workdir: s.workdir.to_string_lossy().into_owned(),
+        background: s.background,
+        running: s.exit.is_none(),
+        exit_code: s.exit.as_ref().map(|e| e.code),
+        started_at_unix: unix(s.started_at),
+        exited_at_unix: s.exit.as_ref().map(|e| unix(e.at)),
+        pid: Some(s.pid),
+        exit_signal: s.exit.as_ref().and_then(|e| e.signal.map(str::to_owned)),
+        exit_reason: s.exit.as_ref().map(|e| e.reason.as_str().to_owned()),
+        output_bytes: Some(s.output_bytes),
+    }
+}

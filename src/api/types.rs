@@ -1,1 +1,132 @@
-//! Wire types (placeholder).
+//! Wire types of the process API, defined once and shared by the server (`api`) and the SDK
+//! (`client`). Field names and presence rules follow `shared/API.md` (Coder-compatible, with
+//! our extensions).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v0/processes/start` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartProcessRequest {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub background: bool,
+    /// Ext: a retried start with the same key returns the original process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Ext: hard deadline; the group is terminated, then killed after a grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartProcessResponse {
+    pub id: String,
+    pub started: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListProcessesResponse {
+    pub processes: Vec<ProcessInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub id: String,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workdir: String,
+    pub background: bool,
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub started_at_unix: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_at_unix: Option<i64>,
+    // Extensions below; absent from Coder agents, so all optional on decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessOutputResponse {
+    pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<ProcessTruncation>,
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessTruncation {
+    pub original_bytes: u64,
+    pub retained_bytes: u64,
+    pub omitted_bytes: u64,
+    pub strategy: String,
+    /// Ext: lines capped at 2048 bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truncated_lines: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl From<crate::proc::Truncation> for ProcessTruncation {
+    fn from(t: crate::proc::Truncation) -> Self {
+        Self {
+            original_bytes: t.original_bytes,
+            retained_bytes: t.retained_bytes,
+            omitted_bytes: t.omitted_bytes,
+            strategy: "head_tail".to_owned(),
+            truncated_lines: t.truncated_lines,
+        }
+    }
+}
+
+/// Query of `GET /api/v0/processes/{id}/output` (ext).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputQuery {
+    #[serde(default)]
+    pub wait: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalProcessRequest {
+    pub signal: String,
+}
+
+/// Body of successful signal/delete responses and of every error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub processes_running: usize,
+}
+
+/// Longest `wait=true` the server honours, and its default.
+pub const MAX_WAIT_MS: u64 = 300_000;
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;

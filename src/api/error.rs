@@ -1,0 +1,61 @@
+//! `ApiError`: every failure becomes a status code and a JSON `{message, detail?}` body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response as AxumResponse};
+
+use super::types::Response;
+use crate::proc::ProcError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), detail: None }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Request body must be valid JSON.").with_detail(detail.to_string())
+    }
+}
+
+impl From<ProcError> for ApiError {
+    fn from(e: ProcError) -> Self {
+        use std::error::Error;
+        let status = match &e {
+            ProcError::EmptyCommand | ProcError::InvalidEnv(_) | ProcError::WorkdirMissing(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProcError::TooManyRunning(_) | ProcError::TooManyTracked(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProcError::IdempotencyConflict(_) | ProcError::NotRunning(_) | ProcError::StillRunning(_) => {
+                StatusCode::CONFLICT
+            }
+            ProcError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProcError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProcError::Spawn(_) | ProcError::Signal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = e.source().map(|s| s.to_string());
+        Self { status, message: e.to_string(), detail }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> AxumResponse {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, detail = ?self.detail, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, "{}", self.message);
+        }
+        (self.status, Json(Response { message: self.message, detail: self.detail })).into_response()
+    }
+}
