@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), detail: None }
+        Self {
+            status,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -25,7 +29,8 @@ impl ApiError {
     }
 
     pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "Request body must be valid JSON.").with_detail(detail.to_string())
+        Self::new(StatusCode::BAD_REQUEST, "Request body must be valid JSON.")
+            .with_detail(detail.to_string())
     }
 }
 
@@ -36,16 +41,22 @@ impl From<ProcError> for ApiError {
             ProcError::EmptyCommand | ProcError::InvalidEnv(_) | ProcError::WorkdirMissing(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ProcError::TooManyRunning(_) | ProcError::TooManyTracked(_) => StatusCode::TOO_MANY_REQUESTS,
-            ProcError::IdempotencyConflict(_) | ProcError::NotRunning(_) | ProcError::StillRunning(_) => {
-                StatusCode::CONFLICT
+            ProcError::TooManyRunning(_) | ProcError::TooManyTracked(_) => {
+                StatusCode::TOO_MANY_REQUESTS
             }
+            ProcError::IdempotencyConflict(_)
+            | ProcError::NotRunning(_)
+            | ProcError::StillRunning(_) => StatusCode::CONFLICT,
             ProcError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProcError::NotFound(_) => StatusCode::NOT_FOUND,
             ProcError::Spawn(_) | ProcError::Signal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let detail = e.source().map(|s| s.to_string());
-        Self { status, message: e.to_string(), detail }
+        Self {
+            status,
+            message: e.to_string(),
+            detail,
+        }
     }
 }
 
@@ -56,6 +67,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
-        (self.status, Json(Response { message: self.message, detail: self.detail })).into_response()
+        (
+            self.status,
+            Json(Response {
+                message: self.message,
+                detail: self.detail,
+            }),
+        )
+            .into_response()
     }
 }

@@ -39,7 +39,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(manager: Manager) -> Self {
-        Self { manager, started: Instant::now(), allowed_sources: Arc::new(Vec::new()) }
+        Self {
+            manager,
+            started: Instant::now(),
+            allowed_sources: Arc::new(Vec::new()),
+        }
     }
 }
 
@@ -75,7 +79,10 @@ async fn start(
         timeout: req.timeout_ms.map(Duration::from_millis),
     };
     let id = st.manager.start(spec)?;
-    Ok(Json(StartProcessResponse { id: id.to_string(), started: true }))
+    Ok(Json(StartProcessResponse {
+        id: id.to_string(),
+        started: true,
+    }))
 }
 
 async fn list(State(st): State<AppState>) -> Json<ListProcessesResponse> {
@@ -88,7 +95,9 @@ async fn output(
     Path(id): Path<String>,
     query: Result<Query<OutputQuery>, QueryRejection>,
 ) -> Result<Json<ProcessOutputResponse>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "Invalid query.").with_detail(e.body_text()))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "Invalid query.").with_detail(e.body_text())
+    })?;
     let id = ProcessId::from(id.as_str());
     if q.wait {
         let ms = q.timeout_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS);
@@ -114,7 +123,10 @@ async fn signal(
 ) -> Result<Json<Response>, ApiError> {
     let req: SignalProcessRequest = decode(body)?;
     if req.signal.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "Signal is required."));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Signal is required.",
+        ));
     }
     let Some(sig) = Signal::parse(&req.signal) else {
         return Err(ApiError::new(
@@ -133,10 +145,16 @@ async fn signal(
     }))
 }
 
-async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Response>, ApiError> {
+async fn remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Response>, ApiError> {
     let id = ProcessId::from(id.as_str());
     st.manager.remove(&id)?;
-    Ok(Json(Response { message: format!("Process \"{id}\" removed."), detail: None }))
+    Ok(Json(Response {
+        message: format!("Process \"{id}\" removed."),
+        detail: None,
+    }))
 }
 
 async fn health(State(st): State<AppState>) -> Json<HealthResponse> {
@@ -153,14 +171,20 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed on this route.")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed on this route.",
+    )
 }
 
 /// Refuses callers outside `allowed_sources` (403). A no-op when the list is empty.
 async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> AxumResponse {
     use axum::response::IntoResponse;
     if !st.allowed_sources.is_empty() {
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
         let allowed = peer.is_some_and(|ip| st.allowed_sources.iter().any(|n| n.contains(ip)));
         if !allowed {
             let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
@@ -185,7 +209,9 @@ fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T,
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn process_info(s: Snapshot) -> ProcessInfo {

@@ -30,7 +30,10 @@ impl Default for HeadTailBuffer {
 
 impl HeadTailBuffer {
     pub fn new() -> Self {
-        Self { data: Mutex::new(Vec::new()), total: Mutex::new(0) }
+        Self {
+            data: Mutex::new(Vec::new()),
+            total: Mutex::new(0),
+        }
     }
     pub fn write(&self, d: &[u8]) {
         let mut v = self.data.lock();

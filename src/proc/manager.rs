@@ -238,27 +238,52 @@ impl Manager {
         tracing::info!(id = %id, pid = spawned.pid, "process started");
         let grace = self.inner.cfg.kill_grace;
         let deadline = spec.timeout.map(|t| Instant::now() + t);
-        self.inner.tracker.spawn(supervise(rec, spawned.child, spawned.output, deadline, grace));
+        self.inner.tracker.spawn(supervise(
+            rec,
+            spawned.child,
+            spawned.output,
+            deadline,
+            grace,
+        ));
         Ok(id)
     }
 
     pub fn get(&self, id: &ProcessId) -> Result<Arc<Record>, ProcError> {
-        self.inner.state.lock().records.get(id).cloned().ok_or_else(|| ProcError::NotFound(id.clone()))
+        self.inner
+            .state
+            .lock()
+            .records
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ProcError::NotFound(id.clone()))
     }
 
     /// Every record: running first, then most recently started first.
     pub fn list(&self) -> Vec<Snapshot> {
         let st = self.inner.state.lock();
-        let recs: Vec<_> = st.order.iter().rev().filter_map(|id| st.records.get(id).cloned()).collect();
+        let recs: Vec<_> = st
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| st.records.get(id).cloned())
+            .collect();
         drop(st);
-        let (mut running, exited): (Vec<_>, Vec<_>) =
-            recs.iter().map(|r| r.snapshot()).partition(|s| s.exit.is_none());
+        let (mut running, exited): (Vec<_>, Vec<_>) = recs
+            .iter()
+            .map(|r| r.snapshot())
+            .partition(|s| s.exit.is_none());
         running.extend(exited);
         running
     }
 
     pub fn running_count(&self) -> usize {
-        self.inner.state.lock().records.values().filter(|r| r.is_running()).count()
+        self.inner
+            .state
+            .lock()
+            .records
+            .values()
+            .filter(|r| r.is_running())
+            .count()
     }
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running then.
@@ -290,7 +315,10 @@ impl Manager {
     /// Forgets an exited process.
     pub fn remove(&self, id: &ProcessId) -> Result<(), ProcError> {
         let mut st = self.inner.state.lock();
-        let rec = st.records.get(id).ok_or_else(|| ProcError::NotFound(id.clone()))?;
+        let rec = st
+            .records
+            .get(id)
+            .ok_or_else(|| ProcError::NotFound(id.clone()))?;
         if rec.is_running() {
             return Err(ProcError::StillRunning(id.clone()));
         }
@@ -304,14 +332,21 @@ impl Manager {
         let running: Vec<Arc<Record>> = {
             let mut st = self.inner.state.lock();
             st.shutting_down = true;
-            st.records.values().filter(|r| r.is_running()).cloned().collect()
+            st.records
+                .values()
+                .filter(|r| r.is_running())
+                .cloned()
+                .collect()
         };
         self.inner.tracker.close();
         for rec in &running {
             *rec.ending.lock() = Ending::AgentShutdown;
             let _ = spawn::signal_group(rec.pid, NixSignal::SIGTERM);
         }
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok()
+        {
             return;
         }
         for rec in running.iter().filter(|r| r.is_running()) {
@@ -320,7 +355,10 @@ impl Manager {
         }
         // SIGKILL cannot be ignored; supervisors finish once pipes close (bounded by kill_grace).
         let bound = self.inner.cfg.kill_grace + Duration::from_secs(5);
-        if tokio::time::timeout(bound, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(bound, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::error!("process supervisors did not finish within {bound:?}");
         }
     }
@@ -337,14 +375,24 @@ impl Manager {
             Some(p) if !p.as_os_str().is_empty() => base.join(p),
             _ => base,
         };
-        if dir.is_dir() { Ok(dir) } else { Err(ProcError::WorkdirMissing(dir)) }
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(ProcError::WorkdirMissing(dir))
+        }
     }
 }
 
 impl Drop for Inner {
     /// Last handle gone: no process group may outlive the manager.
     fn drop(&mut self) {
-        for rec in self.state.get_mut().records.values().filter(|r| r.is_running()) {
+        for rec in self
+            .state
+            .get_mut()
+            .records
+            .values()
+            .filter(|r| r.is_running())
+        {
             let _ = spawn::signal_group(rec.pid, NixSignal::SIGKILL);
         }
     }
@@ -353,7 +401,11 @@ impl Drop for Inner {
 impl State {
     /// Evicts the oldest exited record; false if every record is still running.
     fn evict_oldest_exited(&mut self) -> bool {
-        let victim = self.order.iter().find(|id| self.records.get(*id).is_some_and(|r| !r.is_running())).cloned();
+        let victim = self
+            .order
+            .iter()
+            .find(|id| self.records.get(*id).is_some_and(|r| !r.is_running()))
+            .cloned();
         match victim {
             Some(id) => {
                 self.forget(&id);
@@ -376,7 +428,9 @@ impl State {
 fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ProcError> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(ProcError::InvalidEnv(format!("name {k:?} must be non-empty without '=' or NUL")));
+            return Err(ProcError::InvalidEnv(format!(
+                "name {k:?} must be non-empty without '=' or NUL"
+            )));
         }
         if v.contains('\0') {
             return Err(ProcError::InvalidEnv(format!("value of {k} contains NUL")));
@@ -387,7 +441,14 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ProcError> {
 
 fn fingerprint(spec: &StartSpec, workdir: &Path) -> u64 {
     let mut h = DefaultHasher::new();
-    (&spec.command, workdir, &spec.env, spec.background, spec.timeout).hash(&mut h);
+    (
+        &spec.command,
+        workdir,
+        &spec.env,
+        spec.background,
+        spec.timeout,
+    )
+        .hash(&mut h);
     h.finish()
 }
 
@@ -454,7 +515,12 @@ async fn supervise(
         Some(Ok(st)) => exit_from_status(st, ending),
         Some(Err(e)) => {
             tracing::warn!(id = %rec.id, "waiting for process failed: {e}");
-            Exit { code: -1, signal: None, reason: ExitReason::Exited, at: SystemTime::now() }
+            Exit {
+                code: -1,
+                signal: None,
+                reason: ExitReason::Exited,
+                at: SystemTime::now(),
+            }
         }
         None => unreachable_exit(),
     };
@@ -473,7 +539,12 @@ async fn drain(pipe: &mut pipe::Receiver, rec: &Record, buf: &mut [u8]) {
 
 fn unreachable_exit() -> Exit {
     // The loop only ends once `status` is Some; kept total rather than panicking.
-    Exit { code: -1, signal: None, reason: ExitReason::Exited, at: SystemTime::now() }
+    Exit {
+        code: -1,
+        signal: None,
+        reason: ExitReason::Exited,
+        at: SystemTime::now(),
+    }
 }
 
 fn exit_from_status(st: std::process::ExitStatus, ending: Ending) -> Exit {
@@ -488,9 +559,16 @@ fn exit_from_status(st: std::process::ExitStatus, ending: Ending) -> Exit {
         (None, Some(s)) => (-1, Some(signal_name(s)), ExitReason::Signaled),
         (None, None) => (-1, None, ExitReason::Exited),
     };
-    Exit { code, signal, reason: forced.unwrap_or(natural), at: SystemTime::now() }
+    Exit {
+        code,
+        signal,
+        reason: forced.unwrap_or(natural),
+        at: SystemTime::now(),
+    }
 }
 
 fn signal_name(sig: i32) -> &'static str {
-    NixSignal::try_from(sig).map(|s| s.as_str()).unwrap_or("SIGUNKNOWN")
+    NixSignal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("SIGUNKNOWN")
 }

@@ -34,10 +34,17 @@ impl Priority {
         let current = unsafe {
             *libc::__errno_location() = 0;
             let p = libc::getpriority(libc::PRIO_PROCESS, 0);
-            if p == -1 && *libc::__errno_location() != 0 { 0 } else { p }
+            if p == -1 && *libc::__errno_location() != 0 {
+                0
+            } else {
+                p
+            }
         };
         let nice = (increment != 0).then(|| (current + increment).clamp(-20, 19));
-        Self { nice, oom_score_adj }
+        Self {
+            nice,
+            oom_score_adj,
+        }
     }
 }
 
@@ -73,7 +80,9 @@ pub fn spawn(
         .kill_on_drop(false);
 
     // Everything the closure needs is prepared here: after fork only async-signal-safe calls.
-    let oom_text: Option<Vec<u8>> = priority.oom_score_adj.map(|v| format!("{v}\n").into_bytes());
+    let oom_text: Option<Vec<u8>> = priority
+        .oom_score_adj
+        .map(|v| format!("{v}\n").into_bytes());
     let nice = priority.nice;
     let report_fd = report_write.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
@@ -115,7 +124,11 @@ pub fn spawn(
                 }
             }
             if report != [0, 0] {
-                libc::write(report_fd, report.as_ptr().cast(), std::mem::size_of_val(&report));
+                libc::write(
+                    report_fd,
+                    report.as_ptr().cast(),
+                    std::mem::size_of_val(&report),
+                );
             }
             Ok(())
         });
@@ -127,11 +140,18 @@ pub fn spawn(
     drop(cmd);
     drop(report_write);
     let child = spawn_result?;
-    let pid = child.id().ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
 
     let adjust_errors = read_report(report_read, priority);
     let output = pipe::Receiver::from_owned_fd(out_read)?;
-    Ok(Spawned { child, pid, output, adjust_errors })
+    Ok(Spawned {
+        child,
+        pid,
+        output,
+        adjust_errors,
+    })
 }
 
 /// Reads what the child reported before `exec`. `spawn` returns only after `exec` succeeded, so
@@ -171,7 +191,9 @@ pub fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) -> nix::Result<
 
 /// True while any process of the group `pgid` is alive (zombies included).
 pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = i32::try_from(pgid) else { return false };
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
     !matches!(
         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None),
         Err(nix::errno::Errno::ESRCH)
