@@ -85,7 +85,7 @@ impl Net {
     }
 }
 
-fn secret() -> StaticSecret {
+pub(super) fn secret() -> StaticSecret {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).unwrap();
     StaticSecret::from(b)
@@ -128,7 +128,7 @@ fn net(nodes: Vec<Node>) -> Net {
 }
 
 /// A minimal valid IPv4 packet (protocol 253, "experimental") with a correct header checksum.
-fn ipv4(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+pub(super) fn ipv4(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     let src: Ipv4Addr = src.parse().unwrap();
     let dst: Ipv4Addr = dst.parse().unwrap();
     let total = u16::try_from(20 + payload.len()).unwrap();

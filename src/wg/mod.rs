@@ -8,6 +8,7 @@
 //!   allowed IPs names the sending peer), follows roaming peers, routes outgoing IP packets by
 //!   destination, drives per-peer timers and keeps [`Counters`].
 //! - [`udp`]: binding the one UDP socket all peers share, and address normalisation helpers.
+//! - [`batch`]: `recvmmsg`/`sendmmsg` batches over that socket (optional for the driver).
 //!
 //! It leaves to its caller (the data-path task in `node`): reading and writing the socket,
 //! calling [`Device::update_timers`] every 250 ms and [`Device::reset_rate_limiter`] every
@@ -17,6 +18,7 @@
 //!
 //! Exception to the sans-IO rule: boringtun reads the monotonic clock itself inside `Tunn`.
 
+pub mod batch;
 mod counters;
 mod device;
 mod routing;

@@ -224,6 +224,80 @@ mod tests {
         .expect("test timed out");
     }
 
+    /// An [`Output`](crate::wg::Output) straight onto a socket, as the driver will do it.
+    struct SocketOut<'a> {
+        socket: &'a UdpSocket,
+        delivered: Vec<Vec<u8>>,
+    }
+
+    impl crate::wg::Output for SocketOut<'_> {
+        fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
+            let v6 = self.socket.local_addr().unwrap().is_ipv6();
+            self.socket
+                .try_send_to(datagram, to_socket_family(to, v6))
+                .unwrap();
+        }
+        fn deliver(&mut self, ip_packet: &[u8]) {
+            self.delivered.push(ip_packet.to_vec());
+        }
+    }
+
+    /// Receives one datagram and hands it to the device with a normalised source.
+    async fn step(dev: &mut crate::wg::Device, out: &mut SocketOut<'_>) {
+        let mut buf = vec![0u8; 2048];
+        let (n, src) = out.socket.recv_from(&mut buf).await.unwrap();
+        dev.handle_datagram(normalize_addr(src), &buf[..n], out);
+    }
+
+    #[tokio::test]
+    async fn two_devices_over_loopback_udp() {
+        use crate::wg::device_tests::{ipv4, secret};
+        use crate::wg::{Device, DeviceConfig, PeerConfig, PeerId, PublicKey};
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let (sa, sb) = (bind_udp(0).unwrap(), bind_udp(0).unwrap());
+            let a_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, sa.local_addr().unwrap().port()));
+            let b_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, sb.local_addr().unwrap().port()));
+            let (ka, kb) = (secret(), secret());
+            let cfg = |me: &boringtun::x25519::StaticSecret, other, ip: &str, ep| DeviceConfig {
+                private_key: me.clone(),
+                peers: vec![PeerConfig {
+                    name: None,
+                    public_key: PublicKey::from(other),
+                    preshared_key: None,
+                    allowed_ips: vec![ip.parse().unwrap()],
+                    endpoint: ep,
+                    persistent_keepalive: None,
+                }],
+            };
+            let mut a = Device::new(cfg(&ka, &kb, "10.0.0.2/32", Some(b_addr))).unwrap();
+            let mut b = Device::new(cfg(&kb, &ka, "10.0.0.1/32", None)).unwrap();
+            let mut out_a = SocketOut {
+                socket: &sa,
+                delivered: Vec::new(),
+            };
+            let mut out_b = SocketOut {
+                socket: &sb,
+                delivered: Vec::new(),
+            };
+
+            // tokio's try_* calls report WouldBlock until writability has been observed once.
+            sa.writable().await.unwrap();
+            sb.writable().await.unwrap();
+            let p = ipv4("10.0.0.1", "10.0.0.2", b"through real sockets");
+            a.send_ip_packet(&p, &mut out_a); // initiation
+            step(&mut b, &mut out_b).await; // response
+            step(&mut a, &mut out_a).await; // keepalive + the queued packet
+            step(&mut b, &mut out_b).await;
+            step(&mut b, &mut out_b).await;
+            assert_eq!(out_b.delivered, vec![p]);
+            // Endpoints are plain IPv4, so the configured one did not "roam" to a mapped form.
+            assert_eq!(b.peer_endpoint(PeerId(0)), Some(a_addr));
+            assert_eq!(a.peer_endpoint(PeerId(0)), Some(b_addr));
+        })
+        .await
+        .expect("test timed out");
+    }
+
     #[tokio::test]
     async fn buffers_are_at_least_the_default() {
         tokio::time::timeout(Duration::from_secs(10), async {
