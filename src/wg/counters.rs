@@ -60,7 +60,8 @@ pub struct PeerStats {
     pub rx_packets: u64,
     /// Data datagrams carrying an IP packet sent to this peer.
     pub tx_packets: u64,
-    /// Completed handshakes (as initiator or responder).
+    /// Handshakes completed from our side: as initiator, responses accepted; as responder,
+    /// responses sent (the initiator's first data or keepalive then confirms the session).
     pub handshakes: u64,
     /// Wall-clock time the current session was established, as of the last timer tick.
     pub last_handshake: Option<SystemTime>,

@@ -604,3 +604,37 @@ fn preshared_keys_must_match() {
     n.pump();
     assert_eq!(n.nodes[1].take_delivered().len(), 1);
 }
+
+/// Data-path cost of the device alone (no sockets): one 1420-byte packet encrypted by A,
+/// decrypted, cryptokey-checked and delivered by B, in a loop. Run in release:
+/// `cargo test --release --lib wg::device_tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn throughput_in_memory() {
+    let mut n = pair();
+    n.nodes[0].send(&ipv4("10.0.0.1", "10.0.0.2", b"warm up"));
+    n.pump();
+    n.nodes[1].take_delivered();
+    let packet = ipv4("10.0.0.1", "10.0.0.2", &[0x5a; 1400]);
+    let count = 200_000u32;
+    let (a, b) = n.nodes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    let mut delivered = 0usize;
+    let start = std::time::Instant::now();
+    for _ in 0..count {
+        a.dev.send_ip_packet(&packet, &mut a.wire);
+        for (_, d) in a.wire.sent.drain(..) {
+            b.dev.handle_datagram(a.addr, &d, &mut b.wire);
+        }
+        delivered += b.wire.delivered.len();
+        b.wire.delivered.clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(delivered, count as usize);
+    let pps = f64::from(count) / secs;
+    println!(
+        "{count} packets of {} bytes in {secs:.3} s: {pps:.0} packets/s, {:.2} Gbit/s (one core, encrypt + decrypt)",
+        packet.len(),
+        pps * packet.len() as f64 * 8.0 / 1e9
+    );
+}

@@ -22,7 +22,9 @@ pub const SOCKET_BUFFER_BYTES: usize = 7 << 20;
 /// Prefers one dual-stack IPv6 socket (`IPV6_V6ONLY` off) so IPv4 and IPv6 peers share it;
 /// IPv4 sources then appear v4-mapped ([`normalize_addr`] undoes that) and IPv4 destinations
 /// must be mapped ([`to_socket_family`]). Falls back to IPv4 only when IPv6 is unavailable.
-/// Must be called inside a tokio runtime.
+/// Must be called inside a tokio runtime. Note that tokio's `try_send_to`/`try_io` report
+/// `WouldBlock` until the reactor has observed writability once: await `writable()` after
+/// binding (and after every `WouldBlock`) before relying on them.
 pub fn bind_udp(listen_port: u16) -> io::Result<UdpSocket> {
     let socket = match bind(Domain::IPV6, listen_port) {
         Ok(s) => s,
