@@ -105,10 +105,15 @@ fn grow_buffers(socket: &Socket) {
         forced = forced_rcv && forced_snd,
         "WireGuard socket buffers"
     );
-    // Linux reports twice the usable size; below the request means rmem_max capped us.
-    if rcv < SOCKET_BUFFER_BYTES {
+    // Linux reports twice the size granted; less than requested means rmem_max capped us.
+    let granted = if cfg!(target_os = "linux") {
+        rcv / 2
+    } else {
+        rcv
+    };
+    if granted < SOCKET_BUFFER_BYTES {
         tracing::warn!(
-            granted = rcv,
+            granted,
             "UDP receive buffer smaller than requested; raise net.core.rmem_max \
              (or grant CAP_NET_ADMIN) for full throughput"
         );
