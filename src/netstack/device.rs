@@ -34,7 +34,9 @@ impl PacketQueue {
     pub(crate) fn new(capacity: usize, buf_size: usize) -> Self {
         Self {
             ready: VecDeque::with_capacity(capacity),
-            free: (0..capacity).map(|_| Vec::with_capacity(buf_size)).collect(),
+            free: (0..capacity)
+                .map(|_| Vec::with_capacity(buf_size))
+                .collect(),
             capacity,
         }
     }
@@ -109,19 +111,27 @@ pub(crate) fn classify_inbound(packet: &[u8], ours: &[IpAddr]) -> Result<(), Rej
     let version = packet.first().map(|b| b >> 4);
     let (src, dst, proto, payload) = match version {
         Some(4) => {
-            let ip = Ipv4Packet::new_checked(packet).map_err(|_| Reject::Malformed("ipv4 header"))?;
+            let ip =
+                Ipv4Packet::new_checked(packet).map_err(|_| Reject::Malformed("ipv4 header"))?;
             if !ip.verify_checksum() {
                 return Err(Reject::Malformed("ipv4 header checksum"));
             }
             if ip.more_frags() || ip.frag_offset() != 0 {
                 return Err(Reject::Malformed("ipv4 fragment"));
             }
-            let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+            let (src, dst) = (
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(ip.dst_addr()),
+            );
             (src, dst, ip.next_header(), ip.payload())
         }
         Some(6) => {
-            let ip = Ipv6Packet::new_checked(packet).map_err(|_| Reject::Malformed("ipv6 header"))?;
-            let (src, dst) = (IpAddress::Ipv6(ip.src_addr()), IpAddress::Ipv6(ip.dst_addr()));
+            let ip =
+                Ipv6Packet::new_checked(packet).map_err(|_| Reject::Malformed("ipv6 header"))?;
+            let (src, dst) = (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+            );
             (src, dst, ip.next_header(), ip.payload())
         }
         _ => return Err(Reject::Malformed("ip version")),
@@ -261,7 +271,10 @@ mod tests {
         let mut q = PacketQueue::new(2, 64);
         assert!(q.push_copy(b"one"));
         assert!(q.push_copy(b"two"));
-        assert!(!q.push_copy(b"three"), "third packet must be refused, not dropped");
+        assert!(
+            !q.push_copy(b"three"),
+            "third packet must be refused, not dropped"
+        );
         let first = q.pop().unwrap();
         assert_eq!(first, b"one");
         let ptr = first.as_ptr();

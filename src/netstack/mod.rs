@@ -230,7 +230,11 @@ impl Netstack {
             }
             Err(Reject::Malformed(why)) => {
                 c.dropped_malformed.inc();
-                tracing::debug!(why, len = packet.len(), "netstack: dropped malformed inbound packet");
+                tracing::debug!(
+                    why,
+                    len = packet.len(),
+                    "netstack: dropped malformed inbound packet"
+                );
                 return Ok(());
             }
         }
@@ -319,6 +323,15 @@ impl Netstack {
 
     pub fn mtu(&self) -> usize {
         self.shared.mtu
+    }
+}
+
+impl std::fmt::Debug for Netstack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netstack")
+            .field("addresses", &self.shared.addresses)
+            .field("counters", &self.counters())
+            .finish()
     }
 }
 

@@ -173,12 +173,20 @@ impl Stack {
     /// Processes all queued inbound packets, sends what the sockets have (until the outbound
     /// queue is full), does listener and orphan bookkeeping, and returns how long until the
     /// next poll is needed (None: only new input or socket activity needs one).
-    pub(crate) fn poll(&mut self, now: Instant, device: &mut VirtualDevice<'_>) -> Option<Duration> {
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        device: &mut VirtualDevice<'_>,
+    ) -> Option<Duration> {
         use smoltcp::iface::PollIngressSingleResult as Ingress;
         self.iface.poll_maintenance(now);
         // One packet at a time so that a listener whose LISTEN socket just took a SYN gets a
         // fresh LISTEN socket before the next SYN of the same burst is processed.
-        while self.iface.poll_ingress_single(now, device, &mut self.sockets) != Ingress::None {
+        while self
+            .iface
+            .poll_ingress_single(now, device, &mut self.sockets)
+            != Ingress::None
+        {
             self.replenish_all();
         }
         self.egress(now, device);
@@ -217,7 +225,12 @@ impl Stack {
             return Err(NetstackError::AddressNotLocal(addr.ip()));
         }
         let endpoint = IpEndpoint::from(addr);
-        if self.listeners.iter().flatten().any(|l| l.endpoint == endpoint) {
+        if self
+            .listeners
+            .iter()
+            .flatten()
+            .any(|l| l.endpoint == endpoint)
+        {
             return Err(NetstackError::AddrInUse(addr));
         }
         let listener = Listener {
@@ -415,14 +428,16 @@ impl Stack {
                         self.open -= 1;
                     }
                     _ => {
-                        let (local, remote) = match (socket.local_endpoint(), socket.remote_endpoint())
-                        {
-                            (Some(lo), Some(re)) => (SocketAddr::from(lo), SocketAddr::from(re)),
-                            _ => {
-                                i += 1;
-                                continue;
-                            }
-                        };
+                        let (local, remote) =
+                            match (socket.local_endpoint(), socket.remote_endpoint()) {
+                                (Some(lo), Some(re)) => {
+                                    (SocketAddr::from(lo), SocketAddr::from(re))
+                                }
+                                _ => {
+                                    i += 1;
+                                    continue;
+                                }
+                            };
                         l.ready.push_back(Accepted {
                             handle: t.handle,
                             local,
@@ -466,7 +481,10 @@ impl Stack {
             .flatten()
             .flat_map(|l| l.half_open.iter())
             .filter_map(|t| t.deadline(HALF_OPEN_TIMEOUT));
-        let orphans = self.orphans.iter().filter_map(|t| t.deadline(ORPHAN_LINGER));
+        let orphans = self
+            .orphans
+            .iter()
+            .filter_map(|t| t.deadline(ORPHAN_LINGER));
         half_open.chain(orphans).min()
     }
 

@@ -98,6 +98,14 @@ impl TcpListener {
     }
 }
 
+impl std::fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
 impl Drop for TcpListener {
     fn drop(&mut self) {
         self.shared.stack.lock().unlisten(self.id);
@@ -146,6 +154,15 @@ impl TcpStream {
 
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+}
+
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 

@@ -53,7 +53,9 @@ pub(crate) fn smol_now(start: Instant) -> smoltcp::time::Instant {
 fn destination(packet: &[u8]) -> Option<IpAddr> {
     match packet.first()? >> 4 {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(packet.get(16..20)?).ok()?)),
-        6 => Some(IpAddr::from(<[u8; 16]>::try_from(packet.get(24..40)?).ok()?)),
+        6 => Some(IpAddr::from(
+            <[u8; 16]>::try_from(packet.get(24..40)?).ok()?,
+        )),
         _ => None,
     }
 }

@@ -209,7 +209,11 @@ async fn fifty_simultaneous_connections_from_two_addresses() {
         }
         let mut sources = Vec::new();
         for t in tasks {
-            sources.push(t.await.unwrap().expect("every connection is accepted and served"));
+            sources.push(
+                t.await
+                    .unwrap()
+                    .expect("every connection is accepted and served"),
+            );
         }
         assert_eq!(sources.iter().filter(|a| **a == ip(V4_CLIENT)).count(), 25);
         assert_eq!(sources.iter().filter(|a| **a == ip(V4_CLIENT2)).count(), 25);
@@ -247,7 +251,10 @@ async fn half_close_still_reads_the_full_reply() {
         let mut got = Vec::new();
         c.read_to_end(&mut got).await.unwrap();
         assert_eq!(&got[..7], b"request");
-        assert!(got[7..] == expected[..], "reply truncated after our shutdown");
+        assert!(
+            got[7..] == expected[..],
+            "reply truncated after our shutdown"
+        );
         server.await.unwrap();
     })
     .await;
@@ -275,7 +282,9 @@ async fn peer_close_gives_eof_and_sockets_are_freed() {
         // Both ends reach CLOSED/TIME-WAIT and are removed: the server keeps only its LISTEN
         // socket, the client none.
         for _ in 0..200 {
-            if net.stacks[0].counters().sockets_open == 1 && net.stacks[1].counters().sockets_open == 0 {
+            if net.stacks[0].counters().sockets_open == 1
+                && net.stacks[1].counters().sockets_open == 0
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -317,10 +326,13 @@ async fn connect_to_closed_port_is_refused() {
         let err = net.stacks[1]
             .connect(SocketAddr::new(ip(V4_SERVER), 4444))
             .await
-            .err()
-            .expect("nobody listens");
+            .expect_err("nobody listens");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        assert_eq!(net.stacks[1].counters().sockets_open, 0, "failed connect frees its socket");
+        assert_eq!(
+            net.stacks[1].counters().sockets_open,
+            0,
+            "failed connect frees its socket"
+        );
     })
     .await;
 }
@@ -342,7 +354,10 @@ async fn socket_limit_refuses_then_recovers() {
         let a = net.stacks[1].connect(addr).await.unwrap();
         let b = net.stacks[1].connect(addr).await.unwrap();
         let c = net.stacks[1].connect(addr).await.unwrap();
-        let err = net.stacks[1].connect(addr).await.err().expect("over the limit");
+        let err = net.stacks[1]
+            .connect(addr)
+            .await
+            .expect_err("over the limit");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
         assert!(net.stacks[0].counters().sockets_refused >= 1);
         assert!(net.stacks[0].counters().sockets_open <= 3);
@@ -382,7 +397,10 @@ async fn tiny_queues_apply_backpressure_without_loss() {
 /// A SYN built by a real stack for an address that is not the receiver's.
 #[test]
 fn packets_for_foreign_addresses_are_dropped_and_counted() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(bounded(async {
         let cfg = |a: [u8; 4]| NetstackConfig::new(vec![ip(a)]);
         let server = Netstack::new(cfg(V4_SERVER)).unwrap();
@@ -390,7 +408,11 @@ fn packets_for_foreign_addresses_are_dropped_and_counted() {
         let start = tokio::time::Instant::now();
         let connecting = tokio::spawn({
             let client = client.clone();
-            async move { client.connect(SocketAddr::from(([100, 64, 0, 99], 80))).await }
+            async move {
+                client
+                    .connect(SocketAddr::from(([100, 64, 0, 99], 80)))
+                    .await
+            }
         });
         let mut syn = None;
         for _ in 0..1000 {
@@ -408,7 +430,10 @@ fn packets_for_foreign_addresses_are_dropped_and_counted() {
         assert_eq!(server.push_inbound(&syn), Ok(()));
         assert_eq!(server.push_inbound(&[0x45, 0, 1]), Ok(()));
         let c = server.counters();
-        assert_eq!((c.dropped_not_ours, c.dropped_malformed, c.packets_in), (1, 1, 0));
+        assert_eq!(
+            (c.dropped_not_ours, c.dropped_malformed, c.packets_in),
+            (1, 1, 0)
+        );
         connecting.abort();
     }));
 }
@@ -510,20 +535,36 @@ async fn axum_router_served_over_the_listener() {
 #[test]
 fn config_is_validated() {
     let ok = NetstackConfig::new(vec![ip(V4_SERVER)]);
-    assert_ne!(ok.seed, NetstackConfig::default().seed, "seed comes from the OS RNG");
+    assert_ne!(
+        ok.seed,
+        NetstackConfig::default().seed,
+        "seed comes from the OS RNG"
+    );
     let bad = |f: fn(&mut NetstackConfig)| {
         let mut c = ok.clone();
         f(&mut c);
         Netstack::new(c).err()
     };
-    assert!(matches!(bad(|c| c.addresses.clear()), Some(NetstackError::NoAddresses)));
-    assert!(matches!(bad(|c| c.mtu = 500), Some(NetstackError::InvalidMtu(500))));
-    assert!(matches!(bad(|c| c.tcp_buffer = 8192), Some(NetstackError::InvalidBuffer(_))));
+    assert!(matches!(
+        bad(|c| c.addresses.clear()),
+        Some(NetstackError::NoAddresses)
+    ));
+    assert!(matches!(
+        bad(|c| c.mtu = 500),
+        Some(NetstackError::InvalidMtu(500))
+    ));
+    assert!(matches!(
+        bad(|c| c.tcp_buffer = 8192),
+        Some(NetstackError::InvalidBuffer(_))
+    ));
     assert!(matches!(
         bad(|c| c.addresses = vec![ip(V4_SERVER), ip(V4_CLIENT), ip(V4_CLIENT2)]),
         Some(NetstackError::TooManyAddresses { .. })
     ));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let s = Netstack::new(ok.clone()).unwrap();
         assert!(matches!(
