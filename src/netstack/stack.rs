@@ -8,10 +8,8 @@
 //! orphan list. A handle is removed from the `SocketSet` only by the code that owns it at that
 //! moment, and a `TcpStream` hands its handle to the orphan list on drop.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -19,6 +17,10 @@ use smoltcp::socket::tcp::{self, CongestionControl, State};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
+mod listener;
+
+use self::listener::Listener;
+pub(crate) use self::listener::ListenerId;
 use super::counters::AtomicCounters;
 use super::device::VirtualDevice;
 use super::{NetstackConfig, NetstackError};
@@ -31,18 +33,6 @@ const ORPHAN_LINGER: Duration = Duration::from_secs(60);
 /// Ephemeral ports for `connect` (RFC 6335 dynamic range).
 const EPHEMERAL_FIRST: u16 = 49152;
 const EPHEMERAL_COUNT: u16 = 16384;
-
-/// Identifies a listener inside the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ListenerId(usize);
-
-/// A connection taken from a listener's accept queue.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Accepted {
-    pub(crate) handle: SocketHandle,
-    pub(crate) local: SocketAddr,
-    pub(crate) remote: SocketAddr,
-}
 
 /// A socket with the time it entered its current list (set at the first poll that sees it, so
 /// a stale `now` from an idle stack never shortens a deadline).
@@ -69,21 +59,6 @@ impl Timed {
     fn deadline(&self, limit: Duration) -> Option<Instant> {
         self.since.map(|s| s + SmolDuration::from(limit))
     }
-}
-
-#[derive(Debug)]
-struct Listener {
-    endpoint: IpEndpoint,
-    /// The one socket in LISTEN for this endpoint (None while the backlog or the socket limit
-    /// is reached: SYNs are then answered with RST by smoltcp).
-    listening: Option<SocketHandle>,
-    /// Sockets that left LISTEN and have not completed the handshake yet.
-    half_open: Vec<Timed>,
-    /// Established connections waiting for `accept`.
-    ready: VecDeque<Accepted>,
-    waker: Option<Waker>,
-    /// Set while no LISTEN socket could be created (counted once per episode).
-    saturated: bool,
 }
 
 /// Per-socket settings, from [`NetstackConfig`].
@@ -216,75 +191,6 @@ impl Stack {
         while self.iface.poll_egress(now, device, &mut self.sockets) != PollResult::None {}
     }
 
-    /// Starts listening on `addr` (which must be one of our addresses, port non-zero).
-    pub(crate) fn listen(&mut self, addr: SocketAddr) -> Result<ListenerId, NetstackError> {
-        if addr.port() == 0 {
-            return Err(NetstackError::PortZero);
-        }
-        if !self.iface.has_ip_addr(IpAddress::from(addr.ip())) {
-            return Err(NetstackError::AddressNotLocal(addr.ip()));
-        }
-        let endpoint = IpEndpoint::from(addr);
-        if self
-            .listeners
-            .iter()
-            .flatten()
-            .any(|l| l.endpoint == endpoint)
-        {
-            return Err(NetstackError::AddrInUse(addr));
-        }
-        let listener = Listener {
-            endpoint,
-            listening: None,
-            half_open: Vec::new(),
-            ready: VecDeque::new(),
-            waker: None,
-            saturated: false,
-        };
-        let id = match self.listeners.iter().position(Option::is_none) {
-            Some(i) => {
-                self.listeners[i] = Some(listener);
-                ListenerId(i)
-            }
-            None => {
-                self.listeners.push(Some(listener));
-                ListenerId(self.listeners.len() - 1)
-            }
-        };
-        self.replenish(id);
-        Ok(id)
-    }
-
-    /// Stops a listener: its LISTEN socket is closed, pending connections are reset.
-    pub(crate) fn unlisten(&mut self, id: ListenerId) {
-        let Some(l) = self.listeners.get_mut(id.0).and_then(Option::take) else {
-            return;
-        };
-        if let Some(h) = l.listening {
-            self.remove(h);
-        }
-        let pending = l.half_open.iter().map(|t| t.handle);
-        let pending: Vec<_> = pending.chain(l.ready.iter().map(|a| a.handle)).collect();
-        for h in pending {
-            self.sockets.get_mut::<tcp::Socket>(h).abort();
-            self.orphans.push(Timed::new(h));
-        }
-    }
-
-    /// Takes an established connection from the accept queue, or registers `waker`.
-    pub(crate) fn poll_accept(&mut self, id: ListenerId, waker: &Waker) -> Poll<Option<Accepted>> {
-        let Some(l) = self.listener(id) else {
-            return Poll::Ready(None);
-        };
-        match l.ready.pop_front() {
-            Some(a) => Poll::Ready(Some(a)),
-            None => {
-                l.waker = Some(waker.clone());
-                Poll::Pending
-            }
-        }
-    }
-
     /// Creates a socket connecting to `remote` from our first address of its family and a
     /// random free ephemeral port. Completion is observed on the socket's state.
     pub(crate) fn connect(
@@ -338,10 +244,6 @@ impl Stack {
         self.sockets.get_mut::<tcp::Socket>(handle)
     }
 
-    fn listener(&mut self, id: ListenerId) -> Option<&mut Listener> {
-        self.listeners.get_mut(id.0).and_then(Option::as_mut)
-    }
-
     fn add(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
         self.open += 1;
         self.counters.sockets_open.set(self.open as u64);
@@ -354,104 +256,10 @@ impl Stack {
         self.counters.sockets_open.set(self.open as u64);
     }
 
-    fn replenish_all(&mut self) {
-        for i in 0..self.listeners.len() {
-            self.replenish(ListenerId(i));
-        }
-    }
-
-    /// Moves a LISTEN socket that took a SYN to the half-open set and puts a fresh LISTEN
-    /// socket in its place, within the backlog and the socket limit.
-    fn replenish(&mut self, id: ListenerId) {
-        let Some(l) = self.listeners.get_mut(id.0).and_then(Option::as_mut) else {
-            return;
-        };
-        if let Some(h) = l.listening
-            && self.sockets.get::<tcp::Socket>(h).state() != State::Listen
-        {
-            l.half_open.push(Timed::new(h));
-            l.listening = None;
-        }
-        if l.listening.is_some() {
-            return;
-        }
-        if l.half_open.len() + l.ready.len() >= self.params.backlog
-            || self.open >= self.params.max_sockets
-        {
-            if !l.saturated {
-                l.saturated = true;
-                self.counters.sockets_refused.inc();
-                tracing::debug!(endpoint = %l.endpoint, "netstack: listener saturated, refusing SYNs");
-            }
-            return;
-        }
-        let mut socket = new_socket(&self.params);
-        // Cannot fail: the socket is fresh (closed) and the port is non-zero.
-        let _ = socket.listen(l.endpoint);
-        l.saturated = false;
-        self.open += 1;
-        self.counters.sockets_open.set(self.open as u64);
-        l.listening = Some(self.sockets.add(socket));
-    }
-
-    /// Promotes established half-open sockets to accept queues, recycles half-open sockets that
-    /// fell back to LISTEN or closed, expires stale ones, and reaps closed orphans.
+    /// Listener bookkeeping, then reaps closed orphans and resets those that linger.
     /// Returns true when it aborted a socket (an RST is waiting to be sent).
     fn bookkeeping(&mut self, now: Instant) -> bool {
-        let mut aborted = false;
-        for i in 0..self.listeners.len() {
-            let id = ListenerId(i);
-            self.replenish(id);
-            let Some(l) = self.listeners.get_mut(i).and_then(Option::as_mut) else {
-                continue;
-            };
-            let mut i = 0;
-            while i < l.half_open.len() {
-                let t = &mut l.half_open[i];
-                let socket = self.sockets.get_mut::<tcp::Socket>(t.handle);
-                match socket.state() {
-                    State::SynReceived => {
-                        if t.expired(now, HALF_OPEN_TIMEOUT) {
-                            socket.abort();
-                            aborted = true;
-                            self.orphans.push(Timed::new(t.handle));
-                            l.half_open.swap_remove(i);
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    State::Listen | State::Closed | State::TimeWait => {
-                        // RST during the handshake (back to LISTEN) or timed out: recycle.
-                        let h = t.handle;
-                        l.half_open.swap_remove(i);
-                        self.sockets.remove(h);
-                        self.open -= 1;
-                    }
-                    _ => {
-                        let (local, remote) =
-                            match (socket.local_endpoint(), socket.remote_endpoint()) {
-                                (Some(lo), Some(re)) => {
-                                    (SocketAddr::from(lo), SocketAddr::from(re))
-                                }
-                                _ => {
-                                    i += 1;
-                                    continue;
-                                }
-                            };
-                        l.ready.push_back(Accepted {
-                            handle: t.handle,
-                            local,
-                            remote,
-                        });
-                        l.half_open.swap_remove(i);
-                        if let Some(w) = l.waker.take() {
-                            w.wake();
-                        }
-                    }
-                }
-            }
-            self.replenish(id);
-        }
+        let mut aborted = self.listener_bookkeeping(now);
         let mut i = 0;
         while i < self.orphans.len() {
             let t = &mut self.orphans[i];
@@ -544,4 +352,37 @@ fn new_socket(params: &SocketParams) -> tcp::Socket<'static> {
     socket.set_keep_alive(Some(params.keep_alive.into()));
     socket.set_timeout(Some(params.idle_timeout.into()));
     socket
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_get_our_tcp_settings() {
+        let cfg = NetstackConfig::new(vec![IpAddr::from([10, 0, 0, 1])]);
+        let params = SocketParams {
+            buffer: cfg.tcp_buffer,
+            keep_alive: cfg.keep_alive,
+            idle_timeout: cfg.idle_timeout,
+            max_sockets: cfg.max_sockets,
+            backlog: cfg.backlog,
+        };
+        let s = new_socket(&params);
+        assert!(s.recv_capacity() >= 256 * 1024 && s.send_capacity() >= 256 * 1024);
+        assert_eq!(s.congestion_control(), CongestionControl::Cubic);
+        assert!(!s.nagle_enabled());
+        assert_eq!(s.keep_alive(), Some(cfg.keep_alive.into()));
+        assert_eq!(s.timeout(), Some(cfg.idle_timeout.into()));
+    }
+
+    #[test]
+    fn timed_deadline_starts_at_first_sight() {
+        let mut t = Timed::new(SocketHandle::default());
+        assert_eq!(t.deadline(ORPHAN_LINGER), None);
+        let t0 = Instant::from_secs(1000);
+        assert!(!t.expired(t0, ORPHAN_LINGER));
+        assert!(!t.expired(t0 + SmolDuration::from_secs(59), ORPHAN_LINGER));
+        assert!(t.expired(t0 + SmolDuration::from_secs(60), ORPHAN_LINGER));
+    }
 }
