@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use self::driver::{Network, smol_now};
-use super::{Netstack, NetstackConfig, NetstackError, TcpListener};
+use self::driver::Network;
+use super::TcpListener;
 
 const V4_SERVER: [u8; 4] = [100, 64, 0, 1];
 const V4_CLIENT: [u8; 4] = [100, 64, 0, 2];
