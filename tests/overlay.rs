@@ -84,16 +84,37 @@ async fn two_control_peers_share_one_agent() {
             ak.secret.clone(),
             AGENT_IP,
             0,
-            vec![peer(c1k.public, "100.64.0.1/32", None, None), peer(c2k.public, "100.64.0.2/32", None, None)],
+            vec![
+                peer(c1k.public, "100.64.0.1/32", None, None),
+                peer(c2k.public, "100.64.0.2/32", None, None),
+            ],
         )
         .await;
         let _manager = serve_api(&agent);
         let ep = Some(loopback(&agent));
-        let c1 = node(c1k.secret.clone(), "100.64.0.1", 0, vec![peer(ak.public, "100.64.0.10/32", ep, None)]).await;
-        let c2 = node(c2k.secret.clone(), "100.64.0.2", 0, vec![peer(ak.public, "100.64.0.10/32", ep, None)]).await;
+        let c1 = node(
+            c1k.secret.clone(),
+            "100.64.0.1",
+            0,
+            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+        )
+        .await;
+        let c2 = node(
+            c2k.secret.clone(),
+            "100.64.0.2",
+            0,
+            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+        )
+        .await;
         let mut h1 = Http::connect(&c1, api_addr()).await.unwrap();
         let mut h2 = Http::connect(&c2, api_addr()).await.unwrap();
-        let (_, v) = h1.call("POST", "/api/v0/processes/start", Some(json!({"command": "echo from-one; sleep 300"}))).await;
+        let (_, v) = h1
+            .call(
+                "POST",
+                "/api/v0/processes/start",
+                Some(json!({"command": "echo from-one; sleep 300"})),
+            )
+            .await;
         let id = v["id"].as_str().unwrap().to_owned();
         // The other replica sees it, reads it and kills it.
         let (s, v) = h2.call("GET", "/api/v0/processes/list", None).await;
@@ -101,7 +122,9 @@ async fn two_control_peers_share_one_agent() {
         assert_eq!(v["processes"][0]["id"], id.as_str());
         let mut seen = false;
         for _ in 0..100 {
-            let (_, v) = h2.call("GET", &format!("/api/v0/processes/{id}/output"), None).await;
+            let (_, v) = h2
+                .call("GET", &format!("/api/v0/processes/{id}/output"), None)
+                .await;
             assert_eq!(v["running"], true);
             if v["output"] == "from-one\n" {
                 seen = true;
@@ -110,9 +133,21 @@ async fn two_control_peers_share_one_agent() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(seen, "second replica never saw the first one's output");
-        let (s, _) = h2.call("POST", &format!("/api/v0/processes/{id}/signal"), Some(json!({"signal": "kill"}))).await;
+        let (s, _) = h2
+            .call(
+                "POST",
+                &format!("/api/v0/processes/{id}/signal"),
+                Some(json!({"signal": "kill"})),
+            )
+            .await;
         assert_eq!(s, 200);
-        let (_, v) = h1.call("GET", &format!("/api/v0/processes/{id}/output?wait=true"), None).await;
+        let (_, v) = h1
+            .call(
+                "GET",
+                &format!("/api/v0/processes/{id}/output?wait=true"),
+                None,
+            )
+            .await;
         assert_eq!(v["running"], false);
         assert_eq!(v["output"], "from-one\n");
         let stats = agent.stats();
@@ -128,17 +163,45 @@ async fn inner_source_outside_allowed_ips_is_dropped_and_counted() {
         let ak = keypair();
         let ck = keypair();
         // The agent allows this peer only 100.64.0.1; the peer uses 100.64.0.99 as its address.
-        let agent = node(ak.secret.clone(), AGENT_IP, 0, vec![peer(ck.public, "100.64.0.1/32", None, None)]).await;
+        let agent = node(
+            ak.secret.clone(),
+            AGENT_IP,
+            0,
+            vec![peer(ck.public, "100.64.0.1/32", None, None)],
+        )
+        .await;
         let _m = serve_api(&agent);
-        let spoofer =
-            node(ck.secret.clone(), "100.64.0.99", 0, vec![peer(ak.public, "100.64.0.10/32", Some(loopback(&agent)), None)])
-                .await;
+        let spoofer = node(
+            ck.secret.clone(),
+            "100.64.0.99",
+            0,
+            vec![peer(
+                ak.public,
+                "100.64.0.10/32",
+                Some(loopback(&agent)),
+                None,
+            )],
+        )
+        .await;
         let r = tokio::time::timeout(Duration::from_secs(3), spoofer.connect(api_addr())).await;
-        assert!(!matches!(r, Ok(Ok(_))), "a spoofed source must not get a connection");
+        assert!(
+            !matches!(r, Ok(Ok(_))),
+            "a spoofed source must not get a connection"
+        );
         let stats = agent.stats();
-        assert!(stats.wg.peers[0].handshakes >= 1, "the session itself is authentic");
-        assert!(stats.wg.peers[0].drop_allowed_ips >= 1, "{:?}", stats.wg.peers[0]);
-        assert_eq!(stats.netstack.packets_in, 0, "nothing may reach the netstack");
+        assert!(
+            stats.wg.peers[0].handshakes >= 1,
+            "the session itself is authentic"
+        );
+        assert!(
+            stats.wg.peers[0].drop_allowed_ips >= 1,
+            "{:?}",
+            stats.wg.peers[0]
+        );
+        assert_eq!(
+            stats.netstack.packets_in, 0,
+            "nothing may reach the netstack"
+        );
     })
     .await
     .unwrap();
@@ -153,7 +216,12 @@ async fn unknown_key_gets_nothing() {
             stranger.secret.clone(),
             "100.64.0.1",
             0,
-            vec![peer(p.agent_keys.public, "100.64.0.10/32", Some(loopback(&p.agent)), None)],
+            vec![peer(
+                p.agent_keys.public,
+                "100.64.0.10/32",
+                Some(loopback(&p.agent)),
+                None,
+            )],
         )
         .await;
         let r = tokio::time::timeout(Duration::from_secs(3), intruder.connect(api_addr())).await;
@@ -161,7 +229,10 @@ async fn unknown_key_gets_nothing() {
         let a = p.agent.stats();
         assert!(a.wg.device.unknown_peer >= 1, "{:?}", a.wg.device);
         let i = intruder.stats();
-        assert_eq!(i.datagrams_in, 0, "the agent must not answer an unknown key at all");
+        assert_eq!(
+            i.datagrams_in, 0,
+            "the agent must not answer an unknown key at all"
+        );
         assert_eq!(i.wg.peers[0].handshakes, 0);
     })
     .await
@@ -174,9 +245,21 @@ async fn control_recovers_after_agent_restart() {
         let ak = keypair();
         let ck = keypair();
         // Control has a fixed UDP port so the (NAT'd-style) agent can dial it with keepalive.
-        let control = node(ck.secret.clone(), "100.64.0.1", 0, vec![peer(ak.public, "100.64.0.10/32", None, None)]).await;
+        let control = node(
+            ck.secret.clone(),
+            "100.64.0.1",
+            0,
+            vec![peer(ak.public, "100.64.0.10/32", None, None)],
+        )
+        .await;
         let control_ep = Some(loopback(&control));
-        let agent = node(ak.secret.clone(), AGENT_IP, 0, vec![peer(ck.public, "100.64.0.1/32", control_ep, Some(25))]).await;
+        let agent = node(
+            ak.secret.clone(),
+            AGENT_IP,
+            0,
+            vec![peer(ck.public, "100.64.0.1/32", control_ep, Some(25))],
+        )
+        .await;
         let _m = serve_api(&agent);
         let mut h = connect_retry(&control).await;
         let (s, _) = h.call("GET", "/api/v0/health", None).await;
@@ -185,14 +268,23 @@ async fn control_recovers_after_agent_restart() {
         // as a NAT'd agent would), new sessions, empty process table.
         assert!(agent.shutdown(Duration::from_secs(5)).await);
         drop(agent);
-        let agent = node(ak.secret.clone(), AGENT_IP, 0, vec![peer(ck.public, "100.64.0.1/32", control_ep, Some(25))]).await;
+        let agent = node(
+            ak.secret.clone(),
+            AGENT_IP,
+            0,
+            vec![peer(ck.public, "100.64.0.1/32", control_ep, Some(25))],
+        )
+        .await;
         let _m = serve_api(&agent);
         let mut h = connect_retry(&control).await;
         let (s, v) = h.call("GET", "/api/v0/processes/list", None).await;
         assert_eq!((s, &v["processes"]), (200, &json!([])));
         let stats = control.stats();
         assert!(stats.wg.peers[0].handshakes >= 2, "{:?}", stats.wg.peers[0]);
-        assert_ne!(stats.wg.peers[0].endpoint, None, "control learnt the agent's new endpoint by roaming");
+        assert_ne!(
+            stats.wg.peers[0].endpoint, None,
+            "control learnt the agent's new endpoint by roaming"
+        );
     })
     .await
     .unwrap();
@@ -201,7 +293,9 @@ async fn control_recovers_after_agent_restart() {
 /// Connects once the agent (which dials in) has completed its handshake; bounded.
 async fn connect_retry(control: &wgagent::node::Node) -> Http {
     for _ in 0..50 {
-        if let Ok(Ok(h)) = tokio::time::timeout(Duration::from_secs(2), Http::connect(control, api_addr())).await {
+        if let Ok(Ok(h)) =
+            tokio::time::timeout(Duration::from_secs(2), Http::connect(control, api_addr())).await
+        {
             return h;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -215,7 +309,9 @@ async fn ten_mib_each_way_arrives_intact() {
         let p = pair().await;
         let mut listener = p.agent.listen(9000).unwrap().remove(0);
         const N: usize = 10 << 20;
-        let data: Vec<u8> = (0..N).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..N)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let expect = data.clone();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
@@ -231,7 +327,11 @@ async fn ten_mib_each_way_arrives_intact() {
             s.write_all(&got).await.unwrap();
             s.shutdown().await.unwrap();
         });
-        let mut c = p.control.connect(std::net::SocketAddr::new(ip(AGENT_IP), 9000)).await.unwrap();
+        let mut c = p
+            .control
+            .connect(std::net::SocketAddr::new(ip(AGENT_IP), 9000))
+            .await
+            .unwrap();
         let (mut r, mut w) = tokio::io::split(&mut c);
         let writer = async {
             w.write_all(&data).await.unwrap();

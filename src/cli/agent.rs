@@ -15,6 +15,8 @@ use crate::node::{Node, NodeConfig};
 use crate::proc::{Manager, ManagerConfig};
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives during start-up must still mean a clean exit.
+    let signals = Signals::install()?;
     let cfg = Config::load(path)?;
     for w in &cfg.warnings {
         tracing::warn!("{}: {w}", path.display());
@@ -53,7 +55,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     }
     servers.close();
 
-    let signal = wait_for_signal().await?;
+    let signal = signals.wait().await;
     tracing::info!(signal, "shutting down: terminating process groups");
     manager.shutdown(cfg.api.shutdown_grace).await;
     stop.cancel();
@@ -79,12 +81,24 @@ fn manager_config(cfg: &Config) -> ManagerConfig {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
