@@ -1,0 +1,62 @@
+//! `ClientError`: everything that can go wrong talking to one agent.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A failed SDK call. Each variant says whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be opened (refused, no route, no WireGuard session, or the connect
+    /// timeout passed). Nothing was sent, so retrying any request is safe; it helps once the
+    /// agent or the tunnel is back.
+    #[error("agent {addr} unreachable after {waited:.1?}: {source}")]
+    Unreachable {
+        addr: SocketAddr,
+        waited: Duration,
+        #[source]
+        source: io::Error,
+    },
+    /// The agent answered with an error status and its JSON `{message, detail}`. Retrying the
+    /// same request gives the same answer, except for 429 and 503.
+    #[error("{message} (HTTP {status}{})", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Status {
+        status: u16,
+        message: String,
+        detail: Option<String>,
+    },
+    /// No complete answer within the request timeout. The request may or may not have taken
+    /// effect (use an idempotency key to retry a start safely).
+    #[error("no answer from the agent within {after:.1?}")]
+    Timeout { after: Duration },
+    /// The agent answered 2xx with a body that is not the expected JSON (version mismatch?).
+    #[error("unexpected response body: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// The connection failed after it was opened (reset, closed mid-answer, malformed HTTP).
+    /// The request may or may not have taken effect.
+    #[error("HTTP error: {0}")]
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ClientError {
+    /// The HTTP status, when the agent answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the transport's `io::Error` inside a hyper error chain and copies it (the chain only
+/// lends references).
+pub(crate) fn find_io_error(e: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io::Error::new(io.kind(), io.to_string()));
+        }
+        cur = err.source();
+    }
+    None
+}

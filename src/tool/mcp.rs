@@ -1,0 +1,1 @@
+//! MCP server (stub, filled in below).

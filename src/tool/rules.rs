@@ -1,0 +1,368 @@
+//! Pure rules of the LLM tools: argument parsing (durations, signals), the non-interactive
+//! environment, and the output cap. No IO, no clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::types::ProcessTruncation;
+
+/// Most bytes of process output a result carries.
+pub const MAX_OUTPUT_BYTES: usize = 32768;
+/// `execute`'s `timeout` when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `process_output`'s `wait` when none is given.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// Longest accepted `timeout`/`wait`: a day (also keeps `Instant + d` far from overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Set on every run so nothing waits for a human: editors exit at once, pagers print, git never
+/// prompts, colours and terminal tricks are off, apt/dpkg never ask.
+pub const NON_INTERACTIVE_ENV: [(&str, &str); 11] = [
+    ("GIT_EDITOR", "true"),
+    ("GIT_SEQUENCE_EDITOR", "true"),
+    ("EDITOR", "true"),
+    ("VISUAL", "true"),
+    ("GIT_TERMINAL_PROMPT", "0"),
+    ("NO_COLOR", "1"),
+    ("TERM", "dumb"),
+    ("PAGER", "cat"),
+    ("GIT_PAGER", "cat"),
+    ("MANPAGER", "cat"),
+    ("DEBIAN_FRONTEND", "noninteractive"),
+];
+
+/// [`NON_INTERACTIVE_ENV`] as a start request's `env`.
+pub fn non_interactive_env() -> BTreeMap<String, String> {
+    NON_INTERACTIVE_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// `execute`'s `timeout`: absent or null → 10 s; otherwise a duration (see [`parse_duration`])
+/// greater than zero.
+pub fn parse_timeout(v: Option<&Value>) -> Result<Duration, String> {
+    let d = parse_optional(v, DEFAULT_TIMEOUT, "timeout")?;
+    if d.is_zero() {
+        return Err("invalid timeout: it must be greater than zero (to start a command without \
+             waiting, use run_in_background)"
+            .to_owned());
+    }
+    Ok(d)
+}
+
+/// `process_output`'s `wait`: absent or null → 10 s; zero means "answer at once".
+pub fn parse_wait(v: Option<&Value>) -> Result<Duration, String> {
+    parse_optional(v, DEFAULT_WAIT, "wait")
+}
+
+fn parse_optional(v: Option<&Value>, default: Duration, what: &str) -> Result<Duration, String> {
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => parse_duration(v).map_err(|e| {
+            let shown = match v {
+                Value::String(s) => format!("{s:?}"),
+                other => other.to_string(),
+            };
+            format!(
+                "invalid {what} {shown}: {e}; use a duration such as \"30s\", \"5m\", \"1h30m\", \
+                 \"500ms\" or a number of seconds"
+            )
+        }),
+    }
+}
+
+/// A duration given as a JSON number of seconds, a string holding one (`"30"`, `"2.5"`), or Go
+/// duration syntax (`"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"1.5h"`; also `us`, `ns`, and the
+/// words `sec`, `min`, `hour` and their plurals). At most [`MAX_DURATION`]; never negative.
+pub fn parse_duration(v: &Value) -> Result<Duration, String> {
+    let secs = match v {
+        Value::Number(n) => n.as_f64().ok_or("not a number")?,
+        Value::String(s) => {
+            let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+            match s.parse::<f64>() {
+                Ok(n) if s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')) => n,
+                _ => go_duration_secs(&s)?,
+            }
+        }
+        _ => return Err("expected a string or a number".to_owned()),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err("must not be negative".to_owned());
+    }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err("longer than the 24h maximum".to_owned());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Go's `time.ParseDuration` grammar: `[+]` then one or more `<decimal><unit>`.
+fn go_duration_secs(s: &str) -> Result<f64, String> {
+    if s.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if s.starts_with('-') {
+        return Err("must not be negative".to_owned());
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("expected a number at {rest:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+            "" => return Err(format!("missing unit after {num}")),
+            u => return Err(format!("unknown unit {u:?}")),
+        };
+        rest = &rest[unit_len..];
+        total += num * scale;
+    }
+    Ok(total)
+}
+
+/// Go-style rendering of a duration for messages: `500ms`, `10s`, `1m30s`, `2h0m0s`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m) = (ms / 3_600_000, (ms / 60_000) % 60);
+    let s = (ms % 60_000) as f64 / 1000.0;
+    let s = if s.fract() == 0.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{s}s")
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
+/// The agent's name for a signal, accepting the usual spellings (`SIGTERM`, `TERM`, `int`…).
+pub fn parse_signal(s: &str) -> Option<&'static str> {
+    let lower = s.trim().to_ascii_lowercase();
+    let bare = lower.strip_prefix("sig").unwrap_or(&lower);
+    match bare {
+        "kill" => Some("kill"),
+        "terminate" | "term" => Some("terminate"),
+        "interrupt" | "int" => Some("interrupt"),
+        "hangup" | "hup" => Some("hangup"),
+        _ => None,
+    }
+}
+
+/// Caps `text` at `max` bytes without losing its end: when longer, keeps the head and the tail
+/// around a `... [omitted N bytes] ...` marker, cut on character boundaries, the whole at most
+/// `max` bytes. `truncated` is updated to describe the combined cut. The agent already renders
+/// at most 32768 bytes, so this only acts on other (e.g. Coder) agents.
+pub fn cap_output(
+    text: String,
+    truncated: Option<ProcessTruncation>,
+    max: usize,
+) -> (String, Option<ProcessTruncation>) {
+    if text.len() <= max {
+        return (text, truncated);
+    }
+    // Size the marker for the largest count it could show, so the total never exceeds `max`.
+    let marker_len = marker(text.len()).len();
+    let budget = max.saturating_sub(marker_len);
+    let mut head = budget / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (budget - budget / 2);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let omitted = tail - head;
+    let out = format!("{}{}{}", &text[..head], marker(omitted), &text[tail..]);
+    let kept = out.len() as u64;
+    let t = match truncated {
+        Some(mut t) => {
+            t.omitted_bytes += omitted as u64;
+            t.retained_bytes = kept;
+            t
+        }
+        None => ProcessTruncation {
+            original_bytes: text.len() as u64,
+            retained_bytes: kept,
+            omitted_bytes: omitted as u64,
+            strategy: "head_tail".to_owned(),
+            truncated_lines: 0,
+        },
+    };
+    (out, Some(t))
+}
+
+fn marker(omitted: usize) -> String {
+    format!("\n\n... [omitted {omitted} bytes] ...\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[track_caller]
+    fn dur(v: Value) -> Result<Duration, String> {
+        parse_duration(&v)
+    }
+
+    #[test]
+    fn durations_in_every_accepted_form() {
+        let s = Duration::from_secs;
+        assert_eq!(dur(json!("30s")), Ok(s(30)));
+        assert_eq!(dur(json!("5m")), Ok(s(300)));
+        assert_eq!(dur(json!("1h30m")), Ok(s(5400)));
+        assert_eq!(dur(json!("500ms")), Ok(Duration::from_millis(500)));
+        assert_eq!(dur(json!("1.5s")), Ok(Duration::from_millis(1500)));
+        assert_eq!(dur(json!("2m30s")), Ok(s(150)));
+        assert_eq!(dur(json!("30")), Ok(s(30)));
+        assert_eq!(dur(json!(" 45 ")), Ok(s(45)));
+        assert_eq!(dur(json!("2.5")), Ok(Duration::from_millis(2500)));
+        assert_eq!(dur(json!(60)), Ok(s(60)));
+        assert_eq!(dur(json!(0.25)), Ok(Duration::from_millis(250)));
+        assert_eq!(dur(json!("1h 30m")), Ok(s(5400)));
+        assert_eq!(dur(json!("90 seconds")), Ok(s(90)));
+        assert_eq!(dur(json!("2min")), Ok(s(120)));
+        assert_eq!(dur(json!("+10s")), Ok(s(10)));
+        assert_eq!(dur(json!("0")), Ok(s(0)));
+        assert_eq!(dur(json!("24h")), Ok(s(86400)));
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        for v in [
+            json!("abc"),
+            json!("10x"),
+            json!("s"),
+            json!(""),
+            json!("-5s"),
+            json!("-5"),
+            json!(-1),
+            json!("5m-3s"),
+            json!("1..5s"),
+            json!("25h"),
+            json!(1e300),
+            json!(true),
+            json!(["10s"]),
+        ] {
+            assert!(dur(v.clone()).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn timeout_and_wait_defaults_and_messages() {
+        assert_eq!(parse_timeout(None), Ok(DEFAULT_TIMEOUT));
+        assert_eq!(parse_timeout(Some(&Value::Null)), Ok(DEFAULT_TIMEOUT));
+        assert_eq!(parse_timeout(Some(&json!("1m"))), Ok(Duration::from_secs(60)));
+        let e = parse_timeout(Some(&json!("soon"))).unwrap_err();
+        assert!(e.starts_with("invalid timeout \"soon\": "), "{e}");
+        assert!(e.contains("\"30s\""), "{e}");
+        assert!(parse_timeout(Some(&json!("0s"))).unwrap_err().contains("run_in_background"));
+        assert_eq!(parse_wait(Some(&json!(0))), Ok(Duration::ZERO));
+        assert_eq!(parse_wait(None), Ok(DEFAULT_WAIT));
+        assert!(parse_wait(Some(&json!("x"))).unwrap_err().starts_with("invalid wait"));
+    }
+
+    #[test]
+    fn formats_durations_like_go() {
+        let f = |ms| format_duration(Duration::from_millis(ms));
+        assert_eq!(f(500), "500ms");
+        assert_eq!(f(10_000), "10s");
+        assert_eq!(f(1_500), "1.5s");
+        assert_eq!(f(90_000), "1m30s");
+        assert_eq!(f(3_600_000), "1h0m0s");
+    }
+
+    #[test]
+    fn signals_accept_common_spellings() {
+        assert_eq!(parse_signal("kill"), Some("kill"));
+        assert_eq!(parse_signal("SIGKILL"), Some("kill"));
+        assert_eq!(parse_signal("TERM"), Some("terminate"));
+        assert_eq!(parse_signal("terminate"), Some("terminate"));
+        assert_eq!(parse_signal("SigInt"), Some("interrupt"));
+        assert_eq!(parse_signal("hup"), Some("hangup"));
+        assert_eq!(parse_signal("stop"), None);
+        assert_eq!(parse_signal("9"), None);
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn environment_is_complete() {
+        let env = non_interactive_env();
+        assert_eq!(env.len(), 11);
+        assert_eq!(env["GIT_TERMINAL_PROMPT"], "0");
+        assert_eq!(env["DEBIAN_FRONTEND"], "noninteractive");
+        assert_eq!(env["MANPAGER"], "cat");
+    }
+
+    #[test]
+    fn short_output_is_untouched() {
+        let (out, t) = cap_output("hello\n".to_owned(), None, MAX_OUTPUT_BYTES);
+        assert_eq!(out, "hello\n");
+        assert_eq!(t, None);
+    }
+
+    #[test]
+    fn long_output_keeps_both_ends() {
+        let text: String = (0..5000).map(|i| format!("line {i:05}\n")).collect();
+        let (out, t) = cap_output(text.clone(), None, MAX_OUTPUT_BYTES);
+        assert!(out.len() <= MAX_OUTPUT_BYTES);
+        assert!(out.starts_with("line 00000\n"));
+        assert!(out.ends_with("line 04999\n"), "the tail survives");
+        let t = t.unwrap();
+        assert_eq!(t.original_bytes, text.len() as u64);
+        assert_eq!(t.retained_bytes, out.len() as u64);
+        assert!(out.contains(&format!("[omitted {} bytes]", t.omitted_bytes)));
+        assert_eq!(
+            out.len() as u64 - marker(t.omitted_bytes as usize).len() as u64 + t.omitted_bytes,
+            text.len() as u64
+        );
+    }
+
+    #[test]
+    fn cap_respects_character_boundaries() {
+        for max in [60, 61, 62, 63, 64, 100] {
+            let text = "é€😀".repeat(50);
+            let (out, _) = cap_output(text.clone(), None, max);
+            assert!(out.len() <= max, "{max}: {}", out.len());
+            assert!(text.starts_with(out.split("\n\n...").next().unwrap()));
+            assert!(text.ends_with(out.rsplit("...\n\n").next().unwrap()));
+        }
+    }
+
+    #[test]
+    fn cap_updates_agent_metadata() {
+        let agent = ProcessTruncation {
+            original_bytes: 1_000_000,
+            retained_bytes: 40_000,
+            omitted_bytes: 960_000,
+            strategy: "head_tail".to_owned(),
+            truncated_lines: 2,
+        };
+        let (out, t) = cap_output("x".repeat(40_000), Some(agent), MAX_OUTPUT_BYTES);
+        let t = t.unwrap();
+        assert_eq!(t.original_bytes, 1_000_000);
+        assert_eq!(t.retained_bytes, out.len() as u64);
+        assert!(t.omitted_bytes > 960_000);
+        assert_eq!(t.truncated_lines, 2);
+    }
+}
