@@ -398,3 +398,26 @@ async fn run(
     }
     tracing::debug!("data path stopped");
 }
+
+/// A cheap, cloneable handle that opens tunnel connections: the SDK's transport
+/// (`client::Connect`). Every `AgentConn` of a control replica shares one node through it.
+#[derive(Clone)]
+pub struct NodeConnector {
+    netstack: Netstack,
+}
+
+impl Node {
+    pub fn connector(&self) -> NodeConnector {
+        NodeConnector {
+            netstack: self.netstack.clone(),
+        }
+    }
+}
+
+impl crate::client::Connect for NodeConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        self.netstack.connect(addr).await
+    }
+}

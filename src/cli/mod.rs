@@ -4,6 +4,7 @@
 //! Leaves to the library: everything else. `anyhow` is used here only.
 
 mod agent;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ enum Command {
         #[arg(long, short, env = "WGAGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Start an agent and a control peer in this process over a real WireGuard tunnel on
+    /// 127.0.0.1, run a command through the API, print what happened, exit.
+    Demo,
     /// Generate a private key (base64), like `wg genkey`.
     Genkey,
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
@@ -43,6 +47,12 @@ pub fn main() -> ExitCode {
             crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
                 .map_err(Into::into),
         ),
+        Command::Demo => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing();
+            }
+            report(runtime().and_then(|rt| rt.block_on(demo::run())))
+        }
         Command::Agent { config } => {
             init_tracing();
             report(runtime().and_then(|rt| rt.block_on(agent::run(&config))))

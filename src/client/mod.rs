@@ -170,7 +170,10 @@ impl<C: Connect> AgentConn<C> {
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.addr, path))
-            .header(header::USER_AGENT, concat!("wgagent/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("wgagent/", env!("CARGO_PKG_VERSION")),
+            )
             .header(header::ACCEPT, "application/json");
         if body.is_some() {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
@@ -270,14 +273,15 @@ mod tests {
             http::StatusCode::NOT_FOUND,
             br#"{"message":"Process \"x\" not found."}"#,
         );
-        assert!(matches!(&e, ClientError::Status { status: 404, message, detail: None }
-            if message == "Process \"x\" not found."));
-        let e = status_error(http::StatusCode::BAD_GATEWAY, b"<html>oops</html>");
-        assert!(matches!(&e, ClientError::Status { status: 502, message, detail: Some(d) }
-            if message == "Bad Gateway" && d == "<html>oops</html>"));
-        assert_eq!(
-            e.to_string(),
-            "Bad Gateway (HTTP 502: <html>oops</html>)"
+        assert!(
+            matches!(&e, ClientError::Status { status: 404, message, detail: None }
+            if message == "Process \"x\" not found.")
         );
+        let e = status_error(http::StatusCode::BAD_GATEWAY, b"<html>oops</html>");
+        assert!(
+            matches!(&e, ClientError::Status { status: 502, message, detail: Some(d) }
+            if message == "Bad Gateway" && d == "<html>oops</html>")
+        );
+        assert_eq!(e.to_string(), "Bad Gateway (HTTP 502: <html>oops</html>)");
     }
 }

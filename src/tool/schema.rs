@@ -213,7 +213,10 @@ mod tests {
         let list = &defs[2].input_schema;
         assert_eq!(list["properties"]["agent"]["enum"], json!(["web", "db"]));
         assert_eq!(list["required"], json!(["agent"]));
-        assert_eq!(defs[0].input_schema["required"], json!(["agent", "command"]));
+        assert_eq!(
+            defs[0].input_schema["required"],
+            json!(["agent", "command"])
+        );
     }
 
     #[test]
