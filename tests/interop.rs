@@ -1,0 +1,421 @@
+//! Interop with the reference implementation (root only): the real `wgagent agent` binary in one
+//! network namespace, `wireguard-go` + `wg` peers in others, real `curl` through their TUN
+//! interfaces.
+//!
+//! Topology (all inside namespaces this test creates; the host is never touched):
+//!
+//! ```text
+//!   B: wireguard-go, control key, 100.64.0.1   --10.213.1.0/30--+
+//!   C: wireguard-go, control key 2, 100.64.0.2 --10.213.2.0/30--+-- A: wgagent 100.64.0.10
+//!   D: wireguard-go, key unknown, 100.64.0.1   --10.213.3.0/30--+
+//! ```
+//!
+//! B initiates the handshake (the agent knows no endpoint for it); the agent initiates to C
+//! (endpoint + persistent keepalive, the NAT'd-agent deployment; C knows no endpoint for the
+//! agent). D claims B's tunnel address with a key the agent does not know and must get nothing
+//! back. Prints `SKIP interop: <reason>` and passes when not root or a tool is missing.
+
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netns::{Lab, Out, STEP, wait_for};
+use serde_json::Value;
+
+const AGENT_PORT: &str = "51820";
+const PEER_PORT: &str = "51821";
+const API: &str = "http://100.64.0.10:4";
+
+#[test]
+fn wireguard_go_peers_drive_the_agent_and_strangers_get_nothing() {
+    let t0 = Instant::now();
+    if let Some(why) = netns::missing_prerequisites(&["ip", "wg", "wireguard-go", "curl"])
+        .or_else(|| (!Path::new("/dev/net/tun").exists()).then(|| "no /dev/net/tun".into()))
+    {
+        println!("SKIP interop: {why}");
+        return;
+    }
+    let mut lab = Lab::new("wgi");
+    let a = match lab.namespace("a") {
+        Ok(ns) => ns,
+        // Unprivileged containers refuse namespaces even to root: skip. Anything else (say, a
+        // stale namespace of the same name) is a failure.
+        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
+            println!("SKIP interop: cannot create a network namespace: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let [b, c, d] = ["b", "c", "d"].map(|s| lab.namespace(s).expect("namespace"));
+    for (k, ns) in [(1, &b), (2, &c), (3, &d)] {
+        lab.veth(
+            &a,
+            &format!("va{k}"),
+            &format!("10.213.{k}.1/30"),
+            ns,
+            "vb",
+            &format!("10.213.{k}.2/30"),
+        );
+    }
+
+    // Keys: the agent's from `wgagent genkey`, the peers' from `wg genkey`; both tools must
+    // agree on the agent's public key.
+    let dir = lab.dir.path().to_owned();
+    let wgagent = env!("CARGO_BIN_EXE_wgagent");
+    genkey(wgagent, &dir.join("agent.key"));
+    let agent_pub = pubkey(wgagent, &dir.join("agent.key"));
+    assert_eq!(pubkey("wg", &dir.join("agent.key")), agent_pub);
+    let peer_keys = |name: &str| {
+        let path = dir.join(format!("{name}.key"));
+        genkey("wg", &path);
+        let public = pubkey("wg", &path);
+        (path.to_str().unwrap().to_owned(), public)
+    };
+    let (b_key, b_pub) = peer_keys("control1");
+    let (c_key, c_pub) = peer_keys("control2");
+    let (d_key, d_pub) = peer_keys("stranger");
+
+    // Peers first, so the agent's first handshake to C finds wireguard-go listening.
+    let [b_if, c_if, d_if] = ["b", "c", "d"].map(|s| format!("{}{s}", lab.tag));
+    for (ns, ifname, key, addr, endpoint) in [
+        (&b, &b_if, &b_key, "100.64.0.1/24", Some("10.213.1.1")),
+        (&c, &c_if, &c_key, "100.64.0.2/24", None),
+        (&d, &d_if, &d_key, "100.64.0.1/24", Some("10.213.3.1")),
+    ] {
+        lab.wireguard_go(ns, ifname);
+        let endpoint = endpoint.map(|ip| format!("{ip}:{AGENT_PORT}"));
+        let mut set = vec![
+            "wg",
+            "set",
+            ifname,
+            "private-key",
+            key,
+            "listen-port",
+            PEER_PORT,
+            "peer",
+            &agent_pub,
+            "allowed-ips",
+            "100.64.0.10/32",
+        ];
+        if let Some(ep) = &endpoint {
+            set.extend(["endpoint", ep.as_str()]);
+        }
+        lab.must(ns, &set);
+        lab.must(ns, &["ip", "addr", "add", addr, "dev", ifname]);
+        lab.must(ns, &["ip", "link", "set", ifname, "up", "mtu", "1280"]);
+    }
+
+    let config = format!(
+        r#"[interface]
+private_key_file = "agent.key"
+address = ["100.64.0.10"]
+listen_port = {AGENT_PORT}
+
+[api]
+shutdown_grace = "1s"
+
+[[peer]]
+name = "control-1"
+public_key = "{b_pub}"
+allowed_ips = ["100.64.0.1/32"]
+
+[[peer]]
+name = "control-2"
+public_key = "{c_pub}"
+allowed_ips = ["100.64.0.2/32"]
+endpoint = "10.213.2.2:{PEER_PORT}"
+persistent_keepalive = 25
+"#
+    );
+    let config_path = dir.join("agent.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut cmd = Lab::command(
+        &a,
+        &[wgagent, "agent", "--config", config_path.to_str().unwrap()],
+    );
+    cmd.env("RUST_LOG", "info,wgagent=debug")
+        .env("NO_COLOR", "1");
+    let agent_pid = lab.spawn("agent", cmd);
+    let up = wait_for(STEP, || {
+        lab.log("agent").contains("agent up") || lab.exited("agent").is_some()
+    });
+    assert!(up && lab.exited("agent").is_none(), "agent did not start");
+    let exe = std::fs::read_link(format!("/proc/{agent_pid}/exe")).unwrap();
+    assert!(exe.ends_with("wgagent"), "pid {agent_pid} is {exe:?}");
+    println!("interop: lab and agent up after {:?}", t0.elapsed());
+
+    // 1. wireguard-go initiates: start a process, list it, read its output.
+    let first = Instant::now();
+    let mut health = None;
+    for _ in 0..6 {
+        let out = curl(
+            &lab,
+            &b,
+            &["--max-time", "5", &format!("{API}/api/v0/health")],
+        );
+        if out.ok() {
+            health = Some(out);
+            break;
+        }
+        println!(
+            "interop: first request not answered yet: {}",
+            out.stderr.trim()
+        );
+    }
+    let health = health.expect("no answer from the agent through wireguard-go within 30 s");
+    assert_eq!(json(&health)["status"], "ok");
+    println!(
+        "interop: first answer through wireguard-go after {:?}",
+        first.elapsed()
+    );
+    let (status, started) = http(
+        &lab,
+        &b,
+        "/api/v0/processes/start",
+        Some(r#"{"command":"echo interop-ok; echo from-$(id -u) >&2"}"#),
+    );
+    assert_eq!(status, 200, "{started}");
+    let id = started["id"].as_str().expect("id").to_owned();
+    let (status, list) = http(&lab, &b, "/api/v0/processes/list", None);
+    assert_eq!(status, 200);
+    assert_eq!(ids(&list), [id.as_str()]);
+    let (status, output) = http(
+        &lab,
+        &b,
+        &format!("/api/v0/processes/{id}/output?wait=true&timeout_ms=10000"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(output["output"], "interop-ok\nfrom-0\n", "{output}");
+    assert_eq!(
+        (&output["running"], &output["exit_code"]),
+        (&Value::Bool(false), &0.into())
+    );
+    assert!(
+        handshake(&lab, &b, &b_if) > 0,
+        "wg shows no handshake with the agent"
+    );
+
+    // Bulk both ways through Linux TCP over wireguard-go at MTU 1280: a 60 kB request body in,
+    // a 32 kB (head + tail of 109 kB) answer out.
+    let body_path = dir.join("big.json");
+    let big = serde_json::json!({
+        "command": format!("echo {} | wc -c; seq 1 20000", "x".repeat(60_000))
+    });
+    std::fs::write(&body_path, big.to_string()).unwrap();
+    let (status, started) = http(
+        &lab,
+        &b,
+        "/api/v0/processes/start",
+        Some(&format!("@{}", body_path.display())),
+    );
+    assert_eq!(status, 200, "{started}");
+    let big_id = started["id"].as_str().expect("id").to_owned();
+    let (_, output) = http(
+        &lab,
+        &b,
+        &format!("/api/v0/processes/{big_id}/output?wait=true&timeout_ms=10000"),
+        None,
+    );
+    let text = output["output"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("60001\n1\n2\n") && text.ends_with("\n19999\n20000\n"),
+        "{output}"
+    );
+    assert!(text.len() > 30_000, "{} bytes", text.len());
+    assert!(
+        output["truncated"]["omitted_bytes"].as_u64() > Some(0),
+        "{output}"
+    );
+    println!(
+        "interop: control via wireguard-go OK after {:?}",
+        t0.elapsed()
+    );
+
+    // 2. The agent initiates to C, which only learns the agent's endpoint from that handshake;
+    // C then reads the process B started (any replica may read a result).
+    let dialed = wait_for(Duration::from_secs(15), || handshake(&lab, &c, &c_if) > 0);
+    assert!(
+        dialed,
+        "the agent did not handshake with its keepalive peer within 15 s"
+    );
+    let (status, list) = http(&lab, &c, "/api/v0/processes/list", None);
+    assert_eq!(status, 200);
+    assert_eq!(ids(&list), [big_id.as_str(), id.as_str()]);
+    let (_, output) = http(&lab, &c, &format!("/api/v0/processes/{id}/output"), None);
+    assert_eq!(output["output"], "interop-ok\nfrom-0\n");
+    println!(
+        "interop: agent-initiated handshake OK after {:?}",
+        t0.elapsed()
+    );
+
+    // 3. A stranger (unknown key, B's tunnel address) gets no answer at all.
+    let out = curl(
+        &lab,
+        &d,
+        &[
+            "--max-time",
+            "5",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"command":"echo stranger-ran"}"#,
+            &format!("{API}/api/v0/processes/start"),
+        ],
+    );
+    assert!(!out.ok(), "a stranger got an answer: {out:?}");
+    assert_eq!(out.code, Some(28), "expected a curl timeout: {out:?}");
+    assert_eq!(
+        handshake(&lab, &d, &d_if),
+        0,
+        "the agent handshook with a stranger"
+    );
+    let (rx, tx) = transfer(&lab, &d, &d_if);
+    assert!(
+        tx > 0,
+        "the stranger's wireguard-go sent nothing: the test proves nothing"
+    );
+    assert_eq!(rx, 0, "the agent sent {rx} bytes to a stranger");
+    let label = &d_pub[..8];
+    let log = lab.log("agent");
+    assert!(
+        log.lines().any(
+            |l| l.contains("dropped handshake initiation from unknown key") && l.contains(label)
+        ),
+        "agent log does not record the stranger's key {label}"
+    );
+    let (_, list) = http(&lab, &b, "/api/v0/processes/list", None);
+    assert_eq!(
+        ids(&list),
+        [big_id.as_str(), id.as_str()],
+        "the stranger started something"
+    );
+    println!("interop: stranger ignored after {:?}", t0.elapsed());
+
+    // 4. Nothing listens on the host side of the agent's namespace: no TCP LISTEN socket, and
+    // the API port on its underlay address is refused.
+    let listening = tcp_listeners(agent_pid);
+    assert!(
+        listening.is_empty(),
+        "agent namespace has TCP listeners: {listening:?}"
+    );
+    let out = curl(
+        &lab,
+        &b,
+        &["--max-time", "5", "http://10.213.1.1:4/api/v0/health"],
+    );
+    assert_eq!(out.code, Some(7), "underlay API port not refused: {out:?}");
+
+    // 5. SIGTERM: a clean shutdown.
+    let status = lab.stop("agent", Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "agent exit: {status:?}"
+    );
+    assert!(lab.log("agent").contains("agent stopped"));
+    println!("interop: done in {:?}", t0.elapsed());
+}
+
+/// `curl -sS <args>` inside `ns`, bounded a little beyond curl's own `--max-time`.
+fn curl(lab: &Lab, ns: &str, args: &[&str]) -> Out {
+    let mut argv = vec!["curl", "-sS"];
+    argv.extend(args);
+    lab.exec(ns, &argv, Duration::from_secs(20))
+}
+
+fn json(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// The ids in a process list, in its order.
+fn ids(list: &Value) -> Vec<&str> {
+    let processes = list["processes"].as_array().expect("processes");
+    processes.iter().filter_map(|p| p["id"].as_str()).collect()
+}
+
+/// One API call through the tunnel from `ns`; POST when `body` is given. Status and JSON.
+fn http(lab: &Lab, ns: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let url = format!("{API}{path}");
+    let mut args = vec!["--max-time", "15", "-w", "\n%{http_code}", &url];
+    if let Some(body) = body {
+        args.extend([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let out = curl(lab, ns, &args);
+    assert!(out.ok(), "curl {path} from {ns}: {out:?}");
+    let (body, code) = out.stdout.rsplit_once('\n').expect("status line");
+    let value = serde_json::from_str(body).unwrap_or(Value::Null);
+    (code.trim().parse().expect("status"), value)
+}
+
+/// Unix time of the latest handshake of `ifname`'s only peer (0 = never).
+fn handshake(lab: &Lab, ns: &str, ifname: &str) -> u64 {
+    let out = lab.must(ns, &["wg", "show", ifname, "latest-handshakes"]);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (received, sent) bytes of `ifname`'s only peer.
+fn transfer(lab: &Lab, ns: &str, ifname: &str) -> (u64, u64) {
+    let out = lab.must(ns, &["wg", "show", ifname, "transfer"]);
+    let n: Vec<u64> = out
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert_eq!(n.len(), 2, "wg show transfer: {out}");
+    (n[0], n[1])
+}
+
+/// Lines of /proc/<pid>/net/tcp{,6} (the namespace of `pid`) in state LISTEN (0A).
+fn tcp_listeners(pid: u32) -> Vec<String> {
+    ["tcp", "tcp6"]
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
+            text.lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `wgagent genkey` / `wg genkey`: a fresh private key, stored in `path` (mode 0600).
+fn genkey(program: &str, path: &Path) -> String {
+    let out = netns::run(
+        Command::new(program).arg("genkey").stdin(Stdio::null()),
+        STEP,
+    );
+    assert!(out.ok(), "{program} genkey: {out:?}");
+    let key = out.stdout.trim().to_owned();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(format!("{key}\n").as_bytes()).unwrap();
+    key
+}
+
+/// `wgagent pubkey` / `wg pubkey` of the private key stored in `path`.
+fn pubkey(program: &str, path: &Path) -> String {
+    let key = File::open(path).unwrap();
+    let out = netns::run(Command::new(program).arg("pubkey").stdin(key), STEP);
+    assert!(out.ok(), "{program} pubkey: {out:?}");
+    out.stdout.trim().to_owned()
+}
