@@ -390,7 +390,7 @@ async fn run(
                 };
                 device.update_timers(SystemTime::now(), &mut out);
                 ticks += 1;
-                if ticks % 4 == 0 {
+                if ticks.is_multiple_of(4) {
                     device.reset_rate_limiter();
                 }
             }

@@ -196,14 +196,14 @@ impl Manager {
         if st.shutting_down {
             return Err(ProcError::ShuttingDown);
         }
-        if let Some(key) = &spec.idempotency_key {
-            if let Some(id) = st.by_key.get(key) {
-                let rec = &st.records[id];
-                if rec.request_fingerprint == fingerprint {
-                    return Ok(id.clone());
-                }
-                return Err(ProcError::IdempotencyConflict(key.clone()));
+        if let Some(key) = &spec.idempotency_key
+            && let Some(id) = st.by_key.get(key)
+        {
+            let rec = &st.records[id];
+            if rec.request_fingerprint == fingerprint {
+                return Ok(id.clone());
             }
+            return Err(ProcError::IdempotencyConflict(key.clone()));
         }
         let running = st.records.values().filter(|r| r.is_running()).count();
         if running >= self.inner.cfg.max_running {
@@ -416,10 +416,10 @@ impl State {
     }
 
     fn forget(&mut self, id: &ProcessId) {
-        if let Some(rec) = self.records.remove(id) {
-            if let Some(key) = &rec.idempotency_key {
-                self.by_key.remove(key);
-            }
+        if let Some(rec) = self.records.remove(id)
+            && let Some(key) = &rec.idempotency_key
+        {
+            self.by_key.remove(key);
         }
         self.order.retain(|x| x != id);
     }

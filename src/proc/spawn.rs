@@ -104,10 +104,10 @@ pub fn spawn(
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
             let mut report = [0i32; 2];
-            if let Some(n) = nice {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, n) == -1 {
-                    report[0] = *libc::__errno_location();
-                }
+            if let Some(n) = nice
+                && libc::setpriority(libc::PRIO_PROCESS, 0, n) == -1
+            {
+                report[0] = *libc::__errno_location();
             }
             if let Some(text) = &oom_text {
                 let fd = libc::open(
