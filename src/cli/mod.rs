@@ -4,6 +4,7 @@
 //! Leaves to the library: everything else. `anyhow` is used here only.
 
 mod agent;
+mod control;
 mod demo;
 
 use std::path::PathBuf;
@@ -30,10 +31,99 @@ enum Command {
     /// Start an agent and a control peer in this process over a real WireGuard tunnel on
     /// 127.0.0.1, run a command through the API, print what happened, exit.
     Demo,
+    /// Run a command on an agent, print its output, exit with its exit code (128+signal if
+    /// killed; 255 if wgagent itself failed).
+    Exec {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Agent: a peer name from the config, or a tunnel address (optionally ADDR:PORT).
+        agent: String,
+        /// Working directory on the agent (default: the agent's default directory or $HOME).
+        #[arg(long)]
+        workdir: Option<String>,
+        /// Extra environment variable for the command (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Terminate the command's process group after this long ("30s", "5m", or seconds).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Start it and print its process id instead of waiting.
+        #[arg(long)]
+        background: bool,
+        /// The command (joined with spaces and run with `sh -c` on the agent).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List an agent's processes.
+    Ps {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a process's output (head and tail, at most 32 KiB).
+    Output {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        id: String,
+        /// Wait (server-side, up to 5 minutes) until the process exits.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a process's whole process group.
+    Signal {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        id: String,
+        #[arg(value_parser = ["kill", "terminate", "interrupt", "hangup"])]
+        signal: String,
+    },
+    /// Forget an exited process.
+    Rm {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        id: String,
+    },
     /// Generate a private key (base64), like `wg genkey`.
     Genkey,
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
     Pubkey,
+}
+
+/// Options shared by the control-side verbs.
+#[derive(Debug, clap::Args)]
+struct ControlArgs {
+    /// Control configuration (TOML). Default: $WGAGENT_CONFIG, then ~/.config/wgagent/control.toml.
+    #[arg(long, short, env = "WGAGENT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Opens a session to `agent` and runs `f` on it; the node is shut down afterwards.
+fn with_session<T>(
+    control: ControlArgs,
+    agent: &str,
+    f: impl AsyncFnOnce(&control::Session) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    init_tracing_quiet();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let path = control::config_path(control.config)?;
+        let session = control::Session::open(&path, agent).await?;
+        let r = f(&session).await;
+        session.close().await;
+        r
+    })
 }
 
 /// Parses arguments, runs the verb, and returns the process exit code.
@@ -47,6 +137,57 @@ pub fn main() -> ExitCode {
             crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
                 .map_err(Into::into),
         ),
+        Command::Exec {
+            control,
+            agent,
+            workdir,
+            env,
+            timeout,
+            background,
+            command,
+        } => {
+            let args = control::ExecArgs {
+                workdir,
+                env,
+                timeout,
+                background,
+                command,
+            };
+            match with_session(control, &agent, async |s| control::exec(s, args).await) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("wgagent: {e:#}");
+                    ExitCode::from(255)
+                }
+            }
+        }
+        Command::Ps {
+            control,
+            agent,
+            json,
+        } => report(with_session(control, &agent, async |s| {
+            control::ps(s, json).await
+        })),
+        Command::Output {
+            control,
+            agent,
+            id,
+            wait,
+            json,
+        } => report(with_session(control, &agent, async |s| {
+            control::output(s, &id, wait, json).await
+        })),
+        Command::Signal {
+            control,
+            agent,
+            id,
+            signal,
+        } => report(with_session(control, &agent, async |s| {
+            control::signal(s, &id, &signal).await
+        })),
+        Command::Rm { control, agent, id } => report(with_session(control, &agent, async |s| {
+            control::rm(s, &id).await
+        })),
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
@@ -74,6 +215,16 @@ pub(crate) fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// For client verbs: only warnings and errors unless `RUST_LOG` says otherwise, so that
+/// stdout/stderr carry the command's output and our one-line errors.
+fn init_tracing_quiet() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: called before the runtime starts any thread.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    init_tracing();
 }
 
 /// One clear line on stderr and exit code 1 for any error.

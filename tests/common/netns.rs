@@ -244,7 +244,8 @@ impl Lab {
         let mut cmd = Lab::command(ns, &["wireguard-go", "-f", ifname]);
         // Foreground mode without the "use the kernel module" banner; verbose logs, which are
         // printed only if the test fails.
-        cmd.env("WG_PROCESS_FOREGROUND", "1").env("LOG_LEVEL", "verbose");
+        cmd.env("WG_PROCESS_FOREGROUND", "1")
+            .env("LOG_LEVEL", "verbose");
         let name = format!("wireguard-go {ifname}");
         self.spawn(&name, cmd);
         let up = wait_for(STEP, || sock.exists() || self.exited(&name).is_some());
