@@ -156,7 +156,7 @@ pub fn main() -> ExitCode {
             match with_session(control, &agent, async |s| control::exec(s, args).await) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
-                    eprintln!("wgagent: {e:#}");
+                    eprintln!("wgagent: {}", one_line(&e));
                     ExitCode::from(255)
                 }
             }
@@ -232,8 +232,25 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wgagent: {e:#}");
+            eprintln!("wgagent: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the line already holds
+/// (many error types print their source in their own message too).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
