@@ -17,7 +17,11 @@ fn rss_kib() -> u64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let manager = Manager::new(ManagerConfig { max_running: 64, max_tracked: 2000, ..Default::default() });
         let before = rss_kib();

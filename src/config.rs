@@ -1,1 +1,1507 @@
-//! TOML configuration (filled in by the overlay issue).
+//! TOML configuration → typed values, for both roles (agent and control peer).
+//!
+//! This module owns reading the file, the raw layer (serde structs of `toml::Value`s that reject
+//! unknown keys), converting every value into its type in one place (keys, `IpNetwork`,
+//! `IpAddr`, `Duration`, resolved `SocketAddr` endpoints), cross-checks between peers, and
+//! non-fatal findings ([`Config::warnings`]). Every error names the file, the key path (e.g.
+//! `peer[2].allowed_ips[0]`) and the problem.
+//!
+//! It leaves to its caller: printing the warnings, picking the section that matters for its role
+//! (the agent reads [`Api`], a control peer reads [`Control`]; the other one is parsed, checked
+//! and ignored), and re-resolving endpoint host names later (they are resolved once, at load).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ip_network::{IpNetwork, IpNetworkError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Value;
+
+use crate::keys::{self, KeyError, PublicKey, StaticSecret};
+
+/// A config file larger than this is refused (bounded read).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A whole configuration file, typed and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[interface]`: this node's identity and tunnel addresses.
+    pub interface: Interface,
+    /// `[api]`: the process API (agent role); defaults when the section is absent.
+    pub api: Api,
+    /// `[[peer]]` blocks in file order.
+    pub peers: Vec<Peer>,
+    /// `[control]`: client timeouts (control role); defaults when the section is absent.
+    pub control: Control,
+    /// Non-fatal findings (loose key permissions, no peers), one sentence each, to be logged.
+    pub warnings: Vec<String>,
+}
+
+/// `[interface]`. `private_key[_file]` and `address` are required; the rest have defaults
+/// (the `DEFAULT_*` constants).
+#[derive(Clone)]
+pub struct Interface {
+    /// From `private_key_file` (path, relative to the config file) or `private_key` (base64).
+    pub private_key: StaticSecret,
+    /// Derived from `private_key`.
+    pub public_key: PublicKey,
+    /// `address`: this node's tunnel addresses (at least one, no duplicates).
+    pub addresses: Vec<IpAddr>,
+    /// `listen_port`: the WireGuard UDP port; 0 lets the OS pick one.
+    pub listen_port: u16,
+    /// `mtu`: tunnel MTU (inner IP packet size).
+    pub mtu: u16,
+    /// `tcp_buffer`: bytes of send and of receive buffer per tunnel TCP connection.
+    pub tcp_buffer: usize,
+}
+
+impl Interface {
+    /// Default `listen_port`: 0, any free port (right for NAT'd agents that only dial out; set a
+    /// fixed port on nodes that others must reach).
+    pub const DEFAULT_LISTEN_PORT: u16 = 0;
+    /// Default `mtu`: 1280, the IPv6 minimum, which fits inside almost every path.
+    pub const DEFAULT_MTU: u16 = 1280;
+    /// Allowed `mtu` values (at least 1280 when any address is IPv6).
+    pub const MTU_RANGE: (u16, u16) = (576, 9000);
+    /// Default `tcp_buffer`: 512 KiB, enough for a few Gbit/s at loopback round-trip times.
+    pub const DEFAULT_TCP_BUFFER: usize = 512 * 1024;
+    /// Allowed `tcp_buffer` values: 64 KiB ..= 64 MiB (memory per connection is bounded).
+    pub const TCP_BUFFER_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
+}
+
+/// `[api]` (agent role only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// `port`: TCP port of the process API on the tunnel addresses.
+    pub port: u16,
+    /// `allowed_sources`: if set, callers' tunnel addresses must be inside one of these, on top
+    /// of WireGuard's own allowed-IPs check. `None` = every configured peer may call.
+    pub allowed_sources: Option<Vec<IpNetwork>>,
+    /// `max_running`: concurrently running processes; further starts get 429.
+    pub max_running: usize,
+    /// `max_tracked`: process records kept (running + exited); oldest exited evicted first.
+    pub max_tracked: usize,
+    /// `default_workdir`: working directory when a request names none; `None` = `$HOME`.
+    pub default_workdir: Option<PathBuf>,
+    /// `nice_increment`: added to the agent's nice value for children (capped at 19).
+    pub nice_increment: u8,
+    /// `oom_score_adj`: children's OOM score, so the OOM killer picks them, not the agent.
+    pub oom_score_adj: i16,
+    /// `kill_grace`: after SIGTERM (timeout), wait this long before SIGKILL.
+    pub kill_grace: Duration,
+    /// `shutdown_grace`: on agent shutdown, time for children to exit before SIGKILL.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Api {
+    /// Defaults: `port` 4, `allowed_sources` unset (all peers), `max_running` 64,
+    /// `max_tracked` 1024, `default_workdir` unset (`$HOME`), `nice_increment` 5,
+    /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s.
+    fn default() -> Self {
+        Api {
+            port: 4,
+            allowed_sources: None,
+            max_running: 64,
+            max_tracked: 1024,
+            default_workdir: None,
+            nice_increment: 5,
+            oom_score_adj: 998,
+            kill_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One `[[peer]]`. `public_key` and `allowed_ips` are required; everything else is optional.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// `name`: unique, usable in the CLI instead of an address. Default: none.
+    pub name: Option<String>,
+    /// `public_key`: the peer's static key (never our own).
+    pub public_key: PublicKey,
+    /// `preshared_key`: optional extra symmetric key (base64). Default: none.
+    pub preshared_key: Option<[u8; keys::KEY_LEN]>,
+    /// `allowed_ips`: inner source addresses accepted from this peer and destinations routed
+    /// to it (longest prefix wins between peers). Bare addresses mean /32 or /128.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// `endpoint`: `host:port` or `[v6]:port`, resolved at load. Default: none (the peer
+    /// dials us; we reply to its latest authenticated address).
+    pub endpoint: Option<SocketAddr>,
+    /// `persistent_keepalive` in seconds; 0 or absent = off (`None`).
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl Peer {
+    /// The name if set, else the first 8 characters of the base64 public key (for logs).
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => keys::encode_public(&self.public_key)[..8].to_owned(),
+        }
+    }
+}
+
+/// `[control]` (control role only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// `connect_timeout`: WireGuard handshake plus TCP connect, per attempt.
+    pub connect_timeout: Duration,
+    /// `request_timeout`: one API request (server-side waits extend it by their own wait).
+    pub request_timeout: Duration,
+}
+
+impl Default for Control {
+    /// Defaults: `connect_timeout` 10 s, `request_timeout` 30 s.
+    fn default() -> Self {
+        Control {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. Every variant names the file; none is fixed by
+/// retrying without editing the file (or its key file) except [`ConfigError::Read`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read (missing, permissions, too large).
+    #[error("{}: cannot read config: {source}", file.display())]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Not valid TOML.
+    #[error("{}:{line}:{column}: invalid TOML: {message}", file.display())]
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// The parser's description.
+        message: String,
+    },
+    /// A key this version does not know (typo, or a key of another tool).
+    #[error("{}: unknown key `{key}` (expected {expected})", file.display())]
+    UnknownKey {
+        /// The config file.
+        file: PathBuf,
+        /// Full key path, e.g. `peer[1].lisen_port`.
+        key: String,
+        /// The keys allowed there.
+        expected: String,
+    },
+    /// A required key or section is absent.
+    #[error("{}: missing required key `{key}`", file.display())]
+    Missing {
+        /// The config file.
+        file: PathBuf,
+        /// Full key path, e.g. `peer[0].public_key`.
+        key: String,
+    },
+    /// A value has the wrong type, is out of range, or conflicts with another value.
+    #[error("{}: `{key}`: {problem}", file.display())]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// Full key path, e.g. `peer[2].allowed_ips[0]`.
+        key: String,
+        /// One sentence saying what is wrong and, where possible, what would be right.
+        problem: String,
+    },
+    /// A key (inline or in the key file) could not be read or decoded.
+    #[error("{}: `{key}`: {source}", file.display())]
+    Key {
+        /// The config file.
+        file: PathBuf,
+        /// Full key path, e.g. `interface.private_key_file`.
+        key: String,
+        /// What was wrong with the key.
+        #[source]
+        source: KeyError,
+    },
+}
+
+/// A duration string that [`parse_duration`] does not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {text:?}: {reason}")]
+pub struct DurationError {
+    /// The text as given.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"2h"` or combinations such as `"1m30s"`: whole numbers,
+/// each followed by a unit (`ms`, `s`, `m`, `h`). Surrounding whitespace is ignored.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let err = |reason| DurationError {
+        text: text.to_owned(),
+        reason,
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(err("empty; write e.g. \"30s\", \"5m\" or \"250ms\""));
+    }
+    let mut total_ms: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(err("expected a whole number, e.g. \"30s\" or \"1500ms\""));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
+        rest = &rest[digits..];
+        let (unit_ms, unit_len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else if rest.is_empty() {
+            return Err(err("missing unit (ms, s, m or h)"));
+        } else {
+            return Err(err("unknown unit; use ms, s, m or h"));
+        };
+        rest = &rest[unit_len..];
+        total_ms = value
+            .checked_mul(unit_ms)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .ok_or_else(|| err("too large"))?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+impl Config {
+    /// Reads and parses `path`; also warns when the file holds an inline `private_key` and is
+    /// accessible by group or others.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(read_err)?;
+        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(read_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_CONFIG_BYTES} bytes"),
+            )));
+        }
+        let (mut config, inline_key) = parse_inner(&text, path, &system_resolver)?;
+        if inline_key && mode & 0o077 != 0 {
+            config.warnings.push(format!(
+                "{} contains `interface.private_key` and is accessible by group or others \
+                 (mode {mode:04o}); run `chmod 600` on it or use `private_key_file`",
+                path.display()
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Parses `text`; `origin` names the file in errors and anchors a relative
+    /// `private_key_file`. Endpoint host names are resolved here.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        parse_inner(text, origin, &system_resolver).map(|(config, _)| config)
+    }
+
+    /// The peer whose `name` is `name`.
+    pub fn peer_by_name(&self, name: &str) -> Option<&Peer> {
+        self.peers
+            .iter()
+            .find(|peer| peer.name.as_deref() == Some(name))
+    }
+}
+
+impl fmt::Debug for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interface")
+            .field("private_key", &"<redacted>")
+            .field("public_key", &keys::encode_public(&self.public_key))
+            .field("addresses", &self.addresses)
+            .field("listen_port", &self.listen_port)
+            .field("mtu", &self.mtu)
+            .field("tcp_buffer", &self.tcp_buffer)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.name)
+            .field("public_key", &keys::encode_public(&self.public_key))
+            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field("allowed_ips", &self.allowed_ips)
+            .field("endpoint", &self.endpoint)
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .finish()
+    }
+}
+
+// ---- raw layer: structure and key names only; every leaf is converted below ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interface: Option<Value>,
+    api: Option<Value>,
+    peer: Option<Value>,
+    control: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    private_key_file: Option<Value>,
+    private_key: Option<Value>,
+    address: Option<Value>,
+    listen_port: Option<Value>,
+    mtu: Option<Value>,
+    tcp_buffer: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    port: Option<Value>,
+    allowed_sources: Option<Value>,
+    max_running: Option<Value>,
+    max_tracked: Option<Value>,
+    default_workdir: Option<Value>,
+    nice_increment: Option<Value>,
+    oom_score_adj: Option<Value>,
+    kill_grace: Option<Value>,
+    shutdown_grace: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: Option<Value>,
+    public_key: Option<Value>,
+    preshared_key: Option<Value>,
+    allowed_ips: Option<Value>,
+    endpoint: Option<Value>,
+    persistent_keepalive: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    connect_timeout: Option<Value>,
+    request_timeout: Option<Value>,
+}
+
+/// `(key path, value)` of a raw field; the key path is spelled from the field name itself, so
+/// messages cannot drift from the struct.
+macro_rules! field {
+    ($section:ident, $raw:ident . $field:ident) => {
+        (
+            concat!(stringify!($section), ".", stringify!($field)),
+            $raw.$field.as_ref(),
+        )
+    };
+}
+
+/// Resolves `host`, `port` to addresses (the system resolver outside tests).
+type Resolver = dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
+
+fn system_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    (host, port).to_socket_addrs().map(Iterator::collect)
+}
+
+/// Conversion context: the file for errors, its directory for relative paths, the warnings.
+struct Cx<'a> {
+    file: &'a Path,
+    resolve: &'a Resolver,
+    warnings: Vec<String>,
+}
+
+/// Parses and converts; the flag says whether the private key was inline.
+fn parse_inner(
+    text: &str,
+    origin: &Path,
+    resolve: &Resolver,
+) -> Result<(Config, bool), ConfigError> {
+    let mut cx = Cx {
+        file: origin,
+        resolve,
+        warnings: Vec::new(),
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, column) = line_column(text, e.span().map_or(0, |span| span.start));
+        ConfigError::Syntax {
+            file: origin.to_owned(),
+            line,
+            column,
+            message: e.message().trim().replace('\n', "; "),
+        }
+    })?;
+    let raw: RawConfig = cx.section("", Value::Table(table))?;
+    let Some(interface) = raw.interface else {
+        return Err(cx.missing("interface"));
+    };
+    let (interface, inline_key) = cx.interface(interface)?;
+    let api = match raw.api {
+        Some(api) => cx.api(api)?,
+        None => Api::default(),
+    };
+    let peers = cx.peers(raw.peer, &interface.public_key)?;
+    let control = match raw.control {
+        Some(control) => cx.control(control)?,
+        None => Control::default(),
+    };
+    if peers.is_empty() {
+        cx.warnings.push(format!(
+            "{}: no [[peer]] configured; nothing can reach this node and it can reach nobody",
+            origin.display()
+        ));
+    }
+    let config = Config {
+        interface,
+        api,
+        peers,
+        control,
+        warnings: cx.warnings,
+    };
+    Ok((config, inline_key))
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+impl Cx<'_> {
+    fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> ConfigError {
+        ConfigError::Missing {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn key_error(&self, key: &str, source: KeyError) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    /// Deserializes one table into its raw struct; `path` is "" for the top level.
+    fn section<T: DeserializeOwned>(&self, path: &str, value: Value) -> Result<T, ConfigError> {
+        if !value.is_table() {
+            return Err(self.invalid(
+                path,
+                format!("expected a table, found {}", describe(&value)),
+            ));
+        }
+        T::deserialize(value).map_err(|e| {
+            let message = e.message();
+            // serde's wording: "unknown field `x`, expected one of `a`, `b`".
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'));
+            match unknown {
+                Some((name, rest)) => ConfigError::UnknownKey {
+                    file: self.file.to_owned(),
+                    key: join(path, name),
+                    expected: rest
+                        .trim_start_matches(',')
+                        .trim()
+                        .trim_start_matches("expected ")
+                        .to_owned(),
+                },
+                None => self.invalid(if path.is_empty() { "(top level)" } else { path }, message),
+            }
+        })
+    }
+
+    fn string<'v>(&self, key: &str, value: &'v Value) -> Result<&'v str, ConfigError> {
+        value.as_str().ok_or_else(|| {
+            self.invalid(key, format!("expected a string, found {}", describe(value)))
+        })
+    }
+
+    fn int(&self, key: &str, value: &Value, min: i64, max: i64) -> Result<i64, ConfigError> {
+        let Some(n) = value.as_integer() else {
+            return Err(self.invalid(
+                key,
+                format!("expected an integer, found {}", describe(value)),
+            ));
+        };
+        if n < min || n > max {
+            return Err(self.invalid(key, format!("{n} is out of range {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    /// An optional integer in `min..=max`, converted to `T` (the range fits `T`).
+    fn int_or<T: TryFrom<i64>>(
+        &self,
+        (key, value): (&str, Option<&Value>),
+        default: T,
+        min: i64,
+        max: i64,
+    ) -> Result<T, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(value) => {
+                let n = self.int(key, value, min, max)?;
+                T::try_from(n).map_err(|_| self.invalid(key, format!("{n} does not fit")))
+            }
+        }
+    }
+
+    fn list<'v>(&self, key: &str, value: &'v Value) -> Result<&'v [Value], ConfigError> {
+        value
+            .as_array()
+            .map(Vec::as_slice)
+            .ok_or_else(|| self.invalid(key, format!("expected a list, found {}", describe(value))))
+    }
+
+    fn duration_or(
+        &self,
+        (key, value): (&str, Option<&Value>),
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(Value::Integer(secs)) => u64::try_from(*secs)
+                .map(Duration::from_secs)
+                .map_err(|_| self.invalid(key, format!("{secs} is negative"))),
+            Some(Value::String(text)) => {
+                parse_duration(text).map_err(|e| self.invalid(key, e.to_string()))
+            }
+            Some(other) => Err(self.invalid(
+                key,
+                format!(
+                    "expected seconds (integer) or a string like \"30s\", found {}",
+                    describe(other)
+                ),
+            )),
+        }
+    }
+
+    fn cidr_list(&self, key: &str, value: &Value) -> Result<Vec<IpNetwork>, ConfigError> {
+        let items = self.list(key, value)?;
+        let mut out: Vec<IpNetwork> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{i}]");
+            let text = self.string(&item_key, item)?;
+            let net = parse_cidr(text).map_err(|problem| self.invalid(&item_key, problem))?;
+            if let Some(j) = out.iter().position(|seen| *seen == net) {
+                return Err(
+                    self.invalid(&item_key, format!("{net} is already listed at {key}[{j}]"))
+                );
+            }
+            out.push(net);
+        }
+        Ok(out)
+    }
+
+    fn interface(&mut self, value: Value) -> Result<(Interface, bool), ConfigError> {
+        let raw: RawInterface = self.section("interface", value)?;
+        let (private_key, inline) = match (&raw.private_key_file, &raw.private_key) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "interface.private_key",
+                    "set either `private_key_file` or `private_key`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    "interface",
+                    "no private key: set `private_key_file` (a path) or `private_key` (base64)",
+                ));
+            }
+            (Some(path), None) => {
+                let key = "interface.private_key_file";
+                let path = Path::new(self.string(key, path)?);
+                let path = match self.file.parent() {
+                    Some(dir) if path.is_relative() => dir.join(path),
+                    _ => path.to_owned(),
+                };
+                let (secret, warnings) =
+                    keys::read_private_key_file(&path).map_err(|e| self.key_error(key, e))?;
+                self.warnings
+                    .extend(warnings.iter().map(ToString::to_string));
+                (secret, false)
+            }
+            (None, Some(text)) => {
+                let key = "interface.private_key";
+                let text = self.string(key, text)?;
+                let secret = keys::decode_private(text).map_err(|e| self.key_error(key, e))?;
+                (secret, true)
+            }
+        };
+        let public_key = keys::public_key(&private_key);
+
+        let key = "interface.address";
+        let items = match &raw.address {
+            Some(value) => self.list(key, value)?,
+            None => return Err(self.missing(key)),
+        };
+        if items.is_empty() {
+            return Err(self.invalid(key, "needs at least one tunnel address"));
+        }
+        let mut addresses: Vec<IpAddr> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{i}]");
+            let text = self.string(&item_key, item)?.trim();
+            let addr: IpAddr = text.parse().map_err(|_| {
+                let hint = if text.contains('/') {
+                    " (write the address without a prefix; routing comes from peers' allowed_ips)"
+                } else {
+                    ""
+                };
+                self.invalid(&item_key, format!("{text:?} is not an IP address{hint}"))
+            })?;
+            if addresses.contains(&addr) {
+                return Err(self.invalid(&item_key, format!("{addr} is listed twice")));
+            }
+            addresses.push(addr);
+        }
+
+        let listen_port = self.int_or(
+            field!(interface, raw.listen_port),
+            Interface::DEFAULT_LISTEN_PORT,
+            0,
+            65535,
+        )?;
+        let (min, max) = Interface::MTU_RANGE;
+        let mtu: u16 = self.int_or(
+            field!(interface, raw.mtu),
+            Interface::DEFAULT_MTU,
+            min.into(),
+            max.into(),
+        )?;
+        if mtu < 1280 && addresses.iter().any(IpAddr::is_ipv6) {
+            return Err(self.invalid(
+                "interface.mtu",
+                format!("{mtu} is below 1280, the minimum for IPv6 (an address is IPv6)"),
+            ));
+        }
+        let (min, max) = Interface::TCP_BUFFER_RANGE;
+        let tcp_buffer = self.int_or(
+            field!(interface, raw.tcp_buffer),
+            Interface::DEFAULT_TCP_BUFFER,
+            min as i64,
+            max as i64,
+        )?;
+        let interface = Interface {
+            private_key,
+            public_key,
+            addresses,
+            listen_port,
+            mtu,
+            tcp_buffer,
+        };
+        Ok((interface, inline))
+    }
+
+    fn api(&mut self, value: Value) -> Result<Api, ConfigError> {
+        let raw: RawApi = self.section("api", value)?;
+        let d = Api::default();
+        let allowed_sources = match &raw.allowed_sources {
+            None => None,
+            Some(value) => {
+                let list = self.cidr_list("api.allowed_sources", value)?;
+                if list.is_empty() {
+                    return Err(self.invalid(
+                        "api.allowed_sources",
+                        "an empty list would refuse every caller; remove the key to allow all peers",
+                    ));
+                }
+                Some(list)
+            }
+        };
+        let default_workdir = match &raw.default_workdir {
+            None => None,
+            Some(value) => {
+                let key = "api.default_workdir";
+                let path = PathBuf::from(self.string(key, value)?);
+                if !path.is_absolute() {
+                    return Err(self.invalid(
+                        key,
+                        format!("{:?} is not an absolute path", path.display().to_string()),
+                    ));
+                }
+                if !path.is_dir() {
+                    self.warnings.push(format!(
+                        "{}: api.default_workdir {} is not a directory (yet); starts without a \
+                         workdir will fail until it exists",
+                        self.file.display(),
+                        path.display()
+                    ));
+                }
+                Some(path)
+            }
+        };
+        let max_running = self.int_or(field!(api, raw.max_running), d.max_running, 1, 65536)?;
+        let max_tracked = self.int_or(field!(api, raw.max_tracked), d.max_tracked, 1, 65536)?;
+        if max_tracked < max_running {
+            return Err(self.invalid(
+                "api.max_tracked",
+                format!("{max_tracked} is below api.max_running ({max_running}); running processes are tracked too"),
+            ));
+        }
+        Ok(Api {
+            port: self.int_or(field!(api, raw.port), d.port, 1, 65535)?,
+            allowed_sources,
+            max_running,
+            max_tracked,
+            default_workdir,
+            nice_increment: self.int_or(
+                field!(api, raw.nice_increment),
+                d.nice_increment,
+                0,
+                19,
+            )?,
+            oom_score_adj: self.int_or(
+                field!(api, raw.oom_score_adj),
+                d.oom_score_adj,
+                -1000,
+                1000,
+            )?,
+            kill_grace: self.duration_or(field!(api, raw.kill_grace), d.kill_grace)?,
+            shutdown_grace: self.duration_or(field!(api, raw.shutdown_grace), d.shutdown_grace)?,
+        })
+    }
+
+    fn control(&mut self, value: Value) -> Result<Control, ConfigError> {
+        let raw: RawControl = self.section("control", value)?;
+        let d = Control::default();
+        let connect_timeout =
+            self.duration_or(field!(control, raw.connect_timeout), d.connect_timeout)?;
+        let request_timeout =
+            self.duration_or(field!(control, raw.request_timeout), d.request_timeout)?;
+        for (key, value) in [
+            ("control.connect_timeout", connect_timeout),
+            ("control.request_timeout", request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(self.invalid(key, "must be greater than zero"));
+            }
+        }
+        Ok(Control {
+            connect_timeout,
+            request_timeout,
+        })
+    }
+
+    fn peers(&mut self, value: Option<Value>, own: &PublicKey) -> Result<Vec<Peer>, ConfigError> {
+        let items = match value {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(Value::Table(_)) => {
+                return Err(self.invalid(
+                    "peer",
+                    "write each peer as a [[peer]] block (double brackets)",
+                ));
+            }
+            Some(other) => {
+                return Err(self.invalid(
+                    "peer",
+                    format!("expected [[peer]] blocks, found {}", describe(&other)),
+                ));
+            }
+        };
+        let mut peers: Vec<Peer> = Vec::with_capacity(items.len());
+        let mut cidr_owner: HashMap<IpNetwork, String> = HashMap::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("peer[{i}]");
+            let peer = self.peer(&path, item, own)?;
+            if let Some(j) = peers.iter().position(|p| p.public_key == peer.public_key) {
+                return Err(self.invalid(
+                    &format!("{path}.public_key"),
+                    format!("same public key as peer[{j}]"),
+                ));
+            }
+            if let Some(name) = &peer.name
+                && let Some(j) = peers.iter().position(|p| p.name.as_ref() == Some(name))
+            {
+                return Err(self.invalid(
+                    &format!("{path}.name"),
+                    format!("name {name:?} is already used by peer[{j}]"),
+                ));
+            }
+            for (k, net) in peer.allowed_ips.iter().enumerate() {
+                let here = format!("{path}.allowed_ips[{k}]");
+                if let Some(there) = cidr_owner.get(net) {
+                    return Err(self.invalid(
+                        &here,
+                        format!("{net} is also at {there}; each exact network belongs to one peer (overlapping networks are fine: the longest prefix wins)"),
+                    ));
+                }
+                cidr_owner.insert(*net, here);
+            }
+            peers.push(peer);
+        }
+        Ok(peers)
+    }
+
+    fn peer(&mut self, path: &str, value: Value, own: &PublicKey) -> Result<Peer, ConfigError> {
+        let raw: RawPeer = self.section(path, value)?;
+        let name = match &raw.name {
+            None => None,
+            Some(value) => {
+                let key = join(path, "name");
+                let name = self.string(&key, value)?;
+                check_name(name).map_err(|problem| self.invalid(&key, problem))?;
+                Some(name.to_owned())
+            }
+        };
+        let who = match &name {
+            Some(name) => format!("{path} ({name:?})"),
+            None => path.to_owned(),
+        };
+
+        let key = join(path, "public_key");
+        let public_key = match &raw.public_key {
+            None => return Err(self.missing(&key)),
+            Some(value) => keys::decode_public(self.string(&key, value)?)
+                .map_err(|e| self.key_error(&key, e))?,
+        };
+        if public_key == *own {
+            return Err(self.invalid(
+                &key,
+                "this is our own public key; a node is not its own peer",
+            ));
+        }
+
+        let preshared_key = match &raw.preshared_key {
+            None => None,
+            Some(value) => {
+                let key = join(path, "preshared_key");
+                Some(
+                    keys::decode_key(self.string(&key, value)?)
+                        .map_err(|e| self.key_error(&key, e))?,
+                )
+            }
+        };
+
+        let key = join(path, "allowed_ips");
+        let allowed_ips = match &raw.allowed_ips {
+            None => return Err(self.missing(&key)),
+            Some(value) => self.cidr_list(&key, value)?,
+        };
+        if allowed_ips.is_empty() {
+            return Err(self.invalid(
+                &key,
+                format!("{who} needs at least one allowed IP (its tunnel address)"),
+            ));
+        }
+
+        let endpoint = match &raw.endpoint {
+            None => None,
+            Some(value) => {
+                let key = join(path, "endpoint");
+                let text = self.string(&key, value)?;
+                Some(
+                    self.endpoint(text, &who)
+                        .map_err(|problem| self.invalid(&key, problem))?,
+                )
+            }
+        };
+        let keepalive: u16 = self.int_or(
+            (
+                &join(path, "persistent_keepalive"),
+                raw.persistent_keepalive.as_ref(),
+            ),
+            0,
+            0,
+            65535,
+        )?;
+        Ok(Peer {
+            name,
+            public_key,
+            preshared_key,
+            allowed_ips,
+            endpoint,
+            persistent_keepalive: (keepalive != 0).then_some(keepalive),
+        })
+    }
+
+    /// `host:port` or `[v6]:port` → the first address the host resolves to.
+    fn endpoint(&self, text: &str, who: &str) -> Result<SocketAddr, String> {
+        let text = text.trim();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("{text:?} for {who}: expected \"[IPv6]:port\""))?;
+            let ip: Ipv6Addr = host
+                .parse()
+                .map_err(|_| format!("{text:?} for {who}: {host:?} is not an IPv6 address"))?;
+            (IpAddr::V6(ip).to_string(), port)
+        } else {
+            let (host, port) = text
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{text:?} for {who}: expected \"host:port\""))?;
+            if host.contains(':') {
+                return Err(format!(
+                    "{text:?} for {who}: IPv6 endpoints need brackets, e.g. \"[fd00::1]:51820\""
+                ));
+            }
+            (host.to_owned(), port)
+        };
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("{text:?} for {who}: port {port:?} is not in 1..=65535"))?;
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        check_host_name(&host).map_err(|problem| format!("{text:?} for {who}: {problem}"))?;
+        let addrs = (self.resolve)(&host, port)
+            .map_err(|e| format!("cannot resolve {host:?} for {who}: {e}"))?;
+        addrs
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{host:?} for {who} resolved to no addresses"))
+    }
+}
+
+/// `"10.0.0.0/8"`, or a bare address meaning /32 or /128. Host bits set is an error (with the
+/// network it probably meant), since a silently truncated entry routes more than intended.
+fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
+    let t = text.trim();
+    let (addr, prefix) = match t.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (t, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("invalid CIDR {t:?}: {addr:?} is not an IP address"))?;
+    let Some(prefix) = prefix else {
+        return Ok(IpNetwork::from(ip));
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|len| *len <= max)
+        .ok_or_else(|| {
+            format!("invalid CIDR {t:?}: prefix length {prefix:?} is not in 0..={max}")
+        })?;
+    IpNetwork::new(ip, len).map_err(|e| match e {
+        IpNetworkError::HostBitsSet => match IpNetwork::new_truncate(ip, len) {
+            Ok(net) => format!("invalid CIDR {t:?}: host bits are set; did you mean \"{net}\"?"),
+            Err(e) => format!("invalid CIDR {t:?}: {e}"),
+        },
+        IpNetworkError::NetmaskError(_) => format!("invalid CIDR {t:?}: {e}"),
+    })
+}
+
+/// Peer names are used on the command line instead of addresses, so they must be simple and
+/// must not look like an address.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty() || name.len() > 64 || !ok_chars {
+        return Err(format!(
+            "{name:?}: use 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'"
+        ));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err(format!("{name:?} looks like an address; names must not"));
+    }
+    Ok(())
+}
+
+/// RFC 1123 host name syntax, checked before asking the resolver.
+fn check_host_name(host: &str) -> Result<(), String> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!("{host:?} is not a valid host name"));
+    }
+    Ok(())
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// "integer 3", "string \"x\"", "table", … for type errors.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(n) => format!("integer {n}"),
+        Value::Float(x) => format!("float {x}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        other => other.type_str().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/wgagent/test.toml";
+    const OWN: &str = "GCIr1iOf/ayRZYRqbEegDnZyd9r+0R6PTVDIh14tunI=";
+    const OWN_PUB: &str = "oZL7+S7zwULla3XcnpzMP7hnfarsi/QkgoVJ45j3cSo=";
+    const P1: &str = "vGPRR+1ynWogn9oS6/gHPIMipod6w+ahp9U+HorMpkY=";
+    const P2: &str = "lQyo/6Qm74UwPvsrCT7LB5gDm3JRcw51GbXW/rpSN3A=";
+    const PSK: &str = "BhODDsqHaKX1fWrJIffPqvbXouv1MPKsGELLTRWYgOs=";
+
+    /// Knows one name; everything else fails like an NXDOMAIN, without touching the network.
+    fn fake_resolver(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        match host {
+            "control.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such host")),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_inner(text, Path::new(FILE), &fake_resolver).map(|(config, _)| config)
+    }
+
+    fn interface(extra: &str) -> String {
+        format!("[interface]\nprivate_key = \"{OWN}\"\naddress = [\"100.64.0.10\"]\n{extra}\n")
+    }
+
+    fn peer(extra: &str) -> String {
+        format!("[[peer]]\npublic_key = \"{P1}\"\nallowed_ips = [\"100.64.0.1\"]\n{extra}\n")
+    }
+
+    /// The error's Display, checked to name the file and the key path.
+    #[track_caller]
+    fn error(text: &str, key: &str) -> String {
+        let message = match parse(text) {
+            Ok(_) => panic!("expected an error at `{key}` for:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.starts_with(FILE), "no file in: {message}");
+        assert!(
+            message.contains(&format!("`{key}`")),
+            "no `{key}` in: {message}"
+        );
+        message
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(&(interface("") + &peer(""))).unwrap();
+        assert_eq!(keys::encode_public(&config.interface.public_key), OWN_PUB);
+        assert_eq!(
+            config.interface.addresses,
+            vec!["100.64.0.10".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(config.interface.listen_port, 0);
+        assert_eq!(config.interface.mtu, 1280);
+        assert_eq!(config.interface.tcp_buffer, 524_288);
+        assert_eq!(config.api, Api::default());
+        assert_eq!(config.control, Control::default());
+        let peer = &config.peers[0];
+        assert_eq!(
+            peer.allowed_ips,
+            vec!["100.64.0.1/32".parse::<IpNetwork>().unwrap()]
+        );
+        assert_eq!(
+            (peer.endpoint, peer.persistent_keepalive, peer.preshared_key),
+            (None, None, None)
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn full_config_becomes_typed_values() {
+        let text = format!(
+            "{}[api]\nport = 8\nallowed_sources = [\"100.64.0.0/24\"]\nmax_running = 2\n\
+             max_tracked = 3\ndefault_workdir = \"/\"\nnice_increment = 0\noom_score_adj = -5\n\
+             kill_grace = \"250ms\"\nshutdown_grace = 7\n\
+             [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
+             {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
+             endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
+            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536"),
+            peer("name = \"c1\"\npreshared_key = \"PSK\"\nendpoint = \"control.test:51820\"\npersistent_keepalive = 25")
+                .replace("\"PSK\"", &format!("\"{PSK}\"")),
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            (config.interface.listen_port, config.interface.mtu),
+            (51820, 1420)
+        );
+        assert_eq!(config.interface.tcp_buffer, 65536);
+        let api = &config.api;
+        assert_eq!(api.port, 8);
+        assert_eq!(
+            api.allowed_sources,
+            Some(vec!["100.64.0.0/24".parse().unwrap()])
+        );
+        assert_eq!((api.max_running, api.max_tracked), (2, 3));
+        assert_eq!(api.default_workdir.as_deref(), Some(Path::new("/")));
+        assert_eq!((api.nice_increment, api.oom_score_adj), (0, -5));
+        assert_eq!(api.kill_grace, Duration::from_millis(250));
+        assert_eq!(api.shutdown_grace, Duration::from_secs(7));
+        assert_eq!(config.control.connect_timeout, Duration::from_secs(90));
+        assert_eq!(config.control.request_timeout, Duration::from_secs(2));
+        let c1 = config.peer_by_name("c1").unwrap();
+        assert_eq!(c1.endpoint, Some("127.0.0.1:51820".parse().unwrap()));
+        assert_eq!(c1.persistent_keepalive, Some(25));
+        assert_eq!(c1.preshared_key, Some(keys::decode_key(PSK).unwrap()));
+        let c2 = config.peer_by_name("c2").unwrap();
+        assert_eq!(c2.endpoint, Some("[::1]:51821".parse().unwrap()));
+        assert_eq!(c2.persistent_keepalive, None);
+        assert_eq!(c2.allowed_ips.len(), 2);
+        assert!(config.peer_by_name("c3").is_none());
+        // Debug never shows secrets.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(OWN) && !debug.contains(PSK) && debug.contains(OWN_PUB));
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let err = parse("[interface]\naddress = = 1\n").unwrap_err();
+        let ConfigError::Syntax { line, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*line, 2, "{err}");
+        assert!(err.to_string().starts_with(&format!("{FILE}:2:")), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_path() {
+        let cases = [
+            (interface("") + "[bogus]\n", "bogus"),
+            (interface("lisen_port = 1"), "interface.lisen_port"),
+            (interface("") + "[api]\nmax_procs = 1\n", "api.max_procs"),
+            (
+                interface("") + &peer("") + &peer("keepalive = 1"),
+                "peer[1].keepalive",
+            ),
+            (
+                interface("") + "[control]\ntimeout = 1\n",
+                "control.timeout",
+            ),
+            (interface("") + "[interface.sub]\n", "interface.sub"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(matches!(err, ConfigError::UnknownKey { .. }), "{err:?}");
+            let message = error(&text, key);
+            assert!(message.contains("expected"), "{message}");
+        }
+    }
+
+    /// (config text, key path, problem substring) for every kind of invalid value.
+    #[rustfmt::skip]
+    fn invalid_cases() -> Vec<(String, &'static str, &'static str)> {
+        let addr = |list: &str| format!("[interface]\nprivate_key = \"{OWN}\"\naddress = {list}\n");
+        let with_peer = |find: &str, replace: &str| interface("") + &peer("").replace(find, replace);
+        let with_api = |extra: &str| interface(&format!("[api]\n{extra}"));
+        vec![
+            ("[api]\n".into(), "interface", "missing"),
+            (format!("[interface]\nprivate_key = \"{OWN}\"\n"), "interface.address", "missing"),
+            (addr("[]"), "interface.address", "at least one"),
+            (addr("\"100.64.0.1\""), "interface.address", "expected a list, found string"),
+            (addr("[\"100.64.0.1/24\"]"), "interface.address[0]", "without a prefix"),
+            (addr("[\"1.1.1.1\", \"1.1.1.1\"]"), "interface.address[1]", "twice"),
+            ("[interface]\naddress = [\"1.1.1.1\"]\n".into(), "interface", "no private key"),
+            (interface("private_key_file = \"k\""), "interface.private_key", "not both"),
+            (interface("").replace(OWN, "abc"), "interface.private_key", "44 base64 characters"),
+            (interface("mtu = \"big\""), "interface.mtu", "expected an integer, found string \"big\""),
+            (interface("mtu = 100"), "interface.mtu", "out of range 576..=9000"),
+            (addr("[\"fd00::1\"]") + "mtu = 1000\n", "interface.mtu", "IPv6"),
+            (interface("listen_port = 70000"), "interface.listen_port", "70000"),
+            (interface("tcp_buffer = 1024"), "interface.tcp_buffer", "out of range"),
+            (interface("api = 3"), "interface.api", "unknown key"),
+            ("api = 3\n".to_owned() + &interface(""), "api", "expected a table, found integer 3"),
+            ("control = [1]\n".to_owned() + &interface(""), "control", "found array"),
+            (with_api("port = 0"), "api.port", "out of range 1..=65535"),
+            (with_api("allowed_sources = []"), "api.allowed_sources", "empty list"),
+            (with_api("allowed_sources = [\"10.1.2.3/8\"]"), "api.allowed_sources[0]", "did you mean \"10.0.0.0/8\""),
+            (with_api("max_running = 10\nmax_tracked = 5"), "api.max_tracked", "below api.max_running"),
+            (with_api("default_workdir = \"work\""), "api.default_workdir", "absolute"),
+            (with_api("oom_score_adj = 1001"), "api.oom_score_adj", "-1000..=1000"),
+            (with_api("nice_increment = -1"), "api.nice_increment", "0..=19"),
+            (with_api("kill_grace = \"5\""), "api.kill_grace", "missing unit"),
+            (with_api("kill_grace = -5"), "api.kill_grace", "negative"),
+            (with_api("shutdown_grace = 1.5"), "api.shutdown_grace", "found float 1.5"),
+            (interface("[control]\nconnect_timeout = 0"), "control.connect_timeout", "greater than zero"),
+            (interface("[control]\nrequest_timeout = \"3d\""), "control.request_timeout", "unknown unit"),
+            (interface("") + "[peer]\npublic_key = \"x\"\n", "peer", "[[peer]]"),
+            (interface("") + "[[peer]]\nallowed_ips = [\"1.2.3.4\"]\n", "peer[0].public_key", "missing"),
+            (with_peer("allowed_ips = [\"100.64.0.1\"]", ""), "peer[0].allowed_ips", "missing"),
+            (with_peer("[\"100.64.0.1\"]", "[]"), "peer[0].allowed_ips", "at least one"),
+            (with_peer("100.64.0.1", "10.0.0.300/32"), "peer[0].allowed_ips[0]",
+                "invalid CIDR \"10.0.0.300/32\": \"10.0.0.300\" is not an IP address"),
+            (with_peer("100.64.0.1", "10.0.0.1/33"), "peer[0].allowed_ips[0]", "prefix length \"33\""),
+            (with_peer("[\"100.64.0.1\"]", "[\"1.1.1.1\", 7]"), "peer[0].allowed_ips[1]", "found integer 7"),
+            (with_peer(P1, &P1.replace('v', "-")), "peer[0].public_key", "invalid base64 character '-'"),
+            (with_peer(P1, OWN_PUB), "peer[0].public_key", "our own public key"),
+            (interface("") + &peer("preshared_key = \"short\""), "peer[0].preshared_key", "44 base64"),
+            (interface("") + &peer("persistent_keepalive = 65536"), "peer[0].persistent_keepalive", "0..=65535"),
+            (interface("") + &peer("name = \"has space\""), "peer[0].name", "1 to 64 characters"),
+            (interface("") + &peer("name = \"10.0.0.1\""), "peer[0].name", "looks like an address"),
+            (interface("") + &peer("name = 5"), "peer[0].name", "expected a string"),
+        ]
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_problem() {
+        for (text, key, problem) in invalid_cases() {
+            let message = error(&text, key);
+            assert!(
+                message.contains(problem),
+                "expected {problem:?} in: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_are_cross_checked() {
+        let two = |a: &str, b: &str| interface("") + &peer(a) + &peer(b).replace(P1, P2);
+        let message = error(
+            &(interface("") + &peer("") + &peer("")),
+            "peer[1].public_key",
+        );
+        assert!(message.contains("same public key as peer[0]"), "{message}");
+        let message = error(&two("name = \"x\"", "name = \"x\""), "peer[1].name");
+        assert!(message.contains("already used by peer[0]"), "{message}");
+        let message = error(&two("", ""), "peer[1].allowed_ips[0]");
+        assert!(
+            message.contains("also at peer[0].allowed_ips[0]"),
+            "{message}"
+        );
+        let same_peer = peer("").replace("[\"100.64.0.1\"]", "[\"100.64.0.1\", \"100.64.0.1/32\"]");
+        let message = error(&(interface("") + &same_peer), "peer[0].allowed_ips[1]");
+        assert!(message.contains("already listed"), "{message}");
+        // Overlapping but not identical networks are fine: longest prefix match decides.
+        let overlap = two("", "").replacen("[\"100.64.0.1\"]", "[\"100.64.0.0/24\"]", 1);
+        let config = parse(&overlap).unwrap();
+        assert_eq!(config.peers.len(), 2);
+        // No peers at all is only a warning.
+        let config = parse(&interface("")).unwrap();
+        assert!(
+            config.warnings[0].contains("no [[peer]]"),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn endpoints_parse_resolve_and_name_the_peer() {
+        let with = |endpoint: &str| {
+            interface("") + &peer(&format!("name = \"c1\"\nendpoint = \"{endpoint}\""))
+        };
+        let key = "peer[0].endpoint";
+        for (endpoint, problem) in [
+            ("10.0.0.1", "expected \"host:port\""),
+            ("10.0.0.1:0", "not in 1..=65535"),
+            ("10.0.0.1:http", "not in 1..=65535"),
+            ("::1:51820", "need brackets"),
+            ("[::1]51820", "[IPv6]:port"),
+            ("[10.0.0.1]:51820", "not an IPv6 address"),
+            ("bad host:51820", "not a valid host name"),
+            ("a..b:51820", "not a valid host name"),
+            (
+                "nowhere.test:51820",
+                "cannot resolve \"nowhere.test\" for peer[0] (\"c1\"): no such host",
+            ),
+        ] {
+            let message = error(&with(endpoint), key);
+            assert!(
+                message.contains(problem),
+                "{endpoint}: expected {problem:?} in: {message}"
+            );
+        }
+        let config = parse(&with("[fe80::1]:1")).unwrap();
+        assert_eq!(
+            config.peers[0].endpoint,
+            Some("[fe80::1]:1".parse().unwrap())
+        );
+        // The real resolver, for a name /etc/hosts answers (no DNS traffic).
+        let config = Config::parse(&with("localhost:51820"), Path::new(FILE)).unwrap();
+        let endpoint = config.peers[0].endpoint.unwrap();
+        assert!(
+            endpoint.ip().is_loopback() && endpoint.port() == 51820,
+            "{endpoint}"
+        );
+    }
+
+    #[test]
+    fn key_files_resolve_relative_to_the_config_and_warn() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("agent.key");
+        std::fs::write(&key_path, format!("{OWN}\n")).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\n"
+            .to_owned()
+            + &peer("");
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let config = Config::load(&config_path).unwrap();
+        assert_eq!(keys::encode_public(&config.interface.public_key), OWN_PUB);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert!(
+            config.warnings[0].contains("chmod 600"),
+            "{:?}",
+            config.warnings
+        );
+
+        std::fs::remove_file(&key_path).unwrap();
+        let err = Config::load(&config_path).unwrap_err();
+        assert!(matches!(err, ConfigError::Key { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("`interface.private_key_file`") && message.contains("agent.key"),
+            "{message}"
+        );
+
+        // Inline key in a config readable by others: warning; in a 0600 config: none.
+        std::fs::write(&config_path, interface("") + &peer("")).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert!(
+            config.warnings[0].contains("interface.private_key"),
+            "{:?}",
+            config.warnings
+        );
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::load(&config_path).unwrap().warnings.is_empty());
+
+        let err = Config::load(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Read { .. }) && err.to_string().contains("missing.toml")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("1m30s", 90_000),
+            (" 0s ", 0),
+            ("1h1m1s1ms", 3_661_001),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "5 s",
+            "1d",
+            "99999999999999999999s",
+            "18446744073709551615h",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text:?} should fail");
+        }
+        assert_eq!(
+            parse_duration("x").unwrap_err().to_string(),
+            "invalid duration \"x\": expected a whole number, e.g. \"30s\" or \"1500ms\""
+        );
+    }
+
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let agent = Config::load(&dir.join("agent.example.toml")).unwrap();
+        assert_eq!(agent.interface.addresses.len(), 2);
+        assert_eq!(agent.interface.listen_port, 51820);
+        assert_eq!(agent.interface.mtu, Interface::DEFAULT_MTU);
+        assert_eq!(agent.interface.tcp_buffer, Interface::DEFAULT_TCP_BUFFER);
+        // Every documented default in the example matches `Api::default()`.
+        let sources = vec![
+            "100.64.0.0/24".parse().unwrap(),
+            "fd7a:115c:a1e0::/64".parse().unwrap(),
+        ];
+        assert_eq!(
+            agent.api,
+            Api {
+                allowed_sources: Some(sources),
+                ..Api::default()
+            }
+        );
+        assert_eq!(agent.peers.len(), 2);
+        let control_1 = agent.peer_by_name("control-1").unwrap();
+        assert_eq!(control_1.persistent_keepalive, Some(25));
+        assert!(control_1.endpoint.is_some());
+        assert_eq!(
+            agent.peer_by_name("control-2").unwrap().endpoint,
+            Some("[2001:db8::2]:51820".parse().unwrap())
+        );
+
+        let control = Config::load(&dir.join("control.example.toml")).unwrap();
+        assert_eq!(control.control, Control::default());
+        assert_eq!(control.interface.listen_port, 51820);
+        let nat = control.peer_by_name("agent-nat-1").unwrap();
+        assert_eq!((nat.endpoint, nat.persistent_keepalive), (None, None));
+        assert!(control.peer_by_name("agent-db").unwrap().endpoint.is_some());
+
+        // The two examples are a matching pair: each side's peer key is the other's public key.
+        assert_eq!(nat.public_key, agent.interface.public_key);
+        assert_eq!(control_1.public_key, control.interface.public_key);
+        assert!(
+            control_1
+                .allowed_ips
+                .iter()
+                .any(|net| net.contains(control.interface.addresses[0]))
+        );
+        assert!(
+            nat.allowed_ips
+                .iter()
+                .any(|net| net.contains(agent.interface.addresses[0]))
+        );
+    }
+}

@@ -1,3 +1,3 @@
-fn main() {
-    println!("wgagent {}", env!("CARGO_PKG_VERSION"));
+fn main() -> std::process::ExitCode {
+    wgagent::cli::main()
 }

@@ -28,6 +28,30 @@ use types::*;
 
 use crate::proc::{Manager, ProcessId, Signal, Snapshot, StartSpec};
 
+/// The caller's tunnel address, as axum connect info (`ConnectInfo<CallerAddr>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerAddr(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::netstack::TcpListener>,
+    > for CallerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::netstack::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for CallerAddr
+{
+    /// Plain TCP is only used by tests and the loopback baseline benchmark.
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -47,7 +71,7 @@ impl AppState {
     }
 }
 
-/// Builds the API router. Serve it with connect info (`into_make_service_with_connect_info`)
+/// Builds the API router. Serve it with `into_make_service_with_connect_info::<CallerAddr>()`
 /// when `allowed_sources` is set; without connect info such a filter refuses every request.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -1,0 +1,335 @@
+//! The virtual IP device between smoltcp and the data-path driver: two bounded packet queues
+//! (inbound and outbound) of reusable MTU-sized buffers, and the `phy::Device` view of them that
+//! `Interface::poll` uses.
+//!
+//! Backpressure instead of drops: `transmit` (and `receive`, which must hand out a transmit token
+//! for immediate replies) return `None` while the outbound queue is full, so smoltcp keeps the
+//! segment in its socket buffer and retries on the next poll. Nothing is dropped here; the only
+//! drops happen in [`classify_inbound`], before a packet is queued, and they are counted by the
+//! caller.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use parking_lot::Mutex;
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+
+use super::counters::AtomicCounters;
+
+/// A bounded FIFO of IP packets whose buffers are recycled: in steady state no packet allocates.
+#[derive(Debug)]
+pub(crate) struct PacketQueue {
+    /// Filled packets, oldest first.
+    ready: VecDeque<Vec<u8>>,
+    /// Empty buffers to reuse (each keeps its capacity).
+    free: Vec<Vec<u8>>,
+    capacity: usize,
+}
+
+impl PacketQueue {
+    /// A queue of at most `capacity` packets with `capacity` buffers of `buf_size` bytes
+    /// preallocated.
+    pub(crate) fn new(capacity: usize, buf_size: usize) -> Self {
+        Self {
+            ready: VecDeque::with_capacity(capacity),
+            free: (0..capacity)
+                .map(|_| Vec::with_capacity(buf_size))
+                .collect(),
+            capacity,
+        }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.ready.len() >= self.capacity
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Copies `packet` into a pooled buffer at the back. `false` (nothing queued) when full.
+    pub(crate) fn push_copy(&mut self, packet: &[u8]) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.ready.push_back(buf);
+        true
+    }
+
+    /// Appends a `len`-byte packet filled by `fill`. Callers check [`is_full`](Self::is_full)
+    /// first; if they did not, the queue grows by one rather than losing the packet.
+    pub(crate) fn push_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        let r = fill(&mut buf);
+        self.ready.push_back(buf);
+        r
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
+        self.ready.pop_front()
+    }
+
+    /// Puts a packet the consumer could not take back at the front (order kept).
+    pub(crate) fn unpop(&mut self, buf: Vec<u8>) {
+        self.ready.push_front(buf);
+    }
+
+    /// Returns a consumed buffer to the pool (kept only up to `capacity` spares).
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free.len() < self.capacity {
+            self.free.push(buf);
+        }
+    }
+}
+
+/// Why an inbound packet was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    /// Well-formed, but the destination is not one of our addresses.
+    NotOurs(IpAddr),
+    /// Could not be parsed, bad checksum, or a feature we do not handle (IPv4 fragments).
+    Malformed(&'static str),
+}
+
+/// Checks an inbound IP packet before it is queued: version, lengths, IPv4 header checksum, no
+/// IPv4 fragments, destination is ours, and (when TCP follows the fixed header) the TCP checksum.
+///
+/// smoltcp would drop all of these silently; checking here lets the caller count them. Because
+/// the checksums are verified here, the device tells smoltcp not to verify them again.
+pub(crate) fn classify_inbound(packet: &[u8], ours: &[IpAddr]) -> Result<(), Reject> {
+    let version = packet.first().map(|b| b >> 4);
+    let (src, dst, proto, payload) = match version {
+        Some(4) => {
+            let ip =
+                Ipv4Packet::new_checked(packet).map_err(|_| Reject::Malformed("ipv4 header"))?;
+            if !ip.verify_checksum() {
+                return Err(Reject::Malformed("ipv4 header checksum"));
+            }
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err(Reject::Malformed("ipv4 fragment"));
+            }
+            let (src, dst) = (
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(ip.dst_addr()),
+            );
+            (src, dst, ip.next_header(), ip.payload())
+        }
+        Some(6) => {
+            let ip =
+                Ipv6Packet::new_checked(packet).map_err(|_| Reject::Malformed("ipv6 header"))?;
+            let (src, dst) = (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+            );
+            (src, dst, ip.next_header(), ip.payload())
+        }
+        _ => return Err(Reject::Malformed("ip version")),
+    };
+    let dst_ip = IpAddr::from(dst);
+    if !ours.contains(&dst_ip) {
+        return Err(Reject::NotOurs(dst_ip));
+    }
+    if proto == IpProtocol::Tcp {
+        let tcp = TcpPacket::new_checked(payload).map_err(|_| Reject::Malformed("tcp header"))?;
+        if !tcp.verify_checksum(&src, &dst) {
+            return Err(Reject::Malformed("tcp checksum"));
+        }
+    }
+    Ok(())
+}
+
+/// The `phy::Device` smoltcp polls: borrows the two queues for the duration of one poll.
+pub(crate) struct VirtualDevice<'a> {
+    pub(crate) inbound: &'a Mutex<PacketQueue>,
+    pub(crate) outbound: &'a Mutex<PacketQueue>,
+    pub(crate) counters: &'a AtomicCounters,
+    pub(crate) mtu: usize,
+}
+
+impl VirtualDevice<'_> {
+    /// The capabilities every `Interface` of ours is created with.
+    pub(crate) fn capabilities_for(mtu: usize, burst: usize) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = mtu;
+        // Only used by smoltcp to clamp the advertised window to `burst * MSS`; with a burst of
+        // the outbound queue size the clamp never binds below the 16-bit window field.
+        caps.max_burst_size = Some(burst);
+        // Verified in `classify_inbound` (so failures are counted); computed on transmit.
+        caps.checksum.ipv4 = Checksum::Tx;
+        caps.checksum.tcp = Checksum::Tx;
+        caps
+    }
+}
+
+impl phy::Device for VirtualDevice<'_> {
+    type RxToken<'b>
+        = RxToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        // A reply (ACK, RST) may be emitted through the paired transmit token, so an inbound
+        // packet is only taken when there is room for that reply: it stays queued otherwise.
+        if self.outbound.lock().is_full() {
+            self.counters.outbound_full.inc();
+            return None;
+        }
+        let buf = self.inbound.lock().pop()?;
+        Some((
+            RxToken {
+                buf,
+                queue: self.inbound,
+            },
+            TxToken {
+                queue: self.outbound,
+                counters: self.counters,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        if self.outbound.lock().is_full() {
+            self.counters.outbound_full.inc();
+            return None;
+        }
+        Some(TxToken {
+            queue: self.outbound,
+            counters: self.counters,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        VirtualDevice::capabilities_for(self.mtu, self.outbound.lock().capacity)
+    }
+}
+
+pub(crate) struct RxToken<'a> {
+    buf: Vec<u8>,
+    queue: &'a Mutex<PacketQueue>,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.buf);
+        self.queue.lock().recycle(self.buf);
+        r
+    }
+}
+
+pub(crate) struct TxToken<'a> {
+    queue: &'a Mutex<PacketQueue>,
+    counters: &'a AtomicCounters,
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut queue = self.queue.lock();
+        queue.push_with(len, |buf| {
+            let r = f(buf);
+            if is_tcp_rst(buf) {
+                self.counters.resets_sent.inc();
+            }
+            r
+        })
+    }
+}
+
+/// True when `packet` is an IPv4/IPv6 TCP segment with RST set (for the resets counter).
+fn is_tcp_rst(packet: &[u8]) -> bool {
+    let tcp_offset = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
+        Some(6) if packet.get(6) == Some(&6) => 40,
+        _ => return false,
+    };
+    packet
+        .get(tcp_offset + 13)
+        .is_some_and(|flags| flags & 0x04 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_is_bounded_fifo_and_reuses_buffers() {
+        let mut q = PacketQueue::new(2, 64);
+        assert!(q.push_copy(b"one"));
+        assert!(q.push_copy(b"two"));
+        assert!(
+            !q.push_copy(b"three"),
+            "third packet must be refused, not dropped"
+        );
+        let first = q.pop().unwrap();
+        assert_eq!(first, b"one");
+        let ptr = first.as_ptr();
+        q.recycle(first);
+        assert!(q.push_copy(b"four"));
+        assert_eq!(q.pop().unwrap(), b"two");
+        let four = q.pop().unwrap();
+        assert_eq!(four, b"four");
+        assert_eq!(four.as_ptr(), ptr, "recycled buffer is reused");
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn unpop_keeps_order() {
+        let mut q = PacketQueue::new(4, 64);
+        q.push_copy(b"a");
+        q.push_copy(b"b");
+        let a = q.pop().unwrap();
+        q.unpop(a);
+        assert_eq!(q.pop().unwrap(), b"a");
+        assert_eq!(q.pop().unwrap(), b"b");
+    }
+
+    #[test]
+    fn classify_rejects_garbage_and_foreign() {
+        let ours = [IpAddr::from([10, 0, 0, 1])];
+        assert_eq!(
+            classify_inbound(&[], &ours),
+            Err(Reject::Malformed("ip version"))
+        );
+        assert_eq!(
+            classify_inbound(&[0x45, 0, 0], &ours),
+            Err(Reject::Malformed("ipv4 header"))
+        );
+        // A minimal IPv4 header (protocol 253, experimental) to 10.0.0.9.
+        let mut pkt = [0u8; 20];
+        pkt[0] = 0x45;
+        pkt[3] = 20;
+        pkt[8] = 64;
+        pkt[9] = 253;
+        pkt[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        pkt[16..20].copy_from_slice(&[10, 0, 0, 9]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+        ip.fill_checksum();
+        assert_eq!(
+            classify_inbound(&pkt, &ours),
+            Err(Reject::NotOurs(IpAddr::from([10, 0, 0, 9])))
+        );
+        pkt[19] = 1;
+        assert_eq!(
+            classify_inbound(&pkt, &ours),
+            Err(Reject::Malformed("ipv4 header checksum"))
+        );
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+        ip.fill_checksum();
+        assert_eq!(classify_inbound(&pkt, &ours), Ok(()));
+    }
+}

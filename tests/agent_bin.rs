@@ -1,0 +1,278 @@
+//! The real `wgagent agent` binary: serves only on the tunnel (no host TCP listener), and
+//! SIGTERM/SIGINT shut it down gracefully with no child process left behind.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use wgagent::keys;
+
+struct Agent {
+    child: Child,
+    udp_port: u16,
+    _dir: tempfile::TempDir,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_agent(agent: &Keypair, control: &Keypair) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("agent.key");
+    std::fs::write(&key_file, keys::encode_private(&agent.secret)).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&key_file).unwrap().permissions(),
+        0o600,
+    );
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let udp_port = free_udp_port();
+    let cfg = format!(
+        "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{AGENT_IP}\"]\nlisten_port = {udp_port}\n\n\
+         [api]\nshutdown_grace = \"1s\"\n\n[[peer]]\nname = \"control\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.1/32\"]\n",
+        keys::encode_public(&control.public)
+    );
+    let cfg_path = dir.path().join("agent.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(["agent", "--config"])
+        .arg(&cfg_path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("agent: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let agent = Agent {
+        child,
+        udp_port,
+        _dir: dir,
+        stderr: rx,
+    };
+    agent.wait_log("agent up", Duration::from_secs(20));
+    agent
+}
+
+impl Agent {
+    fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("agent never logged {needle:?}");
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Socket inodes the process holds, from `/proc/<pid>/fd`.
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// (local address, state) of TCP sockets in `/proc/<pid>/net/tcp{,6}` owned by the process.
+fn tcp_sockets(pid: i32) -> Vec<(String, String)> {
+    let mine = socket_inodes(pid);
+    let mut out = Vec::new();
+    for f in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && mine.contains(&cols[9].parse().unwrap_or(0)) {
+                out.push((cols[1].to_owned(), cols[3].to_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_host_tcp_listener_and_sigterm_leaves_no_child() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (ak, ck) = (keypair(), keypair());
+        let mut agent = start_agent(&ak, &ck);
+        let control = node(
+            ck.secret.clone(),
+            "100.64.0.1",
+            0,
+            vec![peer(
+                ak.public,
+                "100.64.0.10/32",
+                Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_port)),
+                None,
+            )],
+        )
+        .await;
+        let mut h = Http::connect(&control, api_addr()).await.unwrap();
+        let (s, v) = h
+            .call(
+                "POST",
+                "/api/v0/processes/start",
+                Some(json!({"command": "sleep 300 | cat"})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (_, v) = h.call("GET", "/api/v0/processes/list", None).await;
+        let pgid = v["processes"][0]["pid"].as_u64().unwrap() as i32;
+
+        // The API works over the tunnel, yet the agent holds no TCP socket at all on the host.
+        let tcp = tcp_sockets(agent.pid());
+        assert!(tcp.is_empty(), "agent holds host TCP sockets: {tcp:?}");
+        assert!(
+            !socket_inodes(agent.pid()).is_empty(),
+            "the UDP socket should be visible"
+        );
+        // And nothing answers on the API port on loopback.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", API_PORT)).is_err());
+
+        // SIGTERM: graceful shutdown, process groups ended, exit 0.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = agent.wait_exit(Duration::from_secs(20));
+        assert_eq!(st.code(), Some(0), "{st:?}");
+        let gone = (0..250).any(|_| {
+            let alive = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok();
+            if alive {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive
+        });
+        assert!(gone, "process group {pgid} outlived the agent");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sigint_exits_zero() {
+    let (ak, ck) = (keypair(), keypair());
+    let mut agent = start_agent(&ak, &ck);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}
+
+#[test]
+fn bad_config_is_one_clear_line_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[interface]\naddress = [\"100.64.0.10\"]\nlisen_port = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(["agent", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("lisen_port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn genkey_pubkey_roundtrip() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .arg("genkey")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let private = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(private.trim().len(), 44);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(private.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let expected = keys::encode_public(&keys::public_key(
+        &keys::decode_private(private.trim()).unwrap(),
+    ));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
+    let out = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "empty stdin must fail");
+}

@@ -1,0 +1,172 @@
+//! Shared helpers for integration tests: real Nodes over loopback UDP, a small HTTP client.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use wgagent::api::{self, AppState};
+use wgagent::keys;
+use wgagent::node::{Node, NodeConfig};
+use wgagent::proc::{Manager, ManagerConfig};
+use wgagent::wg::{IpNetwork, PeerConfig, PublicKey, StaticSecret};
+
+pub const T: Duration = Duration::from_secs(30);
+pub const AGENT_IP: &str = "100.64.0.10";
+pub const API_PORT: u16 = 4;
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+pub struct Keypair {
+    pub secret: StaticSecret,
+    pub public: PublicKey,
+}
+
+pub fn keypair() -> Keypair {
+    let secret = keys::generate();
+    let public = keys::public_key(&secret);
+    Keypair { secret, public }
+}
+
+pub fn peer(
+    public: PublicKey,
+    allowed: &str,
+    endpoint: Option<SocketAddr>,
+    keepalive: Option<u16>,
+) -> PeerConfig {
+    PeerConfig {
+        name: None,
+        public_key: public,
+        preshared_key: None,
+        allowed_ips: vec![net(allowed)],
+        endpoint,
+        persistent_keepalive: keepalive,
+    }
+}
+
+pub async fn node(secret: StaticSecret, addr: &str, port: u16, peers: Vec<PeerConfig>) -> Node {
+    Node::start(NodeConfig {
+        private_key: secret,
+        addresses: vec![ip(addr)],
+        listen_port: port,
+        mtu: 1280,
+        tcp_buffer: 512 * 1024,
+        peers,
+    })
+    .await
+    .unwrap()
+}
+
+pub fn loopback(node: &Node) -> SocketAddr {
+    SocketAddr::new(ip("127.0.0.1"), node.udp_addr().port())
+}
+
+/// Serves the API on the agent node's tunnel address; returns the manager.
+pub fn serve_api(agent: &Node) -> Manager {
+    let manager = Manager::new(ManagerConfig::default());
+    let app = api::router(AppState::new(manager.clone()));
+    for l in agent.listen(API_PORT).unwrap() {
+        let app = app.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                l,
+                app.into_make_service_with_connect_info::<api::CallerAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+    }
+    manager
+}
+
+/// A keep-alive HTTP/1 connection through the tunnel.
+pub struct Http {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Http {
+    pub async fn connect(node: &Node, to: SocketAddr) -> std::io::Result<Http> {
+        let stream = node.connect(to).await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        Ok(Http { send })
+    }
+
+    pub async fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "agent")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
+            .unwrap();
+        let resp = tokio::time::timeout(T, self.send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// An agent (serving the API) and a control node that knows it, over loopback UDP.
+pub struct Pair {
+    pub agent: Node,
+    pub control: Node,
+    pub manager: Manager,
+    pub agent_keys: Keypair,
+    pub control_keys: Keypair,
+}
+
+pub async fn pair() -> Pair {
+    let agent_keys = keypair();
+    let control_keys = keypair();
+    let agent = node(
+        agent_keys.secret.clone(),
+        AGENT_IP,
+        0,
+        vec![peer(control_keys.public, "100.64.0.1/32", None, None)],
+    )
+    .await;
+    let control = node(
+        control_keys.secret.clone(),
+        "100.64.0.1",
+        0,
+        vec![peer(
+            agent_keys.public,
+            "100.64.0.10/32",
+            Some(loopback(&agent)),
+            None,
+        )],
+    )
+    .await;
+    let manager = serve_api(&agent);
+    Pair {
+        agent,
+        control,
+        manager,
+        agent_keys,
+        control_keys,
+    }
+}
+
+pub fn api_addr() -> SocketAddr {
+    SocketAddr::new(ip(AGENT_IP), API_PORT)
+}
