@@ -19,11 +19,15 @@ pub fn strip_background(cmd: &str) -> Option<String> {
     if !lexed.complete {
         return None;
     }
-    let mut significant = lexed
-        .tokens
-        .iter()
-        .rev()
-        .filter(|t| !matches!(t, Token::Op { op: Op::Newline, .. }));
+    let mut significant = lexed.tokens.iter().rev().filter(|t| {
+        !matches!(
+            t,
+            Token::Op {
+                op: Op::Newline,
+                ..
+            }
+        )
+    });
     let Some(Token::Op { op: Op::Amp, start }) = significant.next() else {
         return None;
     };
@@ -182,7 +186,10 @@ mod tests {
     fn trailing_lone_ampersand_is_stripped() {
         bg("sleep 10 &", Some("sleep 10"));
         bg("sleep 10&", Some("sleep 10"));
-        bg("  python -m http.server 8000 &  \n", Some("  python -m http.server 8000"));
+        bg(
+            "  python -m http.server 8000 &  \n",
+            Some("  python -m http.server 8000"),
+        );
         bg("sleep 1 & # start it", Some("sleep 1  # start it"));
         bg("cmd &> /dev/null &", Some("cmd &> /dev/null"));
         bg("cmd >log 2>&1 &", Some("cmd >log 2>&1"));
@@ -190,7 +197,10 @@ mod tests {
         bg("a & b &", Some("a & b"));
         bg("(cd x && make) &", Some("(cd x && make)"));
         bg("echo '&' &", Some("echo '&'"));
-        bg("cat <<EOF &\nbody &\nEOF\n", Some("cat <<EOF \nbody &\nEOF"));
+        bg(
+            "cat <<EOF &\nbody &\nEOF\n",
+            Some("cat <<EOF \nbody &\nEOF"),
+        );
     }
 
     #[test]

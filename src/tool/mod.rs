@@ -92,7 +92,9 @@ impl<C: Connect> Tools<C> {
 
     /// Tools acting on named agents (order kept for the schema). One agent behaves as
     /// [`Tools::single`].
-    pub fn new(agents: impl IntoIterator<Item = (String, AgentConn<C>)>) -> Result<Self, ToolError> {
+    pub fn new(
+        agents: impl IntoIterator<Item = (String, AgentConn<C>)>,
+    ) -> Result<Self, ToolError> {
         let agents: Vec<_> = agents.into_iter().collect();
         if agents.is_empty() {
             return Err(ToolError::NoAgents);
@@ -123,7 +125,9 @@ impl<C: Connect> Tools<C> {
         let obj = match args {
             Value::Object(m) => m,
             Value::Null => &empty,
-            other => return ToolReply::invalid(format!("arguments must be a JSON object, not {other}")),
+            other => {
+                return ToolReply::invalid(format!("arguments must be a JSON object, not {other}"));
+            }
         };
         if !schema::definitions(None).iter().any(|d| d.name == name) {
             return ToolReply::invalid(format!(
@@ -160,8 +164,8 @@ impl<C: Connect> Tools<C> {
             let quoted: Vec<String> = self.agents.iter().map(|(n, _)| format!("{n:?}")).collect();
             quoted.join(", ")
         };
-        let name = args::required_str(obj, "agent")
-            .map_err(|e| format!("{e}: one of {}", names()))?;
+        let name =
+            args::required_str(obj, "agent").map_err(|e| format!("{e}: one of {}", names()))?;
         self.agents
             .iter()
             .find(|(n, _)| *n == name)
@@ -267,7 +271,9 @@ impl<C: Connect> Tools<C> {
             Err(e) => return ExecuteResult::failure(format!("signal process: {e}"), t0.elapsed()),
         };
         match wait_for_exit(conn, id, t0 + SIGNAL_SETTLE).await {
-            Ok(r) if !r.running => ExecuteResult::signalled(&message, Some(r), id, signal, t0.elapsed()),
+            Ok(r) if !r.running => {
+                ExecuteResult::signalled(&message, Some(r), id, signal, t0.elapsed())
+            }
             _ => ExecuteResult::signalled(&message, None, id, signal, t0.elapsed()),
         }
     }

@@ -332,7 +332,11 @@ mod tests {
             processes: (0..3).map(info).collect(),
         };
         let v = list_for_model(small.clone(), MAX_OUTPUT_BYTES);
-        assert_eq!(v, serde_json::to_value(&small).unwrap(), "verbatim when it fits");
+        assert_eq!(
+            v,
+            serde_json::to_value(&small).unwrap(),
+            "verbatim when it fits"
+        );
         let big = ListProcessesResponse {
             processes: (0..1000).map(info).collect(),
         };
@@ -340,7 +344,15 @@ mod tests {
         assert!(v.to_string().len() <= MAX_OUTPUT_BYTES);
         let shown = v["processes"].as_array().unwrap().len();
         assert!(shown > 50 && shown < 1000, "{shown}");
-        assert_eq!(v["processes"][0]["id"], "id-0", "the first (newest) ones are kept");
-        assert!(v["note"].as_str().unwrap().contains(&format!("showing {shown} of 1000")));
+        assert_eq!(
+            v["processes"][0]["id"], "id-0",
+            "the first (newest) ones are kept"
+        );
+        assert!(
+            v["note"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("showing {shown} of 1000"))
+        );
     }
 }

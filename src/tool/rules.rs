@@ -46,9 +46,11 @@ pub fn non_interactive_env() -> BTreeMap<String, String> {
 pub fn parse_timeout(v: Option<&Value>) -> Result<Duration, String> {
     let d = parse_optional(v, DEFAULT_TIMEOUT, "timeout")?;
     if d.is_zero() {
-        return Err("invalid timeout: it must be greater than zero (to start a command without \
+        return Err(
+            "invalid timeout: it must be greater than zero (to start a command without \
              waiting, use run_in_background)"
-            .to_owned());
+                .to_owned(),
+        );
     }
     Ok(d)
 }
@@ -83,7 +85,12 @@ pub fn parse_duration(v: &Value) -> Result<Duration, String> {
         Value::String(s) => {
             let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
             match s.parse::<f64>() {
-                Ok(n) if s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')) => n,
+                Ok(n)
+                    if s.bytes()
+                        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')) =>
+                {
+                    n
+                }
                 _ => go_duration_secs(&s)?,
             }
         }
@@ -272,14 +279,25 @@ mod tests {
     fn timeout_and_wait_defaults_and_messages() {
         assert_eq!(parse_timeout(None), Ok(DEFAULT_TIMEOUT));
         assert_eq!(parse_timeout(Some(&Value::Null)), Ok(DEFAULT_TIMEOUT));
-        assert_eq!(parse_timeout(Some(&json!("1m"))), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            parse_timeout(Some(&json!("1m"))),
+            Ok(Duration::from_secs(60))
+        );
         let e = parse_timeout(Some(&json!("soon"))).unwrap_err();
         assert!(e.starts_with("invalid timeout \"soon\": "), "{e}");
         assert!(e.contains("\"30s\""), "{e}");
-        assert!(parse_timeout(Some(&json!("0s"))).unwrap_err().contains("run_in_background"));
+        assert!(
+            parse_timeout(Some(&json!("0s")))
+                .unwrap_err()
+                .contains("run_in_background")
+        );
         assert_eq!(parse_wait(Some(&json!(0))), Ok(Duration::ZERO));
         assert_eq!(parse_wait(None), Ok(DEFAULT_WAIT));
-        assert!(parse_wait(Some(&json!("x"))).unwrap_err().starts_with("invalid wait"));
+        assert!(
+            parse_wait(Some(&json!("x")))
+                .unwrap_err()
+                .starts_with("invalid wait")
+        );
     }
 
     #[test]

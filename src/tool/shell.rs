@@ -71,7 +71,9 @@ impl Redir {
         match self {
             Redir::Out | Redir::Append | Redir::Clobber => on_stdout,
             Redir::AndOut | Redir::AndAppend => true,
-            Redir::DupOut => on_stdout && !target.is_some_and(|t| t.bytes().all(|b| b.is_ascii_digit())),
+            Redir::DupOut => {
+                on_stdout && !target.is_some_and(|t| t.bytes().all(|b| b.is_ascii_digit()))
+            }
             _ => false,
         }
     }
@@ -80,11 +82,21 @@ impl Redir {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Token {
     /// A word with quotes and escapes removed; `start` is its byte offset in the source.
-    Word { text: String, start: usize },
-    Op { op: Op, start: usize },
+    Word {
+        text: String,
+        start: usize,
+    },
+    Op {
+        op: Op,
+        start: usize,
+    },
     /// A redirection; `fd` is an explicit descriptor written before it (`2>`). Its target is
     /// the next `Word`.
-    Redirect { fd: Option<u32>, op: Redir, start: usize },
+    Redirect {
+        fd: Option<u32>,
+        op: Redir,
+        start: usize,
+    },
 }
 
 /// The tokens of a command line.
@@ -433,15 +445,21 @@ mod tests {
 
     #[test]
     fn operators_are_told_apart() {
-        assert_eq!(ops("a && b || c | d |& e ; f & g"), [
-            Op::AndIf,
-            Op::OrIf,
-            Op::Pipe,
-            Op::PipeAmp,
-            Op::Semi,
-            Op::Amp
-        ]);
-        assert_eq!(ops("(a)\nb;;"), [Op::Open, Op::Close, Op::Newline, Op::DSemi]);
+        assert_eq!(
+            ops("a && b || c | d |& e ; f & g"),
+            [
+                Op::AndIf,
+                Op::OrIf,
+                Op::Pipe,
+                Op::PipeAmp,
+                Op::Semi,
+                Op::Amp
+            ]
+        );
+        assert_eq!(
+            ops("(a)\nb;;"),
+            [Op::Open, Op::Close, Op::Newline, Op::DSemi]
+        );
         assert_eq!(ops("a&b"), [Op::Amp]);
     }
 
@@ -455,16 +473,19 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(redirs, [
-            (Some(2), Redir::DupOut),
-            (None, Redir::DupOut),
-            (None, Redir::AndOut),
-            (None, Redir::AndAppend),
-            (None, Redir::Append),
-            (None, Redir::In),
-            (None, Redir::HereString),
-            (Some(10), Redir::Out),
-        ]);
+        assert_eq!(
+            redirs,
+            [
+                (Some(2), Redir::DupOut),
+                (None, Redir::DupOut),
+                (None, Redir::AndOut),
+                (None, Redir::AndAppend),
+                (None, Redir::Append),
+                (None, Redir::In),
+                (None, Redir::HereString),
+                (Some(10), Redir::Out),
+            ]
+        );
         assert_eq!(words("cmd 2>&1 >&2 &>f"), ["cmd", "1", "2", "f"]);
         // A number separated from the operator is an argument, not a descriptor.
         assert_eq!(words("echo 2 >f"), ["echo", "2", "f"]);
@@ -472,7 +493,10 @@ mod tests {
 
     #[test]
     fn quotes_and_escapes_hide_operators() {
-        assert_eq!(words(r#"echo 'a & b' "c && d" e\&f"#), ["echo", "a & b", "c && d", "e&f"]);
+        assert_eq!(
+            words(r#"echo 'a & b' "c && d" e\&f"#),
+            ["echo", "a & b", "c && d", "e&f"]
+        );
         assert!(ops(r#"echo 'a & b' "c && d" e\&f"#).is_empty());
         assert_eq!(words(r#"echo "x\"y\\z\q""#), ["echo", r#"x"y\z\q"#]);
         assert_eq!(words("echo a\\\nb"), ["echo", "ab"], "line continuation");
@@ -484,8 +508,14 @@ mod tests {
     fn substitutions_are_single_words() {
         assert_eq!(words("x=$(a && b | c) y"), ["x=$(a && b | c)", "y"]);
         assert_eq!(words("echo $((1 + (2 & 3)))"), ["echo", "$((1 + (2 & 3)))"]);
-        assert_eq!(words("echo ${x:-a&b} `a & b`"), ["echo", "${x:-a&b}", "`a & b`"]);
-        assert_eq!(words(r#"echo "$(echo ")" &)""#), ["echo", r#"$(echo ")" &)"#]);
+        assert_eq!(
+            words("echo ${x:-a&b} `a & b`"),
+            ["echo", "${x:-a&b}", "`a & b`"]
+        );
+        assert_eq!(
+            words(r#"echo "$(echo ")" &)""#),
+            ["echo", r#"$(echo ")" &)"#]
+        );
         assert!(ops("echo $(sleep 1 &)").is_empty());
         assert!(!lex("echo $(oops").complete);
         assert!(!lex("echo `oops").complete);
@@ -493,14 +523,20 @@ mod tests {
 
     #[test]
     fn comments_run_to_end_of_line() {
-        assert_eq!(words("echo a#b # c && d &\necho e"), ["echo", "a#b", "echo", "e"]);
+        assert_eq!(
+            words("echo a#b # c && d &\necho e"),
+            ["echo", "a#b", "echo", "e"]
+        );
         assert_eq!(ops("echo a # && &"), []);
     }
 
     #[test]
     fn heredoc_bodies_are_skipped() {
         let src = "cat > f <<'EOF' && echo ok\nhead x &\n$(a\nEOF\necho done &";
-        assert_eq!(words(src), ["cat", "f", "EOF", "echo", "ok", "echo", "done"]);
+        assert_eq!(
+            words(src),
+            ["cat", "f", "EOF", "echo", "ok", "echo", "done"]
+        );
         assert_eq!(ops(src), [Op::AndIf, Op::Newline, Op::Amp]);
         assert!(lex(src).complete);
         let stripped = "cat <<-END\n\tbody &\n\tEND\n";
@@ -513,12 +549,20 @@ mod tests {
     fn offsets_point_into_the_source() {
         let src = "sleep 1 &";
         let last = lex(src).tokens.pop();
-        assert_eq!(last, Some(Token::Op { op: Op::Amp, start: 8 }));
+        assert_eq!(
+            last,
+            Some(Token::Op {
+                op: Op::Amp,
+                start: 8
+            })
+        );
     }
 
     #[test]
     fn never_panics_on_odd_input() {
-        for src in ["", "\\", "'", "\"", "$(", "${", "`", "<<", "2>", "&", "|||", "\"\\", "$(\"", "é&ü"] {
+        for src in [
+            "", "\\", "'", "\"", "$(", "${", "`", "<<", "2>", "&", "|||", "\"\\", "$(\"", "é&ü",
+        ] {
             let _ = lex(src);
         }
         assert_eq!(words("é&ü"), ["é", "ü"]);
