@@ -47,16 +47,3 @@ impl ClientError {
         }
     }
 }
-
-/// Finds the transport's `io::Error` inside a hyper error chain and copies it (the chain only
-/// lends references).
-pub(crate) fn find_io_error(e: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io::Error::new(io.kind(), io.to_string()));
-        }
-        cur = err.source();
-    }
-    None
-}

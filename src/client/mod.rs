@@ -9,15 +9,14 @@
 
 mod connect;
 mod error;
+mod pool;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::Method;
 use serde::de::DeserializeOwned;
 
 pub use connect::{Connect, TcpConnector};
@@ -27,7 +26,7 @@ use crate::api::types::{
     HealthResponse, ListProcessesResponse, MAX_WAIT_MS, ProcessOutputResponse, Response,
     SignalProcessRequest, StartProcessRequest, StartProcessResponse,
 };
-use connect::HyperConnector;
+use pool::{Call, Pool};
 
 /// Timeouts and pool limits of an [`AgentConn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,32 +58,31 @@ impl Default for AgentOptions {
     }
 }
 
-/// A handle on one agent's process API. Cheap to clone; clones share the connection pool.
+/// A handle on one agent's process API. Cheap to clone; clones share the connection pool, and
+/// dropping the last clone closes its connections.
 #[derive(Clone)]
 pub struct AgentConn<C: Connect> {
     addr: SocketAddr,
     opts: AgentOptions,
-    http: Client<HyperConnector<C>, Full<Bytes>>,
+    pool: Arc<Pool<C>>,
 }
 
 impl<C: Connect> AgentConn<C> {
     /// A handle on the agent whose API listens at `agent_addr` (its tunnel address and API
     /// port). Opens nothing until the first call.
     pub fn new(connector: C, agent_addr: SocketAddr, opts: AgentOptions) -> Self {
-        let connector = HyperConnector {
-            inner: connector,
-            addr: agent_addr,
-            timeout: opts.connect_timeout,
-        };
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(opts.idle_timeout)
-            .pool_max_idle_per_host(opts.max_idle)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(
+            connector,
+            agent_addr,
+            opts.connect_timeout,
+            opts.idle_timeout,
+            opts.max_idle,
+            opts.max_response_bytes,
+        );
         Self {
             addr: agent_addr,
             opts,
-            http,
+            pool: Arc::new(pool),
         }
     }
 
@@ -167,44 +165,12 @@ impl<C: Connect> AgentConn<C> {
     ) -> Result<T, ClientError> {
         let limit = self.opts.request_timeout + wait.unwrap_or_default();
         let started = Instant::now();
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
-            .header(
-                header::USER_AGENT,
-                concat!("wgagent/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Http(Box::new(e)))?;
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    let source = error::find_io_error(&e).unwrap_or_else(|| {
-                        std::io::Error::new(std::io::ErrorKind::Other, e.to_string())
-                    });
-                    ClientError::Unreachable {
-                        addr: self.addr,
-                        waited: started.elapsed(),
-                        source,
-                    }
-                } else {
-                    ClientError::Http(Box::new(e))
-                }
-            })?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), self.opts.max_response_bytes)
-                .collect()
-                .await
-                .map_err(ClientError::Http)?
-                .to_bytes();
-            Ok::<_, ClientError>((status, bytes))
+        let call = Call {
+            method,
+            path: &path,
+            body: body.map(Bytes::from),
         };
-        let (status, bytes) = tokio::time::timeout(limit, exchange)
+        let (status, bytes) = tokio::time::timeout(limit, self.pool.send(&call, started))
             .await
             .map_err(|_| ClientError::Timeout { after: limit })??;
         if status.is_success() {

@@ -51,6 +51,9 @@ const SIGNAL_DESC: &str = "Send a signal to a running process and its whole proc
 
 /// The definitions of all four tools. `agents` lists the agent names when there are several:
 /// every tool then takes a required `agent` argument restricted to those names.
+///
+/// Durations are declared as strings only: some model APIs reject type unions in schemas. A
+/// JSON number of seconds is still accepted when a model sends one.
 pub fn definitions(agents: Option<&[String]>) -> Vec<ToolDef> {
     vec![
         ToolDef {
@@ -68,7 +71,7 @@ pub fn definitions(agents: Option<&[String]>) -> Vec<ToolDef> {
                     ),
                     (
                         "timeout",
-                        json!({"type": ["string", "number"], "description":
+                        json!({"type": "string", "description":
                             "How long to wait for the command to finish, e.g. \"30s\", \"5m\", \
                              \"1h30m\", \"500ms\", or a number of seconds. Default \"10s\", maximum \
                              \"24h\". Reaching it does not stop the command: it keeps running and \
@@ -109,7 +112,7 @@ pub fn definitions(agents: Option<&[String]>) -> Vec<ToolDef> {
                     ),
                     (
                         "wait",
-                        json!({"type": ["string", "number"], "description":
+                        json!({"type": "string", "description":
                             "How long to wait for the process to exit before answering, same \
                              syntax as execute's timeout (\"30s\", \"5m\", a number of seconds). \
                              Default \"10s\"; 0 answers at once with the output so far. The answer \

@@ -1,0 +1,195 @@
+//! A keep-alive pool of HTTP/1 connections to one agent, on hyper's low-level client.
+//!
+//! Owns: opening connections through a [`Connect`] (bounded by the connect timeout), handing an
+//! idle one to each request (most recently used first), taking it back once the answer was read
+//! completely, discarding closed or long-idle ones, and one retry on a fresh connection when a
+//! reused one turns out to have been closed by the agent before the request went out.
+//! Leaves to the caller: timeouts of whole requests and what the answers mean.
+//!
+//! Why not `hyper_util`'s pooled client: it hands a finished connection back from a spawned
+//! task, so a request sent right after the previous answer often finds the pool empty and opens
+//! a second connection. Here a connection is back in the pool before the call returns, so
+//! sequential calls always share one.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+
+use super::{ClientError, Connect};
+
+/// One agent's connections.
+pub(crate) struct Pool<C> {
+    connector: C,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    max_response_bytes: usize,
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// A request, kept as parts so it can be sent again on another connection.
+pub(crate) struct Call<'a> {
+    pub(crate) method: Method,
+    pub(crate) path: &'a str,
+    pub(crate) body: Option<Bytes>,
+}
+
+impl<C: Connect> Pool<C> {
+    pub(crate) fn new(
+        connector: C,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        max_response_bytes: usize,
+    ) -> Self {
+        Self {
+            connector,
+            addr,
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            max_response_bytes,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `call` and reads the whole answer. `started` is when the caller began (for the
+    /// `waited` of an unreachable error).
+    pub(crate) async fn send(
+        &self,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let (mut sender, reused) = match self.checkout().await {
+            Some(s) => (s, true),
+            None => (self.open(started).await?, false),
+        };
+        let resp = match sender.send_request(self.request(call)).await {
+            Ok(r) => r,
+            // The agent closed an idle connection just as we used it: the request was not
+            // processed (canceled: not even written; incomplete: no answer to a GET), so
+            // sending it again on a new connection is safe.
+            Err(e)
+                if reused
+                    && (e.is_canceled()
+                        || (e.is_incomplete_message() && call.method == Method::GET)) =>
+            {
+                sender = self.open(started).await?;
+                sender
+                    .send_request(self.request(call))
+                    .await
+                    .map_err(|e| ClientError::Http(Box::new(e)))?
+            }
+            Err(e) => return Err(ClientError::Http(Box::new(e))),
+        };
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        self.checkin(sender);
+        Ok((status, bytes))
+    }
+
+    fn request(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(call.body.clone().unwrap_or_default()));
+        *req.method_mut() = call.method.clone();
+        // An origin-form URI that `Call` builders only ever fill with encoded paths.
+        *req.uri_mut() = call
+            .path
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        let h = req.headers_mut();
+        if let Ok(v) = header::HeaderValue::from_str(&self.addr.to_string()) {
+            h.insert(header::HOST, v);
+        }
+        h.insert(
+            header::USER_AGENT,
+            header::HeaderValue::from_static(concat!("wgagent/", env!("CARGO_PKG_VERSION"))),
+        );
+        h.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        );
+        if call.body.is_some() {
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+        }
+        req
+    }
+
+    /// The most recently used live idle connection, if any.
+    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut idle = self.idle.lock().pop()?;
+            if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
+                continue; // dropping the sender closes the connection
+            }
+            // A connection whose previous answer was read completely is ready at once, or
+            // reports that the agent closed it meanwhile.
+            if idle.sender.ready().await.is_ok() {
+                return Some(idle.sender);
+            }
+        }
+    }
+
+    fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
+        let mut idle = self.idle.lock();
+        idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+        if idle.len() < self.max_idle && !sender.is_closed() {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a new connection (bounded by the connect timeout) and starts its HTTP/1 task,
+    /// which ends when the connection closes or its sender is dropped.
+    async fn open(&self, started: Instant) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            addr: self.addr,
+            waited: started.elapsed(),
+            source,
+        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, self.connector.connect(self.addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(unreachable(e)),
+                Err(_) => {
+                    return Err(unreachable(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {:?}", self.connect_timeout),
+                    )));
+                }
+            };
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(Box::new(e)))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, "agent connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}
