@@ -12,6 +12,7 @@ use crate::api::types::{ProcessInfo, StartProcessRequest};
 use crate::client::{AgentConn, AgentOptions, ClientError};
 use crate::config::Config;
 use crate::node::{Node, NodeConfig, NodeConnector};
+use crate::tool::Tools;
 
 /// Default API port on agents' tunnel addresses.
 pub const DEFAULT_API_PORT: u16 = 4;
@@ -173,6 +174,52 @@ pub fn resolve(cfg: &Config, agent: &str) -> anyhow::Result<Target> {
         endpoint: p.endpoint,
         peer: Some(idx),
     })
+}
+
+/// `wgagent mcp`: an MCP server on stdio exposing the four tools for the config's agents
+/// (named peers), or for the one given with `--agent`.
+pub async fn mcp(config: &Path, agent: Option<&str>) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{}: {w}", config.display());
+    }
+    let node = Node::start(NodeConfig::from(&cfg))
+        .await
+        .context("joining the overlay")?;
+    let opts = AgentOptions {
+        connect_timeout: cfg.control.connect_timeout,
+        request_timeout: cfg.control.request_timeout,
+        ..AgentOptions::default()
+    };
+    let tools = match agent {
+        Some(a) => Tools::single(AgentConn::new(
+            node.connector(),
+            resolve(&cfg, a)?.api,
+            opts,
+        )),
+        None => {
+            let mut agents = Vec::new();
+            for name in cfg.peers.iter().filter_map(|p| p.name.as_deref()) {
+                // Peers without a single tunnel address (e.g. a replica's /24) are not agents.
+                if let Ok(t) = resolve(&cfg, name) {
+                    agents.push((
+                        name.to_owned(),
+                        AgentConn::new(node.connector(), t.api, opts),
+                    ));
+                }
+            }
+            if agents.is_empty() {
+                bail!(
+                    "no named peer with a /32 or /128 tunnel address in {}; name the agents or use --agent",
+                    config.display()
+                );
+            }
+            Tools::new(agents)?
+        }
+    };
+    let served = crate::tool::mcp::serve_stdio(tools).await;
+    node.shutdown(Duration::from_secs(1)).await;
+    served
 }
 
 pub struct ExecArgs {

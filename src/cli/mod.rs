@@ -91,6 +91,16 @@ enum Command {
         agent: String,
         id: String,
     },
+    /// Serve the LLM tools (execute, process_output, process_list, process_signal) as a Model
+    /// Context Protocol server on stdin/stdout.
+    Mcp {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Fix the tools to this agent; otherwise every named agent in the config is offered
+        /// and each tool takes an `agent` argument.
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Generate a private key (base64), like `wg genkey`.
     Genkey,
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
@@ -188,6 +198,16 @@ pub fn main() -> ExitCode {
         Command::Rm { control, agent, id } => report(with_session(control, &agent, async |s| {
             control::rm(s, &id).await
         })),
+        Command::Mcp { control, agent } => {
+            // stdout carries the protocol: logs go to stderr only, warnings and errors by default.
+            init_tracing_quiet();
+            report(runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let path = control::config_path(control.config)?;
+                    control::mcp(&path, agent.as_deref()).await
+                })
+            }))
+        }
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
