@@ -41,9 +41,16 @@ fn peer(key: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>
 }
 
 async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
-    Node::start(NodeConfig { private_key: secret, addresses: vec![ip(addr)], listen_port: 0, mtu: 1280, tcp_buffer: 512 * 1024, peers })
-        .await
-        .unwrap()
+    Node::start(NodeConfig {
+        private_key: secret,
+        addresses: vec![ip(addr)],
+        listen_port: 0,
+        mtu: 1280,
+        tcp_buffer: 512 * 1024,
+        peers,
+    })
+    .await
+    .unwrap()
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -51,7 +58,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -66,17 +77,32 @@ async fn run() {
         .map(|(i, k)| peer(keys::public_key(k), &format!("100.64.1.{}/32", i + 1), None))
         .collect();
     let agent = node(agent_key, "100.64.0.10", peers).await;
-    let manager = Manager::new(ManagerConfig { max_tracked: 65536, max_running: 256, ..Default::default() });
+    let manager = Manager::new(ManagerConfig {
+        max_tracked: 65536,
+        max_running: 256,
+        ..Default::default()
+    });
     let app = api::router(AppState::new(manager.clone()));
     for l in agent.listen(4).unwrap() {
-        let app = app.clone().into_make_service_with_connect_info::<api::CallerAddr>();
+        let app = app
+            .clone()
+            .into_make_service_with_connect_info::<api::CallerAddr>();
         tokio::spawn(async move { axum::serve(l, app).await });
     }
     let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
     let mut clients = Vec::new();
     for (i, k) in client_keys.into_iter().enumerate() {
-        let n = node(k, &format!("100.64.1.{}", i + 1), vec![peer(agent_pub, "100.64.0.10/32", ep)]).await;
-        let conn = AgentConn::new(n.connector(), SocketAddr::new(ip("100.64.0.10"), 4), AgentOptions::default());
+        let n = node(
+            k,
+            &format!("100.64.1.{}", i + 1),
+            vec![peer(agent_pub, "100.64.0.10/32", ep)],
+        )
+        .await;
+        let conn = AgentConn::new(
+            n.connector(),
+            SocketAddr::new(ip("100.64.0.10"), 4),
+            AgentOptions::default(),
+        );
         clients.push((n, Tools::single(conn.clone()), conn));
     }
 
@@ -96,17 +122,34 @@ async fn run() {
         ours.push(t.elapsed());
         assert!(r.success && r.exit_code == 0);
         let t = Instant::now();
-        let st = tokio::task::spawn_blocking(|| std::process::Command::new("sh").args(["-c", "true"]).status()).await.unwrap().unwrap();
+        let st = tokio::task::spawn_blocking(|| {
+            std::process::Command::new("sh")
+                .args(["-c", "true"])
+                .status()
+        })
+        .await
+        .unwrap()
+        .unwrap();
         base.push(t.elapsed());
         assert!(st.success());
     }
     ours.sort();
     base.sort();
-    println!("execute latency ({LATENCY_RUNS} sequential runs of `true`, interleaved with the baseline)");
+    println!(
+        "execute latency ({LATENCY_RUNS} sequential runs of `true`, interleaved with the baseline)"
+    );
     println!("| path | median | p99 |");
     println!("|---|---|---|");
-    println!("| `execute` through WireGuard (tool → SDK → tunnel → API → spawn → wait) | {:.2?} | {:.2?} |", pct(&ours, 0.5), pct(&ours, 0.99));
-    println!("| baseline: local `sh -c true` via std::process::Command | {:.2?} | {:.2?} |", pct(&base, 0.5), pct(&base, 0.99));
+    println!(
+        "| `execute` through WireGuard (tool → SDK → tunnel → API → spawn → wait) | {:.2?} | {:.2?} |",
+        pct(&ours, 0.5),
+        pct(&ours, 0.99)
+    );
+    println!(
+        "| baseline: local `sh -c true` via std::process::Command | {:.2?} | {:.2?} |",
+        pct(&base, 0.5),
+        pct(&base, 0.99)
+    );
     println!(
         "ratio (median): {:.2}×; overhead over a local spawn: {:.2?}\n",
         pct(&ours, 0.5).as_secs_f64() / pct(&base, 0.5).as_secs_f64(),
@@ -143,7 +186,11 @@ async fn run() {
             let base_done = base_done.clone();
             std::thread::spawn(move || {
                 while Instant::now() < deadline {
-                    if std::process::Command::new("sh").args(["-c", "true"]).status().is_ok_and(|s| s.success()) {
+                    if std::process::Command::new("sh")
+                        .args(["-c", "true"])
+                        .status()
+                        .is_ok_and(|s| s.success())
+                    {
                         base_done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -157,7 +204,10 @@ async fn run() {
     println!("execute throughput ({CLIENTS} control peers, {THROUGHPUT_FOR:?} each)");
     println!("| path | commands/s |");
     println!("|---|---|");
-    println!("| `execute true` from {CLIENTS} WireGuard peers against one agent | {ours_rate:.0} (failed: {}) |", failed.load(Ordering::Relaxed));
+    println!(
+        "| `execute true` from {CLIENTS} WireGuard peers against one agent | {ours_rate:.0} (failed: {}) |",
+        failed.load(Ordering::Relaxed)
+    );
     println!("| baseline: {CLIENTS} local threads spawning `sh -c true` | {base_rate:.0} |");
     println!("ratio: {:.2}", ours_rate / base_rate);
     manager.shutdown(Duration::from_secs(2)).await;

@@ -216,18 +216,19 @@ const MAX_PENDING: usize = 1024;
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65536;
 
-/// The `wg::Output` of the data path: datagrams go to the UDP socket (or wait for it),
-/// decrypted packets go to the netstack.
-struct Out<'a> {
-    udp: &'a UdpSocket,
+/// The data path's side of the UDP socket and the netstack: the `wg::Output` the device writes
+/// into. Datagrams go to the socket (or wait for it), decrypted packets go to the netstack.
+struct Sink {
+    udp: UdpSocket,
     udp_is_v6: bool,
-    netstack: &'a Netstack,
-    pending: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
-    counters: &'a DriverCounters,
-    clock: &'a Clock,
+    netstack: Netstack,
+    /// Encrypted datagrams held while the socket would block.
+    pending: VecDeque<(SocketAddr, Vec<u8>)>,
+    counters: Arc<DriverCounters>,
+    clock: Clock,
 }
 
-impl wg::Output for Out<'_> {
+impl wg::Output for Sink {
     fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
         if !self.pending.is_empty() {
             self.hold(to, datagram);
@@ -261,7 +262,7 @@ impl wg::Output for Out<'_> {
     }
 }
 
-impl Out<'_> {
+impl Sink {
     fn hold(&mut self, to: SocketAddr, datagram: &[u8]) {
         if self.pending.len() < MAX_PENDING {
             self.pending.push_back((to, datagram.to_vec()));
@@ -288,6 +289,24 @@ impl Out<'_> {
             self.pending.pop_front();
         }
     }
+
+    /// Reads up to `RECV_BATCH` datagrams and feeds them to the device.
+    fn receive(&mut self, device: &mut Device, rx: &mut [u8]) {
+        for _ in 0..RECV_BATCH {
+            match self.udp.try_recv_from(rx) {
+                Ok((n, src)) => {
+                    self.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                    device.handle_datagram(wg::udp::normalize_addr(src), &rx[..n], self);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // e.g. ICMP port unreachable reported on the socket: not fatal.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Monotonic time for smoltcp, relative to the driver's start.
@@ -308,33 +327,31 @@ async fn run(
     counters: Arc<DriverCounters>,
 ) {
     let udp_is_v6 = udp.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-    let clock = Clock(std::time::Instant::now());
+    let mut sink = Sink {
+        udp,
+        udp_is_v6,
+        netstack: netstack.clone(),
+        pending: VecDeque::new(),
+        counters,
+        clock: Clock(std::time::Instant::now()),
+    };
     let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
-    let mut pending = VecDeque::new();
     let mut timers = tokio::time::interval(Duration::from_millis(250));
     timers.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
-        let delay = netstack.poll(clock.now());
-        let mut out = Out {
-            udp: &udp,
-            udp_is_v6,
-            netstack: &netstack,
-            pending: &mut pending,
-            counters: &counters,
-            clock: &clock,
-        };
-        out.flush();
-        let drained = out.pending.is_empty()
+        let delay = netstack.poll(sink.clock.now());
+        sink.flush();
+        let drained = sink.pending.is_empty()
             && netstack.pop_outbound(|pkt| {
-                device.send_ip_packet(pkt, &mut out);
+                device.send_ip_packet(pkt, &mut sink);
                 // Stop taking packets from the stack while the socket is blocked: backpressure.
-                out.pending.is_empty()
+                sink.pending.is_empty()
             });
         // `drained` is false only when a datagram had to be held, so this is "socket blocked".
-        let blocked = !pending.is_empty() || !drained;
+        let blocked = !sink.pending.is_empty() || !drained;
         if !blocked && delay == Some(Duration::ZERO) {
             // More input is waiting in the stack and the output has room: go again.
             tokio::task::yield_now().await;
@@ -350,45 +367,16 @@ async fn run(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            _ = udp.writable(), if blocked => {}
-            r = udp.readable(), if !blocked => {
+            _ = sink.udp.writable(), if blocked => {}
+            r = sink.udp.readable(), if !blocked => {
                 if r.is_ok() {
-                    let mut out = Out {
-                        udp: &udp,
-                        udp_is_v6,
-                        netstack: &netstack,
-                        pending: &mut pending,
-                        counters: &counters,
-                        clock: &clock,
-                    };
-                    for _ in 0..RECV_BATCH {
-                        match udp.try_recv_from(&mut rx) {
-                            Ok((n, src)) => {
-                                counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                                device.handle_datagram(wg::udp::normalize_addr(src), &rx[..n], &mut out);
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                // e.g. ICMP port unreachable reported on the socket: not fatal.
-                                tracing::debug!(error = %e, "UDP receive error");
-                                break;
-                            }
-                        }
-                    }
+                    sink.receive(&mut device, &mut rx);
                 }
             }
             _ = netstack.wait_for_work() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
             _ = timers.tick() => {
-                let mut out = Out {
-                    udp: &udp,
-                    udp_is_v6,
-                    netstack: &netstack,
-                    pending: &mut pending,
-                    counters: &counters,
-                    clock: &clock,
-                };
-                device.update_timers(SystemTime::now(), &mut out);
+                device.update_timers(SystemTime::now(), &mut sink);
                 ticks += 1;
                 if ticks.is_multiple_of(4) {
                     device.reset_rate_limiter();

@@ -48,19 +48,9 @@ pub struct Target {
 
 impl Session {
     pub async fn open(config: &Path, agent: &str) -> anyhow::Result<Session> {
-        let cfg = Config::load(config)?;
-        for w in &cfg.warnings {
-            tracing::warn!("{}: {w}", config.display());
-        }
+        let cfg = load(config)?;
         let target = resolve(&cfg, agent)?;
-        let node = Node::start(NodeConfig::from(&cfg))
-            .await
-            .context("joining the overlay")?;
-        let opts = AgentOptions {
-            connect_timeout: cfg.control.connect_timeout,
-            request_timeout: cfg.control.request_timeout,
-            ..AgentOptions::default()
-        };
+        let (node, opts) = join(&cfg).await?;
         let conn = AgentConn::new(node.connector(), target.api, opts);
         Ok(Session {
             node,
@@ -117,6 +107,28 @@ impl Session {
     pub async fn close(self) {
         self.node.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+/// Loads the control config and logs its warnings.
+fn load(path: &Path) -> anyhow::Result<Config> {
+    let cfg = Config::load(path)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    Ok(cfg)
+}
+
+/// Joins the overlay as this replica; returns the node and the SDK options from `[control]`.
+async fn join(cfg: &Config) -> anyhow::Result<(Node, AgentOptions)> {
+    let node = Node::start(NodeConfig::from(cfg))
+        .await
+        .context("joining the overlay")?;
+    let opts = AgentOptions {
+        connect_timeout: cfg.control.connect_timeout,
+        request_timeout: cfg.control.request_timeout,
+        ..AgentOptions::default()
+    };
+    Ok((node, opts))
 }
 
 /// `AGENT` is a peer name from the config, a tunnel address, or `address:port`.
@@ -179,18 +191,8 @@ pub fn resolve(cfg: &Config, agent: &str) -> anyhow::Result<Target> {
 /// `wgagent mcp`: an MCP server on stdio exposing the four tools for the config's agents
 /// (named peers), or for the one given with `--agent`.
 pub async fn mcp(config: &Path, agent: Option<&str>) -> anyhow::Result<()> {
-    let cfg = Config::load(config)?;
-    for w in &cfg.warnings {
-        tracing::warn!("{}: {w}", config.display());
-    }
-    let node = Node::start(NodeConfig::from(&cfg))
-        .await
-        .context("joining the overlay")?;
-    let opts = AgentOptions {
-        connect_timeout: cfg.control.connect_timeout,
-        request_timeout: cfg.control.request_timeout,
-        ..AgentOptions::default()
-    };
+    let cfg = load(config)?;
+    let (node, opts) = join(&cfg).await?;
     let tools = match agent {
         Some(a) => Tools::single(AgentConn::new(
             node.connector(),
