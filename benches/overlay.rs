@@ -367,6 +367,16 @@ async fn sink<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<(u64, Durat
     Ok((got, elapsed))
 }
 
+/// User + system CPU time of this process so far, in seconds. Under load from other work on
+/// the machine, throughput per CPU-second is steadier than throughput.
+fn cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
 fn mbps(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }
@@ -508,16 +518,22 @@ async fn ours_bulk() -> Result<f64> {
         .connect(SocketAddr::new(ip(AGENT_IP), SINK_PORT))
         .await?;
     let (a0, c0) = (agent.stats(), control.stats());
+    let cpu0 = cpu_secs();
     source(s, BULK_SECS).await?;
     let (bytes, elapsed) = recv.await??;
+    let cpu = cpu_secs() - cpu0;
     let (a1, c1) = (agent.stats(), control.stats());
     println!("    {}", stats_line("agent  ", &a0, &a1));
     println!("    {}", stats_line("control", &c0, &c1));
+    let rate = mbps(bytes, elapsed);
     println!(
-        "    control segments per MSS of payload: {:.3}",
-        segments_per_mss(bytes, c1.netstack.packets_out - c0.netstack.packets_out)
+        "    control segments per MSS of payload: {:.3}; process CPU {cpu:.2} s in {:.2} s \
+         ({:.0} Mbit per CPU-second, both nodes and both ends)",
+        segments_per_mss(bytes, c1.netstack.packets_out - c0.netstack.packets_out),
+        elapsed.as_secs_f64(),
+        bytes as f64 * 8.0 / 1e6 / cpu.max(1e-9),
     );
-    Ok(mbps(bytes, elapsed))
+    Ok(rate)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,8 +753,9 @@ fn child_bulk(role: &str) -> Result<()> {
             let (s, _) = l.accept().await?;
             let (bytes, elapsed) = sink(s).await?;
             println!(
-                "result {bytes} {} | {}",
+                "result {bytes} {} | cpu {:.2} s | {}",
                 elapsed.as_micros(),
+                cpu_secs(),
                 stats_line("sink", &s0, &node.stats())
             );
             // Let the FIN go out before the process (and the node) ends.
@@ -751,8 +768,9 @@ fn child_bulk(role: &str) -> Result<()> {
             let sent = source(s, secs).await?;
             let c1 = node.stats();
             println!(
-                "sent {sent} segments/MSS {:.3} | {}",
+                "sent {sent} segments/MSS {:.3} | cpu {:.2} s | {}",
                 segments_per_mss(sent, c1.netstack.packets_out - c0.netstack.packets_out),
+                cpu_secs(),
                 stats_line("source", &s0, &c1)
             );
         }
@@ -1084,6 +1102,7 @@ async fn api_benches() -> Result<ApiFigures> {
         u.get(health).await?;
     }
     let (mut ts, mut us) = (Vec::new(), Vec::new());
+    let (a0, c0) = (agent.stats(), control.stats());
     for _ in 0..LATENCY_SAMPLES {
         let start = Instant::now();
         t.get(health).await?;
@@ -1092,6 +1111,13 @@ async fn api_benches() -> Result<ApiFigures> {
         u.get(health).await?;
         us.push(start.elapsed().as_secs_f64() * 1e6);
     }
+    let (a1, c1) = (agent.stats(), control.stats());
+    let per_req = |a: u64, b: u64| a.saturating_sub(b) as f64 / LATENCY_SAMPLES as f64;
+    println!(
+        "  tunnel datagrams per sequential request: control -> agent {:.2}, agent -> control {:.2}",
+        per_req(c1.datagrams_out, c0.datagrams_out),
+        per_req(a1.datagrams_out, a0.datagrams_out)
+    );
     let (loopback, tunnel) = (percentiles(ts), percentiles(us));
     println!(
         "API: GET health round trip, {LATENCY_SAMPLES} samples, p50/p99: loopback TCP {:.0}/{:.0} \
