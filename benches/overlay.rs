@@ -1,0 +1,1248 @@
+//! The overlay end to end, each figure against a baseline measured in the same run:
+//!
+//! 1. Bulk TCP throughput through the tunnel (one connection, control → agent sink):
+//!    our two Nodes in one process over loopback UDP; our two Nodes as two processes in two
+//!    network namespaces joined by a veth pair; `wireguard-go` + `iperf3` in the same kind of
+//!    namespaces (the baseline); plain loopback TCP (the ceiling).
+//! 2. API request rate: keep-alive `GET /api/v0/processes/list` on 16 HTTP/1 connections,
+//!    through the tunnel vs the same router on plain loopback TCP.
+//! 3. Round-trip latency of `GET /api/v0/health` on one warm connection, tunnel vs loopback TCP.
+//! 4. RSS of a real agent process (`wgagent agent` code path, this binary re-executed): idle,
+//!    and with 100 open keep-alive connections from a control node; idle `wireguard-go` as a
+//!    reference.
+//!
+//! Run: `cargo bench --bench overlay` (as root for the namespace parts; otherwise they print a
+//! skip reason). Prints a table; asserts nothing about the figures. Takes about a minute.
+//!
+//! The bench re-executes itself for its child processes; `CHILD_ENV` selects the role.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wgagent::api::{self, AppState};
+use wgagent::keys;
+use wgagent::node::{Node, NodeConfig, NodeStats};
+use wgagent::proc::{Manager, ManagerConfig, StartSpec};
+use wgagent::wg::{PeerConfig, PublicKey, StaticSecret};
+
+/// Selects a child role: `agent` (the real agent CLI), `sink` or `source` (netns throughput).
+const CHILD_ENV: &str = "WGAGENT_OVERLAY_BENCH_CHILD";
+/// Duration of every throughput run (ours, wireguard-go's iperf3, loopback).
+const BULK_SECS: u64 = 5;
+/// Rounds of the bulk runs (ours and wireguard-go alternate).
+const BULK_ROUNDS: usize = 2;
+/// Duration of each request-rate run, split into rounds that alternate tunnel and loopback.
+const RATE_SECS: u64 = 5;
+const RATE_ROUNDS: u32 = 5;
+const RATE_CONNS: usize = 16;
+const LATENCY_WARMUP: usize = 200;
+const LATENCY_SAMPLES: usize = 2000;
+const RSS_CONNS: usize = 100;
+const MTU: usize = 1280;
+/// Bytes per write/read call in the bulk tests (as iperf3's default 128 KiB).
+const CHUNK: usize = 128 * 1024;
+const SINK_PORT: u16 = 5001;
+const API_PORT: u16 = 4;
+const AGENT_IP: &str = "100.64.0.10";
+const CONTROL_IP: &str = "100.64.0.1";
+/// Bound on any single section, so a bug makes the bench report instead of hang.
+const SECTION_LIMIT: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("agent") => wgagent::cli::main(),
+        Ok(role @ ("sink" | "source")) => match child_bulk(role) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("overlay bench child {role}: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            parent();
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// One row of the final table.
+struct Row {
+    name: &'static str,
+    ours: Option<f64>,
+    baseline_name: &'static str,
+    baseline: Option<f64>,
+    unit: &'static str,
+    goal: &'static str,
+}
+
+/// Sections can be selected by name: `cargo bench --bench overlay -- bulk api rss`; `inproc`
+/// (only named) runs one in-process bulk transfer, e.g. under `perf record`.
+fn parent() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    print_machine();
+    let mut rows = Vec::new();
+    let mut wg_go_rss = None;
+    if only.iter().any(|o| o == "inproc") {
+        // Not part of the default run: one in-process bulk transfer, for profiling.
+        let r = rt.block_on(limited(ours_bulk()));
+        push(&mut Vec::new(), "ours, in-process", r);
+    }
+    if want("bulk") {
+        let b = bulk(&rt);
+        wg_go_rss = b.wg_go_rss_kib;
+        let wg = mean(&b.wg_go);
+        rows.push(Row {
+            name: "bulk TCP, ours in-process (loopback UDP)",
+            ours: mean(&b.in_process),
+            baseline_name: "wireguard-go netns",
+            baseline: wg,
+            unit: "Mbit/s",
+            goal: ">= 1.5",
+        });
+        rows.push(Row {
+            name: "bulk TCP, ours 2 procs in netns (veth)",
+            ours: mean(&b.netns),
+            baseline_name: "wireguard-go netns",
+            baseline: wg,
+            unit: "Mbit/s",
+            goal: ">= 1.5",
+        });
+        rows.push(Row {
+            name: "bulk TCP, ours in-process vs ceiling",
+            ours: mean(&b.in_process),
+            baseline_name: "loopback TCP",
+            baseline: mean(&b.ceiling),
+            unit: "Mbit/s",
+            goal: "-",
+        });
+    }
+    if want("api") {
+        match rt.block_on(limited(api_benches())) {
+            Ok(a) => {
+                rows.push(Row {
+                    name: "API GET processes/list, 16 conns",
+                    ours: Some(a.tunnel_rps),
+                    baseline_name: "loopback TCP",
+                    baseline: Some(a.loopback_rps),
+                    unit: "req/s",
+                    goal: ">= 0.5",
+                });
+                rows.push(Row {
+                    name: "API GET health RTT p50 (1 conn)",
+                    ours: Some(a.tunnel.0),
+                    baseline_name: "loopback TCP",
+                    baseline: Some(a.loopback.0),
+                    unit: "us",
+                    goal: "-",
+                });
+                rows.push(Row {
+                    name: "API GET health RTT p99 (1 conn)",
+                    ours: Some(a.tunnel.1),
+                    baseline_name: "loopback TCP",
+                    baseline: Some(a.loopback.1),
+                    unit: "us",
+                    goal: "-",
+                });
+            }
+            Err(e) => println!("  API benches FAILED: {e:#}"),
+        }
+    }
+    if want("rss") {
+        match rt.block_on(limited(agent_rss())) {
+            Ok(r) => {
+                let go = wg_go_rss.map(|k| k as f64 / 1024.0);
+                rows.push(Row {
+                    name: "agent RSS, idle",
+                    ours: Some(r.idle_kib as f64 / 1024.0),
+                    baseline_name: "wireguard-go idle",
+                    baseline: go,
+                    unit: "MiB",
+                    goal: "-",
+                });
+                rows.push(Row {
+                    name: "agent RSS, 100 keep-alive conns",
+                    ours: Some(r.conns_kib as f64 / 1024.0),
+                    baseline_name: "wireguard-go idle",
+                    baseline: go,
+                    unit: "MiB",
+                    goal: "-",
+                });
+                rows.push(Row {
+                    name: "agent RSS, 100 conns after churn",
+                    ours: Some(r.churn_kib as f64 / 1024.0),
+                    baseline_name: "wireguard-go idle",
+                    baseline: go,
+                    unit: "MiB",
+                    goal: "-",
+                });
+            }
+            Err(e) => println!("  agent RSS FAILED: {e:#}"),
+        }
+    }
+    println!("load average at the end: {}", load_average());
+    print_table(&rows);
+}
+
+/// Throughput samples in Mbit/s, one per round.
+#[derive(Default)]
+struct Bulk {
+    ceiling: Vec<f64>,
+    in_process: Vec<f64>,
+    netns: Vec<f64>,
+    wg_go: Vec<f64>,
+    wg_go_rss_kib: Option<u64>,
+}
+
+/// Rounds alternate ours and the baseline so that load from other work on the machine hits
+/// both alike.
+fn bulk(rt: &tokio::runtime::Runtime) -> Bulk {
+    let mut b = Bulk::default();
+    let netns = Netns::create();
+    let wg_go = match &netns {
+        Ok(ns) => match WgGo::start(ns) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                println!("  wireguard-go setup FAILED: {e:#}");
+                None
+            }
+        },
+        Err(e) => {
+            println!("  SKIP namespace runs (ours in netns, wireguard-go baseline): {e:#}");
+            None
+        }
+    };
+    for round in 1..=BULK_ROUNDS {
+        println!("bulk round {round}/{BULK_ROUNDS}");
+        if round == 1 {
+            push(
+                &mut b.ceiling,
+                "loopback TCP ceiling",
+                rt.block_on(limited(loopback_bulk())),
+            );
+        }
+        push(
+            &mut b.in_process,
+            "ours, in-process",
+            rt.block_on(limited(ours_bulk())),
+        );
+        if let Ok(ns) = &netns {
+            push(
+                &mut b.netns,
+                "ours, 2 processes in netns",
+                ours_bulk_netns(ns),
+            );
+        }
+        if let (Ok(ns), Some(w)) = (&netns, &wg_go) {
+            push(&mut b.wg_go, "wireguard-go + iperf3 in netns", w.iperf(ns));
+        }
+    }
+    if let Some(w) = &wg_go {
+        b.wg_go_rss_kib = rss_kib(w.pid_b);
+    }
+    b
+}
+
+fn push(into: &mut Vec<f64>, what: &str, r: Result<f64>) {
+    match r {
+        Ok(mbps) => {
+            println!("  {what}: {mbps:.0} Mbit/s");
+            into.push(mbps);
+        }
+        Err(e) => println!("  {what}: FAILED: {e:#}"),
+    }
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+async fn limited<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(SECTION_LIMIT, f)
+        .await
+        .map_err(|_| anyhow!("timed out after {SECTION_LIMIT:?}"))?
+}
+
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "overlay bench: {cores} cores, {cpu}; MTU {MTU}; load average {}",
+        load_average()
+    );
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| {:<42} | {:>10} | {:<19} | {:>10} | {:>6} | {:>6} | {:<6} |",
+        "measurement", "ours", "baseline", "value", "unit", "ratio", "goal"
+    );
+    println!(
+        "|{:-<44}|{:->12}|{:-<21}|{:->12}|{:->8}|{:->8}|{:-<8}|",
+        "", "", "", "", "", "", ""
+    );
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
+    for r in rows {
+        let ratio = match (r.ours, r.baseline) {
+            (Some(o), Some(b)) if b > 0.0 => format!("{:.2}", o / b),
+            _ => "n/a".into(),
+        };
+        println!(
+            "| {:<42} | {:>10} | {:<19} | {:>10} | {:>6} | {:>6} | {:<6} |",
+            r.name,
+            fmt(r.ours),
+            r.baseline_name,
+            fmt(r.baseline),
+            r.unit,
+            ratio,
+            r.goal
+        );
+    }
+    println!("(ratio = ours / baseline; for RTT and RSS lower is better)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk transfer helpers (any stream type).
+
+/// Writes for `secs`, then half-closes and waits for the peer's EOF (so every byte was taken).
+async fn source<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, secs: u64) -> Result<u64> {
+    let buf = vec![0x5au8; CHUNK];
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        s.write_all(&buf).await.context("bulk write")?;
+        sent += buf.len() as u64;
+    }
+    s.shutdown().await.context("bulk shutdown")?;
+    let mut rest = [0u8; 16];
+    while s.read(&mut rest).await.context("bulk drain")? > 0 {}
+    Ok(sent)
+}
+
+/// Reads to EOF; returns bytes and the time from the first byte to EOF. Closes its side after.
+async fn sink<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Result<(u64, Duration)> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    let mut first: Option<Instant> = None;
+    loop {
+        let n = s.read(&mut buf).await.context("sink read")?;
+        if n == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        got += n as u64;
+    }
+    let elapsed = first.map_or(Duration::ZERO, |t| t.elapsed());
+    s.shutdown().await.ok();
+    Ok((got, elapsed))
+}
+
+/// User + system CPU time of this process so far, in seconds. Under load from other work on
+/// the machine, throughput per CPU-second is steadier than throughput.
+fn cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+fn mbps(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e6
+}
+
+async fn loopback_bulk() -> Result<f64> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let recv = tokio::spawn(async move {
+        let (s, _) = l.accept().await?;
+        sink(s).await
+    });
+    let s = tokio::net::TcpStream::connect(addr).await?;
+    source(s, BULK_SECS.min(3)).await?;
+    let (bytes, elapsed) = recv.await??;
+    Ok(mbps(bytes, elapsed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our nodes.
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal address")
+}
+
+fn peer(public: PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
+    PeerConfig {
+        name: None,
+        public_key: public,
+        preshared_key: None,
+        allowed_ips: vec![allowed.parse().expect("literal network")],
+        endpoint,
+        persistent_keepalive: None,
+    }
+}
+
+async fn start_node(
+    secret: StaticSecret,
+    addr: &str,
+    port: u16,
+    peers: Vec<PeerConfig>,
+) -> Result<Node> {
+    Ok(Node::start(NodeConfig {
+        private_key: secret,
+        addresses: vec![ip(addr)],
+        listen_port: port,
+        mtu: MTU,
+        tcp_buffer: 512 * 1024, // the configuration default
+        peers,
+    })
+    .await?)
+}
+
+/// Agent and control nodes in this process, over loopback UDP.
+async fn node_pair() -> Result<(Node, Node)> {
+    let (ak, ck) = (keys::generate(), keys::generate());
+    let agent = start_node(
+        ak.clone(),
+        AGENT_IP,
+        0,
+        vec![peer(keys::public_key(&ck), "100.64.0.1/32", None)],
+    )
+    .await?;
+    let endpoint = SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port());
+    let control = start_node(
+        ck,
+        CONTROL_IP,
+        0,
+        vec![peer(
+            keys::public_key(&ak),
+            "100.64.0.10/32",
+            Some(endpoint),
+        )],
+    )
+    .await?;
+    Ok((agent, control))
+}
+
+/// What went wrong on the way, if anything: the counters that explain a low figure.
+fn stats_line(who: &str, before: &NodeStats, after: &NodeStats) -> String {
+    let d = |a: u64, b: u64| a.saturating_sub(b);
+    let wg_drops: u64 = after
+        .wg
+        .peers
+        .iter()
+        .map(|p| {
+            p.drop_decrypt
+                + p.drop_replay
+                + p.drop_allowed_ips
+                + p.drop_malformed
+                + p.drop_no_endpoint
+                + p.drop_rate_limited
+        })
+        .sum::<u64>()
+        - before
+            .wg
+            .peers
+            .iter()
+            .map(|p| {
+                p.drop_decrypt
+                    + p.drop_replay
+                    + p.drop_allowed_ips
+                    + p.drop_malformed
+                    + p.drop_no_endpoint
+                    + p.drop_rate_limited
+            })
+            .sum::<u64>();
+    let (a, b) = (&after.netstack, &before.netstack);
+    format!(
+        "{who}: udp in {} out {} send_errors {} inbound_dropped {} | netstack in {} out {} \
+         inbound_full {} outbound_full {} | wg peer drops {}",
+        d(after.datagrams_in, before.datagrams_in),
+        d(after.datagrams_out, before.datagrams_out),
+        d(after.send_errors, before.send_errors),
+        d(after.inbound_dropped, before.inbound_dropped),
+        d(a.packets_in, b.packets_in),
+        d(a.packets_out, b.packets_out),
+        d(a.inbound_full, b.inbound_full),
+        d(a.outbound_full, b.outbound_full),
+        wg_drops,
+    )
+}
+
+/// Data segments the sender emitted per MSS of payload: 1.0 means no retransmissions (the few
+/// pure ACKs and handshake packets the sender also emits push it slightly above).
+fn segments_per_mss(bytes: u64, sender_packets_out: u64) -> f64 {
+    let mss = (MTU - 40) as f64;
+    sender_packets_out as f64 / (bytes as f64 / mss).max(1.0)
+}
+
+async fn ours_bulk() -> Result<f64> {
+    let (agent, control) = node_pair().await?;
+    let mut listeners = agent.listen(SINK_PORT)?;
+    let mut l = listeners.pop().context("no listener")?;
+    let recv = tokio::spawn(async move {
+        let (s, _) = l.accept().await?;
+        sink(s).await
+    });
+    let s = control
+        .connect(SocketAddr::new(ip(AGENT_IP), SINK_PORT))
+        .await?;
+    let (a0, c0) = (agent.stats(), control.stats());
+    let cpu0 = cpu_secs();
+    source(s, BULK_SECS).await?;
+    let (bytes, elapsed) = recv.await??;
+    let cpu = cpu_secs() - cpu0;
+    let (a1, c1) = (agent.stats(), control.stats());
+    println!("    {}", stats_line("agent  ", &a0, &a1));
+    println!("    {}", stats_line("control", &c0, &c1));
+    let rate = mbps(bytes, elapsed);
+    println!(
+        "    control segments per MSS of payload: {:.3}; process CPU {cpu:.2} s in {:.2} s \
+         ({:.0} Mbit per CPU-second, both nodes and both ends)",
+        segments_per_mss(bytes, c1.netstack.packets_out - c0.netstack.packets_out),
+        elapsed.as_secs_f64(),
+        bytes as f64 * 8.0 / 1e6 / cpu.max(1e-9),
+    );
+    Ok(rate)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces (root only): two namespaces, a veth pair, addresses only inside them.
+
+struct Netns {
+    a: String,
+    b: String,
+    /// Underlay (veth) addresses.
+    a_ip: &'static str,
+    b_ip: &'static str,
+    dir: tempfile::TempDir,
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+impl Netns {
+    fn create() -> Result<Netns> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("not root");
+        }
+        for tool in ["ip", "wireguard-go", "wg", "iperf3"] {
+            if !which(tool) {
+                bail!("{tool} not installed");
+            }
+        }
+        let id = std::process::id();
+        let ns = Netns {
+            a: format!("obench-a-{id}"),
+            b: format!("obench-b-{id}"),
+            a_ip: "10.231.0.1",
+            b_ip: "10.231.0.2",
+            dir: tempfile::tempdir()?,
+        };
+        run("ip", &["netns", "add", &ns.a])?;
+        run("ip", &["netns", "add", &ns.b])?;
+        let (va, vb) = (
+            format!("obva{}", id % 100_000),
+            format!("obvb{}", id % 100_000),
+        );
+        run(
+            "ip",
+            &[
+                "link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns",
+                &ns.b,
+            ],
+        )?;
+        for (n, dev, addr) in [(&ns.a, &va, ns.a_ip), (&ns.b, &vb, ns.b_ip)] {
+            run("ip", &["-n", n, "link", "set", "lo", "up"])?;
+            run(
+                "ip",
+                &["-n", n, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            )?;
+            run("ip", &["-n", n, "link", "set", dev, "up"])?;
+        }
+        Ok(ns)
+    }
+
+    /// `ip netns exec <ns> <program> args…`
+    fn command(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its veth end (and so the pair) and its TUN devices.
+        let _ = run("ip", &["netns", "del", &self.a]);
+        let _ = run("ip", &["netns", "del", &self.b]);
+    }
+}
+
+/// Kills and reaps a child on drop (the bench never leaves processes behind).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Reads lines from a child's pipe until one starts with `prefix` (or `limit` passes).
+fn wait_line(r: &mut impl BufRead, prefix: &str, limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("child closed its output before {prefix:?}");
+        }
+        if line.contains(prefix) {
+            return Ok(line.trim().to_owned());
+        }
+    }
+    bail!("no {prefix:?} within {limit:?}")
+}
+
+/// Our nodes as two processes (this binary re-executed), one per namespace, like wireguard-go.
+fn ours_bulk_netns(ns: &Netns) -> Result<f64> {
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_str().context("non-UTF-8 executable path")?;
+    let (sk, ck) = (keys::generate(), keys::generate());
+    let port = "51830";
+    let common = |c: &mut Command, me: &StaticSecret, other: &StaticSecret| {
+        c.env("OB_KEY", keys::encode_private(me))
+            .env("OB_PEER", keys::encode_public(&keys::public_key(other)))
+            .env("OB_PORT", port)
+            .env("OB_SECS", BULK_SECS.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+    };
+    let mut c = ns.command(&ns.b, exe);
+    c.env(CHILD_ENV, "sink")
+        .env("OB_ADDR", AGENT_IP)
+        .env("OB_PEER_ADDR", CONTROL_IP);
+    common(&mut c, &sk, &ck);
+    let mut sink_child = Reaped(c.spawn().context("spawning the sink node")?);
+    let mut sink_out = BufReader::new(sink_child.0.stdout.take().context("sink stdout")?);
+    wait_line(&mut sink_out, "ready", Duration::from_secs(10))?;
+
+    let mut c = ns.command(&ns.a, exe);
+    c.env(CHILD_ENV, "source")
+        .env("OB_ADDR", CONTROL_IP)
+        .env("OB_PEER_ADDR", AGENT_IP)
+        .env("OB_ENDPOINT", format!("{}:{port}", ns.b_ip));
+    common(&mut c, &ck, &sk);
+    let drops0 = udp_rcvbuf_errors(ns, &ns.b);
+    let mut source_child = Reaped(c.spawn().context("spawning the source node")?);
+    let mut source_out = BufReader::new(source_child.0.stdout.take().context("source stdout")?);
+    let sent = wait_line(&mut source_out, "sent", Duration::from_secs(BULK_SECS + 30))?;
+    let result = wait_line(&mut sink_out, "result", Duration::from_secs(10))?;
+    println!("    {sent}");
+    println!("    {result}");
+    let drops1 = udp_rcvbuf_errors(ns, &ns.b);
+    println!(
+        "    receiver-side UDP RcvbufErrors {}",
+        delta(drops0, drops1)
+    );
+    // "result <bytes> <micros> ..."
+    let mut it = result.split_whitespace().skip(1);
+    let bytes: u64 = it.next().context("bytes")?.parse()?;
+    let micros: u64 = it.next().context("micros")?.parse()?;
+    Ok(mbps(bytes, Duration::from_micros(micros)))
+}
+
+/// Child role `sink` or `source`: one Node, one bulk connection, results on stdout.
+fn child_bulk(role: &str) -> Result<()> {
+    let env = |k: &str| std::env::var(k).with_context(|| format!("{k} not set"));
+    let me = keys::decode_private(&env("OB_KEY")?)?;
+    let other = keys::decode_public(&env("OB_PEER")?)?;
+    let addr = env("OB_ADDR")?;
+    let peer_addr = env("OB_PEER_ADDR")?;
+    let port: u16 = env("OB_PORT")?.parse()?;
+    let secs: u64 = env("OB_SECS")?.parse()?;
+    let endpoint: Option<SocketAddr> = match std::env::var("OB_ENDPOINT") {
+        Ok(e) => Some(e.parse()?),
+        Err(_) => None,
+    };
+    // The agent's runtime: multi-threaded, one worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(limited(async move {
+        let listen = if role == "sink" { port } else { 0 };
+        let node = start_node(
+            me,
+            &addr,
+            listen,
+            vec![peer(other, &format!("{peer_addr}/32"), endpoint)],
+        )
+        .await?;
+        let s0 = node.stats();
+        if role == "sink" {
+            let mut l = node.listen(SINK_PORT)?.pop().context("no listener")?;
+            println!("ready");
+            let (s, _) = l.accept().await?;
+            let (bytes, elapsed) = sink(s).await?;
+            println!(
+                "result {bytes} {} | cpu {:.2} s | {}",
+                elapsed.as_micros(),
+                cpu_secs(),
+                stats_line("sink", &s0, &node.stats())
+            );
+            // Let the FIN go out before the process (and the node) ends.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            let s = node
+                .connect(SocketAddr::new(ip(&peer_addr), SINK_PORT))
+                .await?;
+            let c0 = node.stats();
+            let sent = source(s, secs).await?;
+            let c1 = node.stats();
+            println!(
+                "sent {sent} segments/MSS {:.3} | cpu {:.2} s | {}",
+                segments_per_mss(sent, c1.netstack.packets_out - c0.netstack.packets_out),
+                cpu_secs(),
+                stats_line("source", &s0, &c1)
+            );
+        }
+        Ok(())
+    }))
+}
+
+/// `Udp: RcvbufErrors` of a namespace: datagrams the kernel dropped on a full receive buffer.
+fn udp_rcvbuf_errors(ns: &Netns, which: &str) -> Option<u64> {
+    let out = ns
+        .command(which, "cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// A wireguard-go pair, one per namespace, configured with `wg` (the baseline).
+struct WgGo {
+    _procs: Vec<Reaped>,
+    pid_b: u32,
+}
+
+/// Tunnel addresses of the wireguard-go pair (a, b).
+const WG_GO_TUN: (&str, &str) = ("10.232.0.1", "10.232.0.2");
+
+impl WgGo {
+    fn start(ns: &Netns) -> Result<WgGo> {
+        let id = std::process::id() % 100_000;
+        let (ka, kb) = (keys::generate(), keys::generate());
+        let mut procs = Vec::new();
+        let sides = [
+            (
+                &ns.a,
+                format!("obwa{id}"),
+                &ka,
+                &kb,
+                WG_GO_TUN.0,
+                ns.b_ip,
+                WG_GO_TUN.1,
+            ),
+            (
+                &ns.b,
+                format!("obwb{id}"),
+                &kb,
+                &ka,
+                WG_GO_TUN.1,
+                ns.a_ip,
+                WG_GO_TUN.0,
+            ),
+        ];
+        for (n, ifname, me, other, tun_ip, peer_underlay, peer_tun) in &sides {
+            let child = ns
+                .command(n, "wireguard-go")
+                .args(["-f", ifname])
+                .env("LOG_LEVEL", "error")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("spawning wireguard-go")?;
+            procs.push(Reaped(child));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while run("ip", &["-n", n, "link", "show", ifname]).is_err() {
+                if Instant::now() > deadline {
+                    bail!("wireguard-go did not create {ifname}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let key_path = ns.dir.path().join(format!("{ifname}.key"));
+            std::fs::write(&key_path, keys::encode_private(me))?;
+            let key_path = key_path.to_str().context("temp path")?.to_owned();
+            let peer_pub = keys::encode_public(&keys::public_key(other));
+            let endpoint = format!("{peer_underlay}:51820");
+            let allowed = format!("{peer_tun}/32");
+            let out = ns
+                .command(n, "wg")
+                .args([
+                    "set",
+                    ifname,
+                    "private-key",
+                    &key_path,
+                    "listen-port",
+                    "51820",
+                ])
+                .args([
+                    "peer",
+                    &peer_pub,
+                    "allowed-ips",
+                    &allowed,
+                    "endpoint",
+                    &endpoint,
+                ])
+                .output()?;
+            if !out.status.success() {
+                bail!("wg set: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            let tun = format!("{tun_ip}/24");
+            run("ip", &["-n", n, "addr", "add", &tun, "dev", ifname])?;
+            let mtu = MTU.to_string();
+            run("ip", &["-n", n, "link", "set", ifname, "mtu", &mtu, "up"])?;
+        }
+        let pid_b = procs[1].0.id();
+        Ok(WgGo {
+            _procs: procs,
+            pid_b,
+        })
+    }
+
+    /// One iperf3 run a → b over the tunnel; Mbit/s as the receiver counted it.
+    fn iperf(&self, ns: &Netns) -> Result<f64> {
+        let server = Reaped(
+            ns.command(&ns.b, "iperf3")
+                .args(["-s", "-1", "-B", WG_GO_TUN.1])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("spawning iperf3 -s")?,
+        );
+        let drops0 = udp_rcvbuf_errors(ns, &ns.b);
+        let secs = BULK_SECS.to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let json = loop {
+            let out = ns
+                .command(&ns.a, "iperf3")
+                .args(["-c", WG_GO_TUN.1, "-t", &secs, "-l", "128K", "-J"])
+                .stdin(Stdio::null())
+                .output()?;
+            if out.status.success() {
+                break out.stdout;
+            }
+            // The server may not be listening yet (or the first handshake is still going).
+            if Instant::now() > deadline {
+                let why: String = String::from_utf8_lossy(&out.stdout)
+                    .chars()
+                    .take(300)
+                    .collect();
+                bail!("iperf3 -c failed: {why}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        drop(server);
+        let drops1 = udp_rcvbuf_errors(ns, &ns.b);
+        let v: serde_json::Value = serde_json::from_slice(&json)?;
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("iperf3 JSON without end.sum_received")?;
+        println!(
+            "    iperf3 TCP retransmits {}, receiver-side UDP RcvbufErrors {}",
+            v["end"]["sum_sent"]["retransmits"],
+            delta(drops0, drops1)
+        );
+        Ok(bps / 1e6)
+    }
+}
+
+fn delta(a: Option<u64>, b: Option<u64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a).to_string(),
+        _ => "?".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// API rate and latency.
+
+/// A keep-alive HTTP/1 client connection over any stream.
+struct Http {
+    send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Http {
+    async fn over<S>(stream: S) -> Result<Http>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Http { send })
+    }
+
+    /// GET `path`, whole body read; errors on a non-200 status.
+    async fn get(&mut self, path: &str) -> Result<usize> {
+        let req = hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", "agent")
+            .body(Empty::new())?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status != 200 {
+            bail!("{path}: status {status}");
+        }
+        Ok(body.len())
+    }
+}
+
+struct ApiFigures {
+    tunnel_rps: f64,
+    loopback_rps: f64,
+    /// (p50, p99) in µs.
+    tunnel: (f64, f64),
+    loopback: (f64, f64),
+}
+
+/// Serves `app` on the node's tunnel address (as the agent does).
+fn serve_tunnel(agent: &Node, app: axum::Router) -> Result<()> {
+    for l in agent.listen(API_PORT)? {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                l,
+                app.into_make_service_with_connect_info::<api::CallerAddr>(),
+            )
+            .await;
+        });
+    }
+    Ok(())
+}
+
+/// Every connection a task issuing GET `path` back to back for `dur`; returns the connections
+/// (for the next round), the requests done and the time taken.
+async fn request_round(
+    conns: Vec<Http>,
+    path: &'static str,
+    dur: Duration,
+) -> Result<(Vec<Http>, u64, Duration)> {
+    let start = Instant::now();
+    let end = start + dur;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    c.get(path).await?;
+                    n += 1;
+                }
+                anyhow::Ok((c, n))
+            })
+        })
+        .collect();
+    let mut back = Vec::new();
+    let mut total = 0;
+    for t in tasks {
+        let (c, n) = t.await??;
+        back.push(c);
+        total += n;
+    }
+    Ok((back, total, start.elapsed()))
+}
+
+/// (p50, p99) in µs.
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    (pct(0.50), pct(0.99))
+}
+
+async fn api_benches() -> Result<ApiFigures> {
+    let (agent, control) = node_pair().await?;
+    let manager = Manager::new(ManagerConfig::default());
+    // A list with a few entries, so the response is not trivially empty.
+    for i in 0..8 {
+        let id = manager.start(StartSpec {
+            command: format!("echo process-{i}"),
+            ..Default::default()
+        })?;
+        manager.wait(&id, Duration::from_secs(10)).await?;
+    }
+    let app = api::router(AppState::new(manager));
+    serve_tunnel(&agent, app.clone())?;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp_addr = tcp.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            tcp,
+            app.into_make_service_with_connect_info::<api::CallerAddr>(),
+        )
+        .await;
+    });
+    let api_addr = SocketAddr::new(ip(AGENT_IP), API_PORT);
+    let open_tunnel = || async { Http::over(control.connect(api_addr).await?).await };
+    let open_tcp = || async move {
+        let s = tokio::net::TcpStream::connect(tcp_addr).await?;
+        s.set_nodelay(true)?;
+        Http::over(s).await
+    };
+
+    // Request rate: rounds alternate loopback and tunnel, connections stay open throughout.
+    let list = "/api/v0/processes/list";
+    let (mut tcp_conns, mut tun_conns) = (Vec::new(), Vec::new());
+    for _ in 0..RATE_CONNS {
+        tcp_conns.push(open_tcp().await?);
+        tun_conns.push(open_tunnel().await?);
+    }
+    let body = tcp_conns[0].get(list).await?;
+    println!("API: list response body {body} bytes, {RATE_CONNS} connections each");
+    let (a0, c0) = (agent.stats(), control.stats());
+    let round = Duration::from_secs(RATE_SECS) / RATE_ROUNDS;
+    let (mut tcp_n, mut tcp_t, mut tun_n, mut tun_t) = (0, Duration::ZERO, 0, Duration::ZERO);
+    for _ in 0..RATE_ROUNDS {
+        let (c, n, t) = request_round(tcp_conns, list, round).await?;
+        (tcp_conns, tcp_n, tcp_t) = (c, tcp_n + n, tcp_t + t);
+        let (c, n, t) = request_round(tun_conns, list, round).await?;
+        (tun_conns, tun_n, tun_t) = (c, tun_n + n, tun_t + t);
+    }
+    let (a1, c1) = (agent.stats(), control.stats());
+    let loopback_rps = tcp_n as f64 / tcp_t.as_secs_f64();
+    let tunnel_rps = tun_n as f64 / tun_t.as_secs_f64();
+    println!("  loopback TCP: {loopback_rps:.0} req/s");
+    println!("  tunnel:       {tunnel_rps:.0} req/s");
+    println!("    {}", stats_line("agent  ", &a0, &a1));
+    println!("    {}", stats_line("control", &c0, &c1));
+    drop((tcp_conns, tun_conns));
+
+    // Latency: one warm connection each, samples interleaved.
+    let health = "/api/v0/health";
+    let (mut t, mut u) = (open_tcp().await?, open_tunnel().await?);
+    for _ in 0..LATENCY_WARMUP {
+        t.get(health).await?;
+        u.get(health).await?;
+    }
+    let (mut ts, mut us) = (Vec::new(), Vec::new());
+    let (a0, c0) = (agent.stats(), control.stats());
+    for _ in 0..LATENCY_SAMPLES {
+        let start = Instant::now();
+        t.get(health).await?;
+        ts.push(start.elapsed().as_secs_f64() * 1e6);
+        let start = Instant::now();
+        u.get(health).await?;
+        us.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let (a1, c1) = (agent.stats(), control.stats());
+    let per_req = |a: u64, b: u64| a.saturating_sub(b) as f64 / LATENCY_SAMPLES as f64;
+    println!(
+        "  tunnel datagrams per sequential request: control -> agent {:.2}, agent -> control {:.2}",
+        per_req(c1.datagrams_out, c0.datagrams_out),
+        per_req(a1.datagrams_out, a0.datagrams_out)
+    );
+    let (loopback, tunnel) = (percentiles(ts), percentiles(us));
+    println!(
+        "API: GET health round trip, {LATENCY_SAMPLES} samples, p50/p99: loopback TCP {:.0}/{:.0} \
+         us, tunnel {:.0}/{:.0} us",
+        loopback.0, loopback.1, tunnel.0, tunnel.1
+    );
+    Ok(ApiFigures {
+        tunnel_rps,
+        loopback_rps,
+        tunnel,
+        loopback,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent RSS: the real agent code path in a child process.
+
+struct RssFigures {
+    idle_kib: u64,
+    conns_kib: u64,
+    /// With as many connections again after all of the first ones closed.
+    churn_kib: u64,
+}
+
+fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn write_agent_config(
+    dir: &Path,
+    agent: &StaticSecret,
+    control: &PublicKey,
+    port: u16,
+) -> Result<std::path::PathBuf> {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"{AGENT_IP}\"]\nlisten_port = {port}\n\
+         mtu = {MTU}\n\n[api]\nport = {API_PORT}\n\n[[peer]]\npublic_key = \"{}\"\n\
+         allowed_ips = [\"{CONTROL_IP}/32\"]\n",
+        keys::encode_private(agent),
+        keys::encode_public(control),
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+async fn agent_rss() -> Result<RssFigures> {
+    let dir = tempfile::tempdir()?;
+    let (ak, ck) = (keys::generate(), keys::generate());
+    let port = free_udp_port()?;
+    let config = write_agent_config(dir.path(), &ak, &keys::public_key(&ck), port)?;
+    let mut child = Reaped(
+        Command::new(std::env::current_exe()?)
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .env(CHILD_ENV, "agent")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning the agent")?,
+    );
+    let pid = child.0.id();
+    let mut err = BufReader::new(child.0.stderr.take().context("agent stderr")?);
+    let up = tokio::task::spawn_blocking(move || {
+        let r = wait_line(&mut err, "agent up", Duration::from_secs(10));
+        // Keep draining so the agent never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        r
+    })
+    .await?;
+    up?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = rss_kib(pid).context("agent RSS")?;
+
+    let control = start_node(
+        ck,
+        CONTROL_IP,
+        0,
+        vec![peer(
+            keys::public_key(&ak),
+            &format!("{AGENT_IP}/32"),
+            Some(SocketAddr::new(ip("127.0.0.1"), port)),
+        )],
+    )
+    .await?;
+    let api_addr = SocketAddr::new(ip(AGENT_IP), API_PORT);
+    let open_all = || async {
+        let mut conns = Vec::new();
+        for _ in 0..RSS_CONNS {
+            let mut c = Http::over(control.connect(api_addr).await?).await?;
+            c.get("/api/v0/health").await?;
+            c.get("/api/v0/processes/list").await?;
+            conns.push(c);
+        }
+        anyhow::Ok(conns)
+    };
+    let conns = open_all().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let conns_kib = rss_kib(pid).context("agent RSS")?;
+    // Churn: close them all, open as many again. Freed socket buffers are reused by the
+    // allocator, which is where growth per connection would show.
+    drop(conns);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let closed_kib = rss_kib(pid).context("agent RSS")?;
+    let conns = open_all().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let churn_kib = rss_kib(pid).context("agent RSS")?;
+    let per = |kib: u64| (kib as f64 - idle_kib as f64) / RSS_CONNS as f64;
+    println!(
+        "agent RSS: idle {idle_kib} KiB; {RSS_CONNS} keep-alive connections {conns_kib} KiB \
+         ({:.1} KiB each); all closed {closed_kib} KiB; {RSS_CONNS} opened again {churn_kib} KiB \
+         ({:.1} KiB each)",
+        per(conns_kib),
+        per(churn_kib),
+    );
+    drop(conns);
+    drop(child); // SIGTERM, reaped
+    Ok(RssFigures {
+        idle_kib,
+        conns_kib,
+        churn_kib,
+    })
+}
