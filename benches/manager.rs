@@ -1,20 +1,16 @@
 //! Start → exit of `true` through the process Manager, against spawning `sh -c true` with
-//! `std::process::Command` in the same run.
+//! `std::process::Command` in the same run, plus the steps in between so the overhead can be
+//! attributed: fork (a `pre_exec` closure forces fork instead of posix_spawn) and tokio.
 //!
 //! Run: `cargo bench --bench manager`
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wgagent::proc::{Manager, ManagerConfig, StartSpec};
 
 fn spawn_true(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let manager = rt.block_on(async { Manager::new(ManagerConfig::default()) });
     let mut g = c.benchmark_group("spawn_true");
     g.measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1))
@@ -28,25 +24,72 @@ fn spawn_true(c: &mut Criterion) {
             assert!(st.success());
         })
     });
-    g.bench_function("manager_start_wait", |b| {
+    g.bench_function("std_command_with_pre_exec_fork", |b| {
         b.iter(|| {
-            rt.block_on(async {
-                let id = manager
-                    .start(StartSpec {
-                        command: "true".into(),
-                        ..Default::default()
-                    })
-                    .unwrap();
-                let exit = manager
-                    .wait(&id, Duration::from_secs(10))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(exit.code, 0);
-                manager.remove(&id).unwrap();
-            })
+            // SAFETY: an empty pre_exec closure does nothing between fork and exec.
+            let st = unsafe {
+                std::process::Command::new("sh")
+                    .args(["-c", "true"])
+                    .pre_exec(|| Ok(()))
+                    .status()
+            };
+            assert!(st.unwrap().success());
         })
     });
+    let runtimes = [
+        (
+            "multi_thread_2",
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        ),
+        (
+            "current_thread",
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        ),
+    ];
+    for (name, rt) in &runtimes {
+        g.bench_function(format!("tokio_command_with_pre_exec/{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    // SAFETY: as above.
+                    let st = unsafe {
+                        tokio::process::Command::new("sh")
+                            .args(["-c", "true"])
+                            .pre_exec(|| Ok(()))
+                            .status()
+                            .await
+                    };
+                    assert!(st.unwrap().success());
+                })
+            })
+        });
+        let manager = rt.block_on(async { Manager::new(ManagerConfig::default()) });
+        g.bench_function(format!("manager_start_wait/{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let id = manager
+                        .start(StartSpec {
+                            command: "true".into(),
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    let exit = manager
+                        .wait(&id, Duration::from_secs(10))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(exit.code, 0);
+                    manager.remove(&id).unwrap();
+                })
+            })
+        });
+    }
     g.finish();
 }
 

@@ -19,7 +19,6 @@ use nix::sys::signal::Signal as NixSignal;
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::process::Child;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::task::TaskTracker;
 
@@ -456,7 +455,7 @@ fn fingerprint(spec: &StartSpec, workdir: &Path) -> u64 {
 /// both the shell has exited and the pipe reached EOF.
 async fn supervise(
     rec: Arc<Record>,
-    mut child: Child,
+    mut child: spawn::Waiter,
     mut pipe: pipe::Receiver,
     deadline: Option<Instant>,
     grace: Duration,
