@@ -351,3 +351,57 @@ async fn ten_mib_each_way_arrives_intact() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn allowed_sources_filters_callers_by_tunnel_address() {
+    tokio::time::timeout(T, async {
+        let ak = keypair();
+        let (c1k, c2k) = (keypair(), keypair());
+        let agent = node(
+            ak.secret.clone(),
+            AGENT_IP,
+            0,
+            vec![
+                peer(c1k.public, "100.64.0.1/32", None, None),
+                peer(c2k.public, "100.64.0.2/32", None, None),
+            ],
+        )
+        .await;
+        // Both are WireGuard peers, but only 100.64.0.1 may use the API.
+        let _m = serve_api_filtered(&agent, vec![net("100.64.0.1/32")]);
+        let ep = Some(loopback(&agent));
+        let c1 = node(
+            c1k.secret.clone(),
+            "100.64.0.1",
+            0,
+            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+        )
+        .await;
+        let c2 = node(
+            c2k.secret.clone(),
+            "100.64.0.2",
+            0,
+            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+        )
+        .await;
+        let (s, v1) = Http::connect(&c1, api_addr())
+            .await
+            .unwrap()
+            .call("GET", "/api/v0/processes/list", None)
+            .await;
+        assert_eq!(s, 200, "{v1}");
+        let (s, v) = Http::connect(&c2, api_addr())
+            .await
+            .unwrap()
+            .call(
+                "POST",
+                "/api/v0/processes/start",
+                Some(json!({"command": "true"})),
+            )
+            .await;
+        assert_eq!(s, 403, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("100.64.0.2"), "{v}");
+    })
+    .await
+    .unwrap();
+}

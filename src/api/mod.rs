@@ -207,8 +207,8 @@ async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> 
     if !st.allowed_sources.is_empty() {
         let peer = req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<ConnectInfo<CallerAddr>>()
+            .map(|c| c.0.0.ip());
         let allowed = peer.is_some_and(|ip| st.allowed_sources.iter().any(|n| n.contains(ip)));
         if !allowed {
             let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());

@@ -72,8 +72,15 @@ pub fn loopback(node: &Node) -> SocketAddr {
 
 /// Serves the API on the agent node's tunnel address; returns the manager.
 pub fn serve_api(agent: &Node) -> Manager {
+    serve_api_filtered(agent, Vec::new())
+}
+
+/// Like `serve_api`, with `api.allowed_sources`.
+pub fn serve_api_filtered(agent: &Node, allowed_sources: Vec<IpNetwork>) -> Manager {
     let manager = Manager::new(ManagerConfig::default());
-    let app = api::router(AppState::new(manager.clone()));
+    let mut state = AppState::new(manager.clone());
+    state.allowed_sources = std::sync::Arc::new(allowed_sources);
+    let app = api::router(state);
     for l in agent.listen(API_PORT).unwrap() {
         let app = app.clone();
         tokio::spawn(async move {
