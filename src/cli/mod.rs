@@ -227,24 +227,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default `info`.
+/// Agent and demo logging: `info` unless `RUST_LOG` says otherwise.
 pub(crate) fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_tracing_with("info");
 }
 
 /// For client verbs: only warnings and errors unless `RUST_LOG` says otherwise, so that
 /// stdout/stderr carry the command's output and our one-line errors.
 fn init_tracing_quiet() {
-    if std::env::var_os("RUST_LOG").is_none() {
-        // SAFETY: called before the runtime starts any thread.
-        unsafe { std::env::set_var("RUST_LOG", "warn") };
-    }
-    init_tracing();
+    init_tracing_with("warn");
+}
+
+/// Logs go to stderr, colour only on a terminal; `RUST_LOG` overrides `default`.
+fn init_tracing_with(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// One clear line on stderr and exit code 1 for any error.
