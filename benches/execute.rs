@@ -47,6 +47,7 @@ async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) ->
         listen_port: 0,
         mtu: 1280,
         tcp_buffer: 512 * 1024,
+        connect_timeout: std::time::Duration::from_secs(10),
         peers,
     })
     .await

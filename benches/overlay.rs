@@ -423,7 +423,8 @@ async fn start_node(
         addresses: vec![ip(addr)],
         listen_port: port,
         mtu: MTU,
-        tcp_buffer: 512 * 1024, // the configuration default
+        tcp_buffer: 512 * 1024,
+        connect_timeout: std::time::Duration::from_secs(10), // the configuration default
         peers,
     })
     .await?)

@@ -68,8 +68,9 @@ impl Interface {
     pub const DEFAULT_LISTEN_PORT: u16 = 0;
     /// Default `mtu`: 1280, the IPv6 minimum, which fits inside almost every path.
     pub const DEFAULT_MTU: u16 = 1280;
-    /// Allowed `mtu` values (at least 1280 when any address is IPv6).
-    pub const MTU_RANGE: (u16, u16) = (576, 9000);
+    /// Allowed `mtu` values. The floor is the IPv6 minimum; the userspace TCP/IP stack does not
+    /// fragment, and smaller tunnels are not worth supporting.
+    pub const MTU_RANGE: (u16, u16) = (1280, 9000);
     /// Default `tcp_buffer`: 512 KiB, enough for a few Gbit/s at loopback round-trip times.
     pub const DEFAULT_TCP_BUFFER: usize = 512 * 1024;
     /// Allowed `tcp_buffer` values: 64 KiB ..= 64 MiB (memory per connection is bounded).
@@ -692,6 +693,13 @@ impl Cx<'_> {
             if addresses.contains(&addr) {
                 return Err(self.invalid(&item_key, format!("{addr} is listed twice")));
             }
+            // The userspace stack holds two addresses: one of each family.
+            if addresses.iter().any(|a| a.is_ipv4() == addr.is_ipv4()) {
+                return Err(self.invalid(
+                    &item_key,
+                    format!("{addr}: at most one IPv4 and one IPv6 tunnel address are supported"),
+                ));
+            }
             addresses.push(addr);
         }
 
@@ -708,12 +716,6 @@ impl Cx<'_> {
             min.into(),
             max.into(),
         )?;
-        if mtu < 1280 && addresses.iter().any(IpAddr::is_ipv6) {
-            return Err(self.invalid(
-                "interface.mtu",
-                format!("{mtu} is below 1280, the minimum for IPv6 (an address is IPv6)"),
-            ));
-        }
         let (min, max) = Interface::TCP_BUFFER_RANGE;
         let tcp_buffer = self.int_or(
             field!(interface, raw.tcp_buffer),
@@ -1246,8 +1248,10 @@ mod tests {
             (interface("private_key_file = \"k\""), "interface.private_key", "not both"),
             (interface("").replace(OWN, "abc"), "interface.private_key", "44 base64 characters"),
             (interface("mtu = \"big\""), "interface.mtu", "expected an integer, found string \"big\""),
-            (interface("mtu = 100"), "interface.mtu", "out of range 576..=9000"),
-            (addr("[\"fd00::1\"]") + "mtu = 1000\n", "interface.mtu", "IPv6"),
+            (interface("mtu = 100"), "interface.mtu", "out of range 1280..=9000"),
+            (interface("mtu = 1000"), "interface.mtu", "out of range 1280..=9000"),
+            (addr("[\"fd00::1\"]") + "mtu = 1000\n", "interface.mtu", "out of range 1280..=9000"),
+            (addr("[\"10.0.0.1\", \"10.0.0.2\"]"), "interface.address[1]", "at most one IPv4"),
             (interface("listen_port = 70000"), "interface.listen_port", "70000"),
             (interface("tcp_buffer = 1024"), "interface.tcp_buffer", "out of range"),
             (interface("api = 3"), "interface.api", "unknown key"),

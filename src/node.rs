@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub mtu: usize,
     /// Receive and send buffer of every tunnel TCP socket.
     pub tcp_buffer: usize,
+    /// How long `connect` waits for the TCP handshake (which includes the WireGuard handshake
+    /// when there is no session yet).
+    pub connect_timeout: Duration,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -57,6 +60,7 @@ impl From<&crate::config::Config> for NodeConfig {
             listen_port: cfg.interface.listen_port,
             mtu: usize::from(cfg.interface.mtu),
             tcp_buffer: cfg.interface.tcp_buffer,
+            connect_timeout: cfg.control.connect_timeout,
             peers,
         }
     }
@@ -117,6 +121,7 @@ impl Node {
         let ns_cfg = NetstackConfig {
             mtu: cfg.mtu,
             tcp_buffer: cfg.tcp_buffer,
+            connect_timeout: cfg.connect_timeout,
             ..NetstackConfig::new(cfg.addresses)
         };
         let netstack = Netstack::new(ns_cfg)?;
@@ -208,6 +213,9 @@ impl Drop for Node {
     }
 }
 
+/// WireGuard timer cadence (boringtun's own device uses 250 ms); the rate limiter is reset
+/// every fourth tick.
+const TIMER_TICK: Duration = Duration::from_millis(250);
 /// Datagrams read per wake-up before the netstack is polled again (≤ its inbound queue).
 const RECV_BATCH: usize = 64;
 /// Encrypted datagrams held while the UDP socket would block; beyond it they are dropped
@@ -336,12 +344,22 @@ async fn run(
         clock: Clock(std::time::Instant::now()),
     };
     let mut rx = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
-    let mut timers = tokio::time::interval(Duration::from_millis(250));
-    timers.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next_tick = Instant::now();
     let mut ticks: u64 = 0;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
+        // Timers first, every iteration, whatever else is ready: a flood of datagrams (even junk
+        // from a non-peer) must not starve keepalives, rekeys and the rate-limiter reset.
+        let now = Instant::now();
+        if now >= next_tick {
+            device.update_timers(SystemTime::now(), &mut sink);
+            ticks += 1;
+            if ticks.is_multiple_of(4) {
+                device.reset_rate_limiter();
+            }
+            next_tick = (next_tick + TIMER_TICK).max(now);
+        }
         let delay = netstack.poll(sink.clock.now());
         sink.flush();
         let drained = sink.pending.is_empty()
@@ -362,7 +380,8 @@ async fn run(
         let wake_at = match delay {
             Some(d) if !(blocked && d.is_zero()) => Instant::now() + d,
             _ => far,
-        };
+        }
+        .min(next_tick);
 
         tokio::select! {
             biased;
@@ -375,13 +394,6 @@ async fn run(
             }
             _ = netstack.wait_for_work() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
-            _ = timers.tick() => {
-                device.update_timers(SystemTime::now(), &mut sink);
-                ticks += 1;
-                if ticks.is_multiple_of(4) {
-                    device.reset_rate_limiter();
-                }
-            }
         }
     }
     tracing::debug!("data path stopped");

@@ -405,3 +405,76 @@ async fn allowed_sources_filters_callers_by_tunnel_address() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_flood_does_not_starve_keepalives() {
+    tokio::time::timeout(T, async {
+        let (ak, ck) = (keypair(), keypair());
+        let agent = node(
+            ak.secret.clone(),
+            AGENT_IP,
+            0,
+            vec![peer(ck.public, "100.64.0.1/32", None, None)],
+        )
+        .await;
+        let _m = serve_api(&agent);
+        let control = node(
+            ck.secret.clone(),
+            "100.64.0.1",
+            0,
+            vec![peer(
+                ak.public,
+                "100.64.0.10/32",
+                Some(loopback(&agent)),
+                Some(1),
+            )],
+        )
+        .await;
+        let (s, _) = Http::connect(&control, api_addr())
+            .await
+            .unwrap()
+            .call("GET", "/api/v0/health", None)
+            .await;
+        assert_eq!(s, 200);
+        let before = control.stats().wg.peers[0].tx_bytes;
+        // Junk "data" datagrams with an unknown receiver index at the control's port: anyone on
+        // the network can send these; they are dropped before any crypto.
+        let target = loopback(&control);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let floods: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let mut junk = [0u8; 32];
+                    junk[0] = 4;
+                    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
+                        let _ = sock.send_to(&junk, target);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent = control.stats().wg.peers[0].tx_bytes - before;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for f in floods {
+            f.join().unwrap();
+        }
+        let stats = control.stats();
+        assert!(
+            stats.wg.device.unknown_index > 1000,
+            "the flood arrived: {:?}",
+            stats.wg.device
+        );
+        // Persistent keepalive every second: at least two 32-byte keepalives in 3 s.
+        assert!(
+            sent >= 64,
+            "keepalives starved during the flood: {sent} bytes sent"
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 /// `POST /api/v0/processes/start` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartProcessRequest {
+    /// Absent is treated like empty, so the answer is "Command is required.", not a JSON error.
+    #[serde(default)]
     pub command: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -107,6 +109,8 @@ pub struct OutputQuery {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalProcessRequest {
+    /// Absent is treated like empty: "Signal is required.".
+    #[serde(default)]
     pub signal: String,
 }
 

@@ -36,6 +36,7 @@ pub async fn run() -> anyhow::Result<()> {
         listen_port: 0,
         mtu: 1280,
         tcp_buffer: 512 * 1024,
+        connect_timeout: std::time::Duration::from_secs(10),
         peers: vec![PeerConfig {
             name: Some("control".into()),
             public_key: control_pub,
@@ -55,6 +56,7 @@ pub async fn run() -> anyhow::Result<()> {
         listen_port: 0,
         mtu: 1280,
         tcp_buffer: 512 * 1024,
+        connect_timeout: std::time::Duration::from_secs(10),
         peers: vec![PeerConfig {
             name: Some("agent".into()),
             public_key: agent_pub,

@@ -60,6 +60,7 @@ pub async fn node(secret: StaticSecret, addr: &str, port: u16, peers: Vec<PeerCo
         listen_port: port,
         mtu: 1280,
         tcp_buffer: 512 * 1024,
+        connect_timeout: std::time::Duration::from_secs(10),
         peers,
     })
     .await
