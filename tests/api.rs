@@ -228,7 +228,17 @@ async fn output_cases() {
 async fn signal_cases() {
     let api = Api::new();
     for sig in ["kill", "terminate", "interrupt", "hangup"] {
-        let id = api.start(json!({"command": "sleep 300"})).await;
+        let id = api.start(json!({"command": "exec sleep 300"})).await;
+        // Let the shell exec `sleep` first: `sh -c` catches SIGINT while it starts up.
+        let pid = api.manager.get(&id.as_str().into()).unwrap().pid;
+        for _ in 0..250 {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (s, v) = api
             .post(
                 &format!("/api/v0/processes/{id}/signal"),

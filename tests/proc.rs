@@ -212,3 +212,59 @@ fn is_zombie(pid: u32) -> bool {
         .map(|s| s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
         .unwrap_or(true)
 }
+
+/// `sh -c` (dash) catches SIGINT until its foreground job ends, and a child it has forked but
+/// not yet exec'd runs that handler too, so an *interrupt* sent within the shell's first
+/// moments can be absorbed (documented in the README). Every other signal must never be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_right_after_start_is_never_lost() {
+    let m = Manager::new(ManagerConfig {
+        max_running: 256,
+        ..Default::default()
+    });
+    for sig in [Signal::Terminate, Signal::Hangup, Signal::Kill] {
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            let id = m.start(spec("sleep 300")).unwrap();
+            m.signal(&id, sig).unwrap();
+            ids.push(id);
+        }
+        for id in ids {
+            let exit = m.wait(&id, Duration::from_secs(20)).await.unwrap();
+            let pid = m.get(&id).unwrap().pid;
+            assert!(
+                exit.is_some(),
+                "{sig:?} sent right after start was lost; group {pid}: {:?}",
+                group_members(pid)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn interrupt_reaches_a_settled_command() {
+    let m = Manager::new(ManagerConfig::default());
+    for _ in 0..10 {
+        let id = m.start(spec("exec sleep 300")).unwrap();
+        let pid = m.get(&id).unwrap().pid;
+        assert!(settled(pid, "sleep").await, "sleep never started");
+        m.signal(&id, Signal::Interrupt).unwrap();
+        let exit = m
+            .wait(&id, T)
+            .await
+            .unwrap()
+            .expect("SIGINT did not end sleep");
+        assert_eq!(exit.signal, Some("SIGINT"));
+    }
+}
+
+/// Waits (bounded) until process `pid` runs `comm`, i.e. the shell has exec'd the command.
+async fn settled(pid: u32, comm: &str) -> bool {
+    for _ in 0..250 {
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
