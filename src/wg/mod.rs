@@ -9,6 +9,7 @@
 //!   destination, drives per-peer timers and keeps [`Counters`].
 //! - [`udp`]: binding the one UDP socket all peers share, and address normalisation helpers.
 //! - [`batch`]: `recvmmsg`/`sendmmsg` batches over that socket (optional for the driver).
+//! - [`gso`]: UDP GSO sends and GRO receives over that socket (what the driver uses).
 //!
 //! It leaves to its caller (the data-path task in `node`): reading and writing the socket,
 //! calling [`Device::update_timers`] every 250 ms and [`Device::reset_rate_limiter`] every
@@ -21,6 +22,7 @@
 pub mod batch;
 mod counters;
 mod device;
+pub mod gso;
 mod routing;
 pub mod udp;
 
