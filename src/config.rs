@@ -156,14 +156,19 @@ pub struct Control {
     pub connect_timeout: Duration,
     /// `request_timeout`: one API request (server-side waits extend it by their own wait).
     pub request_timeout: Duration,
+    /// `api_port`: the agents' API port, used when an agent is named by peer name or by a bare
+    /// tunnel address.
+    pub api_port: u16,
 }
 
 impl Default for Control {
-    /// Defaults: `connect_timeout` 10 s, `request_timeout` 30 s.
+    /// Defaults: `connect_timeout` 10 s, `request_timeout` 30 s, `api_port` 4 (the agents'
+    /// default `[api] port`).
     fn default() -> Self {
         Control {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            api_port: 4,
         }
     }
 }
@@ -410,6 +415,7 @@ struct RawPeer {
 struct RawControl {
     connect_timeout: Option<Value>,
     request_timeout: Option<Value>,
+    api_port: Option<Value>,
 }
 
 /// `(key path, value)` of a raw field; the key path is spelled from the field name itself, so
@@ -818,9 +824,11 @@ impl Cx<'_> {
                 return Err(self.invalid(key, "must be greater than zero"));
             }
         }
+        let api_port = self.int_or(field!(control, raw.api_port), d.api_port, 1, 65535)?;
         Ok(Control {
             connect_timeout,
             request_timeout,
+            api_port,
         })
     }
 

@@ -240,3 +240,19 @@ fn help_lists_every_verb() {
     }
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_port_is_used_for_names() {
+    let e = setup().await;
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    let moved = text.replace("[control]\n", "[control]\napi_port = 4444\n");
+    std::fs::write(&e.config, moved).unwrap();
+    let o = e.run(&["ps", "dev"]).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("100.64.0.10:4444"), "{}", o.stderr);
+    // An explicit ADDR:PORT still reaches the agent's real port.
+    let o = e
+        .run(&["ps", &format!("{AGENT_IP}:{API_PORT}"), "--json"])
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}

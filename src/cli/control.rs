@@ -14,9 +14,6 @@ use crate::config::Config;
 use crate::node::{Node, NodeConfig, NodeConnector};
 use crate::tool::Tools;
 
-/// Default API port on agents' tunnel addresses.
-pub const DEFAULT_API_PORT: u16 = 4;
-
 /// The config file: `--config`, else `$WGAGENT_CONFIG` (clap reads it), else
 /// `~/.config/wgagent/control.toml`.
 pub fn config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -145,13 +142,13 @@ pub fn resolve(cfg: &Config, agent: &str) -> anyhow::Result<Target> {
         let idx = cfg.peers.iter().position(|q| q.public_key == p.public_key);
         return Ok(Target {
             label: agent.to_owned(),
-            api: SocketAddr::new(host, DEFAULT_API_PORT),
+            api: SocketAddr::new(host, cfg.control.api_port),
             endpoint: p.endpoint,
             peer: idx,
         });
     }
     let api: SocketAddr = if let Ok(ip) = agent.parse::<IpAddr>() {
-        SocketAddr::new(ip, DEFAULT_API_PORT)
+        SocketAddr::new(ip, cfg.control.api_port)
     } else if let Ok(sa) = agent.parse::<SocketAddr>() {
         sa
     } else {
