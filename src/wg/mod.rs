@@ -8,7 +8,6 @@
 //!   allowed IPs names the sending peer), follows roaming peers, routes outgoing IP packets by
 //!   destination, drives per-peer timers and keeps [`Counters`].
 //! - [`udp`]: binding the one UDP socket all peers share, and address normalisation helpers.
-//! - [`batch`]: `recvmmsg`/`sendmmsg` batches over that socket (optional for the driver).
 //! - [`gso`]: UDP GSO sends and GRO receives over that socket (what the driver uses).
 //!
 //! It leaves to its caller (the data-path task in `node`): reading and writing the socket,
@@ -19,7 +18,6 @@
 //!
 //! Exception to the sans-IO rule: boringtun reads the monotonic clock itself inside `Tunn`.
 
-pub mod batch;
 mod counters;
 mod device;
 pub mod gso;
