@@ -78,34 +78,8 @@ async fn every_route_through_the_tunnel() {
 #[tokio::test]
 async fn two_control_peers_share_one_agent() {
     tokio::time::timeout(T, async {
-        let ak = keypair();
-        let (c1k, c2k) = (keypair(), keypair());
-        let agent = node(
-            ak.secret.clone(),
-            AGENT_IP,
-            0,
-            vec![
-                peer(c1k.public, "100.64.0.1/32", None, None),
-                peer(c2k.public, "100.64.0.2/32", None, None),
-            ],
-        )
-        .await;
+        let (agent, c1, c2) = agent_and_two_controls().await;
         let _manager = serve_api(&agent);
-        let ep = Some(loopback(&agent));
-        let c1 = node(
-            c1k.secret.clone(),
-            "100.64.0.1",
-            0,
-            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
-        )
-        .await;
-        let c2 = node(
-            c2k.secret.clone(),
-            "100.64.0.2",
-            0,
-            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
-        )
-        .await;
         let mut h1 = Http::connect(&c1, api_addr()).await.unwrap();
         let mut h2 = Http::connect(&c2, api_addr()).await.unwrap();
         let (_, v) = h1
@@ -355,35 +329,9 @@ async fn ten_mib_each_way_arrives_intact() {
 #[tokio::test]
 async fn allowed_sources_filters_callers_by_tunnel_address() {
     tokio::time::timeout(T, async {
-        let ak = keypair();
-        let (c1k, c2k) = (keypair(), keypair());
-        let agent = node(
-            ak.secret.clone(),
-            AGENT_IP,
-            0,
-            vec![
-                peer(c1k.public, "100.64.0.1/32", None, None),
-                peer(c2k.public, "100.64.0.2/32", None, None),
-            ],
-        )
-        .await;
+        let (agent, c1, c2) = agent_and_two_controls().await;
         // Both are WireGuard peers, but only 100.64.0.1 may use the API.
         let _m = serve_api_filtered(&agent, vec![net("100.64.0.1/32")]);
-        let ep = Some(loopback(&agent));
-        let c1 = node(
-            c1k.secret.clone(),
-            "100.64.0.1",
-            0,
-            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
-        )
-        .await;
-        let c2 = node(
-            c2k.secret.clone(),
-            "100.64.0.2",
-            0,
-            vec![peer(ak.public, "100.64.0.10/32", ep, None)],
-        )
-        .await;
         let (s, v1) = Http::connect(&c1, api_addr())
             .await
             .unwrap()
@@ -477,4 +425,40 @@ async fn junk_flood_does_not_starve_keepalives() {
     })
     .await
     .unwrap();
+}
+
+/// An agent that knows two control peers (100.64.0.1 and 100.64.0.2), and those two peers.
+async fn agent_and_two_controls() -> (
+    wgagent::node::Node,
+    wgagent::node::Node,
+    wgagent::node::Node,
+) {
+    let ak = keypair();
+    let (c1k, c2k) = (keypair(), keypair());
+    let agent = node(
+        ak.secret.clone(),
+        AGENT_IP,
+        0,
+        vec![
+            peer(c1k.public, "100.64.0.1/32", None, None),
+            peer(c2k.public, "100.64.0.2/32", None, None),
+        ],
+    )
+    .await;
+    let ep = Some(loopback(&agent));
+    let c1 = node(
+        c1k.secret.clone(),
+        "100.64.0.1",
+        0,
+        vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+    )
+    .await;
+    let c2 = node(
+        c2k.secret.clone(),
+        "100.64.0.2",
+        0,
+        vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+    )
+    .await;
+    (agent, c1, c2)
 }
