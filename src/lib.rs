@@ -5,7 +5,7 @@
 //! - [`keys`]: x25519 keys, base64 as `wg genkey`/`wg pubkey` write them.
 //! - [`config`]: TOML → typed configuration, validation, warnings.
 //! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
-//!   timers, counters (sans-IO), plus the UDP socket setup.
+//!   timers, counters (sans-IO), plus the UDP socket setup and GSO/GRO batching.
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
 //! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
