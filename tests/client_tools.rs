@@ -1246,3 +1246,38 @@ async fn execute_latency() {
         stats(overlay)
     );
 }
+
+/// Idle pooled connections are closed after `idle_timeout` even if the `AgentConn` is never
+/// used again: the agent sees EOF (each idle connection holds a socket on the agent).
+#[tokio::test]
+async fn idle_connections_are_closed_without_further_calls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /api/v0/health"));
+            let body = r#"{"status":"ok","version":"t","uptime_seconds":1,"processes_running":0}"#;
+            let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            s.write_all(resp.as_bytes()).await.unwrap();
+            let answered = std::time::Instant::now();
+            // The client keeps the connection idle; wait for it to close it.
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            assert!(matches!(n, Ok(Ok(0))), "pool never closed the idle connection: {n:?}");
+            answered.elapsed()
+        });
+        let conn = AgentConn::new(
+            TcpConnector,
+            addr,
+            AgentOptions { idle_timeout: Duration::from_millis(200), ..AgentOptions::default() },
+        );
+        conn.health().await.unwrap();
+        let closed_after = server.await.unwrap();
+        assert!(closed_after < Duration::from_secs(2), "{closed_after:?}");
+        drop(conn);
+    })
+    .await
+}

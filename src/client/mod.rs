@@ -79,10 +79,12 @@ impl<C: Connect> AgentConn<C> {
             opts.max_idle,
             opts.max_response_bytes,
         );
+        let pool = Arc::new(pool);
+        pool::spawn_reaper(&pool);
         Self {
             addr: agent_addr,
             opts,
-            pool: Arc::new(pool),
+            pool,
         }
     }
 

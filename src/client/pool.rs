@@ -12,6 +12,7 @@
 //! sequential calls always share one.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +23,25 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 
 use super::{ClientError, Connect};
+
+/// Closes the pool's idle connections once they pass the idle timeout even when the pool is
+/// not used again (each holds a socket and buffers on the agent). Ends with the pool. Without a
+/// tokio runtime at hand, expiry happens on the next checkout/checkin only.
+pub(crate) fn spawn_reaper<C: Connect>(pool: &Arc<Pool<C>>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak: Weak<Pool<C>> = Arc::downgrade(pool);
+    let period = (pool.idle_timeout / 2).max(Duration::from_millis(100));
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(pool) = weak.upgrade() else { return };
+            let mut idle = pool.idle.lock();
+            pool.expire(&mut idle);
+        }
+    });
+}
 
 /// One agent's connections.
 pub(crate) struct Pool<C> {
@@ -151,13 +171,18 @@ impl<C: Connect> Pool<C> {
 
     fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock();
-        idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+        self.expire(&mut idle);
         if idle.len() < self.max_idle && !sender.is_closed() {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
+    }
+
+    /// Drops closed and long-idle connections (dropping a sender closes its connection).
+    fn expire(&self, idle: &mut Vec<Idle>) {
+        idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
     }
 
     /// Opens a new connection (bounded by the connect timeout) and starts its HTTP/1 task,

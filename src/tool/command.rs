@@ -36,9 +36,38 @@ pub fn strip_background(cmd: &str) -> Option<String> {
         Some(Token::Word { .. }) | Some(Token::Op { op: Op::Close, .. }) => {}
         _ => return None,
     }
-    // Remove only the `&` itself: a comment or here-document body may follow it.
-    let rest = format!("{}{}", &cmd[..*start], &cmd[*start + 1..]);
+    // Remove only the `&` itself: a comment or here-document body may follow it. Line
+    // continuations right before it (backslash, newline) must go too, or the command would end
+    // in a lone backslash.
+    let head = strip_continuations(&cmd[..*start]);
+    let rest = format!("{head}{}", &cmd[*start + 1..]);
     Some(rest.trim_end().to_owned())
+}
+
+/// `text` without trailing blanks and backslash-newline continuations (an odd run of
+/// backslashes before the newline; an even run is escaped backslashes and stays).
+fn strip_continuations(text: &str) -> &str {
+    let mut rest = text;
+    loop {
+        let t = rest.trim_end_matches([' ', '\t']);
+        let Some(before_nl) = t.strip_suffix('\n') else {
+            // Nothing (more) to strip: keep the original spacing when nothing was removed.
+            return if rest.len() == text.len() {
+                text
+            } else {
+                t.trim_end()
+            };
+        };
+        let slashes = before_nl.len() - before_nl.trim_end_matches('\\').len();
+        if slashes % 2 == 0 {
+            return if rest.len() == text.len() {
+                text
+            } else {
+                t.trim_end()
+            };
+        }
+        rest = &before_nl[..before_nl.len() - 1];
+    }
 }
 
 /// Whether `cmd` contains a stand-alone command that prints a file: `cat FILE…`,
@@ -180,6 +209,23 @@ mod tests {
     #[track_caller]
     fn bg(cmd: &str, want: Option<&str>) {
         assert_eq!(strip_background(cmd).as_deref(), want, "{cmd:?}");
+    }
+
+    #[test]
+    fn continuation_before_trailing_ampersand_is_removed() {
+        assert_eq!(
+            strip_background("sleep 1 \\\n&").as_deref(),
+            Some("sleep 1")
+        );
+        assert_eq!(
+            strip_background("python srv.py \\\n  > log 2>&1 \\\n  &").as_deref(),
+            Some("python srv.py \\\n  > log 2>&1")
+        );
+        // An escaped backslash argument is not a continuation.
+        assert_eq!(
+            strip_background("echo \\\\ &").as_deref(),
+            Some("echo \\\\")
+        );
     }
 
     #[test]

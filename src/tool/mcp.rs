@@ -89,7 +89,7 @@ impl<C: Connect> ServerHandler for McpServer<C> {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if self.get_tool(&request.name).is_none() {
             return Err(ErrorData::invalid_params(
@@ -98,7 +98,14 @@ impl<C: Connect> ServerHandler for McpServer<C> {
             ));
         }
         let args = request.arguments.map_or(Value::Null, Value::Object);
-        let reply = self.tools.call(&request.name, &args).await;
+        // A client's `notifications/cancelled` cancels `context.ct`: stop waiting then (the
+        // process itself keeps running on the agent, and can be found with process_list).
+        let reply = tokio::select! {
+            reply = self.tools.call(&request.name, &args) => reply,
+            _ = context.ct.cancelled() => {
+                return Err(ErrorData::internal_error(Cow::Borrowed("request cancelled by the client"), None));
+            }
+        };
         let content = vec![ContentBlock::text(reply.text())];
         let result = if reply.is_error {
             CallToolResult::error(content)

@@ -193,8 +193,9 @@ impl<C: Connect> Tools<C> {
             timeout_ms: None,
         };
         let started = match conn.start(&req).await {
-            // The connection broke mid-request: the start may or may not have happened.
-            Err(ClientError::Http(_)) => conn.start(&req).await,
+            // The connection broke or the answer was late: the start may or may not have
+            // happened, and the idempotency key makes asking again safe (same process).
+            Err(ClientError::Http(_) | ClientError::Timeout { .. }) => conn.start(&req).await,
             other => other,
         };
         let id = match started {

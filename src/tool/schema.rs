@@ -173,12 +173,16 @@ fn object<const N: usize>(
     for (k, v) in props {
         properties.insert(k.to_owned(), v);
     }
-    json!({
+    let mut schema = json!({
         "type": "object",
         "properties": properties,
-        "required": required,
         "additionalProperties": false,
-    })
+    });
+    // An empty `required` is invalid under JSON Schema draft-04, which some clients still use.
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
 }
 
 #[cfg(test)]
@@ -201,7 +205,10 @@ mod tests {
                     let desc = p["description"].as_str().unwrap_or_default();
                     assert!(desc.len() > 30, "{}.{name}", d.name);
                 }
-                for r in d.input_schema["required"].as_array().unwrap() {
+                // `required` is left out when empty (draft-04 forbids an empty array).
+                let required = d.input_schema.get("required").and_then(|r| r.as_array());
+                assert!(required.is_none_or(|r| !r.is_empty()), "{}", d.name);
+                for r in required.into_iter().flatten() {
                     assert!(props.contains_key(r.as_str().unwrap()));
                 }
                 assert_eq!(props.contains_key("agent"), agents.is_some());
