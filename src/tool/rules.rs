@@ -96,7 +96,10 @@ pub fn parse_duration(v: &Value) -> Result<Duration, String> {
         }
         _ => return Err("expected a string or a number".to_owned()),
     };
-    if !secs.is_finite() || secs < 0.0 {
+    if !secs.is_finite() {
+        return Err("out of range".to_owned());
+    }
+    if secs < 0.0 {
         return Err("must not be negative".to_owned());
     }
     if secs > MAX_DURATION.as_secs_f64() {
@@ -114,6 +117,9 @@ fn go_duration_secs(s: &str) -> Result<f64, String> {
         return Err("must not be negative".to_owned());
     }
     let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return Err("expected a number".to_owned());
+    }
     let mut total = 0.0;
     while !rest.is_empty() {
         let num_len = rest
@@ -270,9 +276,13 @@ mod tests {
             json!(1e300),
             json!(true),
             json!(["10s"]),
+            json!("+"),
+            json!(" + "),
         ] {
             assert!(dur(v.clone()).is_err(), "{v}");
         }
+        let huge = format!("{}", "9".repeat(400));
+        assert_eq!(dur(json!(huge)).unwrap_err(), "out of range");
     }
 
     #[test]
