@@ -281,7 +281,7 @@ mod tests {
         ] {
             assert!(dur(v.clone()).is_err(), "{v}");
         }
-        let huge = format!("{}", "9".repeat(400));
+        let huge = "9".repeat(400);
         assert_eq!(dur(json!(huge)).unwrap_err(), "out of range");
     }
 
