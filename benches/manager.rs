@@ -1,6 +1,7 @@
 //! Start → exit of `true` through the process Manager, against spawning `sh -c true` with
 //! `std::process::Command` in the same run, plus the steps in between so the overhead can be
-//! attributed: fork (a `pre_exec` closure forces fork instead of posix_spawn) and tokio.
+//! attributed: fork (a `pre_exec` closure forces fork instead of posix_spawn) and tokio; the
+//! Manager with tree tracking on (a supervisor process per command) and off.
 //!
 //! Run: `cargo bench --bench manager`
 
@@ -69,26 +70,34 @@ fn spawn_true(c: &mut Criterion) {
                 })
             })
         });
-        let manager = rt.block_on(async { Manager::new(ManagerConfig::default()) });
-        g.bench_function(format!("manager_start_wait/{name}"), |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let id = manager
-                        .start(StartSpec {
-                            command: "true".into(),
-                            ..Default::default()
-                        })
-                        .unwrap();
-                    let exit = manager
-                        .wait(&id, Duration::from_secs(10))
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    assert_eq!(exit.code, 0);
-                    manager.remove(&id).unwrap();
+        for (tracking, label) in [(true, "tree_tracking_on"), (false, "tree_tracking_off")] {
+            let manager = rt.block_on(async {
+                Manager::new(ManagerConfig {
+                    tree_tracking: tracking,
+                    ..ManagerConfig::default()
                 })
-            })
-        });
+            });
+            g.bench_function(format!("manager_start_wait/{label}/{name}"), |b| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let id = manager
+                            .start(StartSpec {
+                                command: "true".into(),
+                                ..Default::default()
+                            })
+                            .unwrap();
+                        let exit = manager
+                            .wait(&id, Duration::from_secs(10))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        assert_eq!(exit.code, 0);
+                        // The supervisor reports an empty tree with the exit, so this succeeds.
+                        manager.remove(&id).unwrap();
+                    })
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -99,12 +99,15 @@ pub struct Api {
     pub kill_grace: Duration,
     /// `shutdown_grace`: on agent shutdown, time for children to exit before SIGKILL.
     pub shutdown_grace: Duration,
+    /// `tree_tracking`: a supervisor per process owns its whole descendant tree, so kills,
+    /// timeouts, shutdown and the agent's own death reach members that left the process group.
+    pub tree_tracking: bool,
 }
 
 impl Default for Api {
     /// Defaults: `port` 4, `allowed_sources` unset (all peers), `max_running` 64,
     /// `max_tracked` 1024, `default_workdir` unset (`$HOME`), `nice_increment` 5,
-    /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s.
+    /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s, `tree_tracking` on.
     fn default() -> Self {
         Api {
             port: 4,
@@ -116,6 +119,7 @@ impl Default for Api {
             oom_score_adj: 998,
             kill_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            tree_tracking: true,
         }
     }
 }
@@ -397,6 +401,7 @@ struct RawApi {
     oom_score_adj: Option<Value>,
     kill_grace: Option<Value>,
     shutdown_grace: Option<Value>,
+    tree_tracking: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -589,6 +594,21 @@ impl Cx<'_> {
                 let n = self.int(key, value, min, max)?;
                 T::try_from(n).map_err(|_| self.invalid(key, format!("{n} does not fit")))
             }
+        }
+    }
+
+    fn bool_or(
+        &self,
+        (key, value): (&str, Option<&Value>),
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(Value::Boolean(b)) => Ok(*b),
+            Some(other) => Err(self.invalid(
+                key,
+                format!("expected true or false, found {}", describe(other)),
+            )),
         }
     }
 
@@ -806,6 +826,7 @@ impl Cx<'_> {
             )?,
             kill_grace: self.duration_or(field!(api, raw.kill_grace), d.kill_grace)?,
             shutdown_grace: self.duration_or(field!(api, raw.shutdown_grace), d.shutdown_grace)?,
+            tree_tracking: self.bool_or(field!(api, raw.tree_tracking), d.tree_tracking)?,
         })
     }
 
@@ -1164,7 +1185,7 @@ mod tests {
         let text = format!(
             "{}[api]\nport = 8\nallowed_sources = [\"100.64.0.0/24\"]\nmax_running = 2\n\
              max_tracked = 3\ndefault_workdir = \"/\"\nnice_increment = 0\noom_score_adj = -5\n\
-             kill_grace = \"250ms\"\nshutdown_grace = 7\n\
+             kill_grace = \"250ms\"\nshutdown_grace = 7\ntree_tracking = false\n\
              [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
@@ -1189,6 +1210,7 @@ mod tests {
         assert_eq!((api.nice_increment, api.oom_score_adj), (0, -5));
         assert_eq!(api.kill_grace, Duration::from_millis(250));
         assert_eq!(api.shutdown_grace, Duration::from_secs(7));
+        assert!(!api.tree_tracking);
         assert_eq!(config.control.connect_timeout, Duration::from_secs(90));
         assert_eq!(config.control.request_timeout, Duration::from_secs(2));
         let c1 = config.peer_by_name("c1").unwrap();
@@ -1275,6 +1297,7 @@ mod tests {
             (with_api("kill_grace = \"5\""), "api.kill_grace", "missing unit"),
             (with_api("kill_grace = -5"), "api.kill_grace", "negative"),
             (with_api("shutdown_grace = 1.5"), "api.shutdown_grace", "found float 1.5"),
+            (with_api("tree_tracking = 1"), "api.tree_tracking", "expected true or false, found integer 1"),
             (interface("[control]\nconnect_timeout = 0"), "control.connect_timeout", "greater than zero"),
             (interface("[control]\nrequest_timeout = \"3d\""), "control.request_timeout", "unknown unit"),
             (interface("") + "[peer]\npublic_key = \"x\"\n", "peer", "[[peer]]"),

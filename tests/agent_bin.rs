@@ -2,6 +2,8 @@
 //! SIGTERM/SIGINT shut it down gracefully with no child process left behind.
 
 mod common;
+#[path = "common/tree.rs"]
+mod tree_helpers;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -275,4 +277,57 @@ fn genkey_pubkey_roundtrip() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "empty stdin must fail");
+}
+
+/// Starts the five classic escapes through the real agent, then ends the agent with `sig`:
+/// every escapee must be gone soon after (SIGKILL: the supervisors see their death pipe close).
+async fn escapes_die_with_agent(sig: nix::sys::signal::Signal, tag: usize) {
+    let (ak, ck) = (keypair(), keypair());
+    let mut agent = start_agent(&ak, &ck);
+    let control = node(
+        ck.secret.clone(),
+        "100.64.0.1",
+        0,
+        vec![peer(
+            ak.public,
+            "100.64.0.10/32",
+            Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_port)),
+            None,
+        )],
+    )
+    .await;
+    let mut h = Http::connect(&control, api_addr()).await.unwrap();
+    let esc = tree_helpers::Escapes::new(tag);
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v0/processes/start",
+            Some(json!({"command": esc.command()})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    esc.wait_started().await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid()), sig).unwrap();
+    agent.wait_exit(Duration::from_secs(20));
+    esc.wait_gone(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn escapes_die_with_the_agent_on_sigterm() {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        escapes_die_with_agent(nix::sys::signal::Signal::SIGTERM, 60),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn escapes_die_with_the_agent_on_sigkill() {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        escapes_die_with_agent(nix::sys::signal::Signal::SIGKILL, 61),
+    )
+    .await
+    .unwrap();
 }

@@ -78,6 +78,7 @@ fn manager_config(cfg: &Config) -> ManagerConfig {
         nice_increment: i32::from(cfg.api.nice_increment),
         oom_score_adj: Some(i32::from(cfg.api.oom_score_adj)),
         kill_grace: cfg.api.kill_grace,
+        tree_tracking: cfg.api.tree_tracking,
     }
 }
 

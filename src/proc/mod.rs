@@ -7,6 +7,7 @@ pub mod head_tail;
 pub mod manager;
 pub mod record;
 pub mod spawn;
+pub mod supervisor;
 
 pub use head_tail::{HeadTailBuffer, Rendered, Truncation};
 pub use manager::{Manager, ManagerConfig, ProcError, Signal, StartSpec};

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -98,6 +99,13 @@ pub struct Record {
     /// Fingerprint of the start request, for idempotency-key conflict checks.
     pub(crate) request_fingerprint: u64,
     pub(crate) idempotency_key: Option<String>,
+    /// The supervisor that owns the process tree (tree tracking on), else `None`.
+    pub(crate) supervisor: Option<i32>,
+    /// A kill or terminate of the tree was asked for: the record stays running until the whole
+    /// tree is gone.
+    pub(crate) kill_requested: AtomicBool,
+    /// Some member of the tree is still alive (always false without tree tracking once exited).
+    pub(crate) tree_alive: AtomicBool,
 }
 
 /// A point-in-time copy of a record's state, for listing.
@@ -114,6 +122,7 @@ pub struct Snapshot {
 }
 
 impl Record {
+    #[allow(clippy::too_many_arguments)] // one call site, every field named there
     pub(crate) fn new(
         id: ProcessId,
         command: String,
@@ -122,6 +131,7 @@ impl Record {
         pid: u32,
         request_fingerprint: u64,
         idempotency_key: Option<String>,
+        supervisor: Option<i32>,
     ) -> Self {
         Self {
             id,
@@ -135,7 +145,15 @@ impl Record {
             ending: Mutex::new(Ending::None),
             request_fingerprint,
             idempotency_key,
+            supervisor,
+            kill_requested: AtomicBool::new(false),
+            tree_alive: AtomicBool::new(true),
         }
+    }
+
+    /// True while the shell runs or, with tree tracking, any descendant is left.
+    pub fn tree_alive(&self) -> bool {
+        self.tree_alive.load(Ordering::Acquire)
     }
 
     pub fn exit(&self) -> Option<Exit> {

@@ -1,21 +1,25 @@
-//! Spawning one command as `sh -c <command>` in its own session and process group.
+//! Spawning one command as `sh -c <command>` in its own session and process group, without
+//! `fork`: a `clone(CLONE_VM | CLONE_VFORK)` child on its own small stack (what `posix_spawn`
+//! does), so the cost does not grow with the agent's memory.
 //!
-//! Owns: the fork/exec details (new session, default signal dispositions, nice and OOM score set
-//! in the child before `exec`, stdin `/dev/null`, stdout+stderr merged into one pipe).
-//! Leaves to the caller: reading the pipe, reaping the child, signalling the group.
+//! Owns: the prepared command (argv, the merged environment, workdir, priority, the signals to
+//! reset), the child's steps between clone and `exec` (new session, controlling terminal for a
+//! pty, stdio, nice, OOM score, default dispositions, empty signal mask, workdir), and reporting
+//! their failures back. Leaves to the caller: the pipes or pty, reaping, signalling, and whether
+//! a supervisor sits in between (`supervisor`).
 //!
-//! The child cannot log, so it reports failures of the nice/OOM adjustments back through a
-//! close-on-exec pipe; the agent logs them. Nothing is ever written into the process's output.
+//! The child shares the parent's memory until `exec`, so it only makes raw system calls on
+//! data prepared beforehand, and writes its errors into a report the parent reads once the
+//! clone returns (the parent is suspended until then). All signals are blocked around the
+//! clone so that no handler of the agent (tokio's) can run in the child.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
-
-use nix::fcntl::OFlag;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus};
-use tokio::net::unix::pipe;
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -52,107 +56,407 @@ impl Priority {
     }
 }
 
-/// A spawned child: the process handle and the read end of its merged output pipe.
-pub struct Spawned {
-    pub child: Waiter,
-    pub pid: u32,
-    pub output: pipe::Receiver,
-    /// Failures of the priority adjustments, for the agent's log.
-    pub adjust_errors: Vec<String>,
+/// Facts about the agent gathered once (at `Manager::new`), not per spawn.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Absolute path of `sh`, found on the agent's `PATH` (else `/bin/sh`).
+    pub sh: PathBuf,
+    /// Signals the agent ignores (inherited `SIG_IGN`, e.g. under `nohup`, and Rust's SIGPIPE).
+    /// Caught signals are reset by `exec` itself; ignored ones would survive it.
+    pub ignored: Vec<i32>,
 }
 
-/// Starts `sh -c command` in `workdir` with the agent's environment plus `env` (request wins).
-pub fn spawn(
-    command: &str,
-    workdir: &Path,
-    env: &BTreeMap<String, String>,
-    priority: Priority,
-) -> io::Result<Spawned> {
-    let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let (report_read, report_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let stderr: OwnedFd = out_write.try_clone()?;
+impl Host {
+    pub fn probe() -> Self {
+        let sh = std::env::var_os("PATH")
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("sh"))
+                    .find(|c| c.is_file())
+            })
+            .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        let mut ignored = Vec::new();
+        for sig in 1..libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: a query (null new action) into a zeroed, valid sigaction.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+            if r == 0 && old.sa_sigaction == libc::SIG_IGN {
+                ignored.push(sig);
+            }
+        }
+        if !ignored.contains(&libc::SIGPIPE) {
+            ignored.push(libc::SIGPIPE);
+        }
+        Self { sh, ignored }
+    }
+}
 
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(workdir)
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .stdout(out_write)
-        .stderr(stderr);
+/// A command ready to be spawned: every string already a C string, every pointer array built.
+/// Raw pointers make it `!Send`: it lives inside one `start` call.
+pub struct Prepared {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    workdir: CString,
+    nice: i32,
+    has_nice: bool,
+    oom_text: [u8; 16],
+    oom_len: usize,
+    ignored: Vec<i32>,
+}
 
-    // Everything the closure needs is prepared here: after fork only async-signal-safe calls.
-    let oom_text: Option<Vec<u8>> = priority
-        .oom_score_adj
-        .map(|v| format!("{v}\n").into_bytes());
-    let nice = priority.nice;
-    let report_fd = report_write.as_raw_fd();
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (setsid, sigaction via signal, sigprocmask, setpriority, open, write, close).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // Default dispositions and an empty mask whatever the agent inherited, so an agent
-            // started with SIGINT ignored can still interrupt its children.
-            for sig in 1..libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+impl Prepared {
+    /// `sh -c command` in `workdir` with the agent's environment, `defaults` where the agent has
+    /// none, and `env` over both (the request wins).
+    pub fn new(
+        host: &Host,
+        command: &str,
+        workdir: &Path,
+        env: &BTreeMap<String, String>,
+        defaults: &[(&str, &str)],
+        priority: Priority,
+    ) -> io::Result<Self> {
+        let cstr =
+            |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let mut merged: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        for (k, v) in defaults {
+            merged
+                .entry(OsString::from(k))
+                .or_insert_with(|| OsString::from(v));
+        }
+        for (k, v) in env {
+            merged.insert(OsString::from(k), OsString::from(v));
+        }
+        let mut envp = Vec::with_capacity(merged.len());
+        for (k, v) in &merged {
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            envp.push(cstr(&kv)?);
+        }
+        let argv = vec![cstr(b"sh")?, cstr(b"-c")?, cstr(command.as_bytes())?];
+        let mut argv_ptrs: Vec<_> = argv.iter().map(|s| s.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp_ptrs: Vec<_> = envp.iter().map(|s| s.as_ptr()).collect();
+        envp_ptrs.push(std::ptr::null());
+        let mut oom_text = [0u8; 16];
+        let mut oom_len = 0;
+        if let Some(v) = priority.oom_score_adj {
+            let s = format!("{v}\n");
+            oom_len = s.len().min(oom_text.len());
+            oom_text[..oom_len].copy_from_slice(&s.as_bytes()[..oom_len]);
+        }
+        Ok(Self {
+            path: cstr(host.sh.as_os_str().as_bytes())?,
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            workdir: cstr(workdir.as_os_str().as_bytes())?,
+            nice: priority.nice.unwrap_or(0),
+            has_nice: priority.nice.is_some(),
+            oom_text,
+            oom_len,
+            ignored: host.ignored.clone(),
+        })
+    }
+}
 
-            let mut report = [0i32; 2];
-            if let Some(n) = nice
-                && libc::setpriority(libc::PRIO_PROCESS, 0, n) == -1
-            {
-                report[0] = *libc::__errno_location();
-            }
-            if let Some(text) = &oom_text {
-                let fd = libc::open(
-                    c"/proc/self/oom_score_adj".as_ptr(),
-                    libc::O_WRONLY | libc::O_CLOEXEC,
-                );
-                if fd < 0 {
-                    report[1] = *libc::__errno_location();
-                } else {
-                    if libc::write(fd, text.as_ptr().cast(), text.len()) < 0 {
-                        report[1] = *libc::__errno_location();
-                    }
-                    libc::close(fd);
-                }
-            }
-            if report != [0, 0] {
-                libc::write(
-                    report_fd,
-                    report.as_ptr().cast(),
-                    std::mem::size_of_val(&report),
-                );
-            }
-            Ok(())
-        });
+/// The child's standard streams. All fds are the parent's and stay open in the parent.
+#[derive(Debug, Clone, Copy)]
+pub struct Stdio {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// `stdin` is a pty slave to become the controlling terminal of the new session.
+    pub tty: bool,
+}
+
+/// Where the child failed, for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Stage {
+    Session = 1,
+    Terminal = 2,
+    Stdio = 3,
+    Workdir = 4,
+    Exec = 5,
+    Clone = 6,
+}
+
+impl Stage {
+    pub fn from_i32(v: i32) -> Self {
+        match v {
+            1 => Self::Session,
+            2 => Self::Terminal,
+            3 => Self::Stdio,
+            4 => Self::Workdir,
+            5 => Self::Exec,
+            _ => Self::Clone,
+        }
     }
 
-    let spawn_result = cmd.spawn();
-    // Our copies of the write ends must be closed, or EOF never arrives. The Command holds the
-    // output write ends; dropping it closes them.
-    drop(cmd);
-    drop(report_write);
-    let child = spawn_result?;
-    let pid = child.id();
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Session => "creating a session",
+            Self::Terminal => "taking the terminal",
+            Self::Stdio => "setting up stdin/stdout",
+            Self::Workdir => "entering the working directory",
+            Self::Exec => "executing sh",
+            Self::Clone => "creating the process",
+        }
+    }
+}
 
-    let adjust_errors = read_report(report_read, priority);
-    let output = pipe::Receiver::from_owned_fd(out_read)?;
-    Ok(Spawned {
-        child: Waiter::new(child)?,
-        pid,
-        output,
-        adjust_errors,
-    })
+/// What the child reported. `stage`/`errno` are non-zero when it failed (and exited 127).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Report {
+    pub stage: i32,
+    pub errno: i32,
+    pub nice_errno: i32,
+    pub oom_errno: i32,
+}
+
+impl Report {
+    /// The nice/OOM failures, worded for the agent's log.
+    pub fn adjust_errors(&self, priority: Priority) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.nice_errno != 0 {
+            errors.push(format!(
+                "setting nice {} failed: {}",
+                priority.nice.unwrap_or_default(),
+                io::Error::from_raw_os_error(self.nice_errno)
+            ));
+        }
+        if self.oom_errno != 0 {
+            errors.push(format!(
+                "setting oom_score_adj {} failed: {}",
+                priority.oom_score_adj.unwrap_or_default(),
+                io::Error::from_raw_os_error(self.oom_errno)
+            ));
+        }
+        errors
+    }
+
+    pub fn into_error(self) -> io::Error {
+        let e = io::Error::from_raw_os_error(self.errno);
+        io::Error::new(
+            e.kind(),
+            format!("{}: {e}", Stage::from_i32(self.stage).describe()),
+        )
+    }
+}
+
+/// A small stack for clone children, with a guard page below it. Reused across spawns.
+pub struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned exclusively by this value.
+unsafe impl Send for Stack {}
+
+const STACK_LEN: usize = 64 * 1024;
+const PAGE: usize = 4096;
+
+impl Stack {
+    pub fn new() -> io::Result<Self> {
+        let len = STACK_LEN + PAGE;
+        // SAFETY: a fresh private anonymous mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the lowest page of our own mapping becomes the guard.
+        unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) };
+        Ok(Self { base, len })
+    }
+
+    fn top(&mut self) -> *mut libc::c_void {
+        // SAFETY: one past the end of our mapping, 16-byte aligned (page aligned).
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping we created.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+struct ChildArgs<'a> {
+    cmd: &'a Prepared,
+    stdio: Stdio,
+    report: Report,
+}
+
+/// Clones and execs the command. Returns the child's pid and its report; on failure the child
+/// has already been reaped. Async-signal-safe apart from the caller's allocations: the
+/// supervisor calls it in a forked child.
+pub fn spawn(cmd: &Prepared, stdio: Stdio, stack: &mut Stack) -> Result<(i32, Report), Report> {
+    let mut args = ChildArgs {
+        cmd,
+        stdio,
+        report: Report::default(),
+    };
+    // SAFETY: all-blocked mask around the clone (restored below), so no agent signal handler
+    // runs on the child's stack; `child` only makes raw system calls on `args`, which outlives
+    // the clone because CLONE_VFORK suspends us until the child execs or exits.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut args).cast(),
+        );
+        let errno = *libc::__errno_location();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid == -1 {
+            return Err(Report {
+                stage: Stage::Clone as i32,
+                errno,
+                ..Report::default()
+            });
+        }
+        pid
+    };
+    // SAFETY: the child has exec'd or exited; nobody writes the report any more.
+    let report = unsafe { std::ptr::read_volatile(&raw const args.report) };
+    if report.errno != 0 {
+        let mut status = 0;
+        // SAFETY: reaping our own child that already exited.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(report);
+    }
+    Ok((pid, report))
+}
+
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` of `spawn`, alive while the parent is suspended.
+    unsafe {
+        let args = &mut *arg.cast::<ChildArgs<'_>>();
+        let (stage, errno) = child_steps(args.cmd, args.stdio, &mut args.report);
+        std::ptr::write_volatile(&raw mut args.report.stage, stage as i32);
+        std::ptr::write_volatile(&raw mut args.report.errno, errno.max(1));
+        libc::_exit(127)
+    }
+}
+
+/// The steps between clone and exec; returns only on failure.
+unsafe fn child_steps(cmd: &Prepared, stdio: Stdio, report: &mut Report) -> (Stage, i32) {
+    let errno = || unsafe { *libc::__errno_location() };
+    unsafe {
+        // Ignored signals survive exec; caught ones are reset by exec itself.
+        for &sig in &cmd.ignored {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        if libc::setsid() == -1 {
+            return (Stage::Session, errno());
+        }
+        if stdio.tty && libc::ioctl(stdio.stdin, libc::TIOCSCTTY, 0) == -1 {
+            return (Stage::Terminal, errno());
+        }
+        for (src, dst) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
+            let r = if src == dst {
+                // dup2 onto itself keeps close-on-exec; clear it instead.
+                libc::fcntl(src, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(src, dst)
+            };
+            if r == -1 {
+                return (Stage::Stdio, errno());
+            }
+        }
+        if cmd.has_nice && libc::setpriority(libc::PRIO_PROCESS, 0, cmd.nice) == -1 {
+            std::ptr::write_volatile(&raw mut report.nice_errno, errno());
+        }
+        if cmd.oom_len > 0 {
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                std::ptr::write_volatile(&raw mut report.oom_errno, errno());
+            } else {
+                if libc::write(fd, cmd.oom_text.as_ptr().cast(), cmd.oom_len) < 0 {
+                    std::ptr::write_volatile(&raw mut report.oom_errno, errno());
+                }
+                libc::close(fd);
+            }
+        }
+        if libc::chdir(cmd.workdir.as_ptr()) == -1 {
+            return (Stage::Workdir, errno());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(
+            cmd.path.as_ptr(),
+            cmd.argv_ptrs.as_ptr(),
+            cmd.envp_ptrs.as_ptr(),
+        );
+        (Stage::Exec, errno())
+    }
+}
+
+/// A close-on-exec pipe whose ends are both above the standard streams (an agent started with
+/// a closed stdin must not hand a pipe end out as fd 0).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// `fd`, moved to a number ≥ 3 if it is a standard stream's number.
+pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we then own; the old one is closed on drop.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `/dev/null`, read-only, close-on-exec, above the standard streams.
+pub fn dev_null() -> io::Result<OwnedFd> {
+    let f = std::fs::File::open("/dev/null")?;
+    above_stdio(f.into())
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd the caller owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Waits for a child's exit without tokio's SIGCHLD machinery: the kernel signals a pidfd
@@ -160,34 +464,49 @@ pub fn spawn(
 /// `Child::wait` added ~0.25 ms to every start → exit). Kernels without `pidfd_open` (< 5.3)
 /// fall back to a blocking `waitpid` on the blocking pool.
 pub struct Waiter {
-    child: Child,
+    pid: i32,
     pidfd: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
 }
 
 impl Waiter {
-    fn new(child: Child) -> io::Result<Self> {
+    /// `pid` must be a child of this process that nobody else reaps.
+    pub fn new(pid: i32) -> io::Result<Self> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         let pidfd = if fd >= 0 {
             // SAFETY: the syscall just returned this fd, and nothing else owns it.
-            let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+            let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
             // SAFETY: the OwnedFd is valid and stays owned (never replaced or closed) by the
             // AsyncFd until it is dropped.
             Some(unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE)? })
         } else {
             None
         };
-        Ok(Self { child, pidfd })
+        Ok(Self {
+            pid,
+            pidfd,
+            status: None,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     /// Reaps the child once it exits. Cancel-safe: dropping the future and calling again works.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(st) = self.status {
+            return Ok(st);
+        }
         let Some(pidfd) = &self.pidfd else {
-            let pid = self.child.id();
-            return blocking_wait(pid).await;
+            let st = blocking_wait(self.pid).await?;
+            self.status = Some(st);
+            return Ok(st);
         };
         loop {
-            if let Some(st) = self.child.try_wait()? {
+            if let Some(st) = try_wait(self.pid)? {
+                self.status = Some(st);
                 return Ok(st);
             }
             pidfd.readable().await?.clear_ready();
@@ -195,14 +514,26 @@ impl Waiter {
     }
 }
 
+fn try_wait(pid: i32) -> io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: waitpid with a valid pointer to a local int.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match r {
+        0 => Ok(None),
+        r if r > 0 => Ok(Some(ExitStatus::from_raw(status))),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// `waitpid` on the blocking pool, for kernels without pidfds.
-async fn blocking_wait(pid: u32) -> io::Result<ExitStatus> {
+async fn blocking_wait(pid: i32) -> io::Result<ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
     tokio::task::spawn_blocking(move || {
         let mut status = 0;
         loop {
             // SAFETY: waitpid with a valid pointer to a local int.
-            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
             if r >= 0 {
                 return Ok(ExitStatus::from_raw(status));
             }
@@ -216,39 +547,15 @@ async fn blocking_wait(pid: u32) -> io::Result<ExitStatus> {
     .map_err(io::Error::other)?
 }
 
-/// Reads what the child reported before `exec`. `spawn` returns only after `exec` succeeded, so
-/// the write end is already closed in the child and this never blocks.
-fn read_report(fd: OwnedFd, priority: Priority) -> Vec<String> {
-    let mut buf = [0u8; 8];
-    let mut file = std::fs::File::from(fd);
-    let n = file.read(&mut buf).unwrap_or(0);
-    if n < buf.len() {
-        return Vec::new();
-    }
-    let nice_errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let oom_errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    let mut errors = Vec::new();
-    if nice_errno != 0 {
-        errors.push(format!(
-            "setting nice {} failed: {}",
-            priority.nice.unwrap_or_default(),
-            io::Error::from_raw_os_error(nice_errno)
-        ));
-    }
-    if oom_errno != 0 {
-        errors.push(format!(
-            "setting oom_score_adj {} failed: {}",
-            priority.oom_score_adj.unwrap_or_default(),
-            io::Error::from_raw_os_error(oom_errno)
-        ));
-    }
-    errors
-}
-
 /// Sends `signal` to the whole process group led by `pgid`.
 pub fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
     let pgid = i32::try_from(pgid).map_err(|_| nix::errno::Errno::EINVAL)?;
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal)
+}
+
+/// Sends `signal` to one process.
+pub fn signal_pid(pid: i32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
 }
 
 /// True while any process of the group `pgid` is alive (zombies included).
