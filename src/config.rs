@@ -102,12 +102,45 @@ pub struct Api {
     /// `tree_tracking`: a supervisor per process owns its whole descendant tree, so kills,
     /// timeouts, shutdown and the agent's own death reach members that left the process group.
     pub tree_tracking: bool,
+    /// `state_dir`: where process logs and records of exited processes live (they survive a
+    /// restart). `None` = [`Api::default_state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// `log_max_bytes`: log bytes kept per process (the newest).
+    pub log_max_bytes: u64,
+    /// `state_max_bytes`: log bytes kept in all; oldest exited processes' logs go first.
+    pub state_max_bytes: u64,
+}
+
+impl Api {
+    /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first if several), else
+    /// `$HOME/.local/state/wgagent`, else `/var/lib/wgagent`.
+    pub fn default_state_dir() -> PathBuf {
+        if let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
+            && let Some(first) = std::env::split_paths(&dirs).next()
+            && !first.as_os_str().is_empty()
+        {
+            return first;
+        }
+        match std::env::var_os("HOME") {
+            Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/state/wgagent"),
+            _ => PathBuf::from("/var/lib/wgagent"),
+        }
+    }
+
+    /// The configured state directory or the default one.
+    pub fn state_dir_or_default(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(Self::default_state_dir)
+    }
 }
 
 impl Default for Api {
     /// Defaults: `port` 4, `allowed_sources` unset (all peers), `max_running` 64,
     /// `max_tracked` 1024, `default_workdir` unset (`$HOME`), `nice_increment` 5,
-    /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s, `tree_tracking` on.
+    /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s, `tree_tracking` on,
+    /// `state_dir` unset (the default directory), `log_max_bytes` 64 MiB, `state_max_bytes`
+    /// 1 GiB.
     fn default() -> Self {
         Api {
             port: 4,
@@ -120,6 +153,9 @@ impl Default for Api {
             kill_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             tree_tracking: true,
+            state_dir: None,
+            log_max_bytes: 64 << 20,
+            state_max_bytes: 1 << 30,
         }
     }
 }
@@ -402,6 +438,9 @@ struct RawApi {
     kill_grace: Option<Value>,
     shutdown_grace: Option<Value>,
     tree_tracking: Option<Value>,
+    state_dir: Option<Value>,
+    log_max_bytes: Option<Value>,
+    state_max_bytes: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -800,6 +839,32 @@ impl Cx<'_> {
         };
         let max_running = self.int_or(field!(api, raw.max_running), d.max_running, 1, 65536)?;
         let max_tracked = self.int_or(field!(api, raw.max_tracked), d.max_tracked, 1, 65536)?;
+        let state_dir = match &raw.state_dir {
+            None => None,
+            Some(value) => {
+                let key = "api.state_dir";
+                let path = PathBuf::from(self.string(key, value)?);
+                if !path.is_absolute() {
+                    return Err(self.invalid(
+                        key,
+                        format!("{:?} is not an absolute path", path.display().to_string()),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        let log_max_bytes: u64 = self.int_or(
+            field!(api, raw.log_max_bytes),
+            d.log_max_bytes,
+            4096,
+            i64::MAX,
+        )?;
+        let state_max_bytes: u64 = self.int_or(
+            field!(api, raw.state_max_bytes),
+            d.state_max_bytes,
+            4096,
+            i64::MAX,
+        )?;
         if max_tracked < max_running {
             return Err(self.invalid(
                 "api.max_tracked",
@@ -827,6 +892,9 @@ impl Cx<'_> {
             kill_grace: self.duration_or(field!(api, raw.kill_grace), d.kill_grace)?,
             shutdown_grace: self.duration_or(field!(api, raw.shutdown_grace), d.shutdown_grace)?,
             tree_tracking: self.bool_or(field!(api, raw.tree_tracking), d.tree_tracking)?,
+            state_dir,
+            log_max_bytes,
+            state_max_bytes,
         })
     }
 
@@ -1186,6 +1254,7 @@ mod tests {
             "{}[api]\nport = 8\nallowed_sources = [\"100.64.0.0/24\"]\nmax_running = 2\n\
              max_tracked = 3\ndefault_workdir = \"/\"\nnice_increment = 0\noom_score_adj = -5\n\
              kill_grace = \"250ms\"\nshutdown_grace = 7\ntree_tracking = false\n\
+             state_dir = \"/var/lib/x\"\nlog_max_bytes = 8192\nstate_max_bytes = 65536\n\
              [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
@@ -1211,6 +1280,8 @@ mod tests {
         assert_eq!(api.kill_grace, Duration::from_millis(250));
         assert_eq!(api.shutdown_grace, Duration::from_secs(7));
         assert!(!api.tree_tracking);
+        assert_eq!(api.state_dir.as_deref(), Some(Path::new("/var/lib/x")));
+        assert_eq!((api.log_max_bytes, api.state_max_bytes), (8192, 65536));
         assert_eq!(config.control.connect_timeout, Duration::from_secs(90));
         assert_eq!(config.control.request_timeout, Duration::from_secs(2));
         let c1 = config.peer_by_name("c1").unwrap();
@@ -1298,6 +1369,9 @@ mod tests {
             (with_api("kill_grace = -5"), "api.kill_grace", "negative"),
             (with_api("shutdown_grace = 1.5"), "api.shutdown_grace", "found float 1.5"),
             (with_api("tree_tracking = 1"), "api.tree_tracking", "expected true or false, found integer 1"),
+            (with_api("state_dir = \"state\""), "api.state_dir", "absolute"),
+            (with_api("log_max_bytes = 10"), "api.log_max_bytes", "out of range"),
+            (with_api("state_max_bytes = \"1G\""), "api.state_max_bytes", "expected an integer"),
             (interface("[control]\nconnect_timeout = 0"), "control.connect_timeout", "greater than zero"),
             (interface("[control]\nrequest_timeout = \"3d\""), "control.request_timeout", "unknown unit"),
             (interface("") + "[peer]\npublic_key = \"x\"\n", "peer", "[[peer]]"),

@@ -46,7 +46,12 @@ impl From<ProcError> for ApiError {
             }
             ProcError::IdempotencyConflict(_)
             | ProcError::NotRunning(_)
-            | ProcError::StillRunning(_) => StatusCode::CONFLICT,
+            | ProcError::StillRunning(_)
+            | ProcError::NoStdin(..)
+            | ProcError::StdinWrite(..)
+            | ProcError::NoTerminal(_) => StatusCode::CONFLICT,
+            ProcError::StdinTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProcError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProcError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProcError::NotFound(_) => StatusCode::NOT_FOUND,
             ProcError::Spawn(_) | ProcError::Signal(_) => StatusCode::INTERNAL_SERVER_ERROR,

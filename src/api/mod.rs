@@ -6,6 +6,7 @@
 //! tunnel address (`node`); tests call the router directly with `tower::ServiceExt::oneshot`.
 
 pub mod error;
+pub mod procio;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 use types::*;
 
-use crate::proc::{Manager, ProcessId, Signal, Snapshot, StartSpec};
+use crate::proc::{Manager, ProcessId, Signal, Snapshot, StartSpec, StdinMode};
 
 /// The caller's tunnel address, as axum connect info (`ConnectInfo<CallerAddr>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/processes/{id}/signal", post(signal))
         .route("/api/v0/processes/{id}", delete(remove))
         .route("/api/v0/health", get(health))
+        .merge(procio::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -94,6 +96,25 @@ async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartProcessResponse>, ApiError> {
     let req: StartProcessRequest = decode(body)?;
+    let stdin = match (req.stdin.as_deref(), req.pty) {
+        (_, Some(TerminalSize { rows, cols })) if rows == 0 || cols == 0 => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Terminal rows and cols must be at least 1.",
+            ));
+        }
+        (None | Some("null") | Some("pipe"), Some(TerminalSize { rows, cols })) => {
+            StdinMode::Pty { rows, cols }
+        }
+        (None | Some("null"), None) => StdinMode::Null,
+        (Some("pipe"), None) => StdinMode::Pipe,
+        (Some(other), _) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Unsupported stdin \"{other}\". Use \"null\" or \"pipe\"."),
+            ));
+        }
+    };
     let spec = StartSpec {
         command: req.command,
         workdir: req.workdir.map(Into::into),
@@ -101,6 +122,7 @@ async fn start(
         background: req.background,
         idempotency_key: req.idempotency_key.filter(|k| !k.is_empty()),
         timeout: req.timeout_ms.map(Duration::from_millis),
+        stdin,
     };
     let id = st.manager.start(spec)?;
     Ok(Json(StartProcessResponse {
@@ -187,6 +209,7 @@ async fn health(State(st): State<AppState>) -> Json<HealthResponse> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: st.started.elapsed().as_secs(),
         processes_running: st.manager.running_count(),
+        instance_id: Some(st.manager.instance_id().to_owned()),
     })
 }
 
@@ -252,5 +275,7 @@ fn process_info(s: Snapshot) -> ProcessInfo {
         exit_signal: s.exit.as_ref().and_then(|e| e.signal.map(str::to_owned)),
         exit_reason: s.exit.as_ref().map(|e| e.reason.as_str().to_owned()),
         output_bytes: Some(s.output_bytes),
+        log_start: Some(s.log_start),
+        log_error: s.log_error,
     }
 }

@@ -24,6 +24,19 @@ pub struct StartProcessRequest {
     /// Ext: hard deadline; the group is terminated, then killed after a grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Ext: `"null"` (default) or `"pipe"` (fed through `POST /{id}/stdin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Ext: run on a new pseudo-terminal of this size (stdin, stdout and stderr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<TerminalSize>,
+}
+
+/// A terminal size: start field `pty` and `POST /{id}/resize` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +50,7 @@ pub struct ListProcessesResponse {
     pub processes: Vec<ProcessInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     pub id: String,
     pub command: String,
@@ -59,6 +72,12 @@ pub struct ProcessInfo {
     pub exit_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
+    /// Ext: first offset still retained in the log (`output_bytes` is its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_start: Option<u64>,
+    /// Ext: why the log stopped (e.g. disk full); the head+tail output is unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,12 +141,59 @@ pub struct Response {
     pub detail: Option<String>,
 }
 
+/// Body of a 416 from `/log` (ext): the error plus the first retained offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeNotRetained {
+    pub message: String,
+    pub log_start: u64,
+}
+
+/// Body of a 408 from `/stdin` (ext): the error plus the bytes written before the timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinTimedOut {
+    pub message: String,
+    pub written: u64,
+}
+
+/// Query of `GET /api/v0/processes/{id}/log` (ext).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Query of `POST /api/v0/processes/{id}/stdin` (ext).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinQuery {
+    #[serde(default)]
+    pub close: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `POST /api/v0/processes/{id}/stdin` answer (ext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinResponse {
+    pub written: u64,
+}
+
+/// Header of every `/log` answer: the first retained offset.
+pub const LOG_START_HEADER: &str = "wgagent-log-start";
+/// Header of a `/log?follow=true` answer: the offset of its first body byte.
+pub const LOG_OFFSET_HEADER: &str = "wgagent-log-offset";
+/// Default and maximum wait for a child to read its stdin.
+pub const STDIN_TIMEOUT_MS: u64 = 30_000;
+pub const MAX_STDIN_TIMEOUT_MS: u64 = 300_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
     pub status: String,
     pub version: String,
     pub uptime_seconds: u64,
     pub processes_running: usize,
+    /// Ext: new at every agent start ("agent restarted" vs "record unknown").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 /// Longest `wait=true` the server honours, and its default.

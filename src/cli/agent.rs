@@ -33,7 +33,11 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         "agent up; the API is served on the tunnel addresses only"
     );
 
-    let manager = Manager::new(manager_config(&cfg));
+    let manager = Manager::open(manager_config(&cfg)).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        anyhow::anyhow!("{e} {}", cause.unwrap_or_default())
+    })?;
+    tracing::info!(state_dir = %manager.state_dir().display(), instance_id = manager.instance_id(), "process state");
     let mut state = AppState::new(manager.clone());
     state.allowed_sources = Arc::new(cfg.api.allowed_sources.clone().unwrap_or_default());
     let app = api::router(state);
@@ -79,6 +83,9 @@ fn manager_config(cfg: &Config) -> ManagerConfig {
         oom_score_adj: Some(i32::from(cfg.api.oom_score_adj)),
         kill_grace: cfg.api.kill_grace,
         tree_tracking: cfg.api.tree_tracking,
+        state_dir: Some(cfg.api.state_dir_or_default()),
+        log_max_bytes: cfg.api.log_max_bytes,
+        state_max_bytes: cfg.api.state_max_bytes,
     }
 }
 

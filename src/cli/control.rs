@@ -244,6 +244,7 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
         background: a.background,
         idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
         timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
+        ..Default::default()
     };
     let id = s.conn.start(&req).await.map_err(|e| s.explain(e))?.id;
     if a.background {

@@ -123,6 +123,49 @@ impl HeadTailBuffer {
     pub fn total_written(&self) -> u64 {
         self.inner.lock().total
     }
+
+    /// The contents, for persisting: head, tail (oldest first) and the total.
+    pub fn export(&self) -> Saved {
+        let inner = self.inner.lock();
+        let snap = inner.snapshot();
+        let (head, tail) = snap.bytes.split_at(snap.head_len);
+        Saved {
+            head: head.to_vec(),
+            tail: tail.to_vec(),
+            total: snap.total,
+        }
+    }
+
+    /// A default-sized buffer holding what [`HeadTailBuffer::export`] returned, so it renders
+    /// exactly as the exported one did. Oversized parts are cut to the buffer's sizes.
+    pub fn restore(saved: &Saved) -> Self {
+        let buf = Self::new();
+        {
+            let mut inner = buf.inner.lock();
+            let head = &saved.head[..saved.head.len().min(inner.head_cap)];
+            inner.head = head.to_vec();
+            let cap = inner.tail_cap;
+            let tail = &saved.tail[saved.tail.len().saturating_sub(cap)..];
+            if !tail.is_empty() {
+                let mut ring = vec![0; cap];
+                ring[..tail.len()].copy_from_slice(tail);
+                inner.ring = ring;
+                inner.ring_len = tail.len();
+                inner.ring_pos = tail.len() % cap;
+            }
+            let held = (inner.head.len() + inner.ring_len) as u64;
+            inner.total = saved.total.max(held);
+        }
+        buf
+    }
+}
+
+/// What [`HeadTailBuffer::export`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+    pub total: u64,
 }
 
 impl Default for HeadTailBuffer {
@@ -1006,6 +1049,20 @@ mod tests {
                 prop_assert_eq!(&r.text, &lossy);
                 prop_assert_eq!(r.truncation.map_or(0, |t| t.omitted_bytes), 0);
             }
+        }
+    }
+
+    #[test]
+    fn export_restore_renders_the_same() {
+        for n in [0usize, 10, 16384, 20000, 40000, 100_000] {
+            let b = HeadTailBuffer::new();
+            let data: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            for chunk in data.chunks(3000) {
+                b.write(chunk);
+            }
+            let r = HeadTailBuffer::restore(&b.export());
+            assert_eq!(r.render(), b.render(), "n={n}");
+            assert_eq!(r.total_written(), b.total_written());
         }
     }
 }

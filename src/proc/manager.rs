@@ -12,24 +12,24 @@
 //! running until the tree is gone. `interrupt`/`hangup` go to the shell's process group, as a
 //! terminal's would. With tracking off, every signal goes to the process group only.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use nix::sys::signal::Signal as NixSignal;
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::record::{Ending, Exit, ExitReason, ProcessId, Record, Snapshot};
+use super::fdio;
+use super::log::Log;
+use super::record::{Ending, Exit, Input, NewRecord, ProcessId, Record, Snapshot, StdinMode};
 use super::spawn::{self, Host, Prepared, Priority, Stack, Stdio};
+use super::state::StateDir;
+use super::supervise::{Spawned, Tree, signal_tree, supervise};
 use super::supervisor;
 
 /// Limits and defaults for the manager.
@@ -51,11 +51,20 @@ pub struct ManagerConfig {
     /// process less per command and a cheaper spawn, but members that leave the process group
     /// escape kills and outlive an agent killed with SIGKILL.
     pub tree_tracking: bool,
+    /// Where logs and records of exited processes live (they survive a restart there). `None`:
+    /// a private temporary directory, removed with the manager (nothing survives).
+    pub state_dir: Option<PathBuf>,
+    /// Log bytes kept per process (the newest).
+    pub log_max_bytes: u64,
+    /// Log bytes kept in all: the oldest exited processes' logs are deleted first; a running
+    /// process's log never is.
+    pub state_max_bytes: u64,
 }
 
 impl Default for ManagerConfig {
     /// 64 running, 1024 tracked, nice +5, OOM score 998, 5 s grace: children are the OOM
-    /// killer's first choice and yield the CPU to the agent.
+    /// killer's first choice and yield the CPU to the agent. Tree tracking on; logs of 64 MiB
+    /// per process and 1 GiB in all in a temporary state directory.
     fn default() -> Self {
         Self {
             max_running: 64,
@@ -65,6 +74,9 @@ impl Default for ManagerConfig {
             oom_score_adj: Some(998),
             kill_grace: Duration::from_secs(5),
             tree_tracking: true,
+            state_dir: None,
+            log_max_bytes: 64 << 20,
+            state_max_bytes: 1 << 30,
         }
     }
 }
@@ -78,6 +90,7 @@ pub struct StartSpec {
     pub background: bool,
     pub idempotency_key: Option<String>,
     pub timeout: Option<Duration>,
+    pub stdin: StdinMode,
 }
 
 /// Signals the API can send (always to the whole process group).
@@ -155,6 +168,24 @@ pub enum ProcError {
     Spawn(#[source] std::io::Error),
     #[error("Failed to signal process.")]
     Signal(#[source] nix::Error),
+    /// The state directory cannot be used (agent start only).
+    #[error("State directory unusable.")]
+    State(#[source] std::io::Error),
+    /// Stdin was not opened as a pipe or pty, was closed, or the process exited.
+    #[error("Process \"{0}\" has no open stdin ({1}).")]
+    NoStdin(ProcessId, &'static str),
+    /// The child did not read its stdin in time; `written` bytes went in.
+    #[error("Process \"{id}\" did not read its stdin within {after:?}.")]
+    StdinTimeout {
+        id: ProcessId,
+        after: Duration,
+        written: u64,
+    },
+    /// Writing to stdin failed (the child closed its end).
+    #[error("Writing to the stdin of process \"{0}\" failed.")]
+    StdinWrite(ProcessId, #[source] std::io::Error),
+    #[error("Process \"{0}\" has no terminal.")]
+    NoTerminal(ProcessId),
 }
 
 /// The process manager. Cheap to clone; all clones share one table.
@@ -167,6 +198,8 @@ struct Inner {
     cfg: ManagerConfig,
     priority: Priority,
     host: Host,
+    state_dir: StateDir,
+    instance_id: String,
     state: Mutex<State>,
     tracker: TaskTracker,
     /// Supervisors hold the read end; when this write end closes (manager dropped, agent dead
@@ -187,7 +220,40 @@ struct State {
 }
 
 impl Manager {
+    /// A manager; problems with the configured state directory are logged and a temporary one
+    /// is used instead (the agent calls [`Manager::open`] to refuse to start then).
     pub fn new(cfg: ManagerConfig) -> Self {
+        match Self::open(cfg.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
+                tracing::error!(
+                    "state directory unusable ({}); results will not survive a restart",
+                    cause.unwrap_or_default()
+                );
+                Self::open(ManagerConfig {
+                    state_dir: None,
+                    ..cfg
+                })
+                .unwrap_or_else(|_| Self::bare(ManagerConfig::default(), None))
+            }
+        }
+    }
+
+    /// Opens the state directory, loads the records an earlier agent left there (skipping
+    /// corrupt or foreign files with a warning) and starts the manager.
+    pub fn open(cfg: ManagerConfig) -> Result<Self, ProcError> {
+        let dir = StateDir::open(cfg.state_dir.as_deref()).map_err(ProcError::State)?;
+        Ok(Self::bare(cfg, Some(dir)))
+    }
+
+    fn bare(cfg: ManagerConfig, dir: Option<StateDir>) -> Self {
+        let dir = match dir {
+            Some(d) => d,
+            // Last resort: a temporary directory failed once already; try again or panic-free
+            // fall back to the system temp dir root (logs then fail and say so).
+            None => StateDir::open(None).unwrap_or_else(|_| StateDir::unusable()),
+        };
         let priority = Priority::relative_to_agent(cfg.nice_increment, cfg.oom_score_adj);
         let death = spawn::pipe()
             .inspect_err(|e| tracing::error!("creating the supervisors' death pipe failed: {e}"))
@@ -195,17 +261,66 @@ impl Manager {
         let null = spawn::dev_null()
             .inspect_err(|e| tracing::error!("opening /dev/null failed: {e}"))
             .ok();
+        let (metas, warnings) = dir.load();
+        for w in &warnings {
+            tracing::warn!("state directory: {w}");
+        }
+        let mut st = State::default();
+        let mut restored: Vec<Arc<Record>> = metas
+            .iter()
+            .filter_map(|m| {
+                let log = Log::reopen(dir.log_path(&m.id), cfg.log_max_bytes, m.log_end, m.log_error.clone());
+                let rec = Record::restore(m, log);
+                if rec.is_none() {
+                    tracing::warn!(id = %m.id, "state directory: skipping a record with an undecodable output");
+                }
+                rec.map(Arc::new)
+            })
+            .collect();
+        restored.sort_by_key(|r| r.started_at);
+        let excess = restored.len().saturating_sub(cfg.max_tracked);
+        for old in restored.drain(..excess) {
+            dir.remove(old.id.as_str());
+        }
+        for rec in restored {
+            if let Some(k) = &rec.idempotency_key {
+                st.by_key.insert(k.clone(), rec.id.clone());
+            }
+            st.order.push_back(rec.id.clone());
+            st.records.insert(rec.id.clone(), rec);
+        }
+        if !st.records.is_empty() {
+            tracing::info!(records = st.records.len(), dir = %dir.root().display(), "restored exited processes");
+        }
+        // Records of processes that were running when the previous agent died are saved as
+        // ended by agent_shutdown now that they are restored that way.
+        for rec in st.records.values() {
+            let _ = dir.save(&rec.meta());
+        }
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 priority,
                 host: Host::probe(),
-                state: Mutex::new(State::default()),
+                state_dir: dir,
+                instance_id: uuid::Uuid::new_v4().to_string(),
+                state: Mutex::new(st),
                 tracker: TaskTracker::new(),
                 death,
                 null,
             }),
         }
+    }
+
+    /// A UUID new at every manager (agent) start, so a control can tell "agent restarted"
+    /// from "record unknown".
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// The state directory in use.
+    pub fn state_dir(&self) -> &Path {
+        self.inner.state_dir.root()
     }
 
     pub fn config(&self) -> &ManagerConfig {
@@ -241,22 +356,31 @@ impl Manager {
         if running >= self.inner.cfg.max_running {
             return Err(ProcError::TooManyRunning(self.inner.cfg.max_running));
         }
-        if st.records.len() >= self.inner.cfg.max_tracked && !st.evict_oldest_exited() {
-            return Err(ProcError::TooManyTracked(self.inner.cfg.max_tracked));
+        if st.records.len() >= self.inner.cfg.max_tracked {
+            match st.evict_oldest_exited() {
+                Some(old) => self.inner.state_dir.remove(old.as_str()),
+                None => return Err(ProcError::TooManyTracked(self.inner.cfg.max_tracked)),
+            }
         }
 
-        let spawned = self.spawn(&mut st, &spec, &workdir)?;
+        let (spawned, input) = self.spawn(&mut st, &spec, &workdir)?;
         let id = ProcessId::new_random();
-        let rec = Arc::new(Record::new(
-            id.clone(),
-            spec.command,
+        let log = Log::create(
+            self.inner.state_dir.log_path(id.as_str()),
+            self.inner.cfg.log_max_bytes,
+        );
+        let rec = Arc::new(Record::new(NewRecord {
+            id: id.clone(),
+            command: spec.command,
             workdir,
-            spec.background,
-            spawned.pid,
+            background: spec.background,
+            pid: spawned.pid,
             fingerprint,
-            spec.idempotency_key.clone(),
-            spawned.supervisor,
-        ));
+            idempotency_key: spec.idempotency_key.clone(),
+            supervisor: spawned.supervisor,
+            log,
+            input,
+        }));
         st.records.insert(id.clone(), rec.clone());
         st.order.push_back(id.clone());
         if let Some(key) = spec.idempotency_key {
@@ -267,77 +391,159 @@ impl Manager {
         tracing::info!(id = %id, pid = spawned.pid, "process started");
         let grace = self.inner.cfg.kill_grace;
         let deadline = spec.timeout.map(|t| Instant::now() + t);
+        let weak = Arc::downgrade(&self.inner);
         self.inner.tracker.spawn(supervise(
             rec,
             spawned.tree,
             spawned.output,
             deadline,
             grace,
+            Box::new(move |rec| on_exit(&weak, rec)),
         ));
         Ok(id)
     }
 
-    /// Prepares and spawns the command, directly or under a supervisor. Called with the state
-    /// lock held (it guards the reused clone stack).
+    /// Prepares and spawns the command, directly or under a supervisor, with its stdin as asked.
+    /// Called with the state lock held (it guards the reused clone stack).
     fn spawn(
         &self,
         st: &mut State,
         spec: &StartSpec,
         workdir: &Path,
-    ) -> Result<Spawned, ProcError> {
+    ) -> Result<(Spawned, Input), ProcError> {
         let inner = &self.inner;
+        let sp = ProcError::Spawn;
+        let pty = matches!(spec.stdin, StdinMode::Pty { .. });
+        let defaults: &[(&str, &str)] = if pty {
+            &[("TERM", "xterm-256color")]
+        } else {
+            &[]
+        };
         let prepared = Prepared::new(
             &inner.host,
             &spec.command,
             workdir,
             &spec.env,
-            &[],
+            defaults,
             inner.priority,
         )
-        .map_err(ProcError::Spawn)?;
+        .map_err(sp)?;
         let null = inner
             .null
             .as_ref()
-            .ok_or_else(|| ProcError::Spawn(std::io::Error::other("/dev/null is not open")))?;
-        let (out_r, out_w) = spawn::pipe().map_err(ProcError::Spawn)?;
+            .ok_or_else(|| sp(std::io::Error::other("/dev/null is not open")))?;
+        // (child's stdin, child's stdout+stderr, our output end, our input end, pty master)
+        let (child_in, child_out, out_r, in_w, master): (
+            Option<OwnedFd>,
+            OwnedFd,
+            OwnedFd,
+            Option<OwnedFd>,
+            Option<OwnedFd>,
+        ) = match spec.stdin {
+            StdinMode::Null => {
+                let (r, w) = spawn::pipe().map_err(sp)?;
+                (None, w, r, None, None)
+            }
+            StdinMode::Pipe => {
+                let (r, w) = spawn::pipe().map_err(sp)?;
+                let (in_r, in_w) = spawn::pipe().map_err(sp)?;
+                (Some(in_r), w, r, Some(in_w), None)
+            }
+            StdinMode::Pty { rows, cols } => {
+                let (master, slave) = open_pty(rows, cols).map_err(sp)?;
+                let out = master.try_clone().map_err(sp)?;
+                let input = master.try_clone().map_err(sp)?;
+                (None, slave, out, Some(input), Some(master))
+            }
+        };
         let stdio = Stdio {
-            stdin: null.as_raw_fd(),
-            stdout: out_w.as_raw_fd(),
-            stderr: out_w.as_raw_fd(),
-            tty: false,
+            stdin: child_in.as_ref().map_or(
+                if pty {
+                    child_out.as_raw_fd()
+                } else {
+                    null.as_raw_fd()
+                },
+                |f| f.as_raw_fd(),
+            ),
+            stdout: child_out.as_raw_fd(),
+            stderr: child_out.as_raw_fd(),
+            tty: pty,
         };
         let (pid, report, tree) = match (&inner.death, inner.cfg.tree_tracking) {
             (Some((death_r, _)), true) => {
                 let s = supervisor::start(&prepared, stdio, death_r.as_raw_fd(), null.as_raw_fd())
-                    .map_err(ProcError::Spawn)?;
-                let waiter = spawn::Waiter::new(s.supervisor).map_err(ProcError::Spawn)?;
-                spawn::set_nonblocking(s.status.as_raw_fd()).map_err(ProcError::Spawn)?;
-                let status = pipe::Receiver::from_owned_fd(s.status).map_err(ProcError::Spawn)?;
+                    .map_err(sp)?;
+                let waiter = spawn::Waiter::new(s.supervisor).map_err(sp)?;
+                spawn::set_nonblocking(s.status.as_raw_fd()).map_err(sp)?;
+                let status = pipe::Receiver::from_owned_fd(s.status).map_err(sp)?;
                 (s.pid, s.report, Tree::Supervised { waiter, status })
             }
             _ => {
                 let stack = match &mut st.stack {
                     Some(s) => s,
-                    slot => slot.insert(Stack::new().map_err(ProcError::Spawn)?),
+                    slot => slot.insert(Stack::new().map_err(sp)?),
                 };
-                let (pid, report) = spawn::spawn(&prepared, stdio, stack)
-                    .map_err(|r| ProcError::Spawn(r.into_error()))?;
-                let waiter = spawn::Waiter::new(pid).map_err(ProcError::Spawn)?;
+                let (pid, report) =
+                    spawn::spawn(&prepared, stdio, stack).map_err(|r| sp(r.into_error()))?;
+                let waiter = spawn::Waiter::new(pid).map_err(sp)?;
                 (pid, report, Tree::Direct { waiter })
             }
         };
-        drop(out_w);
+        // Only the child may hold its ends, or EOF never comes.
+        drop(child_out);
+        drop(child_in);
         for e in report.adjust_errors(inner.priority) {
             tracing::warn!(pid, "{e}");
         }
-        spawn::set_nonblocking(out_r.as_raw_fd()).map_err(ProcError::Spawn)?;
-        let output = pipe::Receiver::from_owned_fd(out_r).map_err(ProcError::Spawn)?;
-        Ok(Spawned {
-            pid: pid as u32,
-            supervisor: tree.supervisor(),
-            tree,
-            output,
-        })
+        spawn::set_nonblocking(out_r.as_raw_fd()).map_err(sp)?;
+        let output = fdio::Reader::new(out_r).map_err(sp)?;
+        let writer = match in_w {
+            Some(w) => {
+                spawn::set_nonblocking(w.as_raw_fd()).map_err(sp)?;
+                Some(fdio::Writer::new(w).map_err(sp)?)
+            }
+            None => None,
+        };
+        let input = Input {
+            mode: spec.stdin,
+            writer: tokio::sync::Mutex::new(writer),
+            pty: master,
+        };
+        Ok((
+            Spawned {
+                pid: pid as u32,
+                supervisor: tree.supervisor(),
+                tree,
+                output,
+            },
+            input,
+        ))
+    }
+
+    /// Writes `data` to the process's stdin, waiting at most `timeout` for the child to read;
+    /// `close` closes stdin afterwards (a pty gets its end-of-file character instead). Returns
+    /// the bytes written.
+    pub async fn write_stdin(
+        &self,
+        id: &ProcessId,
+        data: &[u8],
+        close: bool,
+        timeout: Duration,
+    ) -> Result<u64, ProcError> {
+        let rec = self.get(id)?;
+        write_stdin(&rec, data, close, timeout).await
+    }
+
+    /// Changes the terminal size of a process started with a pty (SIGWINCH follows).
+    pub fn resize(&self, id: &ProcessId, rows: u16, cols: u16) -> Result<(), ProcError> {
+        let rec = self.get(id)?;
+        if !rec.is_running() {
+            return Err(ProcError::NotRunning(id.clone()));
+        }
+        let Some(master) = &rec.input.pty else {
+            return Err(ProcError::NoTerminal(id.clone()));
+        };
+        set_window_size(master.as_raw_fd(), rows, cols).map_err(ProcError::Spawn)
     }
 
     pub fn get(&self, id: &ProcessId) -> Result<Arc<Record>, ProcError> {
@@ -421,6 +627,8 @@ impl Manager {
             return Err(ProcError::StillRunning(id.clone()));
         }
         st.forget(id);
+        drop(st);
+        self.inner.state_dir.remove(id.as_str());
         Ok(())
     }
 
@@ -500,8 +708,8 @@ impl Drop for Inner {
 }
 
 impl State {
-    /// Evicts the oldest exited record whose tree is gone; false if there is none.
-    fn evict_oldest_exited(&mut self) -> bool {
+    /// Evicts the oldest exited record whose tree is gone; `None` if there is none.
+    fn evict_oldest_exited(&mut self) -> Option<ProcessId> {
         let victim = self
             .order
             .iter()
@@ -511,13 +719,9 @@ impl State {
                     .is_some_and(|r| !r.is_running() && !r.tree_alive())
             })
             .cloned();
-        match victim {
-            Some(id) => {
-                self.forget(&id);
-                true
-            }
-            None => false,
-        }
+        let id = victim?;
+        self.forget(&id);
+        Some(id)
     }
 
     fn forget(&mut self, id: &ProcessId) {
@@ -544,279 +748,173 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ProcError> {
     Ok(())
 }
 
+/// A stable hash of the request (FNV-1a over its JSON form), so idempotency keys keep working
+/// across agent versions and restarts.
 fn fingerprint(spec: &StartSpec, workdir: &Path) -> u64 {
-    let mut h = DefaultHasher::new();
-    (
-        &spec.command,
+    let stdin = match spec.stdin {
+        StdinMode::Null => "null".to_owned(),
+        StdinMode::Pipe => "pipe".to_owned(),
+        StdinMode::Pty { rows, cols } => format!("pty {rows}x{cols}"),
+    };
+    let text = serde_json::json!([
+        spec.command,
         workdir,
-        &spec.env,
+        spec.env,
         spec.background,
-        spec.timeout,
-    )
-        .hash(&mut h);
-    h.finish()
-}
-
-/// What `spawn` hands to `supervise`.
-struct Spawned {
-    pid: u32,
-    supervisor: Option<i32>,
-    tree: Tree,
-    output: pipe::Receiver,
-}
-
-/// How the shell's exit and the tree's end are observed.
-enum Tree {
-    /// No tracking: the shell is our child; its exit ends the tree as far as we can know.
-    Direct { waiter: spawn::Waiter },
-    /// The supervisor reports the shell's status on `status`; its own exit = tree gone.
-    Supervised {
-        waiter: spawn::Waiter,
-        status: pipe::Receiver,
-    },
-}
-
-impl Tree {
-    fn supervisor(&self) -> Option<i32> {
-        match self {
-            Self::Direct { .. } => None,
-            Self::Supervised { waiter, .. } => Some(waiter.pid()),
-        }
+        spec.timeout.map(|t| t.as_millis() as u64),
+        stdin,
+    ])
+    .to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h
 }
 
-/// Terminates (SIGTERM) or kills (SIGKILL) the process: its supervisor's whole tree with
-/// tracking, else the process group. Marks the kill so the record waits for the tree.
-fn signal_tree(rec: &Record, sig: NixSignal) -> nix::Result<()> {
-    rec.kill_requested.store(true, Ordering::Release);
-    let r = match rec.supervisor {
-        Some(sup) if rec.tree_alive() => {
-            let tree_sig = if sig == NixSignal::SIGKILL {
-                NixSignal::try_from(supervisor::KILL_TREE).unwrap_or(NixSignal::SIGUSR1)
-            } else {
-                sig
+/// After a process exited: keep the logs within `state_max_bytes` (oldest exited first) and
+/// persist its record.
+fn on_exit(inner: &Weak<Inner>, rec: &Arc<Record>) {
+    let Some(inner) = inner.upgrade() else { return };
+    let mut dropped = Vec::new();
+    {
+        let st = inner.state.lock();
+        let mut total: u64 = st.records.values().map(|r| r.log.disk_bytes()).sum();
+        for id in &st.order {
+            if total <= inner.cfg.state_max_bytes {
+                break;
+            }
+            let Some(r) = st.records.get(id) else {
+                continue;
             };
-            // The supervisor is our child and is reaped only after `tree_alive` turns false,
-            // so its pid cannot have been reused.
-            spawn::signal_pid(sup, tree_sig)
+            if r.is_running() || r.log.disk_bytes() == 0 {
+                continue;
+            }
+            total -= r.log.disk_bytes();
+            r.log.drop_file();
+            dropped.push(r.clone());
         }
-        Some(_) => Ok(()),
-        None => spawn::signal_group(rec.pid, sig),
-    };
-    match r {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(e),
+    }
+    for r in &dropped {
+        tracing::info!(id = %r.id, "log deleted: state_max_bytes reached");
+        let _ = inner.state_dir.save(&r.meta());
+    }
+    if let Err(e) = inner.state_dir.save(&rec.meta()) {
+        tracing::warn!(id = %rec.id, "persisting the record failed: {e}");
     }
 }
 
-/// Reads the output pipe, observes the shell's exit and the tree's end, enforces the deadline,
-/// and records the exit once the shell has exited, the pipe reached EOF and, if a kill was
-/// asked for, the tree is gone. With tracking it then stays until the tree is gone, so that
-/// shutdown can reach leftovers (daemons the command started).
-async fn supervise(
-    rec: Arc<Record>,
-    mut tree: Tree,
-    mut pipe: pipe::Receiver,
-    deadline: Option<Instant>,
-    grace: Duration,
-) {
-    // Heap buffer: a large array would bloat every supervisor future.
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut msg = [0u8; supervisor::MSG_LEN];
-    let mut status: Option<std::io::Result<std::process::ExitStatus>> = None;
-    let mut eof = false;
-    let mut tree_gone = false;
-    let mut recorded = false;
-    let mut deadline = deadline;
-    let mut kill_at: Option<Instant> = None;
-    // Set when the shell is gone and its group is empty but someone (a daemon that left the
-    // group) still holds the pipe: after `grace` we stop waiting for EOF.
-    let mut orphan_check: Option<Instant> = None;
-    let far = || Instant::now() + Duration::from_secs(86400 * 365);
+async fn write_stdin(
+    rec: &Record,
+    data: &[u8],
+    close: bool,
+    timeout: Duration,
+) -> Result<u64, ProcError> {
+    let mut lease = StdinLease::open(rec).await?;
+    lease.write(data, timeout).await?;
+    if close {
+        lease.close().await;
+    }
+    Ok(lease.written)
+}
 
-    let mut status_eof = false;
-    // The supervisor reported an empty tree with the shell's exit (it exits right after).
-    let mut tree_empty = false;
-    loop {
-        if tree_gone && status.is_none() && !recorded {
-            // The supervisor wrote the shell's status before exiting; it is in the pipe.
-            if let Tree::Supervised {
-                status: pipe_in, ..
-            } = &mut tree
-            {
-                let got = tokio::time::timeout(
-                    Duration::from_millis(100),
-                    read_msg(Some(pipe_in), &mut msg),
-                )
-                .await;
-                let f = supervisor::decode(&msg);
-                status = Some(match got {
-                    Ok(Ok(true)) if f[0] == supervisor::MSG_EXITED => {
-                        use std::os::unix::process::ExitStatusExt;
-                        tree_empty = f[2] == 1;
-                        Ok(std::process::ExitStatus::from_raw(f[1]))
-                    }
-                    _ => Err(std::io::Error::other("process supervisor exited early")),
-                });
-            }
+/// Exclusive use of a process's stdin for one request: chunks written in order, each waiting
+/// at most the request's timeout for the child to read.
+pub struct StdinLease<'a> {
+    rec: &'a Record,
+    guard: tokio::sync::MutexGuard<'a, Option<fdio::Writer>>,
+    /// Bytes written so far.
+    pub written: u64,
+}
+
+impl<'a> StdinLease<'a> {
+    /// Waits for other writers of the same stdin, then checks it is open.
+    pub async fn open(rec: &'a Record) -> Result<Self, ProcError> {
+        if rec.input.mode == StdinMode::Null {
+            return Err(ProcError::NoStdin(
+                rec.id.clone(),
+                "it was not started with \"stdin\": \"pipe\" or a pty",
+            ));
         }
-        if tree_gone || tree_empty {
-            rec.tree_alive.store(false, Ordering::Release);
+        let guard = rec.input.writer.lock().await;
+        if !rec.is_running() {
+            return Err(ProcError::NoStdin(rec.id.clone(), "the process exited"));
         }
-        if !recorded
-            && status.is_some()
-            && eof
-            && (tree_gone || tree_empty || !rec.kill_requested.load(Ordering::Acquire))
-        {
-            recorded = true;
-            deadline = None;
-            kill_at = None;
-            record_exit(&rec, status.take());
+        if guard.is_none() {
+            return Err(ProcError::NoStdin(rec.id.clone(), "stdin was closed"));
         }
-        if recorded && tree_gone {
-            break;
-        }
-        let (sup_wait, status_pipe) = match &mut tree {
-            Tree::Direct { waiter } => (waiter, None),
-            Tree::Supervised { waiter, status } => (waiter, Some(status)),
+        Ok(Self {
+            rec,
+            guard,
+            written: 0,
+        })
+    }
+
+    pub async fn write(&mut self, data: &[u8], timeout: Duration) -> Result<(), ProcError> {
+        let Some(w) = self.guard.as_ref() else {
+            return Err(ProcError::NoStdin(self.rec.id.clone(), "stdin was closed"));
         };
-        let direct = status_pipe.is_none();
-        tokio::select! {
-            st = sup_wait.wait(), if !tree_gone => {
-                tree_gone = true;
-                if direct {
-                    status = Some(st);
-                    if !eof {
-                        orphan_check = Some(Instant::now() + Duration::from_millis(500));
-                    }
-                } else if let Err(e) = st {
-                    tracing::warn!(id = %rec.id, "waiting for the process supervisor failed: {e}");
-                }
+        let mut n = 0;
+        let r = tokio::time::timeout(timeout, w.write_all(data, &mut n)).await;
+        self.written += n as u64;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ProcError::StdinWrite(self.rec.id.clone(), e)),
+            Err(_) => Err(ProcError::StdinTimeout {
+                id: self.rec.id.clone(),
+                after: timeout,
+                written: self.written,
+            }),
+        }
+    }
+
+    /// Closes stdin: a pipe is closed; a terminal gets its end-of-file character (^D), since
+    /// closing the master would hang the terminal up.
+    pub async fn close(&mut self) {
+        if matches!(self.rec.input.mode, StdinMode::Pty { .. }) {
+            if let Some(w) = self.guard.as_ref() {
+                let mut n = 0;
+                let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(b"\x04", &mut n))
+                    .await;
             }
-            r = read_msg(status_pipe, &mut msg), if !direct && !status_eof && status.is_none() && !recorded => {
-                if !matches!(r, Ok(true)) {
-                    status_eof = true;
-                } else {
-                    let f = supervisor::decode(&msg);
-                    if f[0] == supervisor::MSG_EXITED {
-                        use std::os::unix::process::ExitStatusExt;
-                        status = Some(Ok(std::process::ExitStatus::from_raw(f[1])));
-                        tree_empty = f[2] == 1;
-                        if !eof {
-                            orphan_check = Some(Instant::now() + Duration::from_millis(500));
-                        }
-                    }
-                }
-            }
-            r = pipe.read(&mut buf), if !eof => match r {
-                Ok(0) => eof = true,
-                Ok(n) => rec.output.write(&buf[..n]),
-                Err(e) => {
-                    tracing::warn!(id = %rec.id, "reading process output failed: {e}");
-                    eof = true;
-                }
-            },
-            _ = sleep_until(deadline.unwrap_or_else(far)), if deadline.is_some() => {
-                deadline = None;
-                tracing::info!(id = %rec.id, "timeout reached; terminating process tree");
-                *rec.ending.lock() = Ending::TimedOut;
-                let _ = signal_tree(&rec, NixSignal::SIGTERM);
-                kill_at = Some(Instant::now() + grace);
-            }
-            _ = sleep_until(kill_at.unwrap_or_else(far)), if kill_at.is_some() => {
-                kill_at = None;
-                let _ = signal_tree(&rec, NixSignal::SIGKILL);
-            }
-            _ = sleep_until(orphan_check.unwrap_or_else(far)), if orphan_check.is_some() && !eof => {
-                if spawn::group_alive(rec.pid) {
-                    orphan_check = Some(Instant::now() + Duration::from_millis(500));
-                } else {
-                    // Give escaped writers a last grace period, then give up on EOF.
-                    orphan_check = None;
-                    let _ = tokio::time::timeout(grace, drain(&mut pipe, &rec, &mut buf)).await;
-                    eof = true;
-                }
-            }
+        } else {
+            self.guard.take();
         }
     }
 }
 
-/// Reads one status message; `Ok(false)` on EOF.
-async fn read_msg(
-    status: Option<&mut pipe::Receiver>,
-    msg: &mut [u8; supervisor::MSG_LEN],
-) -> std::io::Result<bool> {
-    let Some(status) = status else {
-        return std::future::pending().await;
+/// A new pseudo-terminal of the given size: (master, slave), both close-on-exec and above the
+/// standard streams.
+fn open_pty(rows: u16, cols: u16) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
     };
-    match status.read_exact(msg).await {
-        Ok(_) => Ok(true),
-        // EOF comes with the supervisor's exit, which its waiter reports.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
+    let pty = nix::pty::openpty(Some(&ws), None).map_err(std::io::Error::from)?;
+    let mut out = Vec::new();
+    for fd in [pty.master, pty.slave] {
+        // SAFETY: fcntl on an fd we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        out.push(spawn::above_stdio(fd)?);
     }
+    let slave = out.pop().ok_or_else(|| std::io::Error::other("openpty"))?;
+    let master = out.pop().ok_or_else(|| std::io::Error::other("openpty"))?;
+    Ok((master, slave))
 }
 
-fn record_exit(rec: &Record, status: Option<std::io::Result<std::process::ExitStatus>>) {
-    let ending = *rec.ending.lock();
-    let exit = match status {
-        Some(Ok(st)) => exit_from_status(st, ending),
-        Some(Err(e)) => {
-            tracing::warn!(id = %rec.id, "waiting for process failed: {e}");
-            Exit {
-                code: -1,
-                signal: None,
-                reason: ExitReason::Exited,
-                at: SystemTime::now(),
-            }
-        }
-        None => unreachable_exit(),
+fn set_window_size(fd: std::os::fd::RawFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
     };
-    tracing::info!(id = %rec.id, code = exit.code, reason = exit.reason.as_str(), "process exited");
-    rec.set_exit(exit);
-}
-
-async fn drain(pipe: &mut pipe::Receiver, rec: &Record, buf: &mut [u8]) {
-    while let Ok(n) = pipe.read(buf).await {
-        if n == 0 {
-            break;
-        }
-        rec.output.write(&buf[..n]);
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } == -1 {
+        return Err(std::io::Error::last_os_error());
     }
-}
-
-fn unreachable_exit() -> Exit {
-    // The loop only ends once `status` is Some; kept total rather than panicking.
-    Exit {
-        code: -1,
-        signal: None,
-        reason: ExitReason::Exited,
-        at: SystemTime::now(),
-    }
-}
-
-fn exit_from_status(st: std::process::ExitStatus, ending: Ending) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
-    let forced = match ending {
-        Ending::None => None,
-        Ending::TimedOut => Some(ExitReason::TimedOut),
-        Ending::AgentShutdown => Some(ExitReason::AgentShutdown),
-    };
-    let (code, signal, natural) = match (st.code(), st.signal()) {
-        (Some(c), _) => (c, None, ExitReason::Exited),
-        (None, Some(s)) => (-1, Some(signal_name(s)), ExitReason::Signaled),
-        (None, None) => (-1, None, ExitReason::Exited),
-    };
-    Exit {
-        code,
-        signal,
-        reason: forced.unwrap_or(natural),
-        at: SystemTime::now(),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    NixSignal::try_from(sig)
-        .map(|s| s.as_str())
-        .unwrap_or("SIGUNKNOWN")
+    Ok(())
 }

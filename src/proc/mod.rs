@@ -1,14 +1,21 @@
 //! Processes: the bounded head-tail output buffer and the process manager.
 //!
-//! `head_tail` is sans-IO; `spawn` does the fork/exec details; `manager` owns the table of
-//! records and one supervisor task per running process; `record` is one tracked process.
+//! `head_tail` is sans-IO; `spawn` does the clone/exec details; `supervisor` is the process that
+//! owns a command's tree; `manager` owns the table of records and `supervise` the task per
+//! process; `record` is one tracked process; `log` its full output on disk; `state` the state
+//! directory (logs and persisted records); `fdio` async reads/writes on pipes and ptys.
 
+pub mod fdio;
 pub mod head_tail;
+pub mod log;
 pub mod manager;
 pub mod record;
 pub mod spawn;
+pub mod state;
+mod supervise;
 pub mod supervisor;
 
 pub use head_tail::{HeadTailBuffer, Rendered, Truncation};
-pub use manager::{Manager, ManagerConfig, ProcError, Signal, StartSpec};
-pub use record::{Exit, ExitReason, ProcessId, Record, Snapshot};
+pub use log::{Gone, Log};
+pub use manager::{Manager, ManagerConfig, ProcError, Signal, StartSpec, StdinLease};
+pub use record::{Exit, ExitReason, ProcessId, Record, Snapshot, StdinMode};

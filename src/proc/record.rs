@@ -4,14 +4,18 @@
 //! waiter subscribes to. Leaves to the manager: spawning, reaping, eviction.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::fdio;
 use super::head_tail::HeadTailBuffer;
+use super::log::Log;
+use super::state::{Meta, MetaExit, SavedOutput};
 
 /// Opaque process id (a UUID v4 in its lower-case text form).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,6 +57,16 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exited" => Self::Exited,
+            "signaled" => Self::Signaled,
+            "timed_out" => Self::TimedOut,
+            "agent_shutdown" => Self::AgentShutdown,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Exited => "exited",
@@ -83,6 +97,27 @@ pub(crate) enum Ending {
     AgentShutdown,
 }
 
+/// How a process's stdin is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum StdinMode {
+    /// `/dev/null` (the default).
+    #[default]
+    Null,
+    /// A pipe fed through `POST /stdin`.
+    Pipe,
+    /// A pseudo-terminal of this size (rows, cols) is stdin, stdout and stderr.
+    Pty { rows: u16, cols: u16 },
+}
+
+/// The process's side of its stdin, for `POST /stdin` and `/resize`.
+pub struct Input {
+    pub mode: StdinMode,
+    /// `None` once closed (or never opened).
+    pub(crate) writer: tokio::sync::Mutex<Option<fdio::Writer>>,
+    /// The pty master, for window-size changes.
+    pub(crate) pty: Option<OwnedFd>,
+}
+
 /// One process the manager tracks.
 pub struct Record {
     pub id: ProcessId,
@@ -92,6 +127,9 @@ pub struct Record {
     pub pid: u32,
     pub started_at: SystemTime,
     pub output: HeadTailBuffer,
+    /// Every byte written, in the state directory.
+    pub log: Log,
+    pub input: Input,
     /// `None` while running. Set once, after the output pipe reached EOF, so a reader that sees
     /// an exit also sees the complete output.
     exit: watch::Sender<Option<Exit>>,
@@ -119,35 +157,109 @@ pub struct Snapshot {
     pub started_at: SystemTime,
     pub exit: Option<Exit>,
     pub output_bytes: u64,
+    pub log_start: u64,
+    pub log_error: Option<String>,
+}
+
+/// Everything a new record is made of.
+pub(crate) struct NewRecord {
+    pub id: ProcessId,
+    pub command: String,
+    pub workdir: PathBuf,
+    pub background: bool,
+    pub pid: u32,
+    pub fingerprint: u64,
+    pub idempotency_key: Option<String>,
+    pub supervisor: Option<i32>,
+    pub log: Log,
+    pub input: Input,
 }
 
 impl Record {
-    #[allow(clippy::too_many_arguments)] // one call site, every field named there
-    pub(crate) fn new(
-        id: ProcessId,
-        command: String,
-        workdir: PathBuf,
-        background: bool,
-        pid: u32,
-        request_fingerprint: u64,
-        idempotency_key: Option<String>,
-        supervisor: Option<i32>,
-    ) -> Self {
+    pub(crate) fn new(n: NewRecord) -> Self {
         Self {
-            id,
-            command,
-            workdir,
-            background,
-            pid,
+            id: n.id,
+            command: n.command,
+            workdir: n.workdir,
+            background: n.background,
+            pid: n.pid,
             started_at: SystemTime::now(),
             output: HeadTailBuffer::new(),
+            log: n.log,
+            input: n.input,
             exit: watch::Sender::new(None),
             ending: Mutex::new(Ending::None),
-            request_fingerprint,
-            idempotency_key,
-            supervisor,
+            request_fingerprint: n.fingerprint,
+            idempotency_key: n.idempotency_key,
+            supervisor: n.supervisor,
             kill_requested: AtomicBool::new(false),
             tree_alive: AtomicBool::new(true),
+        }
+    }
+
+    /// A record persisted by an earlier agent. One that was still running when that agent died
+    /// is reported as ended by `agent_shutdown`.
+    pub(crate) fn restore(m: &Meta, log: Log) -> Option<Self> {
+        let output = HeadTailBuffer::restore(&m.output.decode()?);
+        let exit = match &m.exit {
+            Some(e) => Exit {
+                code: e.code,
+                signal: e.signal.as_deref().and_then(signal_static),
+                reason: ExitReason::parse(&e.reason).unwrap_or(ExitReason::Exited),
+                at: from_ms(e.at_ms),
+            },
+            None => Exit {
+                code: -1,
+                signal: None,
+                reason: ExitReason::AgentShutdown,
+                at: SystemTime::now(),
+            },
+        };
+        Some(Self {
+            id: ProcessId::from(m.id.as_str()),
+            command: m.command.clone(),
+            workdir: m.workdir.clone(),
+            background: m.background,
+            pid: m.pid,
+            started_at: from_ms(m.started_at_ms),
+            output,
+            log,
+            input: Input {
+                mode: StdinMode::Null,
+                writer: tokio::sync::Mutex::new(None),
+                pty: None,
+            },
+            exit: watch::Sender::new(Some(exit)),
+            ending: Mutex::new(Ending::None),
+            request_fingerprint: m.fingerprint,
+            idempotency_key: m.idempotency_key.clone(),
+            supervisor: None,
+            kill_requested: AtomicBool::new(false),
+            tree_alive: AtomicBool::new(false),
+        })
+    }
+
+    /// What to persist.
+    pub(crate) fn meta(&self) -> Meta {
+        Meta {
+            version: Meta::VERSION,
+            id: self.id.to_string(),
+            command: self.command.clone(),
+            workdir: self.workdir.clone(),
+            background: self.background,
+            pid: self.pid,
+            started_at_ms: to_ms(self.started_at),
+            exit: self.exit().map(|e| MetaExit {
+                code: e.code,
+                signal: e.signal.map(str::to_owned),
+                reason: e.reason.as_str().to_owned(),
+                at_ms: to_ms(e.at),
+            }),
+            output: SavedOutput::from(&self.output.export()),
+            log_end: self.log.end(),
+            log_error: self.log.error(),
+            idempotency_key: self.idempotency_key.clone(),
+            fingerprint: self.request_fingerprint,
         }
     }
 
@@ -168,7 +280,8 @@ impl Record {
         self.exit.send_replace(Some(exit));
     }
 
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Exit>> {
+    /// A receiver that sees the exit once it is recorded.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Exit>> {
         self.exit.subscribe()
     }
 
@@ -182,6 +295,25 @@ impl Record {
             started_at: self.started_at,
             exit: self.exit(),
             output_bytes: self.output.total_written(),
+            log_start: self.log.start(),
+            log_error: self.log.error(),
         }
     }
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// The `&'static str` name of a signal given by name (`"SIGKILL"`).
+fn signal_static(name: &str) -> Option<&'static str> {
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s.as_str())
 }

@@ -255,13 +255,13 @@ unsafe fn run(
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
             while libc::read(sigfd, (&raw mut info).cast(), size) == size as isize {
                 match info.ssi_signo as i32 {
-                    libc::SIGTERM => signal_tree(libc::SIGTERM),
+                    libc::SIGTERM => signal_tree(libc::SIGTERM, sh),
                     KILL_TREE => killing = true,
                     _ => {}
                 }
             }
             if killing {
-                signal_tree(libc::SIGKILL);
+                signal_tree(libc::SIGKILL, sh);
             }
             let mut sh_status = None;
             let empty = loop {
@@ -340,10 +340,18 @@ fn close_range(lo: u32, hi: u32) {
     }
 }
 
-/// Sends `sig` to every descendant of this process (collected first, then signalled, so a
+/// Sends `sig` to the shell's process group (atomic for the group, even against a fork in
+/// progress), then to every descendant of this process (collected first, then signalled, so a
 /// parent that dies of it cannot hide children still to be listed). SIGTERM is followed by
 /// SIGCONT so stopped members can act on it.
-fn signal_tree(sig: libc::c_int) {
+fn signal_tree(sig: libc::c_int, sh: i32) {
+    // SAFETY: signalling a process group; ESRCH once it is empty is harmless.
+    unsafe {
+        libc::kill(-sh, sig);
+        if sig == libc::SIGTERM {
+            libc::kill(-sh, libc::SIGCONT);
+        }
+    }
     let mut pids = [0i32; MAX_WALK];
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };

@@ -191,6 +191,7 @@ impl<C: Connect> Tools<C> {
             // Makes the one retry below safe: a repeated start returns the same process.
             idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
             timeout_ms: None,
+            ..Default::default()
         };
         let started = match conn.start(&req).await {
             // The connection broke or the answer was late: the start may or may not have

@@ -327,6 +327,7 @@ mod tests {
             exit_signal: None,
             exit_reason: Some("exited".into()),
             output_bytes: Some(0),
+            ..Default::default()
         };
         let small = ListProcessesResponse {
             processes: (0..3).map(info).collect(),
