@@ -111,8 +111,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// `sh -c command` in `workdir` with the agent's environment, `defaults` where the agent has
-    /// none, and `env` over both (the request wins).
+    /// `sh -c command` in `workdir` with the agent's environment, `defaults` over it (e.g. a
+    /// pty's `TERM`), and `env` over both (the request wins).
     pub fn new(
         host: &Host,
         command: &str,
@@ -125,9 +125,7 @@ impl Prepared {
             |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
         let mut merged: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
         for (k, v) in defaults {
-            merged
-                .entry(OsString::from(k))
-                .or_insert_with(|| OsString::from(v));
+            merged.insert(OsString::from(k), OsString::from(v));
         }
         for (k, v) in env {
             merged.insert(OsString::from(k), OsString::from(v));
