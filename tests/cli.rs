@@ -234,7 +234,7 @@ fn help_lists_every_verb() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for verb in [
-        "agent", "demo", "exec", "ps", "output", "signal", "rm", "genkey", "pubkey",
+        "agent", "demo", "exec", "ps", "output", "logs", "signal", "rm", "genkey", "pubkey",
     ] {
         assert!(text.contains(verb), "--help lacks {verb}: {text}");
     }
@@ -255,4 +255,93 @@ async fn control_api_port_is_used_for_names() {
         .run(&["ps", &format!("{AGENT_IP}:{API_PORT}"), "--json"])
         .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_quotes_arguments_and_logs_read_ranges() {
+    let e = setup().await;
+    let o = e
+        .run(&["exec", "dev", "--", "printf", "%s\\n", "a  b", "it's"])
+        .await;
+    assert_eq!((o.code, o.stdout.as_str()), (0, "a  b\nit's\n"));
+    // A single argument is a command line, passed unchanged.
+    let o = e.run(&["exec", "dev", "--", "echo one | tr a-z A-Z"]).await;
+    assert_eq!(o.stdout, "ONE\n");
+
+    let o = e
+        .run(&[
+            "exec",
+            "dev",
+            "--background",
+            "--",
+            "seq 1 5; sleep 0.3; seq 6 8",
+        ])
+        .await;
+    let id = o.stdout.trim().to_owned();
+    // Follow from the start: everything, live, until the exit.
+    let o = e.run(&["output", "dev", &id, "--follow"]).await;
+    assert_eq!(o.stdout, "1\n2\n3\n4\n5\n6\n7\n8\n");
+    let o = e.run(&["logs", "dev", &id, "--from", "10"]).await;
+    assert_eq!((o.code, o.stdout.as_str()), (0, "6\n7\n8\n"));
+}
+
+/// `exec -t` through a real pseudo-terminal (Python's `pty`): runs bash, types a command,
+/// reads its output, exits with bash's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_t_is_an_interactive_terminal() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: python3 not found");
+        return;
+    }
+    let e = setup().await;
+    let script = r#"
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "exec", "-t", "dev", "--", "bash --norc --noprofile"])
+out = b""
+def read_until(token, limit=20):
+    global out
+    end = time.time() + limit
+    while token not in out and time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                break
+    return token in out
+time.sleep(0.5)
+os.write(fd, b"echo hi-$((6*7)); tty\r")
+ok = read_until(b"hi-42")
+os.write(fd, b"exit 7\r")
+read_until(b"never", 5)
+_, status = os.waitpid(pid, 0)
+print("OK" if ok else "MISSING", os.waitstatus_to_exitcode(status))
+print(out.decode(errors="replace"), file=sys.stderr)
+"#;
+    let out = tokio::time::timeout(
+        T,
+        tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_wgagent"))
+            .env("WGAGENT_CONFIG", &e.config)
+            .env("TERM", "xterm")
+            .output(),
+    )
+    .await
+    .expect("exec -t hung")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), "OK 7", "{stderr}");
+    assert!(
+        stderr.contains("/dev/pts/"),
+        "the command ran on a terminal: {stderr}"
+    );
 }

@@ -42,7 +42,13 @@ impl Api {
         }
     }
 
-    async fn call(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Body) -> Answer {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -68,7 +74,12 @@ impl Api {
 
     async fn start(&self, body: Value) -> String {
         let a = self
-            .call(Method::POST, "/api/v0/processes/start", &[], Body::from(body.to_string()))
+            .call(
+                Method::POST,
+                "/api/v0/processes/start",
+                &[],
+                Body::from(body.to_string()),
+            )
             .await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
         a.json()["id"].as_str().unwrap().to_owned()
@@ -89,8 +100,13 @@ impl Api {
 
     async fn log(&self, id: &str, range: Option<&str>) -> Answer {
         let h: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
-        self.call(Method::GET, &format!("/api/v0/processes/{id}/log"), &h, Body::empty())
-            .await
+        self.call(
+            Method::GET,
+            &format!("/api/v0/processes/{id}/log"),
+            &h,
+            Body::empty(),
+        )
+        .await
     }
 }
 
@@ -104,16 +120,49 @@ async fn log_ranges_follow_rfc_9110() {
     let id = api.start(json!({"command": "printf 0123456789"})).await;
     api.wait(&id).await;
     let a = api.log(&id, None).await;
-    assert_eq!((a.status, a.body.as_slice()), (StatusCode::OK, &b"0123456789"[..]));
+    assert_eq!(
+        (a.status, a.body.as_slice()),
+        (StatusCode::OK, &b"0123456789"[..])
+    );
     assert_eq!(a.header("content-type"), Some("application/octet-stream"));
     assert_eq!(a.header("wgagent-log-start"), Some("0"));
     let cases: [(&str, StatusCode, &[u8], Option<&str>); 7] = [
-        ("bytes=2-", StatusCode::PARTIAL_CONTENT, b"23456789", Some("bytes 2-9/10")),
-        ("bytes=2-4", StatusCode::PARTIAL_CONTENT, b"234", Some("bytes 2-4/10")),
-        ("bytes=8-100", StatusCode::PARTIAL_CONTENT, b"89", Some("bytes 8-9/10")),
-        ("bytes=-3", StatusCode::PARTIAL_CONTENT, b"789", Some("bytes 7-9/10")),
-        ("bytes=-30", StatusCode::PARTIAL_CONTENT, b"0123456789", Some("bytes 0-9/10")),
-        ("bytes=10-", StatusCode::RANGE_NOT_SATISFIABLE, b"", Some("bytes */10")),
+        (
+            "bytes=2-",
+            StatusCode::PARTIAL_CONTENT,
+            b"23456789",
+            Some("bytes 2-9/10"),
+        ),
+        (
+            "bytes=2-4",
+            StatusCode::PARTIAL_CONTENT,
+            b"234",
+            Some("bytes 2-4/10"),
+        ),
+        (
+            "bytes=8-100",
+            StatusCode::PARTIAL_CONTENT,
+            b"89",
+            Some("bytes 8-9/10"),
+        ),
+        (
+            "bytes=-3",
+            StatusCode::PARTIAL_CONTENT,
+            b"789",
+            Some("bytes 7-9/10"),
+        ),
+        (
+            "bytes=-30",
+            StatusCode::PARTIAL_CONTENT,
+            b"0123456789",
+            Some("bytes 0-9/10"),
+        ),
+        (
+            "bytes=10-",
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            b"",
+            Some("bytes */10"),
+        ),
         ("items=0-1", StatusCode::OK, b"0123456789", None),
     ];
     for (range, status, body, content_range) in cases {
@@ -124,7 +173,10 @@ async fn log_ranges_follow_rfc_9110() {
         }
         assert_eq!(a.header("content-range"), content_range, "{range}");
     }
-    assert_eq!(api.log(&id, Some("bytes=5-2")).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        api.log(&id, Some("bytes=5-2")).await.status,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(api.log("nope", None).await.status, StatusCode::NOT_FOUND);
     // ProcessInfo: the log window.
     let list = api
@@ -167,14 +219,15 @@ async fn window_moves_and_old_offsets_answer_416() {
         log_max_bytes: 4096,
         ..cfg()
     });
-    let id = api
-        .start(json!({"command": "seq 1 5000"}))
-        .await;
+    let id = api.start(json!({"command": "seq 1 5000"})).await;
     let out = api.wait(&id).await;
     assert!(out["output"].as_str().unwrap().starts_with("1\n2\n"));
     let total = 23_893; // bytes of `seq 1 5000`
     let a = api.log(&id, None).await;
-    assert_eq!(a.header("wgagent-log-start"), Some(&*(total - 4096).to_string()));
+    assert_eq!(
+        a.header("wgagent-log-start"),
+        Some(&*(total - 4096).to_string())
+    );
     assert_eq!(a.body.len(), 4096);
     assert!(a.body.ends_with(b"4999\n5000\n"));
     let a = api.log(&id, Some("bytes=0-")).await;
@@ -216,7 +269,10 @@ async fn follow_streams_until_exit() {
         )
         .await;
     assert_eq!(a.header("wgagent-log-offset"), Some("14"));
-    assert_eq!(String::from_utf8(a.body).unwrap(), "line 3\nline 4\nline 5\n");
+    assert_eq!(
+        String::from_utf8(a.body).unwrap(),
+        "line 3\nline 4\nline 5\n"
+    );
 }
 
 #[tokio::test]
@@ -237,7 +293,10 @@ async fn stdin_pipe_echo_close_and_bounded_wait() {
         }
     };
     let a = post("", "hello\n").await;
-    assert_eq!((a.status, a.json()["written"].clone()), (StatusCode::OK, json!(6)));
+    assert_eq!(
+        (a.status, a.json()["written"].clone()),
+        (StatusCode::OK, json!(6))
+    );
     let a = post("?close=true", "bye\n").await;
     assert_eq!(a.status, StatusCode::OK);
     let out = api.wait(&id).await;
@@ -355,7 +414,11 @@ async fn results_survive_a_restart_and_idempotent_starts_do_not_rerun() {
     };
     // A truncated and a foreign file are skipped with a warning, not a crash.
     let bogus = uuid::Uuid::new_v4();
-    std::fs::write(dir.path().join(format!("procs/{bogus}.json")), b"{\"version\":1,\"id").unwrap();
+    std::fs::write(
+        dir.path().join(format!("procs/{bogus}.json")),
+        b"{\"version\":1,\"id",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("procs/README"), b"not ours").unwrap();
 
     let api = Api::with(state.clone());

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::api::types::{ProcessInfo, StartProcessRequest};
+use super::stream;
+use crate::api::types::{ProcessInfo, StartProcessRequest, TerminalSize};
 use crate::client::{AgentConn, AgentOptions, ClientError};
 use crate::config::Config;
 use crate::node::{Node, NodeConfig, NodeConnector};
@@ -226,6 +227,8 @@ pub struct ExecArgs {
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub background: bool,
+    /// Interactive terminal (`-t`).
+    pub tty: bool,
     pub command: Vec<String>,
 }
 
@@ -235,15 +238,24 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
     if a.command.is_empty() {
         bail!("no command given (usage: wgagent exec AGENT [OPTIONS] -- COMMAND...)");
     }
-    // Arguments after `--` are joined with spaces, as `ssh host cmd args` does: the agent runs
-    // the result with `sh -c`.
+    // One argument is a command line as it is; several are quoted for `sh -c` so that they
+    // arrive as the separate words they were here.
+    let mut env = env;
+    let pty = a.tty.then(|| {
+        let (rows, cols) = stream::terminal_size().unwrap_or((24, 80));
+        if let Ok(term) = std::env::var("TERM") {
+            env.entry("TERM".to_owned()).or_insert(term);
+        }
+        TerminalSize { rows, cols }
+    });
     let req = StartProcessRequest {
-        command: a.command.join(" "),
+        command: stream::command_line(&a.command)?,
         workdir: a.workdir,
         env,
         background: a.background,
         idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
         timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
+        pty,
         ..Default::default()
     };
     let id = s.conn.start(&req).await.map_err(|e| s.explain(e))?.id;
@@ -251,6 +263,15 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(0);
     }
+    // Output live, as it is written (the log, not the head+tail view).
+    let streamed = if a.tty {
+        stream::interactive(&s.conn, &id).await
+    } else {
+        stream::copy_output(&s.conn, &id, 0)
+            .await
+            .map(|_| ())
+            .map_err(|e| s.explain(e))
+    };
     let out = loop {
         // Server-side waits of up to 5 minutes each; no polling interval.
         let out = s
@@ -262,14 +283,10 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
             break out;
         }
     };
-    print!("{}", out.output);
-    if let Some(t) = &out.truncated
-        && t.omitted_bytes > 0
-    {
-        eprintln!(
-            "wgagent: output truncated: {} of {} bytes omitted from the middle",
-            t.omitted_bytes, t.original_bytes
-        );
+    if let Err(e) = streamed {
+        // The log could not be followed (e.g. the agent's disk is full): the head+tail view.
+        eprintln!("wgagent: live output failed ({e}); the head and tail of the output follow");
+        print!("{}", out.output);
     }
     let code = out.exit_code.unwrap_or(-1);
     if code >= 0 {
@@ -366,7 +383,19 @@ fn age(secs: i64) -> String {
     }
 }
 
-pub async fn output(s: &Session, id: &str, wait: bool, json: bool) -> anyhow::Result<()> {
+pub async fn output(
+    s: &Session,
+    id: &str,
+    wait: bool,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if follow {
+        stream::copy_output(&s.conn, id, 0)
+            .await
+            .map_err(|e| s.explain(e))?;
+        return Ok(());
+    }
     let out = s
         .conn
         .output(id, wait.then(|| Duration::from_secs(300)))
@@ -379,6 +408,20 @@ pub async fn output(s: &Session, id: &str, wait: bool, json: bool) -> anyhow::Re
         if out.running {
             eprintln!("wgagent: process {id} is still running (use --wait to wait for it)");
         }
+    }
+    Ok(())
+}
+
+/// `wgagent logs AGENT ID [--from N] [--follow]`: the raw log from byte N.
+pub async fn logs(s: &Session, id: &str, from: u64, follow: bool) -> anyhow::Result<()> {
+    if follow {
+        stream::copy_output(&s.conn, id, from)
+            .await
+            .map_err(|e| s.explain(e))?;
+    } else {
+        stream::print_log(&s.conn, id, from)
+            .await
+            .map_err(|e| s.explain(e))?;
     }
     Ok(())
 }

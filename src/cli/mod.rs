@@ -6,6 +6,7 @@
 mod agent;
 mod control;
 mod demo;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,7 +51,12 @@ enum Command {
         /// Start it and print its process id instead of waiting.
         #[arg(long)]
         background: bool,
-        /// The command (joined with spaces and run with `sh -c` on the agent).
+        /// Interactive terminal, like `ssh -t`: the command runs on a pseudo-terminal, this
+        /// terminal is put in raw mode, keystrokes and window-size changes are forwarded.
+        #[arg(short = 't', long = "tty")]
+        tty: bool,
+        /// The command: one argument is run with `sh -c` as it is; several are quoted and
+        /// joined first, so they arrive as the words they are here.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -72,8 +78,24 @@ enum Command {
         /// Wait (server-side, up to 5 minutes) until the process exits.
         #[arg(long)]
         wait: bool,
+        /// Print the full output live from the start, until the process exits.
+        #[arg(long, short = 'f', conflicts_with_all = ["wait", "json"])]
+        follow: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Print a process's full log (raw bytes) from a byte offset, optionally following it.
+    Logs {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        id: String,
+        /// First byte to print (absolute offset since the process started).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep printing as the process writes, until it exits.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Send a signal to a process's whole process group.
     Signal {
@@ -154,6 +176,7 @@ pub fn main() -> ExitCode {
             env,
             timeout,
             background,
+            tty,
             command,
         } => {
             let args = control::ExecArgs {
@@ -161,6 +184,7 @@ pub fn main() -> ExitCode {
                 env,
                 timeout,
                 background,
+                tty,
                 command,
             };
             match with_session(control, &agent, async |s| control::exec(s, args).await) {
@@ -183,9 +207,19 @@ pub fn main() -> ExitCode {
             agent,
             id,
             wait,
+            follow,
             json,
         } => report(with_session(control, &agent, async |s| {
-            control::output(s, &id, wait, json).await
+            control::output(s, &id, wait, follow, json).await
+        })),
+        Command::Logs {
+            control,
+            agent,
+            id,
+            from,
+            follow,
+        } => report(with_session(control, &agent, async |s| {
+            control::logs(s, &id, from, follow).await
         })),
         Command::Signal {
             control,

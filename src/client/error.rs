@@ -32,6 +32,10 @@ pub enum ClientError {
     /// The agent answered 2xx with a body that is not the expected JSON (version mismatch?).
     #[error("unexpected response body: {0}")]
     Decode(#[source] serde_json::Error),
+    /// A log range starts before what the agent still retains (`log_start`). Retrying the same
+    /// range never helps; ask from `log_start` (the bytes before it are gone).
+    #[error("{message} (HTTP 416)")]
+    NotRetained { message: String, log_start: u64 },
     /// The connection failed after it was opened (reset, closed mid-answer, malformed HTTP).
     /// The request may or may not have taken effect.
     #[error("HTTP error: {0}")]

@@ -10,6 +10,7 @@
 mod connect;
 mod error;
 mod pool;
+mod procio;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 pub use connect::{Connect, TcpConnector};
 pub use error::ClientError;
+pub use procio::LogChunk;
 
 use crate::api::types::{
     HealthResponse, ListProcessesResponse, MAX_WAIT_MS, ProcessOutputResponse, Response,
@@ -171,6 +173,8 @@ impl<C: Connect> AgentConn<C> {
             method,
             path: &path,
             body: body.map(Bytes::from),
+            range: None,
+            raw: false,
         };
         let (status, bytes) = tokio::time::timeout(limit, self.pool.send(&call, started))
             .await

@@ -64,6 +64,10 @@ pub(crate) struct Call<'a> {
     pub(crate) method: Method,
     pub(crate) path: &'a str,
     pub(crate) body: Option<Bytes>,
+    /// `Range` header value (log reads).
+    pub(crate) range: Option<String>,
+    /// The body is raw bytes (stdin), not JSON.
+    pub(crate) raw: bool,
 }
 
 impl<C: Connect> Pool<C> {
@@ -93,6 +97,16 @@ impl<C: Connect> Pool<C> {
         call: &Call<'_>,
         started: Instant,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let (status, _, bytes) = self.send_full(call, started).await?;
+        Ok((status, bytes))
+    }
+
+    /// Like [`Pool::send`], with the answer's headers.
+    pub(crate) async fn send_full(
+        &self,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
         let (mut sender, reused) = match self.checkout().await {
             Some(s) => (s, true),
             None => (self.open(started).await?, false),
@@ -116,13 +130,28 @@ impl<C: Connect> Pool<C> {
             Err(e) => return Err(ClientError::Http(Box::new(e))),
         };
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
             .collect()
             .await
             .map_err(ClientError::Http)?
             .to_bytes();
         self.checkin(sender);
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
+    }
+
+    /// Sends `call` on a connection of its own (not pooled) and returns the answer with its body
+    /// unread, for long-lived streams (log follow). The connection closes with the body.
+    pub(crate) async fn stream(
+        &self,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let mut sender = self.open(started).await?;
+        sender
+            .send_request(self.request(call))
+            .await
+            .map_err(|e| ClientError::Http(Box::new(e)))
     }
 
     fn request(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
@@ -148,8 +177,17 @@ impl<C: Connect> Pool<C> {
         if call.body.is_some() {
             h.insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
+                header::HeaderValue::from_static(if call.raw {
+                    "application/octet-stream"
+                } else {
+                    "application/json"
+                }),
             );
+        }
+        if let Some(r) = &call.range
+            && let Ok(v) = header::HeaderValue::from_str(r)
+        {
+            h.insert(header::RANGE, v);
         }
         req
     }
