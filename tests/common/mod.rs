@@ -178,3 +178,39 @@ pub async fn pair() -> Pair {
 pub fn api_addr() -> SocketAddr {
     SocketAddr::new(ip(AGENT_IP), API_PORT)
 }
+
+/// An agent that knows two control peers (100.64.0.1 and 100.64.0.2), and those two peers.
+pub async fn agent_and_two_controls() -> (
+    wgagent::node::Node,
+    wgagent::node::Node,
+    wgagent::node::Node,
+) {
+    let ak = keypair();
+    let (c1k, c2k) = (keypair(), keypair());
+    let agent = node(
+        ak.secret.clone(),
+        AGENT_IP,
+        0,
+        vec![
+            peer(c1k.public, "100.64.0.1/32", None, None),
+            peer(c2k.public, "100.64.0.2/32", None, None),
+        ],
+    )
+    .await;
+    let ep = Some(loopback(&agent));
+    let c1 = node(
+        c1k.secret.clone(),
+        "100.64.0.1",
+        0,
+        vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+    )
+    .await;
+    let c2 = node(
+        c2k.secret.clone(),
+        "100.64.0.2",
+        0,
+        vec![peer(ak.public, "100.64.0.10/32", ep, None)],
+    )
+    .await;
+    (agent, c1, c2)
+}
