@@ -449,3 +449,59 @@ async fn results_survive_a_restart_and_idempotent_starts_do_not_rerun() {
     assert_eq!(again, id);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "run\n");
 }
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A process writing 1 GiB as fast as it can, followed by a reader that stalls after its first
+/// chunk: the writer finishes without waiting for the reader (the log is a bounded ring file,
+/// nothing is buffered for the follower), memory stays bounded, and the stalled follower
+/// learns it was overtaken instead of receiving wrong bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_writer_slow_follower_bounded_and_unslowed() {
+    let api = Api::with(ManagerConfig {
+        log_max_bytes: 1 << 20,
+        ..cfg()
+    });
+    let before = rss_kib();
+    let id = api
+        .start(json!({"command": "head -c 1073741824 /dev/zero"}))
+        .await;
+    let req = Request::builder()
+        .uri(format!("/api/v0/processes/{id}/log?follow=true"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = api.router.clone().oneshot(req).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+    // The follower stalls; the writer must still finish.
+    let out = api.wait(&id).await;
+    assert_eq!(out["exit_code"], 0);
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    let list = api
+        .call(Method::GET, "/api/v0/processes/list", &[], Body::empty())
+        .await
+        .json();
+    assert_eq!(list["processes"][0]["output_bytes"], 1u64 << 30);
+    assert_eq!(list["processes"][0]["log_start"], (1u64 << 30) - (1 << 20));
+    // Resuming the stalled follower: its next bytes are gone, and it is told so.
+    let mut overtaken = false;
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            overtaken = true;
+            break;
+        }
+    }
+    assert!(
+        overtaken,
+        "a lapped follower must end with an error, not wrong bytes"
+    );
+}
