@@ -91,7 +91,8 @@ enum Command {
         agent: String,
         id: String,
     },
-    /// Serve the LLM tools (execute, process_output, process_list, process_signal) as a Model
+    /// Serve the LLM tools (execute, process_*, read_file, write_file, edit_files,
+    /// list_directory) as a Model
     /// Context Protocol server on stdin/stdout.
     Mcp {
         #[command(flatten)]

@@ -9,6 +9,7 @@
 
 mod connect;
 mod error;
+mod files;
 mod pool;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 pub use connect::{Connect, TcpConnector};
 pub use error::ClientError;
+pub use files::{FileDownload, WriteCondition};
 
 use crate::api::types::{
     HealthResponse, ListProcessesResponse, MAX_WAIT_MS, ProcessOutputResponse, Response,
@@ -171,6 +173,7 @@ impl<C: Connect> AgentConn<C> {
             method,
             path: &path,
             body: body.map(Bytes::from),
+            headers: http::HeaderMap::new(),
         };
         let (status, bytes) = tokio::time::timeout(limit, self.pool.send(&call, started))
             .await
