@@ -98,8 +98,19 @@ fn join(errors: &[FilesError]) -> String {
 impl FilesError {
     /// Maps an OS error on `path` during `op` to the variant a caller can act on.
     pub fn io(op: &'static str, path: &Path, e: io::Error) -> Self {
+        use io::ErrorKind as K;
         let path = path.to_owned();
-        match e.raw_os_error() {
+        // Wrapped errors (e.g. from `tempfile`) keep their kind but not their errno.
+        let errno = e.raw_os_error().or(match e.kind() {
+            K::NotFound => Some(libc::ENOENT),
+            K::PermissionDenied => Some(libc::EACCES),
+            K::ReadOnlyFilesystem => Some(libc::EROFS),
+            K::NotADirectory => Some(libc::ENOTDIR),
+            K::IsADirectory => Some(libc::EISDIR),
+            K::StorageFull | K::QuotaExceeded => Some(libc::ENOSPC),
+            _ => None,
+        });
+        match errno {
             Some(libc::ENOENT) => Self::NotFound(path),
             Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ETXTBSY) => {
                 Self::PermissionDenied(path)
@@ -143,6 +154,11 @@ mod tests {
         assert!(matches!(e(libc::ELOOP), FilesError::SymlinkLoop(_)));
         assert!(matches!(e(libc::ENOSPC), FilesError::NoSpace { .. }));
         assert!(matches!(e(libc::EIO), FilesError::Io { .. }));
+        let wrapped = io::Error::new(io::ErrorKind::PermissionDenied, "in /x: denied");
+        assert!(matches!(
+            FilesError::io("create", p, wrapped),
+            FilesError::PermissionDenied(_)
+        ));
         assert_eq!(e(libc::ENOENT).to_string(), "file does not exist: /x");
         assert_eq!(e(libc::EACCES).to_string(), "permission denied: /x");
     }

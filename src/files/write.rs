@@ -53,7 +53,11 @@ impl Files {
                     .recursive(true)
                     .mode(0o755)
                     .create(&dir)
-                    .map_err(|e| FilesError::io("mkdir", &dir, e))?;
+                    .map_err(|e| match e.kind() {
+                        // A component exists and is not a directory.
+                        std::io::ErrorKind::AlreadyExists => FilesError::NotADirectory(dir.clone()),
+                        _ => FilesError::io("mkdir", &dir, e),
+                    })?;
                 if let Ok(m) = std::fs::metadata(&target) {
                     check_replaceable(&target, &m)?;
                 }
