@@ -181,7 +181,7 @@ fn prepare(
         .map_err(|e| FilesError::io("stat", &target, e))?;
     if size > max_file || size > *budget {
         return Err(FilesError::TooLarge {
-            what: format!("{}", spec.path),
+            what: spec.path.clone(),
             size,
             limit: max_file.min(*budget),
         });

@@ -99,6 +99,9 @@ fn line_list(lines: &[usize]) -> String {
     s
 }
 
+/// One disagreeing character: its count in the search line, and `(line, count)` per file line.
+type Miscount = (char, usize, Vec<(usize, usize)>);
+
 fn miscount(content: &[&str], search: &[&str]) -> String {
     let mut hints: Vec<String> = Vec::new();
     let mut extra = 0;
@@ -108,7 +111,7 @@ fn miscount(content: &[&str], search: &[&str]) -> String {
             continue;
         }
         // Group candidates by the disagreeing character, in order of first appearance.
-        let mut groups: Vec<(char, usize, Vec<(usize, usize)>)> = Vec::new();
+        let mut groups: Vec<Miscount> = Vec::new();
         for (i, c_line) in content.iter().enumerate() {
             let Some((ch, s_count, c_count)) = single_char_miscount(s, split_ending(c_line).0)
             else {

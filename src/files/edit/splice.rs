@@ -129,7 +129,7 @@ pub(super) fn indent_gcd(mut a: usize, mut b: usize) -> usize {
 
 /// How many `unit`s make `lead`; `None` unless `lead` is exactly that many repetitions.
 pub(super) fn indent_level(lead: &str, unit: &str) -> Option<usize> {
-    if unit.is_empty() || lead.len() % unit.len() != 0 {
+    if unit.is_empty() || !lead.len().is_multiple_of(unit.len()) {
         return None;
     }
     let n = lead.len() / unit.len();

@@ -5,6 +5,13 @@
 use super::splice::{indent_gcd, indent_level, indent_unit, translate_indent};
 use super::*;
 
+/// `(search, replace, replace_all)`.
+type E<'a> = (&'a str, &'a str, bool);
+/// `(name, content, edits, expected)`.
+type Case<'a> = (&'a str, &'a str, &'a [E<'a>], &'a str);
+/// `(name, content, search, replace, wanted parts, unwanted parts)`.
+type HintCase<'a> = (&'a str, String, &'a str, &'a str, Vec<String>, Vec<&'a str>);
+
 /// Applies `edits` in order, like one file entry of an edit request.
 fn run(content: &str, edits: &[(&str, &str, bool)]) -> Result<String, EditError> {
     let mut out = content.to_owned();
@@ -140,7 +147,7 @@ fn basic_edits() {
 
 #[test]
 fn endings_and_whitespace() {
-    let cases: &[(&str, &str, &[(&str, &str, bool)], &str)] = &[
+    let cases: &[Case] = &[
         (
             "CRLF_Content_LFSearch_Delete",
             "foo\r\nline\r\nbar\r\n",
@@ -550,7 +557,7 @@ const BASE: &str = "search string not found in file. Verify the search string ma
 #[test]
 fn failed_searches_carry_hints() {
     let dash = |n| "\u{2500}".repeat(n);
-    let cases: Vec<(&str, String, &str, &str, Vec<String>, Vec<&str>)> = vec![
+    let cases: Vec<HintCase> = vec![
         (
             "Inversion_HintIncludesSwapAndLine",
             "package main\n\nfunc adder(a int, b int) int { return a + b }\n\n// trailing comment\n".into(),
