@@ -115,8 +115,8 @@ async fn run() {
         AgentOptions::default(),
     );
     let tools = Tools::single(conn.clone());
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
-        .unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
     let d = dir.path().to_owned();
 
     // 1. read_file page.
@@ -242,7 +242,11 @@ async fn run() {
             .unwrap();
         ours.push(t.elapsed());
         cp.push(sh(format!("cp {src_s} {local}")).await.unwrap());
-        cp_sync.push(sh(format!("cp {src_s} {local} && sync {local}")).await.unwrap());
+        cp_sync.push(
+            sh(format!("cp {src_s} {local} && sync {local}"))
+                .await
+                .unwrap(),
+        );
     }
     let mbps = |v: &mut Vec<Duration>| {
         v.sort();
