@@ -48,6 +48,7 @@ fn write_config(p: &Pair, dir: &std::path::Path, second: Option<&Pair>) -> PathB
 }
 
 async fn run_client(config: &std::path::Path, mode: &str, agent: &str) {
+    let work = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(90),
@@ -55,6 +56,7 @@ async fn run_client(config: &std::path::Path, mode: &str, agent: &str) {
             .args([script, env!("CARGO_BIN_EXE_wgagent")])
             .arg(config)
             .args([mode, agent])
+            .arg(work.path())
             .output(),
     )
     .await

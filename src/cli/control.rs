@@ -186,7 +186,7 @@ pub fn resolve(cfg: &Config, agent: &str) -> anyhow::Result<Target> {
     })
 }
 
-/// `wgagent mcp`: an MCP server on stdio exposing the four tools for the config's agents
+/// `wgagent mcp`: an MCP server on stdio exposing the process and file tools for the config's agents
 /// (named peers), or for the one given with `--agent`.
 pub async fn mcp(config: &Path, agent: Option<&str>) -> anyhow::Result<()> {
     let cfg = load(config)?;

@@ -9,6 +9,7 @@
 
 mod connect;
 mod error;
+mod files;
 mod pool;
 mod procio;
 
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 pub use connect::{Connect, TcpConnector};
 pub use error::ClientError;
+pub use files::{FileDownload, WriteCondition};
 pub use procio::LogChunk;
 
 use crate::api::types::{
@@ -173,8 +175,7 @@ impl<C: Connect> AgentConn<C> {
             method,
             path: &path,
             body: body.map(Bytes::from),
-            range: None,
-            raw: false,
+            headers: http::HeaderMap::new(),
         };
         let (status, bytes) = tokio::time::timeout(limit, self.pool.send(&call, started))
             .await

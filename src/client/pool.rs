@@ -43,6 +43,40 @@ pub(crate) fn spawn_reaper<C: Connect>(pool: &Arc<Pool<C>>) {
     });
 }
 
+/// An answer whose body is read piece by piece (see [`Pool::send_streaming`]).
+pub(crate) struct Streamed {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    body: hyper::body::Incoming,
+    /// Returns the connection to the pool; run once the body ended.
+    checkin: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Streamed {
+    /// The next piece of the body; `None` at its end.
+    pub(crate) async fn chunk(&mut self) -> Option<Result<Bytes, ClientError>> {
+        loop {
+            match self.body.frame().await {
+                None => {
+                    if let Some(checkin) = self.checkin.take() {
+                        checkin();
+                    }
+                    return None;
+                }
+                Some(Err(e)) => {
+                    self.checkin = None; // a broken connection is not reused
+                    return Some(Err(ClientError::Http(Box::new(e))));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One agent's connections.
 pub(crate) struct Pool<C> {
     connector: C,
@@ -64,10 +98,8 @@ pub(crate) struct Call<'a> {
     pub(crate) method: Method,
     pub(crate) path: &'a str,
     pub(crate) body: Option<Bytes>,
-    /// `Range` header value (log reads).
-    pub(crate) range: Option<String>,
-    /// The body is raw bytes (stdin), not JSON.
-    pub(crate) raw: bool,
+    /// Added after the defaults (and replacing them: e.g. a raw body's content type).
+    pub(crate) headers: http::HeaderMap,
 }
 
 impl<C: Connect> Pool<C> {
@@ -97,16 +129,81 @@ impl<C: Connect> Pool<C> {
         call: &Call<'_>,
         started: Instant,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let (status, _, bytes) = self.send_full(call, started).await?;
+        let (resp, sender) = self.exchange(call, started).await?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        self.checkin(sender);
         Ok((status, bytes))
     }
 
-    /// Like [`Pool::send`], with the answer's headers.
-    pub(crate) async fn send_full(
+    /// Sends `call` and returns the answer with its body unread: the connection goes back to
+    /// the pool when [`Streamed::chunk`] has read the body to its end, and is closed if the
+    /// body is dropped before.
+    pub(crate) async fn send_streaming(
+        self: &Arc<Self>,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Result<Streamed, ClientError> {
+        let (resp, sender) = self.exchange(call, started).await?;
+        let (parts, body) = resp.into_parts();
+        let pool = Arc::downgrade(self);
+        Ok(Streamed {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            checkin: Some(Box::new(move || {
+                if let Some(pool) = pool.upgrade() {
+                    pool.checkin(sender);
+                }
+            })),
+        })
+    }
+
+    /// Sends `request` (any body: e.g. a streamed upload, which cannot be retried) on a new
+    /// connection of its own, closed after the answer, whose body is read whole (bounded).
+    pub(crate) async fn send_once<B>(
+        &self,
+        request: Request<B>,
+        started: Instant,
+    ) -> Result<(StatusCode, Bytes), ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut sender = self.open::<B>(started).await?;
+        let mut request = request;
+        self.default_headers(request.headers_mut(), false);
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Http(Box::new(e)))?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends `call` on a pooled or new connection (see `send` for the one retry); returns the
+    /// answer and the connection's sender, to be checked in once the body is read.
+    async fn exchange(
         &self,
         call: &Call<'_>,
         started: Instant,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            SendRequest<Full<Bytes>>,
+        ),
+        ClientError,
+    > {
         let (mut sender, reused) = match self.checkout().await {
             Some(s) => (s, true),
             None => (self.open(started).await?, false),
@@ -129,29 +226,7 @@ impl<C: Connect> Pool<C> {
             }
             Err(e) => return Err(ClientError::Http(Box::new(e))),
         };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
-        self.checkin(sender);
-        Ok((status, headers, bytes))
-    }
-
-    /// Sends `call` on a connection of its own (not pooled) and returns the answer with its body
-    /// unread, for long-lived streams (log follow). The connection closes with the body.
-    pub(crate) async fn stream(
-        &self,
-        call: &Call<'_>,
-        started: Instant,
-    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
-        let mut sender = self.open(started).await?;
-        sender
-            .send_request(self.request(call))
-            .await
-            .map_err(|e| ClientError::Http(Box::new(e)))
+        Ok((resp, sender))
     }
 
     fn request(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
@@ -162,7 +237,15 @@ impl<C: Connect> Pool<C> {
             .path
             .parse()
             .unwrap_or_else(|_| http::Uri::from_static("/"));
-        let h = req.headers_mut();
+        self.default_headers(req.headers_mut(), call.body.is_some());
+        for (k, v) in &call.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        req
+    }
+
+    /// Host, user agent, accept, and a JSON content type when there is a body.
+    fn default_headers(&self, h: &mut http::HeaderMap, json_body: bool) {
         if let Ok(v) = header::HeaderValue::from_str(&self.addr.to_string()) {
             h.insert(header::HOST, v);
         }
@@ -170,26 +253,14 @@ impl<C: Connect> Pool<C> {
             header::USER_AGENT,
             header::HeaderValue::from_static(concat!("wgagent/", env!("CARGO_PKG_VERSION"))),
         );
-        h.insert(
-            header::ACCEPT,
-            header::HeaderValue::from_static("application/json"),
-        );
-        if call.body.is_some() {
+        h.entry(header::ACCEPT)
+            .or_insert(header::HeaderValue::from_static("application/json"));
+        if json_body {
             h.insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static(if call.raw {
-                    "application/octet-stream"
-                } else {
-                    "application/json"
-                }),
+                header::HeaderValue::from_static("application/json"),
             );
         }
-        if let Some(r) = &call.range
-            && let Ok(v) = header::HeaderValue::from_str(r)
-        {
-            h.insert(header::RANGE, v);
-        }
-        req
     }
 
     /// The most recently used live idle connection, if any.
@@ -225,7 +296,12 @@ impl<C: Connect> Pool<C> {
 
     /// Opens a new connection (bounded by the connect timeout) and starts its HTTP/1 task,
     /// which ends when the connection closes or its sender is dropped.
-    async fn open(&self, started: Instant) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn open<B>(&self, started: Instant) -> Result<SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let unreachable = |source| ClientError::Unreachable {
             addr: self.addr,
             waited: started.elapsed(),

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use http::Method;
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderValue, Method, header};
 
-use super::pool::Call;
+use super::pool::{Call, Streamed};
 use super::{AgentConn, ClientError, Connect, encode_segment, status_error};
 use crate::api::types::{
     LOG_START_HEADER, RangeNotRetained, Response, StdinResponse, TerminalSize,
@@ -50,14 +49,17 @@ impl<C: Connect> AgentConn<C> {
             method: Method::GET,
             path: &path,
             body: None,
-            range: Some(range),
-            raw: false,
+            headers: range_header(&range),
         };
         let limit = self.opts.request_timeout;
-        let (status, headers, bytes) =
-            tokio::time::timeout(limit, self.pool.send_full(&call, Instant::now()))
-                .await
-                .map_err(|_| ClientError::Timeout { after: limit })??;
+        let max = self.opts.max_response_bytes;
+        let (status, headers, bytes) = tokio::time::timeout(limit, async {
+            let mut r = self.pool.send_streaming(&call, Instant::now()).await?;
+            let bytes = read_all(&mut r, max).await?;
+            Ok::<_, ClientError>((r.status, r.headers, bytes))
+        })
+        .await
+        .map_err(|_| ClientError::Timeout { after: limit })??;
         let log_start = header_u64(&headers, LOG_START_HEADER).unwrap_or(0);
         match status.as_u16() {
             200 | 206 => {
@@ -91,7 +93,7 @@ impl<C: Connect> AgentConn<C> {
             conn: AgentConn<C>,
             path: String,
             pos: u64,
-            body: Option<hyper::body::Incoming>,
+            body: Option<Streamed>,
             failures: u32,
             done: bool,
         }
@@ -109,17 +111,15 @@ impl<C: Connect> AgentConn<C> {
                     return None;
                 }
                 if let Some(body) = &mut st.body {
-                    match body.frame().await {
+                    match body.chunk().await {
                         None => return None, // the process exited and everything was sent
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data()
-                                && !data.is_empty()
-                            {
-                                st.pos += data.len() as u64;
-                                st.failures = 0;
-                                return Some((Ok(data), st));
+                        Some(Ok(data)) => {
+                            if data.is_empty() {
+                                continue;
                             }
-                            continue;
+                            st.pos += data.len() as u64;
+                            st.failures = 0;
+                            return Some((Ok(data), st));
                         }
                         Some(Err(e)) => {
                             tracing::debug!("follow: connection lost at byte {}: {e}", st.pos);
@@ -144,33 +144,27 @@ impl<C: Connect> AgentConn<C> {
                     method: Method::GET,
                     path: &st.path,
                     body: None,
-                    range: Some(format!("bytes={}-", st.pos)),
-                    raw: false,
+                    headers: range_header(&format!("bytes={}-", st.pos)),
                 };
                 let opened = tokio::time::timeout(
                     st.conn.opts.request_timeout,
-                    st.conn.pool.stream(&call, Instant::now()),
+                    st.conn.pool.send_streaming(&call, Instant::now()),
                 )
                 .await;
-                let resp = match opened {
+                let mut resp = match opened {
                     Ok(Ok(r)) => r,
-                    Ok(Err(ClientError::Status { .. })) | Ok(Err(_)) | Err(_) => {
+                    Ok(Err(_)) | Err(_) => {
                         st.failures += 1;
                         continue;
                     }
                 };
-                let status = resp.status();
+                let status = resp.status;
                 if status.is_success() {
-                    st.body = Some(resp.into_body());
+                    st.body = Some(resp);
                     continue;
                 }
-                let headers = resp.headers().clone();
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
+                let bytes = read_all(&mut resp, 64 * 1024).await.unwrap_or_default();
+                let headers = resp.headers;
                 st.done = true;
                 if status == 416 {
                     // Everything was received already (the process ended at our offset).
@@ -199,12 +193,16 @@ impl<C: Connect> AgentConn<C> {
         if close {
             path.push_str("?close=true");
         }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         let call = Call {
             method: Method::POST,
             path: &path,
             body: Some(data),
-            range: None,
-            raw: true,
+            headers,
         };
         // The agent waits up to 30 s for a child that does not read.
         let limit = self.opts.request_timeout + Duration::from_secs(30);
@@ -224,6 +222,29 @@ impl<C: Connect> AgentConn<C> {
         let path = format!("/api/v0/processes/{}/resize", encode_segment(id));
         self.call(Method::POST, path, Some(body), None).await
     }
+}
+
+fn range_header(range: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(range) {
+        h.insert(header::RANGE, v);
+    }
+    h
+}
+
+/// The whole body, refusing more than `max` bytes.
+async fn read_all(r: &mut Streamed, max: usize) -> Result<Bytes, ClientError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = r.chunk().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > max {
+            return Err(ClientError::Http(
+                format!("answer larger than {max} bytes; ask for a smaller range").into(),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
 }
 
 fn header_u64(h: &http::HeaderMap, name: &str) -> Option<u64> {
