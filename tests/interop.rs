@@ -111,6 +111,7 @@ fn wireguard_go_peers_drive_the_agent_and_strangers_get_nothing() {
         lab.must(ns, &["ip", "link", "set", ifname, "up", "mtu", "1280"]);
     }
 
+    let state_dir = dir.join("state").display().to_string();
     let config = format!(
         r#"[interface]
 private_key_file = "agent.key"
@@ -119,6 +120,7 @@ listen_port = {AGENT_PORT}
 
 [api]
 shutdown_grace = "1s"
+state_dir = "{state_dir}"
 
 [[peer]]
 name = "control-1"
