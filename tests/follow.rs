@@ -133,9 +133,10 @@ async fn follow_survives_a_dropped_connection_and_a_dead_control_node() {
                 }
             }
         }
-        // The start's connection, the follow's, and the follow's own reconnect.
+        // The pooled connection (the start's, reused by the follow) and the follow's own
+        // reconnect after the break.
         assert!(
-            connects.load(Ordering::SeqCst) >= 3,
+            connects.load(Ordering::SeqCst) >= 2,
             "the stream did not reconnect"
         );
         // Drop 2: replica 1 dies; replica 2 resumes at the byte received.
