@@ -10,7 +10,10 @@
 //! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
-//! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas.
+//! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas, over a node, the control
+//!   daemon's socket, or any connector.
+//! - [`control`]: the control daemon (`wgagent control`): a long-lived control node serving
+//!   the CLI and local HTTP clients on a Unix socket, forwarding to agents through the tunnel.
 //! - [`tool`]: LLM-facing tools and the MCP server.
 //! - [`cli`]: the `wgagent` command line.
 
@@ -18,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod keys;
 pub mod netstack;
 pub mod node;

@@ -4,6 +4,10 @@
 //! idle one to each request (most recently used first), taking it back once the answer was read
 //! completely, discarding closed or long-idle ones, and one retry on a fresh connection when a
 //! reused one turns out to have been closed by the agent before the request went out.
+//! Two ways to send: [`Pool::send`] reads the whole (bounded) answer and takes the connection
+//! back at once; [`Pool::send_streaming`] hands the answer's body to the caller as a
+//! [`ResponseBody`] that streams it and takes the connection back when the body has been read to
+//! its end (a body dropped earlier closes its connection, which can no longer be reused).
 //! Leaves to the caller: timeouts of whole requests and what the answers mean.
 //!
 //! Why not `hyper_util`'s pooled client: it hands a finished connection back from a spawned
@@ -15,14 +19,27 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 
 use super::{ClientError, Connect};
+
+/// Errors a request or response body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request the pool sends: any body, boxed, so that whole-JSON calls and
+/// streamed uploads share one pool of connections.
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Closes the pool's idle connections once they pass the idle timeout even when the pool is
 /// not used again (each holds a socket and buffers on the agent). Ends with the pool. Without a
@@ -55,8 +72,16 @@ pub(crate) struct Pool<C> {
 }
 
 struct Idle {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<RequestBody>,
     since: Instant,
+}
+
+/// A whole answer.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    /// The control daemon's [`super::DAEMON_ERROR_HEADER`], when it answered for the agent.
+    pub(crate) daemon_error: Option<String>,
+    pub(crate) body: Bytes,
 }
 
 /// A request, kept as parts so it can be sent again on another connection.
@@ -92,7 +117,7 @@ impl<C: Connect> Pool<C> {
         &self,
         call: &Call<'_>,
         started: Instant,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<Answer, ClientError> {
         let (mut sender, reused) = match self.checkout().await {
             Some(s) => (s, true),
             None => (self.open(started).await?, false),
@@ -116,17 +141,71 @@ impl<C: Connect> Pool<C> {
             Err(e) => return Err(ClientError::Http(Box::new(e))),
         };
         let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
+        let daemon_error = resp
+            .headers()
+            .get(super::DAEMON_ERROR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = Limited::new(resp.into_body(), self.max_response_bytes)
             .collect()
             .await
             .map_err(ClientError::Http)?
             .to_bytes();
         self.checkin(sender);
-        Ok((status, bytes))
+        Ok(Answer {
+            status,
+            daemon_error,
+            body,
+        })
     }
 
-    fn request(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(call.body.clone().unwrap_or_default()));
+    /// Sends `req` (origin-form URI, any body) and returns as soon as the answer's head
+    /// arrived; the body streams. The `Host` header is set to the agent's address. A reused
+    /// connection the agent had closed before the request went out is replaced once, with the
+    /// same request (hyper hands it back unsent).
+    pub(crate) async fn send_streaming(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        started: Instant,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        if let Ok(v) = header::HeaderValue::from_str(&self.addr.to_string()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let (mut sender, mut reused) = match self.checkout().await {
+            Some(s) => (s, true),
+            None => (self.open(started).await?, false),
+        };
+        let resp = loop {
+            match sender.try_send_request(req).await {
+                Ok(r) => break r,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        req = unsent;
+                        sender = self.open(started).await?;
+                        reused = false;
+                    }
+                    _ => return Err(ClientError::Http(Box::new(e.into_error()))),
+                },
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let pool: Arc<dyn Checkin> = self.clone();
+        let mut body = ResponseBody {
+            inner: body,
+            done: Some((sender, pool)),
+        };
+        if body.inner.is_end_stream() {
+            // Nothing to read (e.g. `Content-Length: 0`): the connection is free now.
+            body.finish();
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+
+    fn request(&self, call: &Call<'_>) -> Request<RequestBody> {
+        let body = Full::new(call.body.clone().unwrap_or_default())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut req = Request::new(body);
         *req.method_mut() = call.method.clone();
         // An origin-form URI that `Call` builders only ever fill with encoded paths.
         *req.uri_mut() = call
@@ -155,7 +234,7 @@ impl<C: Connect> Pool<C> {
     }
 
     /// The most recently used live idle connection, if any.
-    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+    async fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         loop {
             let mut idle = self.idle.lock().pop()?;
             if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
@@ -169,7 +248,7 @@ impl<C: Connect> Pool<C> {
         }
     }
 
-    fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
+    fn checkin(&self, sender: SendRequest<RequestBody>) {
         let mut idle = self.idle.lock();
         self.expire(&mut idle);
         if idle.len() < self.max_idle && !sender.is_closed() {
@@ -187,7 +266,7 @@ impl<C: Connect> Pool<C> {
 
     /// Opens a new connection (bounded by the connect timeout) and starts its HTTP/1 task,
     /// which ends when the connection closes or its sender is dropped.
-    async fn open(&self, started: Instant) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn open(&self, started: Instant) -> Result<SendRequest<RequestBody>, ClientError> {
         let unreachable = |source| ClientError::Unreachable {
             addr: self.addr,
             waited: started.elapsed(),
@@ -216,5 +295,67 @@ impl<C: Connect> Pool<C> {
             }
         });
         Ok(sender)
+    }
+}
+
+/// Takes a connection back once its answer was read completely.
+trait Checkin: Send + Sync {
+    fn checkin(&self, sender: SendRequest<RequestBody>);
+}
+
+impl<C: Connect> Checkin for Pool<C> {
+    fn checkin(&self, sender: SendRequest<RequestBody>) {
+        Pool::checkin(self, sender);
+    }
+}
+
+/// The streamed body of an answer from [`super::AgentConn::send`]. Read to its end, it returns
+/// its connection to the pool; dropped earlier, it closes the connection (an HTTP/1 connection
+/// with unread answer bytes cannot carry another request).
+pub struct ResponseBody {
+    inner: Incoming,
+    done: Option<(SendRequest<RequestBody>, Arc<dyn Checkin>)>,
+}
+
+impl ResponseBody {
+    fn finish(&mut self) {
+        if let Some((sender, pool)) = self.done.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(),
+            // An error: the connection is broken; dropping the sender closes it.
+            Poll::Ready(Some(Err(_))) => this.done = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
     }
 }
