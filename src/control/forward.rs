@@ -199,10 +199,14 @@ async fn forward(
     tail: String,
     req: Request<Incoming>,
 ) -> Response<ResBody> {
-    let target = match resolve(shared, agent) {
+    let mut target = match resolve(shared, agent) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
+    // Messages name the agent by its peer name when it has one (the SDK sends addresses).
+    if let Some(name) = &target.name {
+        target.label = name.clone();
+    }
     let peer = shared.node.stats().wg.peers.get(target.peer).cloned();
     let never_reached = peer
         .as_ref()
@@ -251,6 +255,9 @@ async fn forward(
             bump(&shared.counters.forwarded);
             let (mut parts, body) = resp.into_parts();
             parts.headers = end_to_end(parts.headers);
+            parts
+                .headers
+                .append(header::VIA, HeaderValue::from_static("1.1 wgagent-control"));
             Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
         }
         Err(ClientError::Unreachable { waited, source, .. }) => {
