@@ -258,20 +258,19 @@ fn options(cfg: &Config) -> AgentOptions {
     }
 }
 
-/// Joins the overlay as a short-lived replica: on the configured UDP port (where agents send
-/// their keepalives) when it is free, else on any port, so that concurrent CLI runs and a running
-/// daemon never make each other fail.
+/// Joins the overlay as a short-lived replica, on the configured UDP port (where agents send
+/// their keepalives). A busy port means another node with this key runs: one key can be one
+/// WireGuard peer at one endpoint only (two nodes with it take each other's sessions), so that is
+/// an error that points to the daemon, not a reason to pick another port.
 async fn join(cfg: &Config) -> anyhow::Result<Node> {
     match Node::start(NodeConfig::from(cfg)).await {
         Ok(n) => Ok(n),
-        Err(NodeError::Bind { port, source }) if port != 0 => {
-            tracing::debug!("UDP port {port} busy ({source}); using any free port");
-            Node::start(NodeConfig {
-                listen_port: 0,
-                ..NodeConfig::from(cfg)
-            })
-            .await
-            .context("joining the overlay")
+        Err(NodeError::Bind { port, source }) if source.kind() == io::ErrorKind::AddrInUse => {
+            bail!(
+                "cannot bind the WireGuard UDP port {port}: another node with this key is running \
+             (a control daemon whose socket this run did not use, or another --direct run). One key is one \
+             WireGuard peer: run `wgagent control` once and let every CLI run go through its socket"
+            )
         }
         Err(e) => Err(e).context("joining the overlay"),
     }
