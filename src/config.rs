@@ -170,6 +170,10 @@ pub struct Control {
     /// `max_connections`: local connections the daemon serves at once; more wait until one
     /// closes.
     pub max_connections: usize,
+    /// `state_dir`: where the daemon saves the endpoints agents reached it from, so that after
+    /// a restart it reaches agents behind NAT at once instead of waiting minutes for their next
+    /// handshake. `None` = nothing is saved. Relative to the config file.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Control {
@@ -181,7 +185,7 @@ impl Control {
 impl Default for Control {
     /// Defaults: `connect_timeout` 10 s, `request_timeout` 30 s, `api_port` 4 (the agents'
     /// default `[api] port`), `socket` unset (see [`Control::socket`]), `socket_group` unset,
-    /// `max_connections` 256.
+    /// `max_connections` 256, `state_dir` unset.
     fn default() -> Self {
         Control {
             connect_timeout: Duration::from_secs(10),
@@ -190,6 +194,7 @@ impl Default for Control {
             socket: None,
             socket_group: None,
             max_connections: 256,
+            state_dir: None,
         }
     }
 }
@@ -440,6 +445,7 @@ struct RawControl {
     socket: Option<Value>,
     socket_group: Option<Value>,
     max_connections: Option<Value>,
+    state_dir: Option<Value>,
 }
 
 /// `(key path, value)` of a raw field; the key path is spelled from the field name itself, so
@@ -646,6 +652,23 @@ impl Cx<'_> {
         }
     }
 
+    /// An optional non-empty path; a relative one is relative to the config file.
+    fn path_or(
+        &self,
+        (key, value): (&str, Option<&Value>),
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let text = self.string(key, value)?;
+        if text.is_empty() {
+            return Err(self.invalid(key, "empty path; remove the key for the default"));
+        }
+        let path = Path::new(text);
+        Ok(Some(match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
+        }))
+    }
+
     fn cidr_list(&self, key: &str, value: &Value) -> Result<Vec<IpNetwork>, ConfigError> {
         let items = self.list(key, value)?;
         let mut out: Vec<IpNetwork> = Vec::with_capacity(items.len());
@@ -849,21 +872,8 @@ impl Cx<'_> {
             }
         }
         let api_port = self.int_or(field!(control, raw.api_port), d.api_port, 1, 65535)?;
-        let socket = match &raw.socket {
-            None => None,
-            Some(value) => {
-                let key = "control.socket";
-                let text = self.string(key, value)?;
-                if text.is_empty() {
-                    return Err(self.invalid(key, "empty path; remove the key for the default"));
-                }
-                let path = Path::new(text);
-                Some(match self.file.parent() {
-                    Some(dir) if path.is_relative() => dir.join(path),
-                    _ => path.to_owned(),
-                })
-            }
-        };
+        let socket = self.path_or(field!(control, raw.socket))?;
+        let state_dir = self.path_or(field!(control, raw.state_dir))?;
         let socket_group = match &raw.socket_group {
             None => None,
             Some(value) => {
@@ -889,6 +899,7 @@ impl Cx<'_> {
             socket,
             socket_group,
             max_connections,
+            state_dir,
         })
     }
 
@@ -1227,6 +1238,7 @@ mod tests {
              kill_grace = \"250ms\"\nshutdown_grace = 7\n\
              [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
              socket = \"run/control.sock\"\nsocket_group = \"wgagent\"\nmax_connections = 8\n\
+             state_dir = \"/var/lib/wgagent-control\"\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
             interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536"),
@@ -1265,6 +1277,10 @@ mod tests {
         );
         assert_eq!(config.control.socket_group.as_deref(), Some("wgagent"));
         assert_eq!(config.control.max_connections, 8);
+        assert_eq!(
+            config.control.state_dir.as_deref(),
+            Some(Path::new("/var/lib/wgagent-control"))
+        );
         let c1 = config.peer_by_name("c1").unwrap();
         assert_eq!(c1.endpoint, Some("127.0.0.1:51820".parse().unwrap()));
         assert_eq!(c1.persistent_keepalive, Some(25));

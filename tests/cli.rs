@@ -277,6 +277,7 @@ async fn verbs_go_through_a_running_daemon() {
             socket: socket.clone(),
             socket_group: None,
             max_connections: 16,
+            state_dir: None,
         },
     )
     .await

@@ -94,6 +94,7 @@ fn options(socket: &std::path::Path) -> DaemonOptions {
         socket: socket.to_owned(),
         socket_group: None,
         max_connections: 16,
+        state_dir: None,
     }
 }
 

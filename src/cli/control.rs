@@ -276,22 +276,28 @@ async fn join(cfg: &Config) -> anyhow::Result<Node> {
     }
 }
 
+/// Command-line overrides of `[control]` for `wgagent control`.
+pub struct DaemonFlags {
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
 /// `wgagent control`: runs the daemon until SIGTERM or SIGINT.
-pub async fn daemon(
-    config: &Path,
-    socket: Option<PathBuf>,
-    socket_group: Option<String>,
-) -> anyhow::Result<()> {
+pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let cfg = load(config)?;
     let mut opts = DaemonOptions::from_config(&cfg);
-    if let Some(s) = socket {
+    if let Some(s) = flags.socket {
         opts.socket = s;
     }
-    if socket_group.is_some() {
-        opts.socket_group = socket_group;
+    if flags.socket_group.is_some() {
+        opts.socket_group = flags.socket_group;
+    }
+    if flags.state_dir.is_some() {
+        opts.state_dir = flags.state_dir;
     }
     let d = Daemon::start(&cfg, opts).await?;
     tracing::info!(

@@ -115,6 +115,10 @@ enum Command {
         /// Group allowed to use the socket (mode 0660); default: the daemon's user only (0600).
         #[arg(long)]
         socket_group: Option<String>,
+        /// Directory where learned agent endpoints are kept across restarts (overrides
+        /// [control] state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Generate a private key (base64), like `wg genkey`.
     Genkey,
@@ -243,12 +247,15 @@ pub fn main() -> ExitCode {
             config,
             socket,
             socket_group,
+            state_dir,
         } => {
             init_tracing();
-            report(
-                runtime()
-                    .and_then(|rt| rt.block_on(control::daemon(&config, socket, socket_group))),
-            )
+            let overrides = control::DaemonFlags {
+                socket,
+                socket_group,
+                state_dir,
+            };
+            report(runtime().and_then(|rt| rt.block_on(control::daemon(&config, overrides))))
         }
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_some() {

@@ -16,6 +16,7 @@
 
 mod forward;
 pub mod socket;
+mod state;
 pub mod target;
 pub mod types;
 
@@ -42,6 +43,8 @@ pub struct DaemonOptions {
     pub socket_group: Option<String>,
     /// Local connections served at once; more wait until one closes.
     pub max_connections: usize,
+    /// Where the agents' learned endpoints are saved across restarts; `None` = nowhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl DaemonOptions {
@@ -56,6 +59,7 @@ impl DaemonOptions {
                 .unwrap_or_else(socket::default_path),
             socket_group: cfg.control.socket_group.clone(),
             max_connections: cfg.control.max_connections,
+            state_dir: cfg.control.state_dir.clone(),
         }
     }
 }
@@ -82,6 +86,7 @@ pub enum ControlError {
 pub struct Daemon {
     shared: Arc<forward::Shared>,
     socket: PathBuf,
+    state_dir: Option<PathBuf>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -97,7 +102,19 @@ impl Daemon {
             .transpose()?;
         // Bind the socket first: a second daemon must fail on it before touching the UDP port.
         let listener = socket::bind(&opts.socket, gid)?;
-        let node = match Node::start(NodeConfig::from(cfg)).await {
+        let mut node_cfg = NodeConfig::from(cfg);
+        if let Some(dir) = &opts.state_dir {
+            let saved = state::load(dir);
+            let mut seeded = 0;
+            for p in node_cfg.peers.iter_mut().filter(|p| p.endpoint.is_none()) {
+                p.endpoint = state::lookup(&saved, &p.public_key);
+                seeded += usize::from(p.endpoint.is_some());
+            }
+            if seeded > 0 {
+                tracing::info!(seeded, "endpoints saved by the previous run restored");
+            }
+        }
+        let node = match Node::start(node_cfg).await {
             Ok(n) => Arc::new(n),
             Err(e) => {
                 let _ = std::fs::remove_file(&opts.socket);
@@ -119,6 +136,9 @@ impl Daemon {
         ));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        if let Some(dir) = opts.state_dir.clone() {
+            tracker.spawn(save_endpoints(shared.clone(), dir, cancel.clone()));
+        }
         let s = shared.clone();
         tracker.spawn(socket::serve(
             listener,
@@ -131,6 +151,7 @@ impl Daemon {
         Ok(Daemon {
             shared,
             socket: opts.socket,
+            state_dir: opts.state_dir,
             cancel,
             tracker,
         })
@@ -159,8 +180,36 @@ impl Daemon {
             .await
             .is_ok();
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = state::save(dir, &self.shared.node.stats().wg)
+        {
+            tracing::warn!("cannot save endpoints in {}: {e}", dir.display());
+        }
         let node = self.shared.node.shutdown(Duration::from_secs(2)).await;
         served && node
+    }
+}
+
+/// How often learned endpoints are saved (and at shutdown).
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Saves the endpoints every [`SAVE_EVERY`] when they changed, until `cancel`.
+async fn save_endpoints(shared: Arc<forward::Shared>, dir: PathBuf, cancel: CancellationToken) {
+    let mut last: Vec<Option<std::net::SocketAddr>> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(SAVE_EVERY) => {}
+        }
+        let stats = shared.node.stats().wg;
+        let now: Vec<_> = stats.peers.iter().map(|p| p.endpoint).collect();
+        if now == last {
+            continue;
+        }
+        match state::save(&dir, &stats) {
+            Ok(()) => last = now,
+            Err(e) => tracing::warn!("cannot save endpoints in {}: {e}", dir.display()),
+        }
     }
 }
 
