@@ -310,8 +310,8 @@ fn split_nft(rule: &str) -> Vec<&str> {
     while !rest.is_empty() {
         let end = if rest.starts_with('{') {
             rest.find('}').map_or(rest.len(), |i| i + 1)
-        } else if rest.starts_with('"') {
-            rest[1..].find('"').map_or(rest.len(), |i| i + 2)
+        } else if let Some(quoted) = rest.strip_prefix('"') {
+            quoted.find('"').map_or(rest.len(), |i| i + 2)
         } else {
             rest.find(' ').unwrap_or(rest.len())
         };

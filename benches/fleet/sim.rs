@@ -41,10 +41,11 @@ fn health() -> Vec<u8> {
 
 /// The secret of simulated agent `i` (derived from the run's seed: both processes compute it).
 pub fn agent_secret(seed: u64, i: usize) -> StaticSecret {
+    // Byte 0 and byte 31 are clamped by x25519: keep the index and the seed clear of them.
     let mut b = [0u8; 32];
-    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    b[8..16].copy_from_slice(&seed.to_le_bytes());
-    b[16..].copy_from_slice(b"wgagent-fleet-bn");
+    b[4..12].copy_from_slice(&(i as u64).to_le_bytes());
+    b[12..20].copy_from_slice(&seed.to_le_bytes());
+    b[20..30].copy_from_slice(b"wgagent-fl");
     StaticSecret::from(b)
 }
 

@@ -54,7 +54,7 @@ pub struct Session {
 
 enum Via {
     Daemon,
-    Direct { node: Node, target: Target },
+    Direct { node: Box<Node>, target: Target },
 }
 
 /// Where the verb goes: a daemon's socket, or its own node with this config.
@@ -97,7 +97,10 @@ impl Session {
                 Ok(Session {
                     conn,
                     agent: agent.to_owned(),
-                    via: Via::Direct { node, target },
+                    via: Via::Direct {
+                        node: Box::new(node),
+                        target,
+                    },
                 })
             }
         }

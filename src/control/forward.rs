@@ -164,7 +164,7 @@ pub(crate) async fn handle(
         }
         return match resolve(&shared, &percent_decode(agent)) {
             Ok(t) => json(StatusCode::OK, &agent_info(&shared, &t)),
-            Err(resp) => resp,
+            Err(resp) => *resp,
         };
     }
     if path == "/v0/status" {
@@ -182,14 +182,15 @@ pub(crate) async fn handle(
     )
 }
 
-fn resolve(shared: &Shared, agent: &str) -> Result<Target, Response<ResBody>> {
+/// The agent, or the 404 answer naming it.
+fn resolve(shared: &Shared, agent: &str) -> Result<Target, Box<Response<ResBody>>> {
     shared.agents.read().resolve(agent).map_err(|e| {
         bump(&shared.counters.unknown_agent);
         let message = match &e {
             ResolveError::Unknown { agent, .. } => format!("Unknown agent {agent:?}."),
             other => sentence(&other.to_string()),
         };
-        error(StatusCode::NOT_FOUND, message, Some(e.to_string()))
+        Box::new(error(StatusCode::NOT_FOUND, message, Some(e.to_string())))
     })
 }
 
@@ -201,7 +202,7 @@ async fn forward(
 ) -> Response<ResBody> {
     let mut target = match resolve(shared, agent) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     // Messages name the agent by its peer name when it has one (the SDK sends addresses).
     if let Some(name) = &target.name {

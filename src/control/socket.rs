@@ -63,14 +63,14 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, Contro
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-            let mode = if gid.is_some() { 0o750 } else { 0o700 };
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-            if let Some(g) = gid {
-                chown_group(dir, g).map_err(err)?;
-            }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let mode = if gid.is_some() { 0o750 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+        if let Some(g) = gid {
+            chown_group(dir, g).map_err(err)?;
         }
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
