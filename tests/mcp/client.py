@@ -1,9 +1,10 @@
 """A real MCP client (the official Python `mcp` package, not written by this project) driving
 `wgagent mcp` over stdio: list tools, execute, run in the background, read output, signal.
 
-Usage: client.py WGAGENT_BIN CONFIG [--agent NAME | --multi NAME]
+Usage: client.py WGAGENT_BIN CONFIG [--agent NAME | --multi NAME] [SOCKET]
   --agent NAME  the server was started with --agent NAME: tools take no `agent` argument
   --multi NAME  several agents: every tool takes `agent`, NAME is the one to use
+  SOCKET        run `wgagent mcp --socket SOCKET`: through a control daemon
 Prints one line per check and a final "N passed, M failed"; exits non-zero on any failure.
 """
 
@@ -37,6 +38,8 @@ def payload(result):
 async def main():
     binary, config, mode, agent = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     args = ["mcp", "--config", config]
+    if len(sys.argv) > 5:
+        args += ["--socket", sys.argv[5]]
     if mode == "--agent":
         args += ["--agent", agent]
     extra = {"agent": agent} if mode == "--multi" else {}
