@@ -10,7 +10,7 @@
 //! Leaves to the caller: bounding the whole exchange (a follow-mode log read lasts as long as the
 //! process); a dead agent is detected by the tunnel TCP keep-alive and idle timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +29,7 @@ use super::types::{AgentInfo, NodeCounters, PeerStatus, RequestCounters, Status}
 use crate::client::{AgentConn, AgentOptions, BoxError, ClientError, DAEMON_ERROR_HEADER};
 use crate::keys;
 use crate::node::{Node, NodeConnector};
+use crate::wg::PeerStats;
 
 /// Agents whose connection pools are kept at once. With `MAX_IDLE_PER_AGENT` this bounds the
 /// idle tunnel connections (and their netstack sockets) to 512, leaving room below the
@@ -46,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     pub(crate) counters: Arc<Counters>,
     pools: Mutex<Pools>,
+    /// Public keys of peers seen with an endpoint (configured or learned): requests to them
+    /// skip the O(peers) stats snapshot. Bounded by the number of peers.
+    reached: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl Shared {
@@ -68,12 +72,14 @@ impl Shared {
             started: Instant::now(),
             counters,
             pools: Mutex::new(Pools::default()),
+            reached: Mutex::new(HashSet::new()),
         }
     }
 
     /// Replaces the agents (after a reload); pools of agents that remain are kept.
     pub(crate) fn set_agents(&self, agents: Agents) {
         *self.agents.write() = agents;
+        self.reached.lock().clear();
     }
 }
 
@@ -208,10 +214,16 @@ async fn forward(
     if let Some(name) = &target.name {
         target.label = name.clone();
     }
-    let peer = shared.node.stats().wg.peers.get(target.peer).cloned();
-    let never_reached = peer
-        .as_ref()
-        .is_some_and(|p| p.endpoint.is_none() && p.handshakes == 0);
+    // A full snapshot costs O(peers): taken only until the peer is known to have an endpoint.
+    let key = *target.public_key.as_bytes();
+    let never_reached = !shared.reached.lock().contains(&key)
+        && match peer_stats(shared, &target) {
+            Some(p) if p.endpoint.is_some() => {
+                shared.reached.lock().insert(key);
+                false
+            }
+            _ => true,
+        };
     if never_reached {
         bump(&shared.counters.unreachable);
         let port = shared.node.udp_addr().port();
@@ -264,7 +276,7 @@ async fn forward(
         Err(ClientError::Unreachable { waited, source, .. }) => {
             bump(&shared.counters.unreachable);
             let timed_out = source.kind() == std::io::ErrorKind::TimedOut;
-            let endpoint = peer
+            let endpoint = peer_stats(shared, &target)
                 .and_then(|p| p.endpoint)
                 .map_or("no endpoint".to_owned(), |e| format!("endpoint {e}"));
             unreachable(
@@ -326,7 +338,7 @@ fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
 }
 
 fn agent_info(shared: &Shared, t: &Target) -> AgentInfo {
-    let peer = shared.node.stats().wg.peers.get(t.peer).cloned();
+    let peer = peer_stats(shared, t);
     AgentInfo {
         name: t.name.clone(),
         public_key: t.key_text(),
@@ -334,6 +346,17 @@ fn agent_info(shared: &Shared, t: &Target) -> AgentInfo {
         endpoint: peer.as_ref().and_then(|p| p.endpoint),
         latest_handshake_unix: peer.and_then(|p| p.last_handshake).map(unix),
     }
+}
+
+/// The counters of `t`'s peer, found by public key (full snapshot: O(peers)).
+fn peer_stats(shared: &Shared, t: &Target) -> Option<PeerStats> {
+    shared
+        .node
+        .stats()
+        .wg
+        .peers
+        .into_iter()
+        .find(|p| p.public_key == t.public_key)
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -348,12 +371,12 @@ fn status(shared: &Shared) -> Status {
         .wg
         .peers
         .iter()
-        .enumerate()
-        .map(|(i, p)| PeerStatus {
+        .map(|p| (p, agents.index_of(&p.public_key)))
+        .map(|(p, i)| PeerStatus {
             name: p.name.clone(),
             public_key: keys::encode_public(&p.public_key),
-            allowed_ips: agents.allowed_ips(i),
-            api: agents.api_of(i),
+            allowed_ips: i.map(|i| agents.allowed_ips(i)).unwrap_or_default(),
+            api: i.and_then(|i| agents.api_of(i)),
             endpoint: p.endpoint,
             latest_handshake_unix: p.last_handshake.map(unix),
             handshake_age_seconds: p

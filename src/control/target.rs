@@ -6,6 +6,7 @@
 //! Leaves to the caller: what to do with an unknown agent (the daemon answers 404, the CLI
 //! prints the error).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
@@ -16,6 +17,7 @@ use crate::wg::IpNetwork;
 #[derive(Debug, Clone)]
 pub struct Agents {
     peers: Vec<AgentPeer>,
+    by_key: HashMap<[u8; 32], usize>,
     api_port: u16,
 }
 
@@ -60,9 +62,8 @@ pub enum ResolveError {
 
 impl Agents {
     pub fn from_config(cfg: &Config) -> Self {
-        Self {
-            peers: cfg
-                .peers
+        Self::new(
+            cfg.peers
                 .iter()
                 .map(|p| AgentPeer {
                     name: p.name.clone(),
@@ -71,8 +72,26 @@ impl Agents {
                     endpoint: p.endpoint,
                 })
                 .collect(),
-            api_port: cfg.control.api_port,
+            cfg.control.api_port,
+        )
+    }
+
+    fn new(peers: Vec<AgentPeer>, api_port: u16) -> Self {
+        let by_key = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.public_key.to_bytes(), i))
+            .collect();
+        Self {
+            peers,
+            by_key,
+            api_port,
         }
+    }
+
+    /// The index of the peer with this public key.
+    pub fn index_of(&self, key: &PublicKey) -> Option<usize> {
+        self.by_key.get(key.as_bytes()).copied()
     }
 
     /// `agent` is a peer name, a tunnel address (API port from `[control] api_port`), or
@@ -200,14 +219,14 @@ mod tests {
             allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
             endpoint: None,
         };
-        Agents {
-            peers: vec![
+        Agents::new(
+            vec![
                 peer(Some("dev"), &["100.64.0.10/32", "fd00::a/128"], 1),
                 peer(Some("lan"), &["100.64.1.0/24"], 2),
                 peer(None, &["100.64.1.7/32"], 3),
             ],
-            api_port: 4,
-        }
+            4,
+        )
     }
 
     #[test]
@@ -238,5 +257,6 @@ mod tests {
         assert!(e.to_string().contains("dev, lan"), "{e}");
         let named: Vec<_> = a.named().map(|(n, _)| n).collect();
         assert_eq!(named, ["dev"]);
+        assert_eq!(a.index_of(&t.public_key), Some(0));
     }
 }
