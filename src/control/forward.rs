@@ -47,8 +47,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     pub(crate) counters: Arc<Counters>,
     pools: Mutex<Pools>,
-    /// Public keys of peers seen with an endpoint (configured or learned): requests to them
-    /// skip the O(peers) stats snapshot. Bounded by the number of peers.
+    /// Public keys of peers with an endpoint (configured or learned) at the last snapshot:
+    /// requests to them skip the O(peers) stats snapshot. Bounded by the number of peers.
     reached: Mutex<HashSet<[u8; 32]>>,
 }
 
@@ -214,16 +214,21 @@ async fn forward(
     if let Some(name) = &target.name {
         target.label = name.clone();
     }
-    // A full snapshot costs O(peers): taken only until the peer is known to have an endpoint.
+    // A stats snapshot costs O(peers): one refreshes the set of reached peers for all, and is
+    // taken only when this peer is not in it yet.
     let key = *target.public_key.as_bytes();
-    let never_reached = !shared.reached.lock().contains(&key)
-        && match peer_stats(shared, &target) {
-            Some(p) if p.endpoint.is_some() => {
-                shared.reached.lock().insert(key);
-                false
-            }
-            _ => true,
-        };
+    let never_reached = !shared.reached.lock().contains(&key) && {
+        let stats = shared.node.stats().wg;
+        let mut reached = shared.reached.lock();
+        // Rebuilt, not extended: peers removed since are forgotten (bounded by the peers).
+        *reached = stats
+            .peers
+            .iter()
+            .filter(|p| p.endpoint.is_some())
+            .map(|p| p.public_key.to_bytes())
+            .collect();
+        !reached.contains(&key)
+    };
     if never_reached {
         bump(&shared.counters.unreachable);
         let port = shared.node.udp_addr().port();

@@ -18,6 +18,10 @@ use crate::wg::IpNetwork;
 pub struct Agents {
     peers: Vec<AgentPeer>,
     by_key: HashMap<[u8; 32], usize>,
+    /// Names and single tunnel addresses (/32, /128), so that a daemon with 10,000 peers finds
+    /// an agent without scanning them all (the longest-prefix scan is the fallback).
+    by_name: HashMap<String, usize>,
+    by_host: HashMap<IpAddr, usize>,
     api_port: u16,
 }
 
@@ -77,14 +81,23 @@ impl Agents {
     }
 
     fn new(peers: Vec<AgentPeer>, api_port: u16) -> Self {
-        let by_key = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.public_key.to_bytes(), i))
-            .collect();
+        let mut by_key = HashMap::with_capacity(peers.len());
+        let mut by_name = HashMap::new();
+        let mut by_host = HashMap::new();
+        for (i, p) in peers.iter().enumerate() {
+            by_key.insert(p.public_key.to_bytes(), i);
+            if let Some(n) = &p.name {
+                by_name.insert(n.clone(), i);
+            }
+            for net in p.allowed_ips.iter().filter(|n| is_host(n)) {
+                by_host.insert(net.network_address(), i);
+            }
+        }
         Self {
             peers,
             by_key,
+            by_name,
+            by_host,
             api_port,
         }
     }
@@ -97,11 +110,7 @@ impl Agents {
     /// `agent` is a peer name, a tunnel address (API port from `[control] api_port`), or
     /// `ADDR:PORT` (IPv6 in brackets).
     pub fn resolve(&self, agent: &str) -> Result<Target, ResolveError> {
-        if let Some(idx) = self
-            .peers
-            .iter()
-            .position(|p| p.name.as_deref() == Some(agent))
-        {
+        if let Some(&idx) = self.by_name.get(agent) {
             let host = self
                 .api_ip(idx)
                 .ok_or_else(|| ResolveError::NoSingleAddress {
@@ -165,12 +174,15 @@ impl Agents {
         self.peers[idx]
             .allowed_ips
             .iter()
-            .find(|n| n.is_ipv4() && n.netmask() == 32 || !n.is_ipv4() && n.netmask() == 128)
+            .find(|n| is_host(n))
             .map(|n| n.network_address())
     }
 
-    /// Longest prefix among peers, as the tunnel routes it.
+    /// Longest prefix among peers, as the tunnel routes it (a host entry is the longest).
     fn route(&self, ip: IpAddr) -> Option<usize> {
+        if let Some(&i) = self.by_host.get(&ip) {
+            return Some(i);
+        }
         self.peers
             .iter()
             .enumerate()
@@ -198,6 +210,11 @@ impl Agents {
             configured_endpoint: p.endpoint,
         }
     }
+}
+
+/// A single-address network: /32 or /128.
+fn is_host(n: &IpNetwork) -> bool {
+    n.is_ipv4() && n.netmask() == 32 || !n.is_ipv4() && n.netmask() == 128
 }
 
 impl Target {
