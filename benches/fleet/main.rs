@@ -14,9 +14,10 @@
 //!   socket vs through in-process `AgentConn`s on the same node; handshake storm: the daemon
 //!   restarts while the agents keep their keepalives, time until all are reachable again, with
 //!   and without the daemon's saved endpoints (`[control] state_dir`).
-//! - `replicas`: 64 control nodes run the `execute` tool with `true` concurrently against one real
-//!   agent (node + API + process manager) for a fixed time: commands/s, p50/p99, failures, vs 64
-//!   tasks spawning `sh -c true` locally in the same run.
+//! - `replicas`: 64 control nodes (in this process) run the `execute` tool with `true`
+//!   concurrently against one real agent (the `wgagent agent` binary in its own process) for a
+//!   fixed time: commands/s, p50/p99, failures, vs 64 tasks spawning `sh -c true` locally in the
+//!   same run.
 //! - `hop`: `execute true` latency through an in-process `AgentConn` on the node, through the
 //!   daemon's socket (`AgentConn<DaemonConnector>`), and the `wgagent exec` binary through the
 //!   daemon, same agent, same run.
@@ -441,10 +442,10 @@ fn daemon_opts_from(cfg: &Config, socket: &Path) -> DaemonOptions {
     }
 }
 
-/// One real agent (node + API + process manager) known to `controls` control keys at
-/// 100.64.1.1.. and one control key more for the daemon at 100.64.0.1.
+/// One real agent (node + API + process manager), in this process or another.
 struct Bench {
-    agent: wgagent::node::Node,
+    /// The agent when it runs in this process.
+    agent: Option<wgagent::node::Node>,
     agent_pub: keys::PublicKey,
     agent_udp: SocketAddr,
 }
@@ -491,7 +492,7 @@ async fn real_agent(control_pubs: &[keys::PublicKey]) -> Bench {
     }
     let agent_udp = SocketAddr::from((Ipv4Addr::LOCALHOST, agent.udp_addr().port()));
     Bench {
-        agent,
+        agent: Some(agent),
         agent_pub,
         agent_udp,
     }
@@ -525,11 +526,38 @@ const REPLICAS_FOR: Duration = Duration::from_secs(10);
 
 async fn replicas() {
     println!(
-        "\n## 1 agent, {REPLICAS} control replicas running `execute true` for {REPLICAS_FOR:?}"
+        "\n## 1 agent (the `wgagent agent` binary, its own process), {REPLICAS} control replicas (nodes in this process) running `execute true` for {REPLICAS_FOR:?}"
     );
     let secrets: Vec<_> = (0..REPLICAS).map(|_| keys::generate()).collect();
-    let pubs: Vec<_> = secrets.iter().map(keys::public_key).collect();
-    let b = real_agent(&pubs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent_secret = keys::generate();
+    let port = free_udp_port();
+    let mut text = format!(
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\n\n[api]\nmax_running = {REPLICAS}\n",
+        keys::encode_private(&agent_secret)
+    );
+    for (i, s) in secrets.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"100.64.1.{}/32\"]\n",
+            keys::encode_public(&keys::public_key(s)),
+            i + 1
+        ));
+    }
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(["agent", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = Bench {
+        agent: None,
+        agent_pub: keys::public_key(&agent_secret),
+        agent_udp: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    };
     let mut nodes = Vec::new();
     for (i, s) in secrets.into_iter().enumerate() {
         nodes.push(control_node(s, i, &b).await);
@@ -616,7 +644,11 @@ async fn replicas() {
         rate / local_rate
     );
     drop(nodes);
-    drop(b.agent);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
 }
 
 const HOP_RUNS: usize = 300;
