@@ -40,6 +40,8 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// `[control]`: client timeouts (control role); defaults when the section is absent.
     pub control: Control,
+    /// `[files]`: bounds of the workspace file API (agent role); defaults when absent.
+    pub files: Files,
     /// Non-fatal findings (loose key permissions, no peers), one sentence each, to be logged.
     pub warnings: Vec<String>,
 }
@@ -195,6 +197,40 @@ impl Default for Control {
             socket_group: None,
             max_connections: 256,
             state_dir: None,
+        }
+    }
+}
+
+/// `[files]` (agent role only): bounds of the workspace file routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Files {
+    /// `max_write_bytes`: largest write-file body and edit-files request; also the largest file
+    /// an edit or a line read loads into memory.
+    pub max_write_bytes: u64,
+    /// `max_edit_files`: files per edit-files request.
+    pub max_edit_files: usize,
+    /// `fsync`: flush a written file to disk before it replaces the old one.
+    pub fsync: bool,
+}
+
+impl Default for Files {
+    /// Defaults: `max_write_bytes` 16 MiB, `max_edit_files` 32, `fsync` true.
+    fn default() -> Self {
+        let d = crate::files::Limits::default();
+        Files {
+            max_write_bytes: d.max_write_bytes,
+            max_edit_files: d.max_edit_files,
+            fsync: d.fsync,
+        }
+    }
+}
+
+impl From<Files> for crate::files::Limits {
+    fn from(f: Files) -> Self {
+        Self {
+            max_write_bytes: f.max_write_bytes,
+            max_edit_files: f.max_edit_files,
+            fsync: f.fsync,
         }
     }
 }
@@ -398,6 +434,7 @@ struct RawConfig {
     api: Option<Value>,
     peer: Option<Value>,
     control: Option<Value>,
+    files: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -434,6 +471,14 @@ struct RawPeer {
     allowed_ips: Option<Value>,
     endpoint: Option<Value>,
     persistent_keepalive: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    max_write_bytes: Option<Value>,
+    max_edit_files: Option<Value>,
+    fsync: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -507,6 +552,10 @@ fn parse_inner(
         Some(control) => cx.control(control)?,
         None => Control::default(),
     };
+    let files = match raw.files {
+        Some(files) => cx.files(files)?,
+        None => Files::default(),
+    };
     if peers.is_empty() {
         cx.warnings.push(format!(
             "{}: no [[peer]] configured; nothing can reach this node and it can reach nobody",
@@ -518,6 +567,7 @@ fn parse_inner(
         api,
         peers,
         control,
+        files,
         warnings: cx.warnings,
     };
     Ok((config, inline_key))
@@ -903,6 +953,36 @@ impl Cx<'_> {
         })
     }
 
+    fn files(&mut self, value: Value) -> Result<Files, ConfigError> {
+        let raw: RawFiles = self.section("files", value)?;
+        let d = Files::default();
+        let fsync = match &raw.fsync {
+            None => d.fsync,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                self.invalid(
+                    "files.fsync",
+                    format!("expected true or false, found {}", describe(v)),
+                )
+            })?,
+        };
+        Ok(Files {
+            // 1 KiB ..= 4 GiB: a file this size may be held in memory by an edit.
+            max_write_bytes: self.int_or(
+                field!(files, raw.max_write_bytes),
+                d.max_write_bytes,
+                1024,
+                4 << 30,
+            )?,
+            max_edit_files: self.int_or(
+                field!(files, raw.max_edit_files),
+                d.max_edit_files,
+                1,
+                1024,
+            )?,
+            fsync,
+        })
+    }
+
     fn peers(&mut self, value: Option<Value>, own: &PublicKey) -> Result<Vec<Peer>, ConfigError> {
         let items = match value {
             None => Vec::new(),
@@ -1218,6 +1298,7 @@ mod tests {
         assert_eq!(config.interface.tcp_buffer, 524_288);
         assert_eq!(config.api, Api::default());
         assert_eq!(config.control, Control::default());
+        assert_eq!(config.files, Files::default());
         let peer = &config.peers[0];
         assert_eq!(
             peer.allowed_ips,
@@ -1239,6 +1320,7 @@ mod tests {
              [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
              socket = \"run/control.sock\"\nsocket_group = \"wgagent\"\nmax_connections = 8\n\
              state_dir = \"/var/lib/wgagent-control\"\n\
+             [files]\nmax_write_bytes = 2048\nmax_edit_files = 3\nfsync = false\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
             interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536"),
@@ -1280,6 +1362,14 @@ mod tests {
         assert_eq!(
             config.control.state_dir.as_deref(),
             Some(Path::new("/var/lib/wgagent-control"))
+        );
+        assert_eq!(
+            config.files,
+            Files {
+                max_write_bytes: 2048,
+                max_edit_files: 3,
+                fsync: false
+            }
         );
         let c1 = config.peer_by_name("c1").unwrap();
         assert_eq!(c1.endpoint, Some("127.0.0.1:51820".parse().unwrap()));
@@ -1362,6 +1452,10 @@ mod tests {
             (with_api("default_workdir = \"work\""), "api.default_workdir", "absolute"),
             (with_api("oom_score_adj = 1001"), "api.oom_score_adj", "-1000..=1000"),
             (with_api("nice_increment = -1"), "api.nice_increment", "0..=19"),
+            (interface("[files]\nmax_write_bytes = 10"), "files.max_write_bytes", "out of range 1024..="),
+            (interface("[files]\nmax_edit_files = 0"), "files.max_edit_files", "out of range 1..=1024"),
+            (interface("[files]\nfsync = \"yes\""), "files.fsync", "expected true or false"),
+            (interface("[files]\nmax_bytes = 1"), "files.max_bytes", "unknown key"),
             (with_api("kill_grace = \"5\""), "api.kill_grace", "missing unit"),
             (with_api("kill_grace = -5"), "api.kill_grace", "negative"),
             (with_api("shutdown_grace = 1.5"), "api.shutdown_grace", "found float 1.5"),

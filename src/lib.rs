@@ -9,6 +9,7 @@
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
 //! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
+//! - [`files`]: workspace files: list, resolve, read (bytes, lines), atomic write, edits.
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
 //! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas, over a node, the control
 //!   daemon's socket, or any connector.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod files;
 pub mod keys;
 pub mod netstack;
 pub mod node;

@@ -1069,7 +1069,11 @@ async fn mcp_server_end_to_end() {
                 "execute",
                 "process_output",
                 "process_list",
-                "process_signal"
+                "process_signal",
+                "read_file",
+                "write_file",
+                "edit_files",
+                "list_directory"
             ]
         );
         let exec = &tools[0];

@@ -58,11 +58,13 @@ async fn run_client_via(
     agent: &str,
     socket: Option<&std::path::Path>,
 ) {
+    let work = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
     let mut cmd = tokio::process::Command::new("python3");
     cmd.args([script, env!("CARGO_BIN_EXE_wgagent")])
         .arg(config)
-        .args([mode, agent]);
+        .args([mode, agent])
+        .arg(work.path());
     if let Some(s) = socket {
         cmd.arg(s);
     }

@@ -6,6 +6,8 @@
 //! tunnel address (`node`); tests call the router directly with `tower::ServiceExt::oneshot`.
 
 pub mod error;
+pub mod file_types;
+pub mod files;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub started: Instant,
     /// When non-empty, only callers whose tunnel address is inside one of these may use the API.
     pub allowed_sources: Arc<Vec<ip_network::IpNetwork>>,
+    /// The workspace file operations (`[files]` limits).
+    pub files: crate::files::Files,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
             manager,
             started: Instant::now(),
             allowed_sources: Arc::new(Vec::new()),
+            files: crate::files::Files::default(),
         }
     }
 }
@@ -81,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/processes/{id}/signal", post(signal))
         .route("/api/v0/processes/{id}", delete(remove))
         .route("/api/v0/health", get(health))
+        .merge(files::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

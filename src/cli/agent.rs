@@ -36,6 +36,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let manager = Manager::new(manager_config(&cfg));
     let mut state = AppState::new(manager.clone());
     state.allowed_sources = Arc::new(cfg.api.allowed_sources.clone().unwrap_or_default());
+    state.files = crate::files::Files::new(cfg.files.into());
     let app = api::router(state);
     let stop = CancellationToken::new();
     let servers = TaskTracker::new();

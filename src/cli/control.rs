@@ -321,8 +321,8 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `wgagent mcp`: an MCP server on stdio exposing the tools for the agents (named peers), or
-/// for the one given with `--agent`; through the daemon when it answers.
+/// `wgagent mcp`: an MCP server on stdio exposing the process and file tools for the agents
+/// (named peers), or for the one given with `--agent`; through the daemon when it answers.
 pub async fn mcp(link: &Link, agent: Option<&str>) -> anyhow::Result<()> {
     let (agents, node): (Vec<(String, AgentConn<BoxConnector>)>, Option<Node>) = match route(link)
         .await?

@@ -6,6 +6,7 @@
 mod agent;
 mod control;
 mod demo;
+mod files;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,7 +92,51 @@ enum Command {
         agent: String,
         id: String,
     },
-    /// Serve the LLM tools (execute, process_output, process_list, process_signal) as a Model
+    /// Print a file of an agent (raw bytes, streamed).
+    Cat {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        /// Absolute path on the agent.
+        path: String,
+        /// Start at this byte.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Print at most this many bytes (0: to the end).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Write stdin into a file of an agent, atomically (readers see the old or the new file).
+    Put {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        /// Absolute path on the agent; missing parent directories are created.
+        path: String,
+        /// Only if the file's content hash is still this one (sha256 hex, as `sha256sum` or a
+        /// read's ETag gives it); `*`: only if it exists.
+        #[arg(long, value_name = "HASH")]
+        if_match: Option<String>,
+        /// Only if the file does not exist yet.
+        #[arg(long)]
+        create: bool,
+        /// Print the agent's answer (with the new content hash) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory of an agent.
+    Ls {
+        #[command(flatten)]
+        control: ControlArgs,
+        agent: String,
+        /// Absolute path on the agent.
+        path: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the LLM tools (execute, process_*, read_file, write_file, edit_files,
+    /// list_directory) as a Model
     /// Context Protocol server on stdin/stdout.
     Mcp {
         #[command(flatten)]
@@ -235,6 +280,33 @@ pub fn main() -> ExitCode {
         })),
         Command::Rm { control, agent, id } => report(with_session(control, &agent, async |s| {
             control::rm(s, &id).await
+        })),
+        Command::Cat {
+            control,
+            agent,
+            path,
+            offset,
+            limit,
+        } => report(with_session(control, &agent, async |s| {
+            files::cat(s, &path, offset, limit).await
+        })),
+        Command::Put {
+            control,
+            agent,
+            path,
+            if_match,
+            create,
+            json,
+        } => report(with_session(control, &agent, async |s| {
+            files::put(s, &path, if_match.as_deref(), create, json).await
+        })),
+        Command::Ls {
+            control,
+            agent,
+            path,
+            json,
+        } => report(with_session(control, &agent, async |s| {
+            files::ls(s, &path, json).await
         })),
         Command::Mcp { control, agent } => {
             // stdout carries the protocol: logs go to stderr only, warnings and errors by default.

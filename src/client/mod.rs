@@ -10,6 +10,7 @@
 mod connect;
 mod daemon;
 mod error;
+mod files;
 mod pool;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 pub use connect::{BoxConnector, Connect, Stream, TcpConnector};
 pub use daemon::{DAEMON_ERROR_HEADER, DaemonConnector};
 pub use error::ClientError;
+pub use files::{FileDownload, WriteCondition};
 pub use pool::{BoxError, RequestBody, ResponseBody};
 
 use crate::api::types::{
@@ -68,8 +70,6 @@ impl Default for AgentOptions {
 #[derive(Clone)]
 pub struct AgentConn<C: Connect> {
     addr: SocketAddr,
-    /// The connector's path prefix for this agent (empty unless through the daemon).
-    base: Arc<str>,
     opts: AgentOptions,
     pool: Arc<Pool<C>>,
 }
@@ -78,7 +78,6 @@ impl<C: Connect> AgentConn<C> {
     /// A handle on the agent whose API listens at `agent_addr` (its tunnel address and API
     /// port). Opens nothing until the first call.
     pub fn new(connector: C, agent_addr: SocketAddr, opts: AgentOptions) -> Self {
-        let base = Arc::from(connector.base_path(agent_addr));
         let pool = Pool::new(
             connector,
             agent_addr,
@@ -91,7 +90,6 @@ impl<C: Connect> AgentConn<C> {
         pool::spawn_reaper(&pool);
         Self {
             addr: agent_addr,
-            base,
             opts,
             pool,
         }
@@ -167,11 +165,12 @@ impl<C: Connect> AgentConn<C> {
     }
 
     /// Sends any request (path relative to the agent, e.g. `/api/v0/processes/{id}/log`, any
-    /// body, streamed) and returns once the answer's head arrived; its body streams (read it to
-    /// the end to give the connection back to the pool). Only connecting is bounded (by the
-    /// connect timeout): bound the whole exchange yourself, as follow-mode reads and uploads
-    /// last as long as they last. Error statuses from the agent are answers here, not errors;
-    /// failures of the control daemon to reach the agent are errors, as on a `Node`.
+    /// body, streamed) on a pooled connection and returns once the answer's head arrived; its
+    /// body streams (read it to the end to give the connection back to the pool). Only
+    /// connecting is bounded (by the connect timeout): bound the whole exchange yourself, as
+    /// follow-mode reads and uploads last as long as they last. Error statuses from the agent
+    /// are answers here, not errors; the control daemon's failures to reach the agent are
+    /// errors, as on a `Node`.
     pub async fn send<B>(
         &self,
         req: Request<B>,
@@ -180,33 +179,11 @@ impl<C: Connect> AgentConn<C> {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
-        let (mut parts, body) = req.into_parts();
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri = format!("{}{pq}", self.base);
-        parts.uri = uri
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ClientError::Http(Box::new(e)))?;
+        let (parts, body) = req.into_parts();
         let body = body.map_err(Into::into).boxed_unsync();
-        let resp = self
-            .pool
-            .send_streaming(Request::from_parts(parts, body), started)
-            .await?;
-        let Some(kind) = resp
-            .headers()
-            .get(DAEMON_ERROR_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        else {
-            return Ok(resp);
-        };
-        let status = resp.status();
-        let bytes = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
+        self.pool
+            .send_raw(Request::from_parts(parts, body), Instant::now())
             .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
-        Err(self.daemon_error(&kind, status, &bytes, started))
     }
 
     /// Sends one request and decodes the answer, all within the request timeout (plus `wait`).
@@ -219,51 +196,19 @@ impl<C: Connect> AgentConn<C> {
     ) -> Result<T, ClientError> {
         let limit = self.opts.request_timeout + wait.unwrap_or_default();
         let started = Instant::now();
-        let path = format!("{}{path}", self.base);
         let call = Call {
             method,
             path: &path,
             body: body.map(Bytes::from),
+            headers: http::HeaderMap::new(),
         };
-        let answer = tokio::time::timeout(limit, self.pool.send(&call, started))
+        let (status, bytes) = tokio::time::timeout(limit, self.pool.send(&call, started))
             .await
             .map_err(|_| ClientError::Timeout { after: limit })??;
-        if let Some(kind) = &answer.daemon_error {
-            return Err(self.daemon_error(kind, answer.status, &answer.body, started));
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(ClientError::Decode);
         }
-        if answer.status.is_success() {
-            return serde_json::from_slice(&answer.body).map_err(ClientError::Decode);
-        }
-        Err(status_error(answer.status, &answer.body))
-    }
-
-    /// The error the control daemon reported for the agent, as the variant a direct transport
-    /// would have given: `unreachable` (nothing was sent) or a broken connection.
-    fn daemon_error(
-        &self,
-        kind: &str,
-        status: http::StatusCode,
-        body: &[u8],
-        started: Instant,
-    ) -> ClientError {
-        let ClientError::Status {
-            message, detail, ..
-        } = status_error(status, body)
-        else {
-            return status_error(status, body);
-        };
-        let text = match detail {
-            Some(d) => format!("{message} ({d})"),
-            None => message,
-        };
-        match kind {
-            "unreachable" => ClientError::Unreachable {
-                addr: self.addr,
-                waited: started.elapsed(),
-                source: std::io::Error::new(std::io::ErrorKind::NotConnected, text),
-            },
-            _ => ClientError::Http(text.into()),
-        }
+        Err(status_error(status, &bytes))
     }
 }
 

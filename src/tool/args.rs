@@ -82,7 +82,7 @@ pub fn required_str(obj: &Map<String, Value>, key: &str) -> Result<String, Strin
     }
 }
 
-fn optional_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+pub(crate) fn optional_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -91,7 +91,7 @@ fn optional_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, S
 }
 
 /// A boolean; the strings "true"/"false" are accepted too (models sometimes quote them).
-fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
+pub(crate) fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),

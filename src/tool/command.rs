@@ -5,9 +5,10 @@
 use super::shell::{Op, Redir, Token, lex};
 
 /// The note added when a foreground command looks like it just prints a file.
-pub const FILE_DUMP_NOTE: &str = "This command prints a file. To read files, prefer a \
-    dedicated file-reading tool if you have one (such as read_file): it pages through large \
-    files, while shell output is capped at 32768 bytes.";
+pub const FILE_DUMP_NOTE: &str = "This command prints a file. To read files, use the \
+    read_file tool instead: it pages through large files with line numbers and gives the \
+    content hash that edit_files and write_file can check, while shell output is capped at \
+    32768 bytes.";
 
 /// If `cmd` ends with a lone `&` (not `&&`, `|&`, `>&`, `&>`, and not quoted, escaped, inside a
 /// substitution, a comment or a here-document), the command without it: the caller then runs

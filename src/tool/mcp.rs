@@ -20,9 +20,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{ToolDef, Tools};
 use crate::client::Connect;
 
-const INSTRUCTIONS: &str = "Run shell commands on remote agent machines. Use execute for \
-    commands (it waits for them; give long builds a longer timeout), process_output to follow a \
-    command that is still running, process_list to find processes, process_signal to stop one.";
+const INSTRUCTIONS: &str = "Run shell commands and work with files on remote agent machines. \
+    Use execute for commands (it waits for them; give long builds a longer timeout), \
+    process_output to follow a command that is still running, process_list to find processes, \
+    process_signal to stop one. Use read_file to read files (not cat), edit_files to change them \
+    (search and replace, all files or none), write_file to create or rewrite whole files, \
+    list_directory to look around.";
 
 /// Serves the tools over this process's stdin/stdout until the client closes stdin.
 pub async fn serve_stdio<C: Connect>(tools: Tools<C>) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
-//! LLM-facing tools (`execute`, `process_output`, `process_list`, `process_signal`) and the MCP
-//! server that exposes them.
+//! LLM-facing tools (`execute`, `process_output`, `process_list`, `process_signal`, and the file
+//! tools `read_file`, `write_file`, `edit_files`, `list_directory`) and the MCP server that
+//! exposes them.
 //!
 //! Owns: the tool semantics of `shared/API.md` "LLM tools": argument parsing ([`args`]), pure
 //! rules ([`rules`], [`command`], [`shell`]), the result JSON ([`result`]), schemas
@@ -10,6 +11,8 @@
 
 pub mod args;
 pub mod command;
+mod file_schema;
+mod file_tools;
 pub mod mcp;
 pub mod result;
 pub mod rules;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 pub use args::{ExecuteArgs, OutputArgs, SignalArgs};
+pub use file_schema::{EDIT_FILES, LIST_DIRECTORY, READ_FILE, WRITE_FILE};
 pub use result::ExecuteResult;
 pub use schema::ToolDef;
 
@@ -75,7 +79,7 @@ impl ToolReply {
     }
 }
 
-/// The four tools over one or several agents. With one agent it is fixed and the tools take no
+/// The tools over one or several agents. With one agent it is fixed and the tools take no
 /// `agent` argument; with several, every tool requires `agent`, one of the names.
 #[derive(Clone)]
 pub struct Tools<C: Connect> {
@@ -131,8 +135,8 @@ impl<C: Connect> Tools<C> {
         };
         if !schema::definitions(None).iter().any(|d| d.name == name) {
             return ToolReply::invalid(format!(
-                "unknown tool {name:?}; the tools are execute, process_output, process_list and \
-                 process_signal"
+                "unknown tool {name:?}; the tools are execute, process_output, process_list, \
+                 process_signal, read_file, write_file, edit_files and list_directory"
             ));
         }
         let conn = match self.pick(obj) {
@@ -152,7 +156,8 @@ impl<C: Connect> Tools<C> {
                 Ok(a) => ToolReply::ok(&self.process_signal(conn, &a.process_id, a.signal).await),
                 Err(e) => ToolReply::invalid(e),
             },
-            _ => self.process_list(conn).await,
+            schema::PROCESS_LIST => self.process_list(conn).await,
+            _ => file_tools::call(conn, name, obj).await,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The four tools as a model sees them: names, descriptions and JSON schemas of the arguments.
+//! The tools as a model sees them (the file tools' definitions are in `file_schema`): names, descriptions and JSON schemas of the arguments.
 //! The descriptions are written for the model: what each argument means, and when to use it.
 
 use serde::Serialize;
@@ -49,7 +49,7 @@ const SIGNAL_DESC: &str = "Send a signal to a running process and its whole proc
     process to exit and then returns its final output and exit code; if it is still running, \
     the note says so (send \"kill\" if it ignores the others).";
 
-/// The definitions of all four tools. `agents` lists the agent names when there are several:
+/// The definitions of all the tools (the four process tools, then the file tools). `agents` lists the agent names when there are several:
 /// every tool then takes a required `agent` argument restricted to those names.
 ///
 /// Durations are declared as strings only: some model APIs reject type unions in schemas. A
@@ -152,9 +152,12 @@ pub fn definitions(agents: Option<&[String]>) -> Vec<ToolDef> {
             ),
         },
     ]
+    .into_iter()
+    .chain(super::file_schema::definitions(agents))
+    .collect()
 }
 
-fn object<const N: usize>(
+pub(crate) fn object<const N: usize>(
     agents: Option<&[String]>,
     props: [(&str, Value); N],
     required: &[&str],
@@ -195,7 +198,16 @@ mod tests {
             let defs = definitions(agents);
             assert_eq!(
                 defs.iter().map(|d| d.name).collect::<Vec<_>>(),
-                [EXECUTE, PROCESS_OUTPUT, PROCESS_LIST, PROCESS_SIGNAL]
+                [
+                    EXECUTE,
+                    PROCESS_OUTPUT,
+                    PROCESS_LIST,
+                    PROCESS_SIGNAL,
+                    "read_file",
+                    "write_file",
+                    "edit_files",
+                    "list_directory"
+                ]
             );
             for d in defs {
                 assert!(d.description.len() > 80, "{}", d.name);
