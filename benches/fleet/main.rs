@@ -149,7 +149,7 @@ fn fleet_config(
 ) -> Config {
     let mut text = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\n\n\
-         [control]\nconnect_timeout = \"5s\"\nstate_dir = \"{}\"\n",
+         [control]\nstate_dir = \"{}\"\n",
         keys::encode_private(secret),
         state.display()
     );
