@@ -402,3 +402,92 @@ async fn a_busy_udp_port_points_to_the_daemon() {
     assert!(o.stderr.contains("wgagent control"), "{}", o.stderr);
     drop(port);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_binary_reloads_names_on_sighup_and_stops_on_sigterm() {
+    let e = setup().await;
+    let socket = e.dir.path().join("bin.sock");
+    let log = e.dir.path().join("daemon.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(["control", "--config"])
+        .arg(&e.config)
+        .arg("--socket")
+        .arg(&socket)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = wgagent::client::DaemonConnector::new(&socket);
+    let mut up = false;
+    for _ in 0..100 {
+        if daemon.status().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let hup = |pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    let pid = child.id().unwrap();
+    // A renamed agent is found by its new name after SIGHUP.
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    std::fs::write(
+        &e.config,
+        text.replace("name = \"dev\"", "name = \"renamed\""),
+    )
+    .unwrap();
+    hup(pid);
+    let mut renamed = false;
+    for _ in 0..100 {
+        if daemon.resolve("renamed").await.is_ok() {
+            renamed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        renamed,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let o = e
+        .run_with(
+            &["exec", "renamed", "--", "echo reloaded"],
+            &[("WGAGENT_SOCKET", socket.as_os_str())],
+        )
+        .await;
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "reloaded\n"),
+        "{}",
+        o.stderr
+    );
+    // A broken file is logged and changes nothing.
+    std::fs::write(&e.config, "[interface\n").unwrap();
+    hup(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(daemon.resolve("renamed").await.is_ok());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("SIGHUP:") && text.contains("invalid TOML"),
+        "{text}"
+    );
+    // SIGTERM: exit 0, socket removed.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(T, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+}

@@ -289,8 +289,10 @@ pub struct DaemonFlags {
 /// `wgagent control`: runs the daemon until SIGTERM or SIGINT.
 pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: a signal during start-up must not kill the daemon without its cleanup.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let cfg = load(config)?;
     let mut opts = DaemonOptions::from_config(&cfg);
     if let Some(s) = flags.socket {
@@ -311,14 +313,37 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
         socket = %d.socket().display(),
         "control daemon up"
     );
-    let signal = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(config, &d),
+        }
     };
     tracing::info!(signal, "control daemon shutting down");
     let clean = d.shutdown(Duration::from_secs(10)).await;
     tracing::info!(clean, "control daemon stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the config and takes its agent names, addresses and API port. An invalid
+/// file is logged with its precise error and the running config stays. Peers themselves (keys,
+/// allowed IPs, endpoints) are the node's, fixed at start here: changing them needs a restart
+/// (with `state_dir`, agents behind NAT are reached again at the first request).
+fn reload(config: &Path, d: &Daemon) {
+    match Config::load(config) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                tracing::warn!("{}: {w}", config.display());
+            }
+            d.set_agents(&cfg);
+            tracing::info!(
+                "SIGHUP: agent names and addresses reloaded from {}; peer keys, allowed IPs and endpoints change at a restart",
+                config.display()
+            );
+        }
+        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+    }
 }
 
 /// `wgagent mcp`: an MCP server on stdio exposing the process and file tools for the agents
