@@ -201,16 +201,42 @@ pub struct Control {
     /// `api_port`: the agents' API port, used when an agent is named by peer name or by a bare
     /// tunnel address.
     pub api_port: u16,
+    /// `socket`: the control daemon's Unix socket (`wgagent control`); also where the CLI looks
+    /// for it. `None` = `$WGAGENT_SOCKET`, else `/run/wgagent/control.sock` as root, else
+    /// `$XDG_RUNTIME_DIR/wgagent/control.sock`. A relative path is relative to the config file.
+    pub socket: Option<PathBuf>,
+    /// `socket_group`: a group (name or gid) whose members may use the socket (mode 0660).
+    /// `None` = only the daemon's user (mode 0600). Access to the socket equals access to every
+    /// agent.
+    pub socket_group: Option<String>,
+    /// `max_connections`: local connections the daemon serves at once; more wait until one
+    /// closes.
+    pub max_connections: usize,
+    /// `state_dir`: where the daemon saves the endpoints agents reached it from, so that after
+    /// a restart it reaches agents behind NAT at once instead of waiting minutes for their next
+    /// handshake. `None` = nothing is saved. Relative to the config file.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Control {
+    /// Allowed `max_connections`: each connection may hold one tunnel connection, and the
+    /// daemon's netstack has 1024 sockets (pooled idle ones included).
+    pub const MAX_CONNECTIONS_RANGE: (usize, usize) = (1, 512);
 }
 
 impl Default for Control {
     /// Defaults: `connect_timeout` 10 s, `request_timeout` 30 s, `api_port` 4 (the agents'
-    /// default `[api] port`).
+    /// default `[api] port`), `socket` unset (see [`Control::socket`]), `socket_group` unset,
+    /// `max_connections` 256, `state_dir` unset.
     fn default() -> Self {
         Control {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             api_port: 4,
+            socket: None,
+            socket_group: None,
+            max_connections: 256,
+            state_dir: None,
         }
     }
 }
@@ -505,6 +531,10 @@ struct RawControl {
     connect_timeout: Option<Value>,
     request_timeout: Option<Value>,
     api_port: Option<Value>,
+    socket: Option<Value>,
+    socket_group: Option<Value>,
+    max_connections: Option<Value>,
+    state_dir: Option<Value>,
 }
 
 /// `(key path, value)` of a raw field; the key path is spelled from the field name itself, so
@@ -729,6 +759,23 @@ impl Cx<'_> {
                 ),
             )),
         }
+    }
+
+    /// An optional non-empty path; a relative one is relative to the config file.
+    fn path_or(
+        &self,
+        (key, value): (&str, Option<&Value>),
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let text = self.string(key, value)?;
+        if text.is_empty() {
+            return Err(self.invalid(key, "empty path; remove the key for the default"));
+        }
+        let path = Path::new(text);
+        Ok(Some(match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
+        }))
     }
 
     fn cidr_list(&self, key: &str, value: &Value) -> Result<Vec<IpNetwork>, ConfigError> {
@@ -964,10 +1011,34 @@ impl Cx<'_> {
             }
         }
         let api_port = self.int_or(field!(control, raw.api_port), d.api_port, 1, 65535)?;
+        let socket = self.path_or(field!(control, raw.socket))?;
+        let state_dir = self.path_or(field!(control, raw.state_dir))?;
+        let socket_group = match &raw.socket_group {
+            None => None,
+            Some(value) => {
+                let key = "control.socket_group";
+                let text = self.string(key, value)?.trim();
+                if text.is_empty() {
+                    return Err(self.invalid(key, "empty group name; remove the key for mode 0600"));
+                }
+                Some(text.to_owned())
+            }
+        };
+        let (min, max) = Control::MAX_CONNECTIONS_RANGE;
+        let max_connections = self.int_or(
+            field!(control, raw.max_connections),
+            d.max_connections,
+            min as i64,
+            max as i64,
+        )?;
         Ok(Control {
             connect_timeout,
             request_timeout,
             api_port,
+            socket,
+            socket_group,
+            max_connections,
+            state_dir,
         })
     }
 
@@ -1337,6 +1408,8 @@ mod tests {
              kill_grace = \"250ms\"\nshutdown_grace = 7\ntree_tracking = false\n\
              state_dir = \"/var/lib/x\"\nlog_max_bytes = 8192\nstate_max_bytes = 65536\n\
              [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
+             socket = \"run/control.sock\"\nsocket_group = \"wgagent\"\nmax_connections = 8\n\
+             state_dir = \"/var/lib/wgagent-control\"\n\
              [files]\nmax_write_bytes = 2048\nmax_edit_files = 3\nfsync = false\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
@@ -1366,6 +1439,23 @@ mod tests {
         assert_eq!((api.log_max_bytes, api.state_max_bytes), (8192, 65536));
         assert_eq!(config.control.connect_timeout, Duration::from_secs(90));
         assert_eq!(config.control.request_timeout, Duration::from_secs(2));
+        assert_eq!(
+            config.control.socket.as_deref(),
+            Some(
+                Path::new(FILE)
+                    .parent()
+                    .unwrap()
+                    .join("run/control.sock")
+                    .as_path()
+            ),
+            "relative to the config file"
+        );
+        assert_eq!(config.control.socket_group.as_deref(), Some("wgagent"));
+        assert_eq!(config.control.max_connections, 8);
+        assert_eq!(
+            config.control.state_dir.as_deref(),
+            Some(Path::new("/var/lib/wgagent-control"))
+        );
         assert_eq!(
             config.files,
             Files {
@@ -1468,6 +1558,9 @@ mod tests {
             (with_api("state_max_bytes = \"1G\""), "api.state_max_bytes", "expected an integer"),
             (interface("[control]\nconnect_timeout = 0"), "control.connect_timeout", "greater than zero"),
             (interface("[control]\nrequest_timeout = \"3d\""), "control.request_timeout", "unknown unit"),
+            (interface("[control]\nmax_connections = 0"), "control.max_connections", "out of range"),
+            (interface("[control]\nsocket = \"\""), "control.socket", "empty path"),
+            (interface("[control]\nsocket_group = 5"), "control.socket_group", "expected a string"),
             (interface("") + "[peer]\npublic_key = \"x\"\n", "peer", "[[peer]]"),
             (interface("") + "[[peer]]\nallowed_ips = [\"1.2.3.4\"]\n", "peer[0].public_key", "missing"),
             (with_peer("allowed_ips = [\"100.64.0.1\"]", ""), "peer[0].allowed_ips", "missing"),

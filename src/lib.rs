@@ -11,7 +11,10 @@
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
 //! - [`files`]: workspace files: list, resolve, read (bytes, lines), atomic write, edits.
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
-//! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas.
+//! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas, over a node, the control
+//!   daemon's socket, or any connector.
+//! - [`control`]: the control daemon (`wgagent control`): a long-lived control node serving
+//!   the CLI and local HTTP clients on a Unix socket, forwarding to agents through the tunnel.
 //! - [`tool`]: LLM-facing tools and the MCP server.
 //! - [`cli`]: the `wgagent` command line.
 
@@ -19,6 +22,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod files;
 pub mod keys;
 pub mod netstack;

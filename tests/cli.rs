@@ -12,7 +12,7 @@ use wgagent::keys;
 
 struct Env {
     _pair: Pair,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: PathBuf,
 }
 
@@ -30,18 +30,20 @@ async fn setup() -> Env {
     let cfg = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\n\n[control]\nconnect_timeout = \"2s\"\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.10/32\"]\nendpoint = \"{}\"\n\n\
-         [[peer]]\nname = \"ghost\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.20/32\"]\nendpoint = \"127.0.0.1:{dead_port}\"\n",
+         [[peer]]\nname = \"ghost\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.20/32\"]\nendpoint = \"127.0.0.1:{dead_port}\"\n\n\
+         [[peer]]\nname = \"natted\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.30/32\"]\n",
         keys::encode_private(&p.control_keys.secret),
         keys::encode_public(&p.agent_keys.public),
         loopback(&p.agent),
         keys::encode_public(&ghost.public),
+        keys::encode_public(&keypair().public),
     );
     let config = dir.path().join("control.toml");
     std::fs::write(&config, cfg).unwrap();
     std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     Env {
         _pair: p,
-        _dir: dir,
+        dir,
         config,
     }
 }
@@ -53,18 +55,25 @@ struct Out {
 }
 
 impl Env {
+    /// Runs the binary with this config and, unless `envs` says otherwise, a daemon socket
+    /// path nobody serves (so a daemon running on this machine is never used by accident).
     async fn run(&self, args: &[&str]) -> Out {
-        let out = tokio::time::timeout(
-            T,
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_wgagent"))
-                .args(args)
-                .env("WGAGENT_CONFIG", &self.config)
-                .env_remove("RUST_LOG")
-                .output(),
-        )
-        .await
-        .expect("wgagent hung")
-        .unwrap();
+        self.run_with(args, &[]).await
+    }
+
+    async fn run_with(&self, args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Out {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wgagent"));
+        cmd.args(args)
+            .env("WGAGENT_CONFIG", &self.config)
+            .env("WGAGENT_SOCKET", self.dir.path().join("nobody.sock"))
+            .env_remove("RUST_LOG");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(T, cmd.output())
+            .await
+            .expect("wgagent hung")
+            .unwrap();
         let o = Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -344,4 +353,230 @@ print(out.decode(errors="replace"), file=sys.stderr)
         stderr.contains("/dev/pts/"),
         "the command ran on a terminal: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbs_go_through_a_running_daemon() {
+    let e = setup().await;
+    let cfg = wgagent::config::Config::load(&e.config).unwrap();
+    let socket = e.dir.path().join("control.sock");
+    let daemon = wgagent::control::Daemon::start(
+        &cfg,
+        wgagent::control::DaemonOptions {
+            socket: socket.clone(),
+            socket_group: None,
+            max_connections: 16,
+            state_dir: None,
+        },
+    )
+    .await
+    .unwrap();
+    // No config at all: the daemon is enough (`--socket`, then `$WGAGENT_SOCKET`).
+    let none = e.dir.path().join("absent.toml");
+    let no_config = [("WGAGENT_CONFIG", none.as_os_str())];
+    let o = e
+        .run_with(
+            &[
+                "exec",
+                "--socket",
+                socket.to_str().unwrap(),
+                "dev",
+                "--",
+                "echo via-daemon; exit 4",
+            ],
+            &no_config,
+        )
+        .await;
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (4, "via-daemon\n"),
+        "{}",
+        o.stderr
+    );
+    let env = [
+        ("WGAGENT_CONFIG", none.as_os_str()),
+        ("WGAGENT_SOCKET", socket.as_os_str()),
+    ];
+    let o = e
+        .run_with(&["exec", "dev", "--background", "--", "sleep 300"], &env)
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o.stdout.trim().to_owned();
+    let o = e.run_with(&["ps", "dev", "--json"], &env).await;
+    assert!(o.stdout.contains(&id), "{}", o.stdout);
+    let o = e.run_with(&["signal", "dev", &id, "kill"], &env).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = e
+        .run_with(&["output", "dev", &id, "--wait", "--json"], &env)
+        .await;
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["running"], false);
+    let o = e.run_with(&["rm", "dev", &id], &env).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // The daemon's own errors, one line each.
+    let o = e.run_with(&["exec", "natted", "--", "true"], &env).await;
+    assert_eq!(o.code, 255);
+    assert!(
+        o.stderr
+            .contains("agent natted: it has not reached this control daemon yet"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    let o = e.run_with(&["ps", "nosuch"], &env).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("Unknown agent \"nosuch\""),
+        "{}",
+        o.stderr
+    );
+    assert!(daemon.shutdown(Duration::from_secs(5)).await);
+    // An explicit socket must answer.
+    let o = e
+        .run(&["ps", "dev", "--socket", socket.to_str().unwrap()])
+        .await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("no control daemon answers on"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_daemon_an_agent_without_endpoint_is_a_clear_error() {
+    let e = setup().await;
+    let t0 = std::time::Instant::now();
+    let o = e.run(&["exec", "natted", "--", "true"]).await;
+    assert_eq!(o.code, 255);
+    assert!(
+        o.stderr.contains("agent natted: no endpoint in"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("wgagent control --config"),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains("does it know this key"), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // `--direct` says the same even where a daemon would answer.
+    let o = e.run(&["exec", "--direct", "natted", "--", "true"]).await;
+    assert_eq!(o.code, 255);
+    assert!(o.stderr.contains("no endpoint in"), "{}", o.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_udp_port_points_to_the_daemon() {
+    let e = setup().await;
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    let port = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let fixed = port.local_addr().unwrap().port();
+    let text = text.replace(
+        "address = [\"100.64.0.1\"]\n",
+        &format!("address = [\"100.64.0.1\"]\nlisten_port = {fixed}\n"),
+    );
+    std::fs::write(&e.config, text).unwrap();
+    let o = e.run(&["exec", "dev", "--", "true"]).await;
+    assert_eq!(o.code, 255);
+    assert!(
+        o.stderr.contains(&format!(
+            "cannot bind the WireGuard UDP port {fixed}: another node with this key"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("wgagent control"), "{}", o.stderr);
+    drop(port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_binary_reloads_names_on_sighup_and_stops_on_sigterm() {
+    let e = setup().await;
+    let socket = e.dir.path().join("bin.sock");
+    let log = e.dir.path().join("daemon.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(["control", "--config"])
+        .arg(&e.config)
+        .arg("--socket")
+        .arg(&socket)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = wgagent::client::DaemonConnector::new(&socket);
+    let mut up = false;
+    for _ in 0..100 {
+        if daemon.status().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let hup = |pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    let pid = child.id().unwrap();
+    // A renamed agent is found by its new name after SIGHUP.
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    std::fs::write(
+        &e.config,
+        text.replace("name = \"dev\"", "name = \"renamed\""),
+    )
+    .unwrap();
+    hup(pid);
+    let mut renamed = false;
+    for _ in 0..100 {
+        if daemon.resolve("renamed").await.is_ok() {
+            renamed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        renamed,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let o = e
+        .run_with(
+            &["exec", "renamed", "--", "echo reloaded"],
+            &[("WGAGENT_SOCKET", socket.as_os_str())],
+        )
+        .await;
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "reloaded\n"),
+        "{}",
+        o.stderr
+    );
+    // A broken file is logged and changes nothing.
+    std::fs::write(&e.config, "[interface\n").unwrap();
+    hup(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(daemon.resolve("renamed").await.is_ok());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("SIGHUP:") && text.contains("invalid TOML"),
+        "{text}"
+    );
+    // SIGTERM: exit 0, socket removed.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(T, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
 }

@@ -48,20 +48,30 @@ fn write_config(p: &Pair, dir: &std::path::Path, second: Option<&Pair>) -> PathB
 }
 
 async fn run_client(config: &std::path::Path, mode: &str, agent: &str) {
+    run_client_via(config, mode, agent, None).await
+}
+
+/// Runs the client; with `socket`, `wgagent mcp` goes through the control daemon there.
+async fn run_client_via(
+    config: &std::path::Path,
+    mode: &str,
+    agent: &str,
+    socket: Option<&std::path::Path>,
+) {
     let work = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("python3")
-            .args([script, env!("CARGO_BIN_EXE_wgagent")])
-            .arg(config)
-            .args([mode, agent])
-            .arg(work.path())
-            .output(),
-    )
-    .await
-    .expect("MCP client hung")
-    .unwrap();
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.args([script, env!("CARGO_BIN_EXE_wgagent")])
+        .arg(config)
+        .args([mode, agent])
+        .arg(work.path());
+    if let Some(s) = socket {
+        cmd.arg(s);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(90), cmd.output())
+        .await
+        .expect("MCP client hung")
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "MCP client failed:\n{stdout}");
@@ -113,4 +123,41 @@ async fn python_mcp_client_with_two_agents() {
     // The second agent ran the commands, the first none.
     assert!(!q.manager.list().is_empty());
     assert!(p.manager.list().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_mcp_client_through_the_control_daemon() {
+    if let Err(why) = python_mcp_available() {
+        println!("SKIP mcp: {why}");
+        return;
+    }
+    let p = pair().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(&p, dir.path(), None);
+    let cfg = wgagent::config::Config::load(&cfg_path).unwrap();
+    let socket = dir.path().join("control.sock");
+    let daemon = wgagent::control::Daemon::start(
+        &cfg,
+        wgagent::control::DaemonOptions {
+            socket: socket.clone(),
+            socket_group: None,
+            max_connections: 16,
+            state_dir: None,
+        },
+    )
+    .await
+    .unwrap();
+    // No config file for `wgagent mcp`: the daemon names the agents.
+    let absent = dir.path().join("absent.toml");
+    run_client_via(&absent, "--agent", "dev", Some(&socket)).await;
+    assert!(
+        !p.manager.list().is_empty(),
+        "the commands ran on the agent"
+    );
+    let status = wgagent::client::DaemonConnector::new(&socket)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.requests.forwarded > 0, "{:?}", status.requests);
+    daemon.shutdown(std::time::Duration::from_secs(5)).await;
 }

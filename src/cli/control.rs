@@ -1,8 +1,11 @@
-//! Control-side verbs: `exec`, `ps`, `output`, `signal`, `rm`. Each joins the overlay with the
-//! control config's key, talks to one agent through the SDK, and prints for humans or `--json`.
+//! Control-side verbs: `exec`, `ps`, `output`, `signal`, `rm`, `mcp`, and `control` (the daemon).
+//!
+//! How a verb reaches its agent is decided in one place, [`Session::open`]: through the control
+//! daemon when its socket answers, else (or with `--direct`) with a short-lived node of its own.
+//! The verbs themselves only see an `AgentConn` and print for humans or `--json`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,10 +13,15 @@ use anyhow::{Context, anyhow, bail};
 
 use super::stream;
 use crate::api::types::{ProcessInfo, StartProcessRequest, TerminalSize};
-use crate::client::{AgentConn, AgentOptions, ClientError};
+use crate::client::{AgentConn, AgentOptions, BoxConnector, ClientError, DaemonConnector};
 use crate::config::Config;
-use crate::node::{Node, NodeConfig, NodeConnector};
+use crate::control::{self, Agents, Daemon, DaemonOptions, Target};
+use crate::keys;
+use crate::node::{Node, NodeConfig, NodeError};
 use crate::tool::Tools;
+
+/// How long the CLI waits for the daemon's socket to accept a connection.
+const PROBE: Duration = Duration::from_secs(2);
 
 /// The config file: `--config`, else `$WGAGENT_CONFIG` (clap reads it), else
 /// `~/.config/wgagent/control.toml`.
@@ -26,84 +34,198 @@ pub fn config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".config/wgagent/control.toml"))
 }
 
-/// A control replica's view of one agent: the overlay node and an SDK handle.
-pub struct Session {
-    pub node: Node,
-    pub conn: AgentConn<NodeConnector>,
-    pub agent: Target,
+/// What the user said about reaching agents (the shared control options).
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    /// `--config` / `$WGAGENT_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--socket`: this daemon socket, which must answer.
+    pub socket: Option<PathBuf>,
+    /// `--direct`: never use a daemon.
+    pub direct: bool,
 }
 
-/// Which agent a command addresses, and how to describe it in errors.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub label: String,
-    pub api: SocketAddr,
-    /// The WireGuard endpoint configured for the peer that routes `api`, if any.
-    pub endpoint: Option<SocketAddr>,
-    /// Index of that peer in the config (and in node stats).
-    pub peer: Option<usize>,
+/// How a verb reaches its agent.
+pub struct Session {
+    pub conn: AgentConn<BoxConnector>,
+    /// What the user called the agent, for messages.
+    pub agent: String,
+    via: Via,
+}
+
+enum Via {
+    Daemon,
+    Direct { node: Box<Node>, target: Target },
+}
+
+/// Where the verb goes: a daemon's socket, or its own node with this config.
+enum Route {
+    Daemon(DaemonConnector, Option<Config>),
+    Direct(PathBuf, Config),
 }
 
 impl Session {
-    pub async fn open(config: &Path, agent: &str) -> anyhow::Result<Session> {
-        let cfg = load(config)?;
-        let target = resolve(&cfg, agent)?;
-        let (node, opts) = join(&cfg).await?;
-        let conn = AgentConn::new(node.connector(), target.api, opts);
-        Ok(Session {
-            node,
-            conn,
-            agent: target,
-        })
+    /// The one function that decides how a verb reaches `agent`: the daemon when its socket
+    /// answers (`--socket`, `$WGAGENT_SOCKET`, `[control] socket`, the default path), else a
+    /// short-lived node of its own (`--direct` forces that).
+    pub async fn open(link: &Link, agent: &str) -> anyhow::Result<Session> {
+        match route(link).await? {
+            Route::Daemon(daemon, cfg) => {
+                let opts = cfg.as_ref().map(options).unwrap_or_default();
+                let socket = daemon.socket().to_owned();
+                let info = daemon
+                    .resolve(agent)
+                    .await
+                    .map_err(|e| explain_daemon(&socket, agent, e))?;
+                let conn = AgentConn::new(BoxConnector::new(daemon), info.api, opts);
+                Ok(Session {
+                    conn,
+                    agent: agent.to_owned(),
+                    via: Via::Daemon,
+                })
+            }
+            Route::Direct(path, cfg) => {
+                let target = Agents::from_config(&cfg).resolve(agent)?;
+                if target.configured_endpoint.is_none() {
+                    bail!(no_endpoint(&target, &path));
+                }
+                let node = join(&cfg).await?;
+                let conn = AgentConn::new(
+                    BoxConnector::new(node.connector()),
+                    target.api,
+                    options(&cfg),
+                );
+                Ok(Session {
+                    conn,
+                    agent: agent.to_owned(),
+                    via: Via::Direct {
+                        node: Box::new(node),
+                        target,
+                    },
+                })
+            }
+        }
     }
 
     /// Turns an SDK error into the one line the user sees.
     pub fn explain(&self, e: ClientError) -> anyhow::Error {
-        match &e {
-            ClientError::Unreachable { waited, .. } => {
-                let handshakes = self
-                    .agent
-                    .peer
-                    .and_then(|i| self.node.stats().wg.peers.get(i).map(|p| p.handshakes));
-                let ep = self
-                    .agent
-                    .endpoint
+        match (&e, &self.via) {
+            // The daemon's message says what it knows (endpoint, handshake, what to check).
+            (ClientError::Unreachable { source, .. }, Via::Daemon) => anyhow!("{source}"),
+            (ClientError::Unreachable { waited, .. }, Via::Direct { node, target }) => {
+                let handshakes = node.stats().wg.peers.get(target.peer).map(|p| p.handshakes);
+                let ep = target
+                    .configured_endpoint
                     .map_or("no endpoint configured".to_owned(), |e| {
                         format!("endpoint {e}")
                     });
                 if handshakes == Some(0) {
                     anyhow!(
                         "agent {}: WireGuard handshake not completed within {:.0?} ({ep}); is the agent running and does it know this key?",
-                        self.agent.label,
+                        self.agent,
                         waited
                     )
                 } else {
                     anyhow!(
                         "agent {}: cannot connect to the API at {} within {:.0?}: {e}",
-                        self.agent.label,
-                        self.agent.api,
+                        self.agent,
+                        target.api,
                         waited
                     )
                 }
             }
-            ClientError::Status {
-                status,
-                message,
-                detail,
-            } => anyhow!(
+            (
+                ClientError::Status {
+                    status,
+                    message,
+                    detail,
+                },
+                _,
+            ) => anyhow!(
                 "agent {} refused: {message} (HTTP {status}){}",
-                self.agent.label,
+                self.agent,
                 detail
                     .as_deref()
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default()
             ),
-            _ => anyhow!("agent {}: {e}", self.agent.label),
+            _ => anyhow!("agent {}: {e}", self.agent),
         }
     }
 
     pub async fn close(self) {
-        self.node.shutdown(Duration::from_secs(1)).await;
+        if let Via::Direct { node, .. } = self.via {
+            node.shutdown(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Decides between the daemon and a node of our own; see [`Session::open`].
+async fn route(link: &Link) -> anyhow::Result<Route> {
+    let path = config_path(link.config.clone())?;
+    if link.direct {
+        return Ok(Route::Direct(path.clone(), load(&path)?));
+    }
+    if let Some(socket) = &link.socket {
+        let daemon = DaemonConnector::new(socket);
+        daemon.probe(PROBE).await.map_err(|e| {
+            anyhow!(
+                "no control daemon answers on {}: {e} (start one with `wgagent control`, or use --direct)",
+                socket.display()
+            )
+        })?;
+        return Ok(Route::Daemon(daemon, load_if_present(&path)));
+    }
+    let env = std::env::var_os("WGAGENT_SOCKET").filter(|s| !s.is_empty());
+    let cfg = load_if_present(&path);
+    let socket = match (env, cfg.as_ref().and_then(|c| c.control.socket.clone())) {
+        (Some(s), _) => PathBuf::from(s),
+        (None, Some(s)) => s,
+        (None, None) => control::socket::fallback_path(),
+    };
+    let daemon = DaemonConnector::new(&socket);
+    match daemon.probe(PROBE).await {
+        Ok(()) => Ok(Route::Daemon(daemon, cfg)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => bail!(
+            "cannot use the control daemon at {}: permission denied (the socket is for the daemon's user and its socket_group; or use --direct)",
+            socket.display()
+        ),
+        Err(e) => {
+            tracing::debug!(
+                "no control daemon at {}: {e}; running a node of our own",
+                socket.display()
+            );
+            match cfg {
+                Some(cfg) => Ok(Route::Direct(path, cfg)),
+                // Report the config error (missing file, syntax) rather than the socket.
+                None => Ok(Route::Direct(path.clone(), load(&path)?)),
+            }
+        }
+    }
+}
+
+/// The error for an agent a short-lived node can never reach.
+fn no_endpoint(target: &Target, config: &Path) -> String {
+    format!(
+        "agent {}: no endpoint in {} and it has not reached this node: an agent behind NAT dials its control replicas, \
+         and a short-lived CLI node has no session with it. Run the control daemon (`wgagent control --config {}`) \
+         so that the agent's keepalives reach a long-lived node, or give the peer an `endpoint`.",
+        target.label,
+        config.display(),
+        config.display()
+    )
+}
+
+/// A daemon's refusal to resolve an agent, or a failure to talk to it, as one line.
+fn explain_daemon(socket: &Path, agent: &str, e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Status { message, .. } => {
+            anyhow!(
+                "agent {agent}: {message} (control daemon at {})",
+                socket.display()
+            )
+        }
+        other => anyhow!("control daemon at {}: {other}", socket.display()),
     }
 }
 
@@ -116,109 +238,187 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// Joins the overlay as this replica; returns the node and the SDK options from `[control]`.
-async fn join(cfg: &Config) -> anyhow::Result<(Node, AgentOptions)> {
-    let node = Node::start(NodeConfig::from(cfg))
-        .await
-        .context("joining the overlay")?;
-    let opts = AgentOptions {
+/// The config when the file exists (daemon users may have none); its errors are reported only
+/// when it is needed.
+fn load_if_present(path: &Path) -> Option<Config> {
+    if !path.exists() {
+        return None;
+    }
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::debug!("{e}");
+            None
+        }
+    }
+}
+
+/// SDK options from `[control]`.
+fn options(cfg: &Config) -> AgentOptions {
+    AgentOptions {
         connect_timeout: cfg.control.connect_timeout,
         request_timeout: cfg.control.request_timeout,
         ..AgentOptions::default()
-    };
-    Ok((node, opts))
-}
-
-/// `AGENT` is a peer name from the config, a tunnel address, or `address:port`.
-pub fn resolve(cfg: &Config, agent: &str) -> anyhow::Result<Target> {
-    if let Some(p) = cfg.peer_by_name(agent) {
-        let host = p
-            .allowed_ips
-            .iter()
-            .find(|n| n.is_ipv4() && n.netmask() == 32 || !n.is_ipv4() && n.netmask() == 128)
-            .map(|n| n.network_address())
-            .ok_or_else(|| {
-                anyhow!("peer {agent:?} has no single-address allowed_ips entry (/32 or /128); give its tunnel address instead")
-            })?;
-        let idx = cfg.peers.iter().position(|q| q.public_key == p.public_key);
-        return Ok(Target {
-            label: agent.to_owned(),
-            api: SocketAddr::new(host, cfg.control.api_port),
-            endpoint: p.endpoint,
-            peer: idx,
-        });
     }
-    let api: SocketAddr = if let Ok(ip) = agent.parse::<IpAddr>() {
-        SocketAddr::new(ip, cfg.control.api_port)
-    } else if let Ok(sa) = agent.parse::<SocketAddr>() {
-        sa
-    } else {
-        let names: Vec<&str> = cfg.peers.iter().filter_map(|p| p.name.as_deref()).collect();
-        bail!(
-            "unknown agent {agent:?}: not a peer name in the config ({}) nor a tunnel address",
-            names.join(", ")
-        );
-    };
-    // Longest prefix among peers, as the tunnel routes it.
-    let peer = cfg
-        .peers
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.allowed_ips.iter().any(|n| n.contains(api.ip())))
-        .max_by_key(|(_, p)| {
-            p.allowed_ips
-                .iter()
-                .filter(|n| n.contains(api.ip()))
-                .map(|n| n.netmask())
-                .max()
-        });
-    let Some((idx, p)) = peer else {
-        bail!(
-            "no peer in the config routes {} (check the peers' allowed_ips)",
-            api.ip()
-        );
-    };
-    Ok(Target {
-        label: agent.to_owned(),
-        api,
-        endpoint: p.endpoint,
-        peer: Some(idx),
-    })
 }
 
-/// `wgagent mcp`: an MCP server on stdio exposing the process and file tools for the config's agents
-/// (named peers), or for the one given with `--agent`.
-pub async fn mcp(config: &Path, agent: Option<&str>) -> anyhow::Result<()> {
+/// Joins the overlay as a short-lived replica, on the configured UDP port (where agents send
+/// their keepalives). A busy port means another node with this key runs: one key can be one
+/// WireGuard peer at one endpoint only (two nodes with it take each other's sessions), so that is
+/// an error that points to the daemon, not a reason to pick another port.
+async fn join(cfg: &Config) -> anyhow::Result<Node> {
+    match Node::start(NodeConfig::from(cfg)).await {
+        Ok(n) => Ok(n),
+        Err(NodeError::Bind { port, source }) if source.kind() == io::ErrorKind::AddrInUse => {
+            bail!(
+                "cannot bind the WireGuard UDP port {port}: another node with this key is running \
+             (a control daemon whose socket this run did not use, or another --direct run). One key is one \
+             WireGuard peer: run `wgagent control` once and let every CLI run go through its socket"
+            )
+        }
+        Err(e) => Err(e).context("joining the overlay"),
+    }
+}
+
+/// Command-line overrides of `[control]` for `wgagent control`.
+pub struct DaemonFlags {
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `wgagent control`: runs the daemon until SIGTERM or SIGINT.
+pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: a signal during start-up must not kill the daemon without its cleanup.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let cfg = load(config)?;
-    let (node, opts) = join(&cfg).await?;
-    let tools = match agent {
-        Some(a) => Tools::single(AgentConn::new(
-            node.connector(),
-            resolve(&cfg, a)?.api,
-            opts,
-        )),
-        None => {
-            let mut agents = Vec::new();
-            for name in cfg.peers.iter().filter_map(|p| p.name.as_deref()) {
-                // Peers without a single tunnel address (e.g. a replica's /24) are not agents.
-                if let Ok(t) = resolve(&cfg, name) {
-                    agents.push((
-                        name.to_owned(),
-                        AgentConn::new(node.connector(), t.api, opts),
-                    ));
-                }
-            }
-            if agents.is_empty() {
-                bail!(
-                    "no named peer with a /32 or /128 tunnel address in {}; name the agents or use --agent",
-                    config.display()
-                );
-            }
-            Tools::new(agents)?
+    let mut opts = DaemonOptions::from_config(&cfg);
+    if let Some(s) = flags.socket {
+        opts.socket = s;
+    }
+    if flags.socket_group.is_some() {
+        opts.socket_group = flags.socket_group;
+    }
+    if flags.state_dir.is_some() {
+        opts.state_dir = flags.state_dir;
+    }
+    let d = Daemon::start(&cfg, opts).await?;
+    tracing::info!(
+        public_key = %keys::encode_public(&d.node().public_key()),
+        addresses = ?d.node().addresses(),
+        udp_port = d.node().udp_addr().port(),
+        peers = cfg.peers.len(),
+        socket = %d.socket().display(),
+        "control daemon up"
+    );
+    let signal = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(config, &d),
         }
     };
+    tracing::info!(signal, "control daemon shutting down");
+    let clean = d.shutdown(Duration::from_secs(10)).await;
+    tracing::info!(clean, "control daemon stopped");
+    Ok(())
+}
+
+/// SIGHUP: re-reads the config and takes its agent names, addresses and API port. An invalid
+/// file is logged with its precise error and the running config stays. Peers themselves (keys,
+/// allowed IPs, endpoints) are the node's, fixed at start here: changing them needs a restart
+/// (with `state_dir`, agents behind NAT are reached again at the first request).
+fn reload(config: &Path, d: &Daemon) {
+    match Config::load(config) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                tracing::warn!("{}: {w}", config.display());
+            }
+            d.set_agents(&cfg);
+            tracing::info!(
+                "SIGHUP: agent names and addresses reloaded from {}; peer keys, allowed IPs and endpoints change at a restart",
+                config.display()
+            );
+        }
+        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+    }
+}
+
+/// `wgagent mcp`: an MCP server on stdio exposing the process and file tools for the agents
+/// (named peers), or for the one given with `--agent`; through the daemon when it answers.
+pub async fn mcp(link: &Link, agent: Option<&str>) -> anyhow::Result<()> {
+    let (agents, node): (Vec<(String, AgentConn<BoxConnector>)>, Option<Node>) = match route(link)
+        .await?
+    {
+        Route::Daemon(daemon, cfg) => {
+            let opts = cfg.as_ref().map(options).unwrap_or_default();
+            let socket = daemon.socket().to_owned();
+            let list: Vec<(String, std::net::SocketAddr)> = match agent {
+                Some(a) => {
+                    let info = daemon
+                        .resolve(a)
+                        .await
+                        .map_err(|e| explain_daemon(&socket, a, e))?;
+                    vec![(a.to_owned(), info.api)]
+                }
+                None => daemon
+                    .status()
+                    .await
+                    .map_err(|e| anyhow!("control daemon at {}: {e}", socket.display()))?
+                    .peers
+                    .into_iter()
+                    .filter_map(|p| Some((p.name?, p.api?)))
+                    .collect(),
+            };
+            let conns = list
+                .into_iter()
+                .map(|(n, api)| {
+                    (
+                        n,
+                        AgentConn::new(BoxConnector::new(daemon.clone()), api, opts),
+                    )
+                })
+                .collect();
+            (conns, None)
+        }
+        Route::Direct(path, cfg) => {
+            let node = join(&cfg).await?;
+            let all = Agents::from_config(&cfg);
+            let list: Vec<(String, std::net::SocketAddr)> = match agent {
+                Some(a) => vec![(a.to_owned(), all.resolve(a)?.api)],
+                None => all.named().map(|(n, api)| (n.to_owned(), api)).collect(),
+            };
+            if list.is_empty() {
+                bail!(
+                    "no named peer with a /32 or /128 tunnel address in {}; name the agents or use --agent",
+                    path.display()
+                );
+            }
+            let conns = list
+                .into_iter()
+                .map(|(n, api)| {
+                    let c = BoxConnector::new(node.connector());
+                    (n, AgentConn::new(c, api, options(&cfg)))
+                })
+                .collect();
+            (conns, Some(node))
+        }
+    };
+    let mut agents = agents.into_iter();
+    let tools = match (agent, agents.next()) {
+        (_, None) => bail!(
+            "the control daemon knows no named agent; name the agents in its config or use --agent"
+        ),
+        (Some(_), Some((_, conn))) => Tools::single(conn),
+        (None, Some(first)) => Tools::new(std::iter::once(first).chain(agents))?,
+    };
     let served = crate::tool::mcp::serve_stdio(tools).await;
-    node.shutdown(Duration::from_secs(1)).await;
+    if let Some(node) = node {
+        node.shutdown(Duration::from_secs(1)).await;
+    }
     served
 }
 
@@ -231,7 +431,6 @@ pub struct ExecArgs {
     pub tty: bool,
     pub command: Vec<String>,
 }
-
 /// Runs a command; returns the exit code to exit with (the process's, 128+signal if killed).
 pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
     let env = parse_env(&a.env)?;

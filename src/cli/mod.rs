@@ -168,6 +168,25 @@ enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// Run the control daemon: a long-lived control node that holds the WireGuard sessions
+    /// (agents behind NAT dial it) and serves the CLI, `mcp` and local HTTP clients on a Unix
+    /// socket. Access to the socket equals access to every agent.
+    Control {
+        /// Control configuration (TOML).
+        #[arg(long, short, env = "WGAGENT_CONFIG")]
+        config: PathBuf,
+        /// Unix socket to serve. Default: [control] socket, else $WGAGENT_SOCKET, else
+        /// /run/wgagent/control.sock as root, else $XDG_RUNTIME_DIR/wgagent/control.sock.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Group allowed to use the socket (mode 0660); default: the daemon's user only (0600).
+        #[arg(long)]
+        socket_group: Option<String>,
+        /// Directory where learned agent endpoints are kept across restarts (overrides
+        /// [control] state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Generate a private key (base64), like `wg genkey`.
     Genkey,
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
@@ -178,8 +197,28 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ControlArgs {
     /// Control configuration (TOML). Default: $WGAGENT_CONFIG, then ~/.config/wgagent/control.toml.
+    /// Not needed when a control daemon answers.
     #[arg(long, short, env = "WGAGENT_CONFIG")]
     config: Option<PathBuf>,
+    /// Go through the control daemon on this socket (it must answer). Default: the daemon on
+    /// $WGAGENT_SOCKET, [control] socket or the default path when it answers, else a node of
+    /// our own.
+    #[arg(long, conflicts_with = "direct")]
+    socket: Option<PathBuf>,
+    /// Never use a control daemon: join the overlay with a short-lived node of our own (which
+    /// can only reach agents that have an endpoint in the config).
+    #[arg(long)]
+    direct: bool,
+}
+
+impl ControlArgs {
+    fn link(self) -> control::Link {
+        control::Link {
+            config: self.config,
+            socket: self.socket,
+            direct: self.direct,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -195,8 +234,7 @@ fn with_session<T>(
     init_tracing_quiet();
     let rt = runtime()?;
     rt.block_on(async {
-        let path = control::config_path(control.config)?;
-        let session = control::Session::open(&path, agent).await?;
+        let session = control::Session::open(&control.link(), agent).await?;
         let r = f(&session).await;
         session.close().await;
         r
@@ -308,11 +346,22 @@ pub fn main() -> ExitCode {
             // stdout carries the protocol: logs go to stderr only, warnings and errors by default.
             init_tracing_quiet();
             report(runtime().and_then(|rt| {
-                rt.block_on(async {
-                    let path = control::config_path(control.config)?;
-                    control::mcp(&path, agent.as_deref()).await
-                })
+                rt.block_on(async { control::mcp(&control.link(), agent.as_deref()).await })
             }))
+        }
+        Command::Control {
+            config,
+            socket,
+            socket_group,
+            state_dir,
+        } => {
+            init_tracing();
+            let overrides = control::DaemonFlags {
+                socket,
+                socket_group,
+                state_dir,
+            };
+            report(runtime().and_then(|rt| rt.block_on(control::daemon(&config, overrides))))
         }
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_some() {

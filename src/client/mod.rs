@@ -8,6 +8,7 @@
 //! results. The wire types are `crate::api::types`, shared with the server.
 
 mod connect;
+mod daemon;
 mod error;
 mod files;
 mod pool;
@@ -18,12 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Method;
+use http::{Method, Request};
+use http_body::Body;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-pub use connect::{Connect, TcpConnector};
+pub use connect::{BoxConnector, Connect, Stream, TcpConnector};
+pub use daemon::{DAEMON_ERROR_HEADER, DaemonConnector};
 pub use error::ClientError;
 pub use files::{FileDownload, WriteCondition};
+pub use pool::{BoxError, RequestBody, ResponseBody};
 pub use procio::LogChunk;
 
 use crate::api::types::{
@@ -161,6 +166,28 @@ impl<C: Connect> AgentConn<C> {
             .await
     }
 
+    /// Sends any request (path relative to the agent, e.g. `/api/v0/processes/{id}/log`, any
+    /// body, streamed) on a pooled connection and returns once the answer's head arrived; its
+    /// body streams (read it to the end to give the connection back to the pool). Only
+    /// connecting is bounded (by the connect timeout): bound the whole exchange yourself, as
+    /// follow-mode reads and uploads last as long as they last. Error statuses from the agent
+    /// are answers here, not errors; the control daemon's failures to reach the agent are
+    /// errors, as on a `Node`.
+    pub async fn send<B>(
+        &self,
+        req: Request<B>,
+    ) -> Result<http::Response<ResponseBody>, ClientError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let body = body.map_err(Into::into).boxed_unsync();
+        self.pool
+            .send_raw(Request::from_parts(parts, body), Instant::now())
+            .await
+    }
+
     /// Sends one request and decodes the answer, all within the request timeout (plus `wait`).
     async fn call<T: DeserializeOwned>(
         &self,
@@ -188,7 +215,7 @@ impl<C: Connect> AgentConn<C> {
 }
 
 /// The agent's `{message, detail}` error body, or the best description of a body that is not.
-fn status_error(status: http::StatusCode, body: &[u8]) -> ClientError {
+pub(crate) fn status_error(status: http::StatusCode, body: &[u8]) -> ClientError {
     let (message, detail) = match serde_json::from_slice::<Response>(body) {
         Ok(r) => (r.message, r.detail),
         Err(_) => {
@@ -207,7 +234,7 @@ fn status_error(status: http::StatusCode, body: &[u8]) -> ClientError {
 
 /// Percent-encodes one path segment: everything but RFC 3986 unreserved characters, so an id
 /// can never add a segment, a query or a fragment.
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -4,6 +4,11 @@
 //! idle one to each request (most recently used first), taking it back once the answer was read
 //! completely, discarding closed or long-idle ones, and one retry on a fresh connection when a
 //! reused one turns out to have been closed by the agent before the request went out.
+//! Requests go to `base + path`: the connector's [`Connect::base_path`] (empty on a node,
+//! `/agents/<addr>` through the control daemon), whose own failures to reach the agent
+//! ([`super::DAEMON_ERROR_HEADER`]) become the errors a direct transport would give.
+//! [`Pool::send_raw`] sends any request with any body on a pooled connection and streams the
+//! answer as a [`ResponseBody`], which takes the connection back when read to its end.
 //! Leaves to the caller: timeouts of whole requests and what the answers mean.
 //!
 //! Why not `hyper_util`'s pooled client: it hands a finished connection back from a spawned
@@ -12,17 +17,29 @@
 //! sequential calls always share one.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 
 use super::{ClientError, Connect};
+
+/// Errors a request or response body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of the pool's connections: any body, boxed, so that whole-JSON calls and
+/// streamed requests (the control daemon forwarding uploads) share one pool.
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Closes the pool's idle connections once they pass the idle timeout even when the pool is
 /// not used again (each holds a socket and buffers on the agent). Ends with the pool. Without a
@@ -81,6 +98,8 @@ impl Streamed {
 pub(crate) struct Pool<C> {
     connector: C,
     addr: SocketAddr,
+    /// The connector's path prefix for this agent.
+    base: String,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -89,7 +108,7 @@ pub(crate) struct Pool<C> {
 }
 
 struct Idle {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -112,6 +131,7 @@ impl<C: Connect> Pool<C> {
         max_response_bytes: usize,
     ) -> Self {
         Self {
+            base: connector.base_path(addr),
             connector,
             addr,
             connect_timeout,
@@ -131,12 +151,16 @@ impl<C: Connect> Pool<C> {
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let (resp, sender) = self.exchange(call, started).await?;
         let status = resp.status();
+        let daemon = daemon_error_kind(resp.headers());
         let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
             .collect()
             .await
             .map_err(ClientError::Http)?
             .to_bytes();
         self.checkin(sender);
+        if let Some(kind) = daemon {
+            return Err(self.daemon_error(&kind, status, &bytes, started));
+        }
         Ok((status, bytes))
     }
 
@@ -149,6 +173,16 @@ impl<C: Connect> Pool<C> {
         started: Instant,
     ) -> Result<Streamed, ClientError> {
         let (resp, sender) = self.exchange(call, started).await?;
+        if let Some(kind) = daemon_error_kind(resp.headers()) {
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(ClientError::Http)?
+                .to_bytes();
+            self.checkin(sender);
+            return Err(self.daemon_error(&kind, status, &bytes, started));
+        }
         let (parts, body) = resp.into_parts();
         let pool = Arc::downgrade(self);
         Ok(Streamed {
@@ -177,17 +211,22 @@ impl<C: Connect> Pool<C> {
     {
         let mut sender = self.open::<B>(started).await?;
         let mut request = request;
+        self.rebase(request.uri_mut())?;
         self.default_headers(request.headers_mut(), false);
         let resp = sender
             .send_request(request)
             .await
             .map_err(|e| ClientError::Http(Box::new(e)))?;
         let status = resp.status();
+        let daemon = daemon_error_kind(resp.headers());
         let bytes = Limited::new(resp.into_body(), self.max_response_bytes)
             .collect()
             .await
             .map_err(ClientError::Http)?
             .to_bytes();
+        if let Some(kind) = daemon {
+            return Err(self.daemon_error(&kind, status, &bytes, started));
+        }
         Ok((status, bytes))
     }
 
@@ -200,7 +239,7 @@ impl<C: Connect> Pool<C> {
     ) -> Result<
         (
             http::Response<hyper::body::Incoming>,
-            SendRequest<Full<Bytes>>,
+            SendRequest<RequestBody>,
         ),
         ClientError,
     > {
@@ -229,12 +268,14 @@ impl<C: Connect> Pool<C> {
         Ok((resp, sender))
     }
 
-    fn request(&self, call: &Call<'_>) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(call.body.clone().unwrap_or_default()));
+    fn request(&self, call: &Call<'_>) -> Request<RequestBody> {
+        let body = Full::new(call.body.clone().unwrap_or_default())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut req = Request::new(body);
         *req.method_mut() = call.method.clone();
         // An origin-form URI that `Call` builders only ever fill with encoded paths.
-        *req.uri_mut() = call
-            .path
+        *req.uri_mut() = format!("{}{}", self.base, call.path)
             .parse()
             .unwrap_or_else(|_| http::Uri::from_static("/"));
         self.default_headers(req.headers_mut(), call.body.is_some());
@@ -263,8 +304,102 @@ impl<C: Connect> Pool<C> {
         }
     }
 
+    /// Sends `req` (origin-form URI relative to the agent, any body) on a pooled or new
+    /// connection and returns as soon as the answer's head arrived; the body streams. A reused
+    /// connection the agent had closed before the request went out is replaced once, with the
+    /// same request (hyper hands it back unsent).
+    pub(crate) async fn send_raw(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        started: Instant,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        self.rebase(req.uri_mut())?;
+        if let Ok(v) = header::HeaderValue::from_str(&self.addr.to_string()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let (mut sender, mut reused) = match self.checkout().await {
+            Some(s) => (s, true),
+            None => (self.open(started).await?, false),
+        };
+        let resp = loop {
+            match sender.try_send_request(req).await {
+                Ok(r) => break r,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        req = unsent;
+                        sender = self.open(started).await?;
+                        reused = false;
+                    }
+                    _ => return Err(ClientError::Http(Box::new(e.into_error()))),
+                },
+            }
+        };
+        if let Some(kind) = daemon_error_kind(resp.headers()) {
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(ClientError::Http)?
+                .to_bytes();
+            self.checkin(sender);
+            return Err(self.daemon_error(&kind, status, &bytes, started));
+        }
+        let (parts, body) = resp.into_parts();
+        let pool: Arc<dyn Checkin> = self.clone();
+        let mut body = ResponseBody {
+            inner: body,
+            done: Some((sender, pool)),
+        };
+        if body.inner.is_end_stream() {
+            // Nothing to read (e.g. `Content-Length: 0`): the connection is free now.
+            body.finish();
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Puts the connector's base path in front of an origin-form URI.
+    fn rebase(&self, uri: &mut http::Uri) -> Result<(), ClientError> {
+        if self.base.is_empty() {
+            return Ok(());
+        }
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        *uri = format!("{}{pq}", self.base)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::Http(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// The error the control daemon reported for the agent, as the variant a direct transport
+    /// would have given: `unreachable` (nothing was sent) or a broken connection.
+    fn daemon_error(
+        &self,
+        kind: &str,
+        status: StatusCode,
+        body: &[u8],
+        started: Instant,
+    ) -> ClientError {
+        let ClientError::Status {
+            message, detail, ..
+        } = super::status_error(status, body)
+        else {
+            return super::status_error(status, body);
+        };
+        let text = match detail {
+            Some(d) => format!("{message} ({d})"),
+            None => message,
+        };
+        match kind {
+            "unreachable" => ClientError::Unreachable {
+                addr: self.addr,
+                waited: started.elapsed(),
+                source: std::io::Error::new(std::io::ErrorKind::NotConnected, text),
+            },
+            _ => ClientError::Http(text.into()),
+        }
+    }
+
     /// The most recently used live idle connection, if any.
-    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+    async fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         loop {
             let mut idle = self.idle.lock().pop()?;
             if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
@@ -278,7 +413,7 @@ impl<C: Connect> Pool<C> {
         }
     }
 
-    fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
+    fn checkin(&self, sender: SendRequest<RequestBody>) {
         let mut idle = self.idle.lock();
         self.expire(&mut idle);
         if idle.len() < self.max_idle && !sender.is_closed() {
@@ -330,5 +465,74 @@ impl<C: Connect> Pool<C> {
             }
         });
         Ok(sender)
+    }
+}
+
+/// The control daemon's marker on an answer it made for the agent, if any.
+fn daemon_error_kind(h: &http::HeaderMap) -> Option<String> {
+    h.get(super::DAEMON_ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Takes a connection back once its answer was read completely.
+trait Checkin: Send + Sync {
+    fn checkin(&self, sender: SendRequest<RequestBody>);
+}
+
+impl<C: Connect> Checkin for Pool<C> {
+    fn checkin(&self, sender: SendRequest<RequestBody>) {
+        Pool::checkin(self, sender);
+    }
+}
+
+/// The streamed body of an answer from [`super::AgentConn::send`]. Read to its end, it returns
+/// its connection to the pool; dropped earlier, it closes the connection (an HTTP/1 connection
+/// with unread answer bytes cannot carry another request).
+pub struct ResponseBody {
+    inner: Incoming,
+    done: Option<(SendRequest<RequestBody>, Arc<dyn Checkin>)>,
+}
+
+impl ResponseBody {
+    fn finish(&mut self) {
+        if let Some((sender, pool)) = self.done.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(),
+            // An error: the connection is broken; dropping the sender closes it.
+            Poll::Ready(Some(Err(_))) => this.done = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
     }
 }

@@ -76,6 +76,44 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Out {
     }
 }
 
+/// Waits for a child started by the caller (stdout and stderr piped), killing it after
+/// `limit`; like [`run`] for a child that is already running.
+pub fn run_child(child: &mut Child, limit: Duration) -> Out {
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                killed = true;
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let read = |r: Option<&mut dyn std::io::Read>| {
+        let mut s = String::new();
+        if let Some(r) = r {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    };
+    let stdout = read(child.stdout.as_mut().map(|r| r as &mut dyn std::io::Read));
+    let stderr = read(child.stderr.as_mut().map(|r| r as &mut dyn std::io::Read));
+    let code = if killed {
+        None
+    } else {
+        child.try_wait().ok().flatten().and_then(|s| s.code())
+    };
+    Out {
+        code,
+        stdout,
+        stderr,
+    }
+}
+
 /// Polls `done` every 100 ms until it holds or `limit` passes; true when it held.
 pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -228,6 +266,19 @@ impl Lab {
     pub fn exited(&mut self, name: &str) -> Option<ExitStatus> {
         let p = self.procs.iter_mut().find(|p| p.name == name)?;
         p.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL now (no chance to clean up), and reap. False if it was not running.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(p) = self.procs.iter_mut().find(|p| p.name == name) else {
+            return false;
+        };
+        if let Ok(Some(_)) = p.child.try_wait() {
+            return false;
+        }
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        true
     }
 
     /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns how it exited.

@@ -1,10 +1,11 @@
 """A real MCP client (the official Python `mcp` package, not written by this project) driving
 `wgagent mcp` over stdio: list tools, execute, run in the background, read output, signal.
 
-Usage: client.py WGAGENT_BIN CONFIG [--agent NAME | --multi NAME] WORKDIR
+Usage: client.py WGAGENT_BIN CONFIG [--agent NAME | --multi NAME] WORKDIR [SOCKET]
   --agent NAME  the server was started with --agent NAME: tools take no `agent` argument
   --multi NAME  several agents: every tool takes `agent`, NAME is the one to use
   WORKDIR       an empty directory on the agent for the file tools (write, read, edit, list)
+  SOCKET        run `wgagent mcp --socket SOCKET`: through a control daemon
 Prints one line per check and a final "N passed, M failed"; exits non-zero on any failure.
 """
 
@@ -74,6 +75,8 @@ async def file_tools(session, extra, workdir):
 async def main():
     binary, config, mode, agent, workdir = sys.argv[1:6]
     args = ["mcp", "--config", config]
+    if len(sys.argv) > 6:
+        args += ["--socket", sys.argv[6]]
     if mode == "--agent":
         args += ["--agent", agent]
     extra = {"agent": agent} if mode == "--multi" else {}

@@ -1,0 +1,220 @@
+//! The control daemon (`wgagent control`): a long-lived control node that holds the WireGuard
+//! sessions and the agents' learned endpoints, and serves the CLI, `wgagent mcp` and any local
+//! HTTP client on a Unix socket.
+//!
+//! Why: a short-lived CLI node has no session and no endpoint for an agent behind NAT, so it can
+//! only wait until the agent's own timers start a handshake towards it. The daemon is where the
+//! agents' keepalives arrive; it answers in one round trip.
+//!
+//! Owns: the node, the socket ([`socket`]: path, mode, bounded accept loop), the forwarder and
+//! the daemon's own routes ([`forward`]), resolving agent names ([`target`]), the wire types of
+//! its routes ([`types`]), and shutdown (one cancellation token, one task tracker).
+//! Leaves to the caller: loading the config, signals, logging.
+//!
+//! Access to the socket equals access to every agent the daemon can reach (like `docker.sock`):
+//! it is mode 0600, or 0660 with `socket_group`.
+
+mod forward;
+pub mod socket;
+mod state;
+pub mod target;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use forward::{MAX_IDLE_PER_AGENT, MAX_POOLED_AGENTS};
+pub use target::{Agents, ResolveError, Target};
+
+use crate::client::AgentOptions;
+use crate::config::Config;
+use crate::node::{Node, NodeConfig, NodeError};
+
+/// Where and how the daemon serves; see `[control]` in `config/control.example.toml`.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// Group allowed to use the socket (mode 0660); `None` = the daemon's user only (0600).
+    pub socket_group: Option<String>,
+    /// Local connections served at once; more wait until one closes.
+    pub max_connections: usize,
+    /// Where the agents' learned endpoints are saved across restarts; `None` = nowhere.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl DaemonOptions {
+    /// The options a config asks for: `[control] socket` (else [`socket::default_path`]),
+    /// `socket_group`, `max_connections`.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            socket: cfg
+                .control
+                .socket
+                .clone()
+                .unwrap_or_else(socket::default_path),
+            socket_group: cfg.control.socket_group.clone(),
+            max_connections: cfg.control.max_connections,
+            state_dir: cfg.control.state_dir.clone(),
+        }
+    }
+}
+
+/// Why the daemon could not start. Only `InUse` goes away by itself (when the other daemon
+/// stops); the rest need a config or filesystem fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control socket {} is served by a running daemon; stop it first or choose another --socket", path.display())]
+    InUse { path: PathBuf },
+    #[error("socket_group {group:?}: {problem}")]
+    Group { group: String, problem: String },
+    #[error("starting the WireGuard node: {0}")]
+    Node(#[from] NodeError),
+}
+
+/// A running daemon. Dropping it stops serving (use [`Daemon::shutdown`] to wait for that).
+pub struct Daemon {
+    shared: Arc<forward::Shared>,
+    socket: PathBuf,
+    state_dir: Option<PathBuf>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Daemon {
+    /// Starts the node (on the config's `listen_port`: the port agents dial) and serves the
+    /// socket. Must be called inside a tokio runtime.
+    pub async fn start(cfg: &Config, opts: DaemonOptions) -> Result<Daemon, ControlError> {
+        let gid = opts
+            .socket_group
+            .as_deref()
+            .map(socket::group_id)
+            .transpose()?;
+        // Bind the socket first: a second daemon must fail on it before touching the UDP port.
+        let listener = socket::bind(&opts.socket, gid)?;
+        let mut node_cfg = NodeConfig::from(cfg);
+        if let Some(dir) = &opts.state_dir {
+            let saved = state::load(dir);
+            let mut seeded = 0;
+            for p in node_cfg.peers.iter_mut().filter(|p| p.endpoint.is_none()) {
+                p.endpoint = state::lookup(&saved, &p.public_key);
+                seeded += usize::from(p.endpoint.is_some());
+            }
+            if seeded > 0 {
+                tracing::info!(seeded, "endpoints saved by the previous run restored");
+            }
+        }
+        let node = match Node::start(node_cfg).await {
+            Ok(n) => Arc::new(n),
+            Err(e) => {
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(e.into());
+            }
+        };
+        let agent_opts = AgentOptions {
+            connect_timeout: cfg.control.connect_timeout,
+            request_timeout: cfg.control.request_timeout,
+            max_idle: MAX_IDLE_PER_AGENT,
+            ..AgentOptions::default()
+        };
+        let shared = Arc::new(forward::Shared::new(
+            node,
+            Agents::from_config(cfg),
+            agent_opts,
+            opts.socket.display().to_string(),
+            opts.max_connections,
+        ));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        if let Some(dir) = opts.state_dir.clone() {
+            tracker.spawn(save_endpoints(shared.clone(), dir, cancel.clone()));
+        }
+        let s = shared.clone();
+        tracker.spawn(socket::serve(
+            listener,
+            opts.max_connections.max(1),
+            cancel.clone(),
+            tracker.clone(),
+            shared.counters.clone(),
+            move |req, uid| forward::handle(s.clone(), req, uid),
+        ));
+        Ok(Daemon {
+            shared,
+            socket: opts.socket,
+            state_dir: opts.state_dir,
+            cancel,
+            tracker,
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.shared.node
+    }
+
+    /// Takes the agents of a new config (names, addresses, API port). Peers themselves are the
+    /// node's; see the README on reloads.
+    pub fn set_agents(&self, cfg: &Config) {
+        self.shared.set_agents(Agents::from_config(cfg));
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to 5 s), stops the node and removes
+    /// the socket file. True if everything stopped within `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.cancel.cancel();
+        self.tracker.close();
+        let served = tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok();
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = state::save(dir, &self.shared.node.stats().wg)
+        {
+            tracing::warn!("cannot save endpoints in {}: {e}", dir.display());
+        }
+        let node = self.shared.node.shutdown(Duration::from_secs(2)).await;
+        served && node
+    }
+}
+
+/// How often learned endpoints are saved (and at shutdown).
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Saves the endpoints every [`SAVE_EVERY`] when they changed, until `cancel`.
+async fn save_endpoints(shared: Arc<forward::Shared>, dir: PathBuf, cancel: CancellationToken) {
+    let mut last: Vec<Option<std::net::SocketAddr>> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(SAVE_EVERY) => {}
+        }
+        let stats = shared.node.stats().wg;
+        let now: Vec<_> = stats.peers.iter().map(|p| p.endpoint).collect();
+        if now == last {
+            continue;
+        }
+        match state::save(&dir, &stats) {
+            Ok(()) => last = now,
+            Err(e) => tracing::warn!("cannot save endpoints in {}: {e}", dir.display()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
