@@ -425,6 +425,7 @@ async fn start_node(
         mtu: MTU,
         tcp_buffer: 512 * 1024,
         connect_timeout: std::time::Duration::from_secs(10), // the configuration default
+        limits: Default::default(),
         peers,
     })
     .await?)

@@ -519,7 +519,7 @@ fn deliver(
     match routes.lookup(inner_src) {
         Some(owner) if owner == id => {
             bump(&pc.rx_packets);
-            out.deliver(packet);
+            out.deliver(id, packet);
         }
         owner => {
             bump(&pc.drop_allowed_ips);
