@@ -86,10 +86,12 @@ async fn run() {
     });
     let app = api::router(AppState::new(manager.clone()));
     for l in agent.listen(4).unwrap() {
-        let app = app
-            .clone()
-            .into_make_service_with_connect_info::<api::CallerAddr>();
-        tokio::spawn(async move { axum::serve(l, app).await });
+        tokio::spawn(api::serve::serve(
+            l,
+            app.clone(),
+            api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
     let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
     let mut clients = Vec::new();

@@ -988,14 +988,12 @@ struct ApiFigures {
 /// Serves `app` on the node's tunnel address (as the agent does).
 fn serve_tunnel(agent: &Node, app: axum::Router) -> Result<()> {
     for l in agent.listen(API_PORT)? {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(
-                l,
-                app.into_make_service_with_connect_info::<api::CallerAddr>(),
-            )
-            .await;
-        });
+        tokio::spawn(api::serve::serve(
+            l,
+            app.clone(),
+            api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
     Ok(())
 }
@@ -1054,13 +1052,13 @@ async fn api_benches() -> Result<ApiFigures> {
     serve_tunnel(&agent, app.clone())?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = tcp.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            tcp,
-            app.into_make_service_with_connect_info::<api::CallerAddr>(),
-        )
-        .await;
-    });
+    // The same serving layer as the tunnel, so the baseline differs only in the transport.
+    tokio::spawn(api::serve::serve(
+        tcp,
+        app,
+        api::serve::ServeConfig::default(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let api_addr = SocketAddr::new(ip(AGENT_IP), API_PORT);
     let open_tunnel = || async { Http::over(control.connect(api_addr).await?).await };
     let open_tcp = || async move {

@@ -3,13 +3,16 @@
 //! Owns: routing, request decoding (1 MiB limit, JSON errors on every path including 404/405),
 //! mapping manager results to wire types, the optional caller-address filter.
 //! Leaves to the caller: where the router is served. In the agent that is only the WireGuard
-//! tunnel address (`node`); tests call the router directly with `tower::ServiceExt::oneshot`.
+//! tunnel address (`node`), through [`serve::serve`]; tests call the router directly with
+//! `tower::ServiceExt::oneshot`.
 
 pub mod error;
 pub mod file_types;
 pub mod files;
 pub mod procio;
+pub mod serve;
 pub mod types;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,6 +105,7 @@ async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartProcessResponse>, ApiError> {
     let req: StartProcessRequest = decode(body)?;
+    validate::start_request(&req)?;
     let stdin = match (req.stdin.as_deref(), req.pty) {
         (_, Some(TerminalSize { rows, cols })) if rows == 0 || cols == 0 => {
             return Err(ApiError::new(
@@ -254,6 +258,12 @@ fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T,
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
                 .with_detail(format!("the limit is {MAX_BODY_BYTES} bytes"))
+        } else if serve::is_body_timeout(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time.",
+            )
+            .with_detail(e.body_text())
         } else {
             ApiError::new(e.status(), "Could not read the request body.").with_detail(e.body_text())
         }

@@ -44,19 +44,14 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let app = api::router(state);
     let stop = CancellationToken::new();
     let servers = TaskTracker::new();
+    let serve_cfg = api::serve::ServeConfig::from_api(&cfg.api);
     for listener in node.listen(cfg.api.port)? {
-        let local = listener.local_addr();
-        let serve = axum::serve(
+        servers.spawn(api::serve::serve(
             listener,
-            app.clone()
-                .into_make_service_with_connect_info::<api::CallerAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        servers.spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!(%local, "API server failed: {e}");
-            }
-        });
+            app.clone(),
+            serve_cfg.clone(),
+            stop.clone(),
+        ));
     }
     servers.close();
 

@@ -88,10 +88,12 @@ pub async fn run() -> anyhow::Result<()> {
     let manager = Manager::new(ManagerConfig::default());
     let app = api::router(AppState::new(manager.clone()));
     for listener in agent.listen(API_PORT)? {
-        let app = app
-            .clone()
-            .into_make_service_with_connect_info::<api::CallerAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(api::serve::serve(
+            listener,
+            app.clone(),
+            api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
     let host_tcp = std::net::TcpStream::connect_timeout(
         &(Ipv4Addr::LOCALHOST, API_PORT).into(),

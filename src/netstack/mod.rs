@@ -32,7 +32,7 @@ mod stack;
 mod tcp;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -143,8 +143,8 @@ impl axum::serve::Listener for TcpListener {
 /// A TCP connection. Reads return EOF after the peer's FIN and `ConnectionReset` after an RST
 /// (or an idle timeout); `shutdown` sends FIN and reading continues until the peer's EOF.
 /// Dropping it closes the connection: RST if unread data remains, as Linux does, unless
-/// [`set_lingering_close`](Self::set_lingering_close) asked for a lingering close;
-/// [`reset`](Self::reset) aborts it.
+/// [`set_lingering_close`](Self::set_lingering_close) asked for a lingering close, or
+/// [`set_reset_on_close`](Self::set_reset_on_close) for an RST.
 pub struct TcpStream {
     shared: Arc<Shared>,
     handle: SocketHandle,
@@ -178,8 +178,9 @@ impl TcpStream {
         self.release = Release::Linger(limit);
     }
 
-    /// Aborts the connection now (RST), whatever is queued in either direction.
-    pub fn reset(mut self) {
+    /// On drop, abort the connection (RST) whatever is queued in either direction: for a
+    /// server giving up on a client that is too slow, so its socket is freed at once.
+    pub fn set_reset_on_close(&mut self) {
         self.release = Release::Reset;
     }
 }

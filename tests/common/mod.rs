@@ -84,15 +84,12 @@ pub fn serve_api_filtered(agent: &Node, allowed_sources: Vec<IpNetwork>) -> Mana
     state.allowed_sources = std::sync::Arc::new(allowed_sources);
     let app = api::router(state);
     for l in agent.listen(API_PORT).unwrap() {
-        let app = app.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                l,
-                app.into_make_service_with_connect_info::<api::CallerAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        tokio::spawn(api::serve::serve(
+            l,
+            app.clone(),
+            api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
     manager
 }

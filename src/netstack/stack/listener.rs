@@ -213,10 +213,7 @@ impl Stack {
         let mut aborted = false;
         for li in 0..self.listeners.len() {
             let mut i = 0;
-            loop {
-                let Some(l) = self.listeners[li].as_mut() else {
-                    break;
-                };
+            while let Some(l) = self.listeners[li].as_mut() {
                 let Some(t) = l.half_open.get_mut(i) else {
                     break;
                 };

@@ -1,7 +1,7 @@
 //! In-memory pair tests: real netstacks wired together by the reference driver.
 
 mod admission;
-mod driver;
+pub(crate) mod driver;
 mod limits;
 mod loss;
 
