@@ -466,6 +466,19 @@ impl Config {
         parse_inner(text, origin, &system_resolver).map(|(config, _)| config)
     }
 
+    /// Like [`Config::parse`] without the network: endpoint host names do not resolve (an
+    /// error, as for an unknown host). For fuzzing, which must not query DNS.
+    #[doc(hidden)]
+    pub fn parse_offline(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let offline = |host: &str, _port: u16| -> io::Result<Vec<SocketAddr>> {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host}: not resolved offline"),
+            ))
+        };
+        parse_inner(text, origin, &offline).map(|(config, _)| config)
+    }
+
     /// The peer whose `name` is `name`.
     pub fn peer_by_name(&self, name: &str) -> Option<&Peer> {
         self.peers
