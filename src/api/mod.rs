@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -148,13 +148,13 @@ async fn list(State(st): State<AppState>) -> Json<ListProcessesResponse> {
 
 async fn output(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<OutputQuery>, QueryRejection>,
 ) -> Result<Json<ProcessOutputResponse>, ApiError> {
+    let id = process_id(path)?;
     let Query(q) = query.map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "Invalid query.").with_detail(e.body_text())
     })?;
-    let id = ProcessId::from(id.as_str());
     if q.wait {
         let ms = q.timeout_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS);
         st.manager.wait(&id, Duration::from_millis(ms)).await?;
@@ -174,9 +174,10 @@ async fn output(
 
 async fn signal(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Response>, ApiError> {
+    let id = process_id(path)?;
     let req: SignalProcessRequest = decode(body)?;
     if req.signal.is_empty() {
         return Err(ApiError::new(
@@ -193,7 +194,6 @@ async fn signal(
             ),
         ));
     };
-    let id = ProcessId::from(id.as_str());
     st.manager.signal(&id, sig)?;
     Ok(Json(Response {
         message: format!("Signal \"{}\" sent to process \"{}\".", sig.as_str(), id),
@@ -203,9 +203,9 @@ async fn signal(
 
 async fn remove(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Response>, ApiError> {
-    let id = ProcessId::from(id.as_str());
+    let id = process_id(path)?;
     st.manager.remove(&id)?;
     Ok(Json(Response {
         message: format!("Process \"{id}\" removed."),
@@ -251,6 +251,16 @@ async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> 
         }
     }
     next.run(req).await
+}
+
+/// The `{id}` of a route; an id that is not valid UTF-8 after percent-decoding is a JSON 400
+/// (axum's own rejection would be plain text).
+fn process_id(path: Result<Path<String>, PathRejection>) -> Result<ProcessId, ApiError> {
+    let Path(id) = path.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "Invalid process id in the URL.")
+            .with_detail(e.body_text())
+    })?;
+    Ok(ProcessId::from(id.as_str()))
 }
 
 fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
