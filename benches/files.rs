@@ -50,6 +50,7 @@ async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) ->
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers,
     })
     .await
@@ -97,10 +98,12 @@ async fn run() {
     state.files = files.clone();
     let app = api::router(state);
     for l in agent.listen(4).unwrap() {
-        let app = app
-            .clone()
-            .into_make_service_with_connect_info::<api::CallerAddr>();
-        tokio::spawn(async move { axum::serve(l, app).await });
+        tokio::spawn(api::serve::serve(
+            l,
+            app.clone(),
+            api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
     let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
     let control = node(
