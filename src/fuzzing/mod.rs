@@ -21,8 +21,11 @@ pub use self::http::http_api;
 pub use self::net::{netstack_input, wg_datagram};
 pub use self::text::{config, head_tail, shell};
 
+/// A target body: arbitrary bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its fuzz target and corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("wg_datagram", wg_datagram),
     ("netstack_input", netstack_input),
     ("head_tail", head_tail),
