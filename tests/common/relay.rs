@@ -141,11 +141,7 @@ fn pump(
         let ms = wait.as_millis().max(if wait.is_zero() { 0 } else { 1 }) as i32;
         // SAFETY: one valid pollfd on a socket we own, for the duration of the call.
         unsafe { libc::poll(&mut pfd, 1, ms) };
-        loop {
-            let (n, src) = match from.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(_) => break,
-            };
+        while let Ok((n, src)) = from.recv_from(&mut buf) {
             let Some(dst) = route(src) else { continue };
             let Impairment { loss, delay } = *imp.lock();
             rng ^= rng << 13;
