@@ -12,7 +12,9 @@
 //!   the agent holds at most its per-peer cap, peer C is served meanwhile, the agent closes the
 //!   partial requests within its header timeout, and its RSS returns near the idle figure.
 //!
-//! `WGAGENT_AGENT_BIN` runs another agent binary (e.g. an older build, for a baseline).
+//! `WGAGENT_AGENT_BIN` runs another agent binary (e.g. an older build, for a baseline);
+//! `WGAGENT_ROBUST_BASELINE=1` makes the lock-out test only print its figures (no new config
+//! keys, no assertions), for such a binary.
 //! Prints `SKIP robust: <reason>` and passes when not root or a tool is missing.
 
 #[path = "common/netns.rs"]
@@ -352,7 +354,12 @@ fn lossy_link_start_and_wait() {
 #[test]
 fn one_peer_cannot_lock_out_another() {
     let t0 = Instant::now();
-    let extra = format!("header_timeout = \"{}s\"", HEADER_TIMEOUT.as_secs());
+    // Baseline mode (an older agent through WGAGENT_AGENT_BIN): no new keys, figures only.
+    let baseline = std::env::var_os("WGAGENT_ROBUST_BASELINE").is_some();
+    let extra = match baseline {
+        true => String::new(),
+        false => format!("header_timeout = \"{}s\"", HEADER_TIMEOUT.as_secs()),
+    };
     let Some(s) = setup("wgk", 2, |k| format!("10.213.{k}.1:{AGENT_PORT}"), &extra) else {
         return;
     };
@@ -391,6 +398,26 @@ fn one_peer_cannot_lock_out_another() {
         "robust: peer B opened {} of 1100 connections ({refused} refused) in {opening:?}",
         held.len()
     );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if baseline {
+        let out = curl(
+            &s.lab,
+            c,
+            &["--max-time", "5", &format!("{API}/api/v0/health")],
+            STEP,
+        );
+        println!("robust (baseline): peer C while B holds its connections: {out:?}");
+        drop(held);
+        std::thread::sleep(Duration::from_secs(3));
+        let after = netns::rss(s.agent_pid);
+        println!(
+            "robust (baseline): agent RSS idle {:.1} MiB, under 1,100 partial requests {:.1} MiB, after B closed them {:.1} MiB",
+            mib(idle),
+            mib(under),
+            mib(after)
+        );
+        return;
+    }
     assert!(
         held.len() <= 64,
         "more than the per-peer cap: {}",
@@ -431,7 +458,6 @@ fn one_peer_cannot_lock_out_another() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let after = netns::rss(s.agent_pid);
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
         "robust: agent RSS idle {:.1} MiB, under 1,100 partial requests {:.1} MiB, after release {:.1} MiB ({:?})",
         mib(idle),
