@@ -45,7 +45,8 @@ impl Node {
     }
 
     fn tick(&mut self, now: SystemTime) {
-        self.dev.update_timers(now, &mut self.wire);
+        self.dev
+            .update_timers(std::time::Instant::now(), now, &mut self.wire);
     }
 
     fn take_delivered(&mut self) -> Vec<Vec<u8>> {
