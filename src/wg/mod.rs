@@ -31,6 +31,8 @@ pub mod udp;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod live_tests;
 
 use std::net::SocketAddr;
 
