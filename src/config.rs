@@ -977,10 +977,7 @@ impl Cx<'_> {
             }
         };
         let uapi = self.bool_or(field!(interface, raw.uapi), true)?;
-        let uapi_socket = match &raw.uapi_socket {
-            None => None,
-            Some(value) => Some(self.path("interface.uapi_socket", value)?),
-        };
+        let uapi_socket = self.path_or(field!(interface, raw.uapi_socket))?;
         let replace_peers_on_reload =
             self.bool_or(field!(interface, raw.replace_peers_on_reload), false)?;
         let interface = Interface {
@@ -996,34 +993,6 @@ impl Cx<'_> {
             replace_peers_on_reload,
         };
         Ok((interface, inline))
-    }
-
-    fn bool_or(
-        &self,
-        (key, value): (&str, Option<&Value>),
-        default: bool,
-    ) -> Result<bool, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(Value::Boolean(b)) => Ok(*b),
-            Some(other) => Err(self.invalid(
-                key,
-                format!("expected true or false, found {}", describe(other)),
-            )),
-        }
-    }
-
-    /// A path; a relative one is relative to the config file's directory.
-    fn path(&self, key: &str, value: &Value) -> Result<PathBuf, ConfigError> {
-        let text = self.string(key, value)?;
-        if text.is_empty() {
-            return Err(self.invalid(key, "empty path"));
-        }
-        let path = Path::new(text);
-        Ok(match self.file.parent() {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_owned(),
-        })
     }
 
     fn log(&mut self, value: Value) -> Result<Log, ConfigError> {
@@ -1319,7 +1288,8 @@ impl Cx<'_> {
             (None, Some(value)) => {
                 // Like `wg`'s PresharedKey from a file (`wg genpsk > f`); read again on reload.
                 let key = join(path, "preshared_key_file");
-                let file = self.path(&key, value)?;
+                // `path_or` of a present value is always `Some`.
+                let file = self.path_or((&key, Some(value)))?.unwrap_or_default();
                 let (psk, warnings) =
                     keys::read_key_file(&file).map_err(|e| self.key_error(&key, e))?;
                 self.warnings

@@ -222,12 +222,15 @@ async fn serve_with_timeout<H: Handler>(
     }
     connections.close();
     connections.wait().await;
-    remove_if_ours(&listener.path, listener.ino);
+    // Dropping the listener removes the socket file.
 }
 
-fn remove_if_ours(path: &Path, ino: u64) {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ino) {
-        let _ = std::fs::remove_file(path);
+impl Drop for UapiListener {
+    /// Removes the socket file, unless another process has put its own there since.
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
