@@ -110,7 +110,10 @@ impl std::fmt::Debug for DeviceState {
     // Hand-written so that the private key never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceState")
-            .field("private_key", &self.private_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("listen_port", &self.listen_port)
             .field("fwmark", &self.fwmark)
             .field("peers", &self.peers)
