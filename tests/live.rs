@@ -640,3 +640,24 @@ async fn a_peer_added_through_the_uapi_socket_reaches_the_api() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn an_unwritable_socket_directory_is_a_warning_not_a_failure() {
+    tokio::time::timeout(T, async {
+        let (ak, c) = (keypair(), keypair());
+        let mut cfg = agent_config(
+            ak.secret.clone(),
+            AGENT_IP,
+            &[peer(c.public, "100.64.0.1/32", None, None)],
+        );
+        cfg.interface.uapi = true;
+        // Nobody, not even root, can create a directory in /proc.
+        cfg.interface.uapi_socket = Some("/proc/wgagent-no-such-dir/x.sock".into());
+        let agent = Agent::start(&cfg).await.unwrap();
+        assert_eq!(agent.uapi_socket(), None);
+        let n = control(&c, "100.64.0.1", &agent, None).await;
+        assert_eq!(health(&n, api_addr()).await, 200);
+    })
+    .await
+    .expect("test timed out");
+}
