@@ -159,7 +159,7 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         let mut state = AppState::new(manager.clone());
         *state.allowed_sources.write() = api_cfg.allowed_sources.clone().unwrap_or_default();
-        state.files = crate::files::Files::new(files.clone().into());
+        state.files = crate::files::Files::new((*files).into());
         let router = api::router(state.clone());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
