@@ -6,8 +6,9 @@
 //!    two operations as raw UAPI requests on the socket (no `wg` process), for the real
 //!    `wgagent agent` and for Debian's `wireguard-go`, alternating.
 //! 2. `churn` (no root): bulk TCP throughput of one stream between two in-process nodes while
-//!    100 other peers are added and removed through the agent's UAPI socket back to back,
-//!    against the same stream undisturbed, alternating rounds.
+//!    100 other peers are added and removed through the agent's UAPI socket, against the same
+//!    stream undisturbed, alternating rounds. Two rates: the 100 peers added and removed once a
+//!    second (a busy fleet), and back to back as fast as the socket answers (a stress test).
 //!
 //! Run: `cargo bench --bench live` (both), or `cargo bench --bench live -- churn`. Prints tables;
 //! asserts nothing about times.
@@ -36,10 +37,10 @@ const WG_SHOW_RUNS: usize = 30;
 const RAW_SET_RUNS: usize = 300;
 const RAW_GET_RUNS: usize = 60;
 /// Rounds of each implementation, interleaved (noise on a shared VM hits both alike).
-const UAPI_ROUNDS: usize = 3;
+const UAPI_ROUNDS: usize = 5;
 const CHURN: usize = 100;
 const STREAM_SECS: u64 = 4;
-const STREAM_ROUNDS: usize = 3;
+const STREAM_ROUNDS: usize = 5;
 const CHUNK: usize = 128 * 1024;
 const SINK_PORT: u16 = 5001;
 const AGENT_IP: &str = "100.64.0.10";
@@ -397,53 +398,78 @@ async fn churn_section() -> Result<()> {
     // Warm up: handshake and connection setup out of the measurement.
     stream(agent.node(), &control, 1).await?;
 
-    let (mut quiet, mut busy, mut ops) = (Vec::new(), Vec::new(), Vec::new());
+    let mut quiet = Vec::new();
+    // (Mbit/s, peer changes per second) per round, for the paced and the back-to-back churn.
+    let (mut paced, mut stress) = (Vec::new(), Vec::new());
     for _ in 0..STREAM_ROUNDS {
         quiet.push(stream(agent.node(), &control, STREAM_SECS).await?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicU64::new(0));
-        let churner = {
-            let (stop, done, sock, keys) = (
-                Arc::clone(&stop),
-                Arc::clone(&done),
-                sock.clone(),
-                churn_keys.clone(),
-            );
-            tokio::task::spawn_blocking(move || churn(&sock, &keys, &stop, &done))
-        };
-        let t = Instant::now();
-        let rate = stream(agent.node(), &control, STREAM_SECS).await;
-        stop.store(true, Ordering::Relaxed);
-        let elapsed = t.elapsed();
-        churner.await??;
-        busy.push(rate?);
-        ops.push(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64());
-        if agent.node().peers().len() != 1 {
-            bail!("churn left {} peers", agent.node().peers().len());
+        for (period, into) in [
+            (Some(Duration::from_secs(1)), &mut paced),
+            (None, &mut stress),
+        ] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicU64::new(0));
+            let churner = {
+                let (stop, done, sock, keys) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&done),
+                    sock.clone(),
+                    churn_keys.clone(),
+                );
+                tokio::task::spawn_blocking(move || churn(&sock, &keys, &stop, &done, period))
+            };
+            let t = Instant::now();
+            let rate = stream(agent.node(), &control, STREAM_SECS).await;
+            stop.store(true, Ordering::Relaxed);
+            let elapsed = t.elapsed();
+            churner.await??;
+            into.push((
+                rate?,
+                done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+            ));
+            if agent.node().peers().len() != 1 {
+                bail!("churn left {} peers", agent.node().peers().len());
+            }
         }
     }
-    let (q, b) = (mean(&quiet), mean(&busy));
+    let q = mean(&quiet);
     println!(
         "\nStream throughput while {CHURN} peers are added and removed through the UAPI socket \
-         ({STREAM_ROUNDS} × {STREAM_SECS} s each, alternating)\n"
+         ({STREAM_ROUNDS} rounds × {STREAM_SECS} s each, the three runs alternating)\n"
     );
-    println!("| run | Mbit/s per round | mean |");
-    println!("|---|---|---|");
-    println!("| undisturbed | {} | {q:.0} |", list(&quiet));
-    println!("| with churn | {} | {b:.0} |", list(&busy));
-    println!(
-        "\nratio churn / undisturbed: {:.3}; churn rate {:.0} peer changes/s (each one UAPI \
-         set on its own connection, back to back)",
-        b / q,
-        mean(&ops)
-    );
+    println!("| run | peer changes/s | Mbit/s per round | mean | ratio to undisturbed |");
+    println!("|---|---|---|---|---|");
+    println!("| undisturbed | 0 | {} | {q:.0} | 1.000 |", list(&quiet));
+    for (what, runs) in [
+        ("100 peers added + removed every second", &paced),
+        ("100 peers added + removed back to back", &stress),
+    ] {
+        let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let ops: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let m = mean(&rates);
+        println!(
+            "| {what} | {:.0} | {} | {m:.0} | {:.3} |",
+            mean(&ops),
+            list(&rates),
+            m / q
+        );
+    }
+    println!("\n(each peer change is one UAPI `set` on its own connection to the agent's socket)");
     agent.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
-/// Adds the `keys` one by one, then removes them one by one, until `stop`.
-fn churn(sock: &Path, keys: &[String], stop: &AtomicBool, done: &AtomicU64) -> Result<()> {
+/// Adds the `keys` one by one, then removes them one by one, until `stop`; with a `period`, one
+/// such cycle per period.
+fn churn(
+    sock: &Path,
+    keys: &[String],
+    stop: &AtomicBool,
+    done: &AtomicU64,
+    period: Option<Duration>,
+) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
+        let cycle = Instant::now();
         for (i, k) in keys.iter().enumerate() {
             let reply = uapi(
                 sock,
@@ -461,6 +487,12 @@ fn churn(sock: &Path, keys: &[String], stop: &AtomicBool, done: &AtomicU64) -> R
         for k in keys {
             uapi(sock, &format!("set=1\npublic_key={k}\nremove=true\n\n"))?;
             done.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(period) = period {
+            // Bounded: at most one period, in short steps so that `stop` is seen promptly.
+            while cycle.elapsed() < period && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
     Ok(())
