@@ -33,7 +33,7 @@ use crate::netstack::{self, Netstack, NetstackConfig, TcpListener, TcpStream};
 use crate::wg::{self, Device, DeviceConfig, PeerConfig, PublicKey, StaticSecret};
 
 use self::live::Command;
-pub use self::live::Published;
+use self::live::Published;
 
 /// Everything a node needs to join the overlay.
 pub struct NodeConfig {

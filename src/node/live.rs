@@ -38,7 +38,7 @@ pub(super) struct Command {
 }
 
 /// What the data path publishes for other tasks after every change: keys, socket address, mark.
-pub struct Published {
+pub(crate) struct Published {
     keys: Mutex<(StaticSecret, PublicKey)>,
     udp_addr: Mutex<SocketAddr>,
     fwmark: AtomicU32,
