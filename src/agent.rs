@@ -244,7 +244,7 @@ impl Agent {
         );
         for p in &new.peers {
             let key = p.public_key.to_bytes();
-            let mut section = PeerUpdate::from_config(&peer_config(p));
+            let mut section = PeerUpdate::from_config(&PeerConfig::from(p));
             let same_endpoint = old_endpoints.get(&key) == Some(&p.endpoint);
             if live.contains(&key) && same_endpoint {
                 // Keep what roaming learned.
@@ -362,17 +362,6 @@ fn manager_config(api: &config::Api, state_dir: Option<PathBuf>) -> ManagerConfi
         state_dir,
         log_max_bytes: api.log_max_bytes,
         state_max_bytes: api.state_max_bytes,
-    }
-}
-
-fn peer_config(p: &config::Peer) -> PeerConfig {
-    PeerConfig {
-        name: p.name.clone(),
-        public_key: p.public_key,
-        preshared_key: p.preshared_key,
-        allowed_ips: p.allowed_ips.clone(),
-        endpoint: p.endpoint,
-        persistent_keepalive: p.persistent_keepalive,
     }
 }
 

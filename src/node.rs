@@ -53,18 +53,7 @@ pub struct NodeConfig {
 
 impl From<&crate::config::Config> for NodeConfig {
     fn from(cfg: &crate::config::Config) -> Self {
-        let peers = cfg
-            .peers
-            .iter()
-            .map(|p| PeerConfig {
-                name: p.name.clone(),
-                public_key: p.public_key,
-                preshared_key: p.preshared_key,
-                allowed_ips: p.allowed_ips.clone(),
-                endpoint: p.endpoint,
-                persistent_keepalive: p.persistent_keepalive,
-            })
-            .collect();
+        let peers = cfg.peers.iter().map(PeerConfig::from).collect();
         NodeConfig {
             private_key: cfg.interface.private_key.clone(),
             addresses: cfg.interface.addresses.clone(),
@@ -73,6 +62,34 @@ impl From<&crate::config::Config> for NodeConfig {
             tcp_buffer: cfg.interface.tcp_buffer,
             connect_timeout: cfg.control.connect_timeout,
             peers,
+        }
+    }
+}
+
+/// A `[[peer]]` of a configuration file as the node takes it (and back, for code that builds
+/// configurations from node-level peers).
+impl From<&crate::config::Peer> for PeerConfig {
+    fn from(p: &crate::config::Peer) -> Self {
+        PeerConfig {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            preshared_key: p.preshared_key,
+            allowed_ips: p.allowed_ips.clone(),
+            endpoint: p.endpoint,
+            persistent_keepalive: p.persistent_keepalive,
+        }
+    }
+}
+
+impl From<&PeerConfig> for crate::config::Peer {
+    fn from(p: &PeerConfig) -> Self {
+        crate::config::Peer {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            preshared_key: p.preshared_key,
+            allowed_ips: p.allowed_ips.clone(),
+            endpoint: p.endpoint,
+            persistent_keepalive: p.persistent_keepalive,
         }
     }
 }

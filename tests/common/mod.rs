@@ -114,14 +114,7 @@ pub fn agent_config(secret: StaticSecret, addr: &str, peers: &[PeerConfig]) -> C
 
 /// A `[[peer]]` entry for a peer config.
 pub fn config_peer(p: &PeerConfig) -> config::Peer {
-    config::Peer {
-        name: p.name.clone(),
-        public_key: p.public_key,
-        preshared_key: p.preshared_key,
-        allowed_ips: p.allowed_ips.clone(),
-        endpoint: p.endpoint,
-        persistent_keepalive: p.persistent_keepalive,
-    }
+    config::Peer::from(p)
 }
 
 /// A keep-alive HTTP/1 connection through the tunnel.
