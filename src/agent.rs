@@ -262,14 +262,16 @@ impl Agent {
     }
 
     /// Stops the agent within `deadline`: process groups get `[api] shutdown_grace` (capped by
-    /// the deadline) and are then killed, the API and UAPI servers stop (in-flight requests
-    /// finish), then the node. True when everything stopped in time.
+    /// the deadline) and are then killed (always, even past the deadline), the API and UAPI
+    /// servers stop (in-flight requests finish), then the node. True when everything stopped in
+    /// time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         let grace = (*self.shutdown_grace.lock()).min(deadline);
-        let processes = tokio::time::timeout_at(until, self.manager.shutdown(grace))
-            .await
-            .is_ok();
+        // Never cut short: the manager's own bound (grace, then SIGKILL and a short wait) is what
+        // guarantees that no child outlives the agent; a late finish only makes this return false.
+        self.manager.shutdown(grace).await;
+        let processes = tokio::time::Instant::now() <= until;
         self.cancel.cancel();
         self.tracker.close();
         let servers = tokio::time::timeout_at(until, self.tracker.wait())
