@@ -103,7 +103,7 @@ fn uapi_section() -> Result<()> {
     let ours_if = format!("wgbl{id}a");
     let mut toml = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"{AGENT_IP}\"]\nname = \"{ours_if}\"\n\n\
-         [log]\nlevel = \"warn\"\n\n",
+         [api]\nstate_dir = \"state\"\n\n[log]\nlevel = \"warn\"\n\n",
         keys::encode_private(&keys::generate())
     );
     for (public, allowed) in &peers {
@@ -366,6 +366,7 @@ async fn churn_section() -> Result<()> {
     let (ak, ck) = (keys::generate(), keys::generate());
     let mut cfg = Config::new(ak.clone(), vec![ip(AGENT_IP)]);
     cfg.interface.uapi_socket = Some(sock.clone());
+    cfg.api.state_dir = Some(dir.path().join("state"));
     cfg.peers.push(config::Peer {
         name: Some("control".into()),
         public_key: keys::public_key(&ck),

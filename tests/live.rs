@@ -60,7 +60,7 @@ async fn adding_a_peer_while_another_streams_10_mib() {
     tokio::time::timeout(T, async {
         const TOTAL: usize = 10 << 20;
         let (ak, c1, c2) = (keypair(), keypair(), keypair());
-        let cfg = agent_config(
+        let (cfg, _state) = agent_config(
             ak.secret.clone(),
             AGENT_IP,
             &[peer(c1.public, "100.64.0.1/32", None, None)],
@@ -158,7 +158,7 @@ async fn ping(s: &mut wgagent::netstack::TcpStream) {
 async fn removing_a_peer_ends_its_connections_and_only_those() {
     tokio::time::timeout(T, async {
         let (ak, c1, c2) = (keypair(), keypair(), keypair());
-        let cfg = agent_config(
+        let (cfg, _state) = agent_config(
             ak.secret.clone(),
             AGENT_IP,
             &[
@@ -208,7 +208,7 @@ async fn removing_a_peer_ends_its_connections_and_only_those() {
 async fn updating_allowed_ips_refuses_the_old_range_and_keeps_the_session() {
     tokio::time::timeout(T, async {
         let (ak, c) = (keypair(), keypair());
-        let mut cfg = agent_config(
+        let (mut cfg, _state) = agent_config(
             ak.secret.clone(),
             AGENT_IP,
             &[peer(c.public, "100.64.0.1/32", None, None)],
@@ -285,13 +285,8 @@ async fn preshared_key_peers_interoperate() {
         with_psk.preshared_key = Some(psk);
         let mut wrong = peer(bad.public, "100.64.0.2/32", None, None);
         wrong.preshared_key = Some(psk);
-        let agent = Agent::start(&agent_config(
-            ak.secret.clone(),
-            AGENT_IP,
-            &[with_psk, wrong],
-        ))
-        .await
-        .unwrap();
+        let (cfg, _state) = agent_config(ak.secret.clone(), AGENT_IP, &[with_psk, wrong]);
+        let agent = Agent::start(&cfg).await.unwrap();
         let n = control(&good, "100.64.0.1", &agent, Some(psk)).await;
         assert_eq!(health(&n, api_addr()).await, 200);
         let m = control(&bad, "100.64.0.2", &agent, Some([0x5b; 32])).await;
@@ -327,7 +322,7 @@ async fn reload_applies_the_difference_and_keeps_live_peers() {
             p.name = Some(a.replace(['.', '/'], "-"));
             p
         };
-        let cfg0 = agent_config(
+        let (cfg0, _state0) = agent_config(
             ak.secret.clone(),
             AGENT_IP,
             &[p(&c1, "100.64.0.1/32"), p(&c2, "100.64.0.2/32")],
@@ -342,11 +337,12 @@ async fn reload_applies_the_difference_and_keeps_live_peers() {
             .await
             .unwrap();
 
-        let mut cfg1 = agent_config(
+        let (mut cfg1, _state1) = agent_config(
             ak.secret.clone(),
             "100.64.0.99",
             &[p(&c1, "100.64.0.1/32"), p(&c4, "100.64.0.4/32")],
         );
+        cfg1.api.state_dir = cfg0.api.state_dir.clone();
         cfg1.api.max_running = 2;
         cfg1.api.max_tracked = 2;
         cfg1.api.port = 8;
@@ -525,7 +521,7 @@ async fn uapi_survives_1000_hostile_requests_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("fuzz.sock");
         let (ak, c1) = (keypair(), keypair());
-        let mut cfg = agent_config(
+        let (mut cfg, _state) = agent_config(
             ak.secret.clone(),
             AGENT_IP,
             &[peer(c1.public, "100.64.0.1/32", None, None)],
@@ -535,7 +531,7 @@ async fn uapi_survives_1000_hostile_requests_unchanged() {
         let agent = Agent::start(&cfg).await.unwrap();
         assert_eq!(agent.uapi_socket(), Some(sock.as_path()));
         // A second node never takes a live socket over; the error names it.
-        let second = agent_config(keypair().secret, "100.64.0.11", &[]);
+        let (second, _state2) = agent_config(keypair().secret, "100.64.0.11", &[]);
         let mut second = second;
         second.interface.uapi = true;
         second.interface.uapi_socket = Some(sock.clone());
@@ -610,7 +606,7 @@ async fn a_peer_added_through_the_uapi_socket_reaches_the_api() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("add.sock");
         let (ak, c) = (keypair(), keypair());
-        let mut cfg = agent_config(ak.secret.clone(), AGENT_IP, &[]);
+        let (mut cfg, _state) = agent_config(ak.secret.clone(), AGENT_IP, &[]);
         cfg.interface.uapi = true;
         cfg.interface.uapi_socket = Some(sock.clone());
         let agent = Agent::start(&cfg).await.unwrap();
@@ -645,7 +641,7 @@ async fn a_peer_added_through_the_uapi_socket_reaches_the_api() {
 async fn an_unwritable_socket_directory_is_a_warning_not_a_failure() {
     tokio::time::timeout(T, async {
         let (ak, c) = (keypair(), keypair());
-        let mut cfg = agent_config(
+        let (mut cfg, _state) = agent_config(
             ak.secret.clone(),
             AGENT_IP,
             &[peer(c.public, "100.64.0.1/32", None, None)],

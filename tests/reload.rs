@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(15);
 fn config(port: u16, address: &str, level: &str, peers: &[(&str, &Keypair, &str)]) -> String {
     let mut text = format!(
         "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{address}\"]\n\
-         listen_port = {port}\nuapi = false\n\n[api]\nshutdown_grace = \"1s\"\n\n\
+         listen_port = {port}\nuapi = false\n\n[api]\nshutdown_grace = \"1s\"\nstate_dir = \"state\"\n\n\
          [log]\nlevel = \"{level}\"\n\n"
     );
     for (name, key, ip) in peers {

@@ -90,7 +90,8 @@ async fn dump(name: &str) -> Dump {
 fn agent_config(name: &str, port: u16, peers: &[(&Keypair, &str)]) -> String {
     let mut text = format!(
         "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{AGENT_IP}\"]\n\
-         listen_port = {port}\nname = \"{name}\"\n\n[api]\nshutdown_grace = \"1s\"\n\n"
+         listen_port = {port}\nname = \"{name}\"\n\n[api]\nshutdown_grace = \"1s\"\n\
+         state_dir = \"state\"\n\n"
     );
     for (key, ip) in peers {
         text.push_str(&format!(

@@ -533,7 +533,7 @@ async fn replicas() {
     let agent_secret = keys::generate();
     let port = free_udp_port();
     let mut text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\n\n[api]\nmax_running = {REPLICAS}\n",
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\nuapi = false\n\n[api]\nmax_running = {REPLICAS}\n",
         keys::encode_private(&agent_secret)
     );
     for (i, s) in secrets.iter().enumerate() {

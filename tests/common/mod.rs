@@ -95,21 +95,33 @@ pub fn serve_api_filtered(agent: &Node, allowed_sources: Vec<IpNetwork>) -> Mana
 /// Keeps an agent running until the test's runtime ends (as the spawned servers it replaces
 /// did); dropping an `Agent` stops its servers.
 pub fn keep_alive(agent: Agent) {
+    keep_alive_with(agent, ());
+}
+
+/// Like `keep_alive`, also keeping `also` (e.g. the agent's state directory) until then.
+pub fn keep_alive_with<T: Send + 'static>(agent: Agent, also: T) {
     tokio::spawn(async move {
-        let _agent = agent;
+        let _kept = (agent, also);
         std::future::pending::<()>().await;
     });
 }
 
-/// A config for an agent at `addr` with these peers: port 0, API on `API_PORT`, and no UAPI
-/// socket (tests run many agents at once; each that wants one names its own socket).
-pub fn agent_config(secret: StaticSecret, addr: &str, peers: &[PeerConfig]) -> Config {
+/// A config for an agent at `addr` with these peers: port 0, API on `API_PORT`, no UAPI
+/// socket (tests run many agents at once; each that wants one names its own socket), and its
+/// process state in the returned temporary directory (keep it as long as the agent runs).
+pub fn agent_config(
+    secret: StaticSecret,
+    addr: &str,
+    peers: &[PeerConfig],
+) -> (Config, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
     let mut cfg = Config::new(secret, vec![ip(addr)]);
     cfg.interface.uapi = false;
     cfg.api.port = API_PORT;
     cfg.api.shutdown_grace = Duration::from_secs(1);
+    cfg.api.state_dir = Some(state.path().to_owned());
     cfg.peers = peers.iter().map(config_peer).collect();
-    cfg
+    (cfg, state)
 }
 
 /// A `[[peer]]` entry for a peer config.
@@ -167,7 +179,7 @@ pub struct Pair {
 pub async fn pair() -> Pair {
     let agent_keys = keypair();
     let control_keys = keypair();
-    let cfg = agent_config(
+    let (cfg, state) = agent_config(
         agent_keys.secret.clone(),
         AGENT_IP,
         &[peer(control_keys.public, "100.64.0.1/32", None, None)],
@@ -187,7 +199,7 @@ pub async fn pair() -> Pair {
     )
     .await;
     let manager = server.manager().clone();
-    keep_alive(server);
+    keep_alive_with(server, state);
     Pair {
         agent,
         control,
