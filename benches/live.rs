@@ -103,8 +103,9 @@ fn uapi_section() -> Result<()> {
     let ours_if = format!("wgbl{id}a");
     let mut toml = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"{AGENT_IP}\"]\nname = \"{ours_if}\"\n\n\
-         [api]\nstate_dir = \"state\"\n\n[log]\nlevel = \"warn\"\n\n",
-        keys::encode_private(&keys::generate())
+         [api]\nstate_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n",
+        keys::encode_private(&keys::generate()),
+        dir.path().join("state").display()
     );
     for (public, allowed) in &peers {
         toml.push_str(&format!(

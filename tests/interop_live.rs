@@ -53,8 +53,9 @@ fn a_wireguard_go_peer_added_with_wg_set_reaches_the_api() {
     let agent_if = format!("{}a", lab.tag);
     let config = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {AGENT_PORT}\n\
-         name = \"{agent_if}\"\n\n[api]\nshutdown_grace = \"1s\"\nstate_dir = \"state\"\n",
-        agent_key.trim()
+         name = \"{agent_if}\"\n\n[api]\nshutdown_grace = \"1s\"\nstate_dir = \"{}\"\n",
+        agent_key.trim(),
+        dir.join("state").display()
     );
     let config_path = dir.join("agent.toml");
     std::fs::write(&config_path, config).unwrap();

@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agent_proc::{AgentProc, alive, free_udp_port, parent_of};
+use agent_proc::{AgentProc, alive, descends_from, free_udp_port};
 use common::*;
 use serde_json::json;
 use wgagent::config::Config;
@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(15);
 fn config(port: u16, address: &str, level: &str, peers: &[(&str, &Keypair, &str)]) -> String {
     let mut text = format!(
         "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{address}\"]\n\
-         listen_port = {port}\nuapi = false\n\n[api]\nshutdown_grace = \"1s\"\nstate_dir = \"state\"\n\n\
+         listen_port = {port}\nuapi = false\n\n[api]\nshutdown_grace = \"1s\"\nstate_dir = \"@DIR@/state\"\n\n\
          [log]\nlevel = \"{level}\"\n\n"
     );
     for (name, key, ip) in peers {
@@ -53,6 +53,11 @@ async fn reachable(node: &Node) -> bool {
     })
     .await;
     matches!(ok, Ok(Some(200)))
+}
+
+/// `text` with `@DIR@` replaced, as `AgentProc::start` writes it.
+fn at(text: &str, dir: &std::path::Path) -> String {
+    text.replace("@DIR@", dir.to_str().unwrap())
 }
 
 /// Sends SIGHUP and waits for the reload's outcome line after it.
@@ -108,7 +113,7 @@ async fn sighup_reloads_peers_keeps_processes_and_refuses_bad_files() {
         let id = v["id"].as_str().unwrap().to_owned();
         let (_, list) = http.call("GET", "/api/v0/processes/list", None).await;
         let pid = list["processes"][0]["pid"].as_i64().unwrap() as i32;
-        assert_eq!(parent_of(pid), Some(agent.pid()));
+        assert!(descends_from(pid, agent.pid()));
 
         // c2 leaves the file, c3 joins; the log level goes to debug.
         let second = config(
@@ -117,7 +122,7 @@ async fn sighup_reloads_peers_keeps_processes_and_refuses_bad_files() {
             "debug",
             &[("c1", &c1, "100.64.0.1"), ("c3", &c3, "100.64.0.3")],
         );
-        std::fs::write(&agent.config, &second).unwrap();
+        std::fs::write(&agent.config, at(&second, dir.path())).unwrap();
         let mark = agent.mark();
         let line = reload(&agent, "configuration reloaded");
         assert!(
@@ -135,7 +140,7 @@ async fn sighup_reloads_peers_keeps_processes_and_refuses_bad_files() {
             !reachable(&n2).await,
             "the peer removed from the file still gets answers"
         );
-        // The process is untouched: same record, still running, still the agent's child.
+        // The process is untouched: same record, still running, still under the agent.
         let (_, list) = http.call("GET", "/api/v0/processes/list", None).await;
         let p = &list["processes"][0];
         assert_eq!(
@@ -143,7 +148,7 @@ async fn sighup_reloads_peers_keeps_processes_and_refuses_bad_files() {
             (Some(id.as_str()), Some(true))
         );
         assert_eq!(p["pid"].as_i64(), Some(i64::from(pid)));
-        assert!(alive(pid) && parent_of(pid) == Some(agent.pid()));
+        assert!(alive(pid) && descends_from(pid, agent.pid()));
         assert_eq!(
             n1.stats().wg.peers[0].handshakes,
             1,
@@ -152,7 +157,7 @@ async fn sighup_reloads_peers_keeps_processes_and_refuses_bad_files() {
 
         // An invalid file: the same precise error as at start, nothing changes.
         let bad = second.replace(&keys::encode_public(&c3.public), "not-a-key");
-        std::fs::write(&agent.config, &bad).unwrap();
+        std::fs::write(&agent.config, at(&bad, dir.path())).unwrap();
         let expected = Config::load(&agent.config).unwrap_err().to_string();
         assert!(expected.contains("`peer[1].public_key`"), "{expected}");
         let line = reload(&agent, "reload refused");
@@ -170,7 +175,7 @@ async fn sighup_reloads_peers_keeps_processes_and_refuses_bad_files() {
             "debug",
             &[("c1", &c1, "100.64.0.1"), ("c3", &c3, "100.64.0.3")],
         );
-        std::fs::write(&agent.config, &moved).unwrap();
+        std::fs::write(&agent.config, at(&moved, dir.path())).unwrap();
         let mark = agent.mark();
         reload(&agent, "configuration reloaded");
         let warning = agent.wait_log(mark, "interface.address changed", WAIT);

@@ -91,7 +91,7 @@ fn agent_config(name: &str, port: u16, peers: &[(&Keypair, &str)]) -> String {
     let mut text = format!(
         "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{AGENT_IP}\"]\n\
          listen_port = {port}\nname = \"{name}\"\n\n[api]\nshutdown_grace = \"1s\"\n\
-         state_dir = \"state\"\n\n"
+         state_dir = \"@DIR@/state\"\n\n"
     );
     for (key, ip) in peers {
         text.push_str(&format!(

@@ -16,11 +16,13 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Writes `config_text` to `<dir>/agent.toml` and starts the agent on it with `env` (and
-    /// no `RUST_LOG` unless `env` sets one). Does not wait for it to come up.
+    /// Writes `config_text` to `<dir>/agent.toml` (with `@DIR@` replaced by `dir`, for absolute
+    /// paths such as `state_dir`) and starts the agent on it with `env` (and no `RUST_LOG`
+    /// unless `env` sets one). Does not wait for it to come up.
     pub fn start(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> AgentProc {
         let config = dir.join("agent.toml");
-        std::fs::write(&config, config_text).unwrap();
+        let text = config_text.replace("@DIR@", dir.to_str().unwrap());
+        std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgagent"));
         cmd.args(["agent", "--config"])
             .arg(&config)
@@ -130,6 +132,20 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// True if `ancestor` is `pid`'s parent, grandparent, ... (within 8 generations: the agent may
+/// run a supervisor between itself and the shell).
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..8 {
+        match parent_of(at) {
+            Some(p) if p == ancestor => return true,
+            Some(p) if p > 1 => at = p,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// True if `pid` exists and is not a zombie.
