@@ -10,13 +10,10 @@
 //! Leaves to the caller: reading the configuration file, signals, logging setup (the log level
 //! of a reload is the caller's, since the subscriber is process-wide).
 //!
-//! The reload rule for peers: every `[[peer]]` in the new file is set exactly as written (its
-//! endpoint only if the file's endpoint changed or the peer was not live, so a roamed endpoint
-//! survives); peers that were in the previous file and are not in the new one are removed;
-//! peers added live through the UAPI that no file ever listed are kept, unless
-//! `[interface] replace_peers_on_reload = true`, which makes the live peer set exactly the file's.
+//! The reload rule for peers is `node`'s (`Node::file_update`, shared with the control daemon):
+//! the file wins for the peers it lists, peers deleted from it are removed, peers added live
+//! that no file listed are kept unless `[interface] replace_peers_on_reload = true`.
 
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,10 +28,10 @@ use crate::api::{self, AppState};
 use crate::config::{self, Config};
 use crate::keys;
 use crate::netstack::TcpListener;
-use crate::node::{Node, NodeConfig, NodeError};
+use crate::node::{self, Node, NodeConfig, NodeError};
 use crate::proc::{Manager, ManagerConfig};
 use crate::wg::uapi::server::{self as uapi, BindError};
-use crate::wg::{Applied, DeviceUpdate, PeerConfig, PeerUpdate, PublicKey};
+use crate::wg::{Applied, PublicKey};
 
 /// A running agent. Dropping it stops the API and UAPI servers (running processes are only
 /// ended by [`Agent::shutdown`]).
@@ -91,23 +88,7 @@ impl Agent {
     /// socket; a socket another live node serves is an error naming the path.
     pub async fn start(config: &Config) -> Result<Agent, AgentError> {
         // The socket first: a second node with the same name must fail before it binds UDP.
-        let listener = match uapi_path(&config.interface) {
-            None => None,
-            Some(path) => match uapi::bind(&path) {
-                Ok(listener) => Some(listener),
-                Err(BindError::DirUnavailable { dir, source }) => {
-                    tracing::warn!(
-                        dir = %dir.display(),
-                        "cannot create the WireGuard UAPI socket ({source}); running without it: \
-                         `wg show {}` will not see this node (run as root, or set \
-                         [interface] uapi_socket to a writable path)",
-                        config.interface.name
-                    );
-                    None
-                }
-                Err(e) => return Err(e.into()),
-            },
-        };
+        let listener = node::bind_uapi(&config.interface, config::Interface::DEFAULT_NAME)?;
         // Process records and logs survive restarts in the state directory; an unusable one
         // is an error at start (never a silent temporary directory).
         let manager = Manager::open(manager_config(
@@ -124,7 +105,6 @@ impl Agent {
         let mut agent = Agent::assemble(node, manager, &config.api, &config.files)?;
         agent.uapi_path = listener.as_ref().map(|l| l.path().to_owned());
         if let Some(listener) = listener {
-            tracing::info!(path = %listener.path().display(), "WireGuard UAPI socket ready (`wg show {}`)", config.interface.name);
             let handler = Arc::new(agent.node.clone());
             agent
                 .tracker
@@ -194,7 +174,7 @@ impl Agent {
         let mut effective = new.clone();
         keep_restart_only_values(&old, &mut effective, &mut report.restart_required);
 
-        let update = self.peer_update(&old, &effective);
+        let update = self.node.file_update(&old, &effective);
         report.peers = self.node.update(update).await?;
 
         let api = &effective.api;
@@ -214,51 +194,6 @@ impl Agent {
         }
         *self.in_force.lock() = Some(effective);
         Ok(report)
-    }
-
-    /// The node update that takes the live peers from `old`'s file to `new`'s.
-    fn peer_update(&self, old: &Config, new: &Config) -> DeviceUpdate {
-        let live: HashSet<[u8; 32]> = self
-            .node
-            .peers()
-            .iter()
-            .map(|p| p.public_key.to_bytes())
-            .collect();
-        let old_endpoints: HashMap<[u8; 32], Option<SocketAddr>> = old
-            .peers
-            .iter()
-            .map(|p| (p.public_key.to_bytes(), p.endpoint))
-            .collect();
-        let in_new: HashSet<[u8; 32]> = new.peers.iter().map(|p| p.public_key.to_bytes()).collect();
-        let mut peers: Vec<PeerUpdate> = Vec::new();
-        // Removals first, so that a prefix or name moving to another peer is free again.
-        let gone: Vec<PublicKey> = if new.interface.replace_peers_on_reload {
-            self.node.peers().iter().map(|p| p.public_key).collect()
-        } else {
-            old.peers.iter().map(|p| p.public_key).collect()
-        };
-        peers.extend(
-            gone.into_iter()
-                .filter(|k| !in_new.contains(k.as_bytes()))
-                .map(PeerUpdate::remove),
-        );
-        for p in &new.peers {
-            let key = p.public_key.to_bytes();
-            let mut section = PeerUpdate::from_config(&PeerConfig::from(p));
-            let same_endpoint = old_endpoints.get(&key) == Some(&p.endpoint);
-            if live.contains(&key) && same_endpoint {
-                // Keep what roaming learned.
-                section.endpoint = None;
-            }
-            peers.push(section);
-        }
-        DeviceUpdate {
-            private_key: Some(new.interface.private_key.clone()),
-            listen_port: (new.interface.listen_port != old.interface.listen_port)
-                .then_some(new.interface.listen_port),
-            peers,
-            ..DeviceUpdate::default()
-        }
     }
 
     /// Stops the agent within `deadline`: process groups get `[api] shutdown_grace` (capped by
@@ -337,19 +272,6 @@ pub async fn serve_api(listener: TcpListener, router: Router, cancel: Cancellati
     if let Err(e) = serve.await {
         tracing::error!(%local, "API server failed: {e}");
     }
-}
-
-/// The UAPI socket path the interface asks for (`None`: turned off).
-pub fn uapi_path(interface: &config::Interface) -> Option<PathBuf> {
-    if !interface.uapi {
-        return None;
-    }
-    Some(
-        interface
-            .uapi_socket
-            .clone()
-            .unwrap_or_else(|| uapi::default_path(&interface.name)),
-    )
 }
 
 fn manager_config(api: &config::Api, state_dir: Option<PathBuf>) -> ManagerConfig {

@@ -66,8 +66,10 @@ pub struct Interface {
     pub tcp_buffer: usize,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
-    /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise.
-    pub name: String,
+    /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
+    /// role's default: [`Interface::DEFAULT_NAME`] for an agent, `wgcontrol0` for the control
+    /// daemon (so the two can share a machine).
+    pub name: Option<String>,
     /// `uapi`: serve the WireGuard UAPI socket (`wg show`/`wg set`). Default true.
     pub uapi: bool,
     /// `uapi_socket`: the socket path (relative to the config file); `None` = the default path
@@ -91,8 +93,15 @@ impl Interface {
     pub const DEFAULT_TCP_BUFFER: usize = 512 * 1024;
     /// Allowed `tcp_buffer` values: 64 KiB ..= 64 MiB (memory per connection is bounded).
     pub const TCP_BUFFER_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
-    /// Default `name`: `wgagent0` (so `wg show wgagent0`).
+    /// Default `name` of an agent: `wgagent0` (so `wg show wgagent0`).
     pub const DEFAULT_NAME: &'static str = "wgagent0";
+    /// Default `name` of the control daemon.
+    pub const DEFAULT_CONTROL_NAME: &'static str = "wgcontrol0";
+
+    /// The interface name, or `default` (the role's) when the file sets none.
+    pub fn name_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.name.as_deref().unwrap_or(default)
+    }
 }
 
 /// `[log]`.
@@ -125,7 +134,7 @@ impl Config {
                 listen_port: Interface::DEFAULT_LISTEN_PORT,
                 mtu: Interface::DEFAULT_MTU,
                 tcp_buffer: Interface::DEFAULT_TCP_BUFFER,
-                name: Interface::DEFAULT_NAME.into(),
+                name: None,
                 uapi: true,
                 uapi_socket: None,
                 replace_peers_on_reload: false,
@@ -968,12 +977,12 @@ impl Cx<'_> {
             max as i64,
         )?;
         let name = match &raw.name {
-            None => Interface::DEFAULT_NAME.to_owned(),
+            None => None,
             Some(value) => {
                 let key = "interface.name";
                 let name = self.string(key, value)?;
                 check_interface_name(name).map_err(|problem| self.invalid(key, problem))?;
-                name.to_owned()
+                Some(name.to_owned())
             }
         };
         let uapi = self.bool_or(field!(interface, raw.uapi), true)?;
@@ -1870,7 +1879,8 @@ mod tests {
     fn live_peer_keys_uapi_reload_psk_file_and_log() {
         let config = parse(&(interface("") + &peer(""))).unwrap();
         let i = &config.interface;
-        assert_eq!(i.name, "wgagent0");
+        assert_eq!(i.name, None);
+        assert_eq!(i.name_or(Interface::DEFAULT_NAME), "wgagent0");
         assert!(i.uapi && i.uapi_socket.is_none() && !i.replace_peers_on_reload);
         assert_eq!(config.log, Log::default());
 
@@ -1880,7 +1890,7 @@ mod tests {
         ) + "[log]\nlevel = \"warn,wgagent::wg=debug\"\n";
         let config = parse(&text).unwrap();
         let i = &config.interface;
-        assert_eq!(i.name, "wg-a.1");
+        assert_eq!(i.name.as_deref(), Some("wg-a.1"));
         assert!(!i.uapi && i.replace_peers_on_reload);
         assert_eq!(
             i.uapi_socket.as_deref(),
@@ -1971,7 +1981,7 @@ mod tests {
             vec!["100.64.0.10".parse().unwrap()],
         );
         assert_eq!(keys::encode_public(&built.interface.public_key), OWN_PUB);
-        assert_eq!(built.interface.name, Interface::DEFAULT_NAME);
+        assert_eq!(built.interface.name, None);
         assert_eq!((built.api.clone(), built.peers.len()), (Api::default(), 0));
     }
 
@@ -2020,7 +2030,10 @@ mod tests {
         assert_eq!(agent.interface.listen_port, 51820);
         assert_eq!(agent.interface.mtu, Interface::DEFAULT_MTU);
         assert_eq!(agent.interface.tcp_buffer, Interface::DEFAULT_TCP_BUFFER);
-        assert_eq!(agent.interface.name, Interface::DEFAULT_NAME);
+        assert_eq!(
+            agent.interface.name.as_deref(),
+            Some(Interface::DEFAULT_NAME)
+        );
         assert!(agent.interface.uapi && agent.interface.uapi_socket.is_none());
         assert!(!agent.interface.replace_peers_on_reload);
         assert_eq!(agent.log, Log::default());
@@ -2048,7 +2061,10 @@ mod tests {
         let control = Config::load(&dir.join("control.example.toml")).unwrap();
         assert_eq!(control.control, Control::default());
         assert_eq!(control.interface.listen_port, 51820);
-        assert_eq!(control.interface.name, "wgcontrol0");
+        assert_eq!(
+            control.interface.name.as_deref(),
+            Some(Interface::DEFAULT_CONTROL_NAME)
+        );
         let nat = control.peer_by_name("agent-nat-1").unwrap();
         assert_eq!((nat.endpoint, nat.persistent_keepalive), (None, None));
         assert!(control.peer_by_name("agent-db").unwrap().endpoint.is_some());

@@ -15,6 +15,7 @@
 //! reach it over a small bounded command channel and are applied between two packets.
 
 mod live;
+mod reload;
 
 use std::collections::VecDeque;
 use std::io;
@@ -34,6 +35,7 @@ use crate::wg::{self, Device, DeviceConfig, PeerConfig, PublicKey, StaticSecret}
 
 use self::live::Command;
 use self::live::Published;
+pub use self::reload::{bind_uapi, uapi_path};
 
 /// Everything a node needs to join the overlay.
 pub struct NodeConfig {

@@ -657,3 +657,90 @@ async fn an_unwritable_socket_directory_is_a_warning_not_a_failure() {
     .await
     .expect("test timed out");
 }
+
+/// A raw UAPI `get` on `sock`.
+async fn uapi_get(sock: &std::path::Path) -> String {
+    let mut s = UnixStream::connect(sock).await.unwrap();
+    s.write_all(b"get=1\n\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn hex(key: &wgagent::wg::PublicKey) -> String {
+    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn the_control_daemon_serves_the_uapi_and_reloads_its_peers() {
+    use wgagent::control::{Daemon, DaemonOptions};
+    tokio::time::timeout(T, async {
+        let (a1k, a2k, ck) = (keypair(), keypair(), keypair());
+        let (c1, _s1) = agent_config(
+            a1k.secret.clone(),
+            AGENT_IP,
+            &[peer(ck.public, "100.64.0.1/32", None, None)],
+        );
+        let (c2, _s2) = agent_config(
+            a2k.secret.clone(),
+            "100.64.0.11",
+            &[peer(ck.public, "100.64.0.1/32", None, None)],
+        );
+        let (a1, a2) = (
+            Agent::start(&c1).await.unwrap(),
+            Agent::start(&c2).await.unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let uapi = dir.path().join("wgcontrol.sock");
+        let named = |name: &str, k: &Keypair, ip: &str, agent: &Agent| {
+            let mut p = config_peer(&peer(k.public, ip, Some(loopback(agent.node())), None));
+            p.name = Some(name.into());
+            p
+        };
+        let mut cfg = wgagent::config::Config::new(ck.secret.clone(), vec![ip("100.64.0.1")]);
+        cfg.interface.uapi_socket = Some(uapi.clone());
+        cfg.peers.push(named("a1", &a1k, "100.64.0.10/32", &a1));
+        let daemon = Daemon::start(
+            &cfg,
+            DaemonOptions {
+                socket: dir.path().join("control.sock"),
+                socket_group: None,
+                max_connections: 16,
+                state_dir: None,
+            },
+        )
+        .await
+        .unwrap();
+        let got = uapi_get(&uapi).await;
+        assert!(
+            got.contains(&hex(&a1k.public)) && !got.contains(&hex(&a2k.public)),
+            "{got}"
+        );
+        assert_eq!(health(daemon.node(), api_addr()).await, 200);
+
+        // SIGHUP's work: a2 joins the file and becomes reachable, a1's session stays.
+        let mut cfg2 = cfg.clone();
+        cfg2.peers.push(named("a2", &a2k, "100.64.0.11/32", &a2));
+        let applied = daemon.reload(&cfg2).await.unwrap();
+        assert_eq!(applied.added, [a2k.public]);
+        assert!(
+            applied.updated.is_empty() && applied.removed.is_empty(),
+            "{applied:?}"
+        );
+        assert_eq!(
+            health(daemon.node(), to("100.64.0.11", API_PORT)).await,
+            200
+        );
+        assert!(uapi_get(&uapi).await.contains(&hex(&a2k.public)));
+        let stats = daemon.node().stats();
+        assert_eq!(stats.wg.peer_by_key(&a1k.public).unwrap().handshakes, 1);
+        // And out again.
+        let applied = daemon.reload(&cfg).await.unwrap();
+        assert_eq!(applied.removed, [a2k.public]);
+        assert!(daemon.shutdown(Duration::from_secs(5)).await);
+        assert!(!uapi.exists());
+    })
+    .await
+    .expect("test timed out");
+}

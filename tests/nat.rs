@@ -86,7 +86,7 @@ fn agent_behind_nat_through_two_control_daemons() {
         write(
             &dir.join(format!("c{i}.toml")),
             &format!(
-                "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\n\n\
+                "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\nuapi = false\n\n\
                  [control]\nconnect_timeout = \"5s\"\n\n\
                  [[peer]]\nname = \"dev\"\npublic_key = \"{agent_pub}\"\nallowed_ips = [\"100.64.0.10/32\"]\n",
                 51819 + i
