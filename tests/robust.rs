@@ -142,7 +142,8 @@ fn setup(
     }
     let config = format!(
         "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\n\
-         listen_port = {AGENT_PORT}\n\n[api]\nshutdown_grace = \"1s\"\n{api_extra}\n{peer_blocks}"
+         listen_port = {AGENT_PORT}\nuapi = false\n\n[api]\nshutdown_grace = \"1s\"\nstate_dir = \"{}\"\n{api_extra}\n{peer_blocks}",
+        dir.join("state").display()
     );
     let config_path = dir.join("agent.toml");
     std::fs::write(&config_path, config).unwrap();

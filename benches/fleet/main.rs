@@ -148,7 +148,7 @@ fn fleet_config(
     state: &Path,
 ) -> Config {
     let mut text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\nuapi = false\n\n\
          [control]\nstate_dir = \"{}\"\n",
         keys::encode_private(secret),
         state.display()
@@ -473,6 +473,7 @@ async fn real_agent(control_pubs: &[keys::PublicKey]) -> Bench {
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers,
     })
     .await
@@ -508,6 +509,7 @@ async fn control_node(secret: keys::StaticSecret, i: usize, b: &Bench) -> wgagen
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers: vec![PeerConfig {
             name: Some("dev".into()),
             public_key: b.agent_pub,
@@ -533,7 +535,7 @@ async fn replicas() {
     let agent_secret = keys::generate();
     let port = free_udp_port();
     let mut text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\n\n[api]\nmax_running = {REPLICAS}\n",
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\nuapi = false\n\n[api]\nmax_running = {REPLICAS}\n",
         keys::encode_private(&agent_secret)
     );
     for (i, s) in secrets.iter().enumerate() {
@@ -660,7 +662,7 @@ async fn hop() {
     let b = real_agent(&[keys::public_key(&daemon_secret)]).await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.1.1\"]\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.1.1\"]\nuapi = false\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.10/32\"]\nendpoint = \"{}\"\n",
         keys::encode_private(&daemon_secret),
         keys::encode_public(&b.agent_pub),

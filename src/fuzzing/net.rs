@@ -69,7 +69,8 @@ pub fn wg_datagram(data: &[u8]) {
         SocketAddr::from(([192, 0, 2, 1], 51820)),
         SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 4000)),
     ];
-    let mut now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut now = std::time::Instant::now();
     let mut r = Reader::new(data);
     let mut ops = 0;
     while !r.is_empty() && ops < 256 {
@@ -81,7 +82,8 @@ pub fn wg_datagram(data: &[u8]) {
             2 => dev.send_ip_packet(chunk, &mut sink),
             _ => {
                 now += Duration::from_secs(1);
-                dev.update_timers(now, &mut sink);
+                wall += Duration::from_secs(1);
+                dev.update_timers(now, wall, &mut sink);
             }
         }
     }
