@@ -104,7 +104,7 @@ fn parent() {
     if only.iter().any(|o| o == "inproc") {
         // Not part of the default run: one in-process bulk transfer, for profiling.
         let r = rt.block_on(limited(ours_bulk()));
-        push(&mut Vec::new(), "ours, in-process", r);
+        push_tput((&mut Vec::new(), &mut Vec::new()), "ours, in-process", r);
     }
     if want("bulk") {
         let b = bulk(&rt);
@@ -125,6 +125,23 @@ fn parent() {
             baseline: wg,
             unit: "Mbit/s",
             goal: ">= 1.5",
+        });
+        let wg_eff = mean(&b.wg_go_eff);
+        rows.push(Row {
+            name: "bulk, ours in-process, Mbit per CPU-s",
+            ours: mean(&b.in_process_eff),
+            baseline_name: "wireguard-go netns",
+            baseline: wg_eff,
+            unit: "Mb/CPUs",
+            goal: "-",
+        });
+        rows.push(Row {
+            name: "bulk, ours netns, Mbit per CPU-s",
+            ours: mean(&b.netns_eff),
+            baseline_name: "wireguard-go netns",
+            baseline: wg_eff,
+            unit: "Mb/CPUs",
+            goal: "-",
         });
         rows.push(Row {
             name: "bulk TCP, ours in-process vs ceiling",
@@ -209,7 +226,30 @@ struct Bulk {
     in_process: Vec<f64>,
     netns: Vec<f64>,
     wg_go: Vec<f64>,
+    /// Mbit moved per CPU-second, one per round (see [`Tput`]).
+    in_process_eff: Vec<f64>,
+    netns_eff: Vec<f64>,
+    wg_go_eff: Vec<f64>,
     wg_go_rss_kib: Option<u64>,
+}
+
+/// One throughput run: the rate and the CPU it cost. `cpu` is the user + system time of every
+/// process that does the work, both ends: for ours the node processes (WireGuard, netstack,
+/// and the bulk application in the same process); for wireguard-go both `wireguard-go`
+/// processes (from `/proc/<pid>/stat`) plus both `iperf3` processes (whose CPU time holds the
+/// kernel TCP work that our netstack does in userspace).
+struct Tput {
+    mbps: f64,
+    /// Seconds the transfer took (the rate's denominator).
+    secs: f64,
+    cpu: f64,
+}
+
+impl Tput {
+    /// Mbit moved per CPU-second.
+    fn per_cpu(&self) -> f64 {
+        self.mbps * self.secs / self.cpu.max(1e-9)
+    }
 }
 
 /// Rounds alternate ours and the baseline so that load from other work on the machine hits
@@ -239,20 +279,24 @@ fn bulk(rt: &tokio::runtime::Runtime) -> Bulk {
                 rt.block_on(limited(loopback_bulk())),
             );
         }
-        push(
-            &mut b.in_process,
+        push_tput(
+            (&mut b.in_process, &mut b.in_process_eff),
             "ours, in-process",
             rt.block_on(limited(ours_bulk())),
         );
         if let Ok(ns) = &netns {
-            push(
-                &mut b.netns,
+            push_tput(
+                (&mut b.netns, &mut b.netns_eff),
                 "ours, 2 processes in netns",
                 ours_bulk_netns(ns),
             );
         }
         if let (Ok(ns), Some(w)) = (&netns, &wg_go) {
-            push(&mut b.wg_go, "wireguard-go + iperf3 in netns", w.iperf(ns));
+            push_tput(
+                (&mut b.wg_go, &mut b.wg_go_eff),
+                "wireguard-go + iperf3 in netns",
+                w.iperf(ns),
+            );
         }
     }
     if let Some(w) = &wg_go {
@@ -266,6 +310,23 @@ fn push(into: &mut Vec<f64>, what: &str, r: Result<f64>) {
         Ok(mbps) => {
             println!("  {what}: {mbps:.0} Mbit/s");
             into.push(mbps);
+        }
+        Err(e) => println!("  {what}: FAILED: {e:#}"),
+    }
+}
+
+fn push_tput(into: (&mut Vec<f64>, &mut Vec<f64>), what: &str, r: Result<Tput>) {
+    match r {
+        Ok(t) => {
+            println!(
+                "  {what}: {:.0} Mbit/s, {:.2} CPU-s in {:.2} s: {:.0} Mbit per CPU-second",
+                t.mbps,
+                t.cpu,
+                t.secs,
+                t.per_cpu()
+            );
+            into.0.push(t.mbps);
+            into.1.push(t.per_cpu());
         }
         Err(e) => println!("  {what}: FAILED: {e:#}"),
     }
@@ -510,7 +571,7 @@ fn segments_per_mss(bytes: u64, sender_packets_out: u64) -> f64 {
     sender_packets_out as f64 / (bytes as f64 / mss).max(1.0)
 }
 
-async fn ours_bulk() -> Result<f64> {
+async fn ours_bulk() -> Result<Tput> {
     let (agent, control) = node_pair().await?;
     let mut listeners = agent.listen(SINK_PORT)?;
     let mut l = listeners.pop().context("no listener")?;
@@ -537,7 +598,11 @@ async fn ours_bulk() -> Result<f64> {
         elapsed.as_secs_f64(),
         bytes as f64 * 8.0 / 1e6 / cpu.max(1e-9),
     );
-    Ok(rate)
+    Ok(Tput {
+        mbps: rate,
+        secs: elapsed.as_secs_f64(),
+        cpu,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -677,7 +742,7 @@ fn wait_line(r: &mut impl BufRead, prefix: &str, limit: Duration) -> Result<Stri
 }
 
 /// Our nodes as two processes (this binary re-executed), one per namespace, like wireguard-go.
-fn ours_bulk_netns(ns: &Netns) -> Result<f64> {
+fn ours_bulk_netns(ns: &Netns) -> Result<Tput> {
     let exe = std::env::current_exe()?;
     let exe = exe.to_str().context("non-UTF-8 executable path")?;
     let (sk, ck) = (keys::generate(), keys::generate());
@@ -721,7 +786,46 @@ fn ours_bulk_netns(ns: &Netns) -> Result<f64> {
     let mut it = result.split_whitespace().skip(1);
     let bytes: u64 = it.next().context("bytes")?.parse()?;
     let micros: u64 = it.next().context("micros")?.parse()?;
-    Ok(mbps(bytes, Duration::from_micros(micros)))
+    let elapsed = Duration::from_micros(micros);
+    Ok(Tput {
+        mbps: mbps(bytes, elapsed),
+        secs: elapsed.as_secs_f64(),
+        cpu: reported_cpu(&sent)? + reported_cpu(&result)?,
+    })
+}
+
+/// The `cpu <secs> s` a child reports: its own user + system time (`getrusage`, the same
+/// figure as `/proc/self/stat`), the whole process life, measured just before it ends.
+fn reported_cpu(line: &str) -> Result<f64> {
+    let rest = line
+        .split("cpu ")
+        .nth(1)
+        .with_context(|| format!("no cpu figure in {line:?}"))?;
+    let secs = rest.split_whitespace().next().context("cpu value")?;
+    Ok(secs.parse()?)
+}
+
+/// User + system CPU time of a live process from `/proc/<pid>/stat` (fields 14 and 15, in
+/// clock ticks).
+fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / hz.max(1) as f64)
+}
+
+/// User + system CPU time of this process's reaped children (`RUSAGE_CHILDREN`), in seconds.
+fn children_cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
 }
 
 /// Child role `sink` or `source`: one Node, one bulk connection, results on stdout.
@@ -799,6 +903,7 @@ fn udp_rcvbuf_errors(ns: &Netns, which: &str) -> Option<u64> {
 /// A wireguard-go pair, one per namespace, configured with `wg` (the baseline).
 struct WgGo {
     _procs: Vec<Reaped>,
+    pid_a: u32,
     pid_b: u32,
 }
 
@@ -881,15 +986,25 @@ impl WgGo {
             let mtu = MTU.to_string();
             run("ip", &["-n", n, "link", "set", ifname, "mtu", &mtu, "up"])?;
         }
-        let pid_b = procs[1].0.id();
+        // `ip netns exec` execs the program, so these are wireguard-go's own pids.
+        let (pid_a, pid_b) = (procs[0].0.id(), procs[1].0.id());
         Ok(WgGo {
             _procs: procs,
+            pid_a,
             pid_b,
         })
     }
 
-    /// One iperf3 run a → b over the tunnel; Mbit/s as the receiver counted it.
-    fn iperf(&self, ns: &Netns) -> Result<f64> {
+    /// CPU time of both wireguard-go processes so far.
+    fn cpu_secs(&self) -> Result<f64> {
+        let cpu = |pid| proc_cpu_secs(pid).with_context(|| format!("/proc/{pid}/stat"));
+        Ok(cpu(self.pid_a)? + cpu(self.pid_b)?)
+    }
+
+    /// One iperf3 run a → b over the tunnel; Mbit/s as the receiver counted it, and the CPU
+    /// of both wireguard-go processes and both iperf3 processes during it.
+    fn iperf(&self, ns: &Netns) -> Result<Tput> {
+        let (wg0, iperf0) = (self.cpu_secs()?, children_cpu_secs());
         let server = Reaped(
             ns.command(&ns.b, "iperf3")
                 .args(["-s", "-1", "-B", WG_GO_TUN.1])
@@ -922,6 +1037,9 @@ impl WgGo {
             std::thread::sleep(Duration::from_millis(200));
         };
         drop(server);
+        // Both iperf3 processes have been reaped now (the client by `output`, the server by
+        // the drop), so their CPU is in RUSAGE_CHILDREN; a failed first attempt adds a little.
+        let (wg1, iperf1) = (self.cpu_secs()?, children_cpu_secs());
         let drops1 = udp_rcvbuf_errors(ns, &ns.b);
         let v: serde_json::Value = serde_json::from_slice(&json)?;
         let bps = v["end"]["sum_received"]["bits_per_second"]
@@ -932,7 +1050,19 @@ impl WgGo {
             v["end"]["sum_sent"]["retransmits"],
             delta(drops0, drops1)
         );
-        Ok(bps / 1e6)
+        let secs = v["end"]["sum_received"]["seconds"]
+            .as_f64()
+            .context("iperf3 JSON without end.sum_received.seconds")?;
+        println!(
+            "    CPU: wireguard-go {:.2} s, iperf3 {:.2} s",
+            wg1 - wg0,
+            iperf1 - iperf0
+        );
+        Ok(Tput {
+            mbps: bps / 1e6,
+            secs,
+            cpu: (wg1 - wg0) + (iperf1 - iperf0),
+        })
     }
 }
 
