@@ -1,38 +1,36 @@
 //! `Node` = WireGuard (`wg`) + TCP/IP (`netstack`) + the one data-path task that drives both.
 //!
-//! Owns: the WireGuard UDP socket (the only host socket; datagrams leave in UDP GSO runs and
-//! arrive in GRO batches, see `wg::gso`), the data-path task, the 250 ms timer tick and 1 s
-//! rate-limiter reset, live peer changes (`live`: [`Node::update`] and friends, and the UAPI
+//! Owns: building the parts (the WireGuard UDP socket, the only host socket; the device; the
+//! netstack) and starting the data-path task ([`driver`]: timers, GSO/GRO, moving packets
+//! between the socket, the device and the netstack), live peer changes (`live`:
+//! [`Node::update`] and friends, and the UAPI
 //! [`Handler`](crate::wg::uapi::server::Handler) for `wg show`/`wg set`), shutdown. Both roles
 //! use it: the agent listens on its tunnel address, control replicas connect to agents'
 //! tunnel addresses.
 //! Leaves to the caller: what runs over the TCP streams (HTTP), configuration parsing, serving
 //! the UAPI socket (`Agent` and the control daemon do).
 //!
-//! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (DESIGN.md); every hop
-//! through a channel costs a wake-up. The task owns the `wg::Device` outright (no lock) and
-//! shares the netstack with socket handles through short, never-awaited locks. Peer changes
-//! reach it over a small bounded command channel and are applied between two packets.
+//! Peer changes reach the data-path task over a small bounded command channel and are applied
+//! between two packets.
 
+mod driver;
 mod live;
 mod reload;
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::netstack::{self, Netstack, NetstackConfig, TcpListener, TcpStream};
 use crate::wg::{self, Device, DeviceConfig, PeerConfig, PublicKey, StaticSecret};
 
+pub use self::driver::DriverCounters;
 use self::live::Command;
 use self::live::Published;
 pub use self::reload::{bind_uapi, uapi_path};
@@ -142,23 +140,6 @@ struct Inner {
     tracker: TaskTracker,
 }
 
-/// Counters of the data-path task itself (the UDP socket side).
-#[derive(Debug, Default)]
-pub struct DriverCounters {
-    pub datagrams_in: AtomicU64,
-    pub datagrams_out: AtomicU64,
-    /// Datagrams the kernel refused (not `WouldBlock`, which waits for writability instead).
-    pub send_errors: AtomicU64,
-    /// Decrypted packets dropped because the netstack's inbound queue stayed full.
-    pub inbound_dropped: AtomicU64,
-    /// `sendmsg` calls that carried several datagrams (UDP GSO); `datagrams_out` counts each.
-    pub gso_sends: AtomicU64,
-    /// Receives that returned several datagrams (UDP GRO); `datagrams_in` counts each.
-    pub gro_receives: AtomicU64,
-    /// Receives the kernel cut short (larger than our 64 KiB slot); their data was dropped.
-    pub recv_truncated: AtomicU64,
-}
-
 /// Everything a node counts, at one moment.
 #[derive(Debug, Clone)]
 pub struct NodeStats {
@@ -203,15 +184,15 @@ impl Node {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (commands, command_rx) = mpsc::channel(live::COMMAND_QUEUE);
-        tracker.spawn(run(
+        tracker.spawn(driver::run(driver::Parts {
             device,
-            netstack.clone(),
+            netstack: netstack.clone(),
             udp,
-            command_rx,
-            Arc::clone(&published),
-            cancel.clone(),
-            driver.clone(),
-        ));
+            commands: command_rx,
+            published: Arc::clone(&published),
+            cancel: cancel.clone(),
+            counters: driver.clone(),
+        }));
         tracker.close();
         Ok(Node {
             inner: Arc::new(Inner {
@@ -285,246 +266,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
-}
-
-/// WireGuard timer cadence (boringtun's own device uses 250 ms); the rate limiter is reset
-/// every fourth tick.
-const TIMER_TICK: Duration = Duration::from_millis(250);
-/// Datagrams read per wake-up before the netstack is polled again. One GRO receive brings up
-/// to 64, so a wake-up queues at most `RECV_BATCH - 1 + 64` = 127 packets: within the
-/// netstack's inbound queue (256).
-const RECV_BATCH: usize = 64;
-/// Encrypted datagrams held while the UDP socket would block; beyond it they are dropped
-/// and counted (WireGuard tolerates loss, TCP retransmits).
-const MAX_PENDING: usize = 1024;
-/// The data path's side of the UDP socket and the netstack: the `wg::Output` the device writes
-/// into. Datagrams join a GSO run (sent when the next one cannot join and at the end of every
-/// driver iteration) or wait for the socket; decrypted packets go to the netstack.
-struct Sink {
-    udp: UdpSocket,
-    netstack: Netstack,
-    /// The run of datagrams being built; sent with one `sendmsg` where GSO works.
-    tx: wg::gso::Sender,
-    /// Encrypted datagrams held while the socket would block (after the run, in order).
-    pending: VecDeque<(SocketAddr, Vec<u8>)>,
-    counters: Arc<DriverCounters>,
-    clock: Clock,
-}
-
-impl wg::Output for Sink {
-    fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
-        if !self.pending.is_empty() {
-            self.hold(to, datagram);
-            return;
-        }
-        if self.tx.push(to, datagram) {
-            return;
-        }
-        // It cannot join the run (other endpoint or size, or the run is full): send the run;
-        // an empty run takes any datagram.
-        if self.send_run() && self.tx.push(to, datagram) {
-            return;
-        }
-        self.hold(to, datagram);
-    }
-
-    fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
-        // The netstack keys per-peer connection limits (and callers' identity) by this tag.
-        let peer = netstack::PeerTag(peer.0);
-        if self.netstack.push_inbound(peer, ip_packet).is_ok() {
-            return;
-        }
-        // Full: let the stack consume its queue, then offer the packet again.
-        self.netstack.poll(self.clock.now());
-        if self.netstack.push_inbound(peer, ip_packet).is_err() {
-            self.counters
-                .inbound_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("netstack inbound queue full; packet dropped");
-        }
-    }
-}
-
-impl Sink {
-    fn hold(&mut self, to: SocketAddr, datagram: &[u8]) {
-        if self.pending.len() < MAX_PENDING {
-            self.pending.push_back((to, datagram.to_vec()));
-        } else {
-            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%to, "UDP socket blocked and pending queue full; datagram dropped");
-        }
-    }
-
-    /// Sends the current run; true if it is all out (or dropped), false if the socket would
-    /// block (the rest of the run stays).
-    fn send_run(&mut self) -> bool {
-        let done = self.tx.flush(&self.udp);
-        let c = &self.counters;
-        c.datagrams_out
-            .fetch_add(done.datagrams as u64, Ordering::Relaxed);
-        c.gso_sends
-            .fetch_add(done.gso_sends as u64, Ordering::Relaxed);
-        c.send_errors
-            .fetch_add(done.dropped as u64, Ordering::Relaxed);
-        !done.blocked
-    }
-
-    /// Sends the run, then the held datagrams (coalesced into runs too), until everything is
-    /// out or the socket would block again.
-    fn flush(&mut self) {
-        // Each round empties the run and refills it from `pending`; an empty run takes any
-        // datagram, so every round moves at least one and the loop ends.
-        loop {
-            if !self.send_run() {
-                return;
-            }
-            let mut moved = false;
-            while let Some((to, d)) = self.pending.front() {
-                if !self.tx.push(*to, d) {
-                    break;
-                }
-                self.pending.pop_front();
-                moved = true;
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    /// True while datagrams wait for the socket.
-    fn backlogged(&self) -> bool {
-        !self.pending.is_empty() || !self.tx.is_empty()
-    }
-
-    /// Reads up to `RECV_BATCH` datagrams (a GRO receive brings several) and feeds them to
-    /// the device.
-    fn receive(&mut self, device: &mut Device, rx: &mut wg::gso::Receiver) {
-        let mut datagrams = 0;
-        // Bounded in receives too, in case they keep bringing nothing usable.
-        for _ in 0..RECV_BATCH {
-            if datagrams >= RECV_BATCH {
-                break;
-            }
-            match rx.recv(&self.udp) {
-                Ok(got) => {
-                    datagrams += got.datagrams;
-                    let c = &self.counters;
-                    c.datagrams_in
-                        .fetch_add(got.datagrams as u64, Ordering::Relaxed);
-                    if got.datagrams > 1 {
-                        c.gro_receives.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if got.truncated {
-                        c.recv_truncated.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!("UDP receive larger than 64 KiB; dropped");
-                    }
-                    let Some(src) = rx.source() else { continue };
-                    for d in rx.datagrams() {
-                        device.handle_datagram(src, d, self);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // e.g. ICMP port unreachable reported on the socket: not fatal.
-                    tracing::debug!(error = %e, "UDP receive error");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Monotonic time for smoltcp, relative to the driver's start.
-struct Clock(std::time::Instant);
-
-impl Clock {
-    fn now(&self) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(self.0.elapsed().as_micros() as i64)
-    }
-}
-
-/// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop;
-/// peer changes are applied between iterations.
-async fn run(
-    mut device: Device,
-    netstack: Netstack,
-    udp: UdpSocket,
-    mut commands: mpsc::Receiver<Command>,
-    published: Arc<Published>,
-    cancel: CancellationToken,
-    counters: Arc<DriverCounters>,
-) {
-    let mut sink = Sink {
-        tx: live::sender_for(&udp),
-        udp,
-        netstack: netstack.clone(),
-        pending: VecDeque::new(),
-        counters,
-        clock: Clock(std::time::Instant::now()),
-    };
-    let mut rx = wg::gso::Receiver::new();
-    let mut next_tick = Instant::now();
-    let mut ticks: u64 = 0;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-
-    loop {
-        // Timers first, every iteration, whatever else is ready: a flood of datagrams (even junk
-        // from a non-peer) must not starve keepalives, rekeys and the rate-limiter reset.
-        let now = Instant::now();
-        if now >= next_tick {
-            device.update_timers(now.into_std(), SystemTime::now(), &mut sink);
-            ticks += 1;
-            if ticks.is_multiple_of(4) {
-                device.reset_rate_limiter();
-            }
-            next_tick = (next_tick + TIMER_TICK).max(now);
-        }
-        let delay = netstack.poll(sink.clock.now());
-        sink.flush();
-        let drained = sink.pending.is_empty()
-            && netstack.pop_outbound(|pkt| {
-                device.send_ip_packet(pkt, &mut sink);
-                // Stop taking packets from the stack while the socket is blocked: backpressure.
-                sink.pending.is_empty()
-            });
-        // End of the iteration's output: the last run goes out now.
-        sink.flush();
-        // `drained` is false only when a datagram had to be held, so this is "socket blocked".
-        let blocked = sink.backlogged() || !drained;
-        if !blocked && delay == Some(Duration::ZERO) {
-            // More input is waiting in the stack and the output has room: go again.
-            tokio::task::yield_now().await;
-            continue;
-        }
-        // While blocked on output a zero delay only means "blocked"; don't spin on it, and
-        // leave datagrams in the kernel's (large) buffer rather than read more.
-        let wake_at = match delay {
-            Some(d) if !(blocked && d.is_zero()) => Instant::now() + d,
-            _ => far,
-        }
-        .min(next_tick);
-
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            // Before the socket: a datagram flood must not hold off a configuration change.
-            command = commands.recv() => match command {
-                Some(command) => live::execute(command, &mut device, &mut sink, &published),
-                None => break,
-            },
-            _ = sink.udp.writable(), if blocked => {}
-            r = sink.udp.readable(), if !blocked => {
-                if r.is_ok() {
-                    sink.receive(&mut device, &mut rx);
-                    sink.flush();
-                }
-            }
-            _ = netstack.wait_for_work() => {}
-            _ = tokio::time::sleep_until(wake_at) => {}
-        }
-    }
-    tracing::debug!("data path stopped");
 }
 
 /// A cheap, cloneable handle that opens tunnel connections: the SDK's transport

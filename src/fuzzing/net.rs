@@ -18,20 +18,28 @@ const PEER_KEY: [u8; 32] = [9; 32];
 const AGENT: [u8; 4] = [100, 64, 0, 10];
 const PEER: [u8; 4] = [100, 64, 0, 1];
 
-/// Counts what the device produced; the slices must be readable.
+/// Counts what the device produced; the outputs must be readable.
 #[derive(Default)]
 struct Sink {
     sent: usize,
     delivered: usize,
 }
 
-impl wg::Output for Sink {
-    fn send_datagram(&mut self, _to: SocketAddr, datagram: &[u8]) {
-        self.sent += datagram.iter().map(|&b| usize::from(b)).sum::<usize>() & 1;
-    }
-
-    fn deliver(&mut self, _peer: PeerId, ip_packet: &[u8]) {
-        self.delivered += ip_packet.len() & 1;
+impl Sink {
+    fn take(&mut self, dev: &mut Device) {
+        while let Some(output) = dev.poll_output() {
+            match output {
+                wg::Output::Transmit { datagram, .. } => {
+                    self.sent += datagram.iter().map(|&b| usize::from(b)).sum::<usize>() & 1;
+                }
+                wg::Output::Deliver {
+                    peer: PeerId(_),
+                    packet,
+                } => {
+                    self.delivered += packet.len() & 1;
+                }
+            }
+        }
     }
 }
 
@@ -78,14 +86,15 @@ pub fn wg_datagram(data: &[u8]) {
         let op = r.byte();
         let chunk = r.chunk16();
         match op % 4 {
-            0 | 1 => dev.handle_datagram(sources[usize::from(op % 2)], chunk, &mut sink),
-            2 => dev.send_ip_packet(chunk, &mut sink),
+            0 | 1 => dev.handle_datagram(sources[usize::from(op % 2)], chunk),
+            2 => dev.send_ip_packet(chunk),
             _ => {
                 now += Duration::from_secs(1);
                 wall += Duration::from_secs(1);
-                dev.update_timers(now, wall, &mut sink);
+                dev.update_timers(now, wall);
             }
         }
+        sink.take(&mut dev);
     }
 }
 

@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use super::{Node, NodeError, Sink};
+use super::driver::Io;
+use super::{Node, NodeError};
 use crate::wg::uapi::server::{Handler, Refused};
 use crate::wg::uapi::{DeviceState, errno};
 use crate::wg::{
@@ -199,11 +200,11 @@ impl Handler for Node {
 pub(super) fn execute(
     command: Command,
     device: &mut Device,
-    sink: &mut Sink,
+    io: &mut Io,
     published: &super::Published,
 ) {
     let Command { update, reply } = command;
-    let result = apply(update, device, sink, published);
+    let result = apply(update, device, io, published);
     if let Err(e) = &result {
         tracing::warn!("peer update refused, nothing changed: {e}");
     }
@@ -214,7 +215,7 @@ pub(super) fn execute(
 fn apply(
     mut update: DeviceUpdate,
     device: &mut Device,
-    sink: &mut Sink,
+    io: &mut Io,
     published: &Published,
 ) -> Result<Applied, NodeError> {
     // Socket-level changes first: they can fail, and nothing else has changed yet.
@@ -232,13 +233,13 @@ fn apply(
     };
     let old_mark = published.fwmark();
     let mark = update.fwmark.take().unwrap_or(old_mark);
-    let marked = fresh.as_ref().unwrap_or(&sink.udp);
+    let marked = fresh.as_ref().unwrap_or(&io.udp);
     if mark != old_mark || (fresh.is_some() && mark != 0) {
         set_mark(marked, mark).map_err(|source| NodeError::Fwmark { mark, source })?;
     }
 
     // Who owns each connection's remote address now, to reset those whose owner changes.
-    let before: HashMap<IpAddr, Option<wg::PeerId>> = sink
+    let before: HashMap<IpAddr, Option<wg::PeerId>> = io
         .netstack
         .remote_addresses()
         .into_iter()
@@ -248,7 +249,7 @@ fn apply(
         Ok(applied) => applied,
         Err(e) => {
             if fresh.is_none() && mark != old_mark {
-                let _ = set_mark(&sink.udp, old_mark);
+                let _ = set_mark(&io.udp, old_mark);
             }
             return Err(e.into());
         }
@@ -256,7 +257,7 @@ fn apply(
 
     if let Some(udp) = fresh {
         let addr = wg::udp::normalize_addr(udp.local_addr().unwrap_or(current));
-        swap_socket(sink, udp);
+        swap_socket(io, udp);
         *published.udp_addr.lock() = addr;
         tracing::info!(%addr, "WireGuard socket moved to a new port");
     }
@@ -264,7 +265,7 @@ fn apply(
     if applied.key_changed {
         *published.keys.lock() = (device.private_key().clone(), device.public_key());
     }
-    let reset = sink.netstack.abort_connections(|ip| {
+    let reset = io.netstack.abort_connections(|ip| {
         before
             .get(&ip)
             .is_some_and(|owner| *owner != device.route(ip))
@@ -289,10 +290,10 @@ pub(super) fn sender_for(udp: &UdpSocket) -> wg::gso::Sender {
 
 /// Puts a new socket in place of the old one. What the old run could not send is dropped
 /// (WireGuard tolerates loss); datagrams held for writability go out on the new socket.
-fn swap_socket(sink: &mut Sink, udp: UdpSocket) {
-    sink.send_run();
-    sink.tx = sender_for(&udp);
-    sink.udp = udp;
+fn swap_socket(io: &mut Io, udp: UdpSocket) {
+    io.send_run();
+    io.tx = sender_for(&udp);
+    io.udp = udp;
 }
 
 fn set_mark(udp: &UdpSocket, mark: u32) -> std::io::Result<()> {

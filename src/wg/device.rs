@@ -8,10 +8,14 @@
 //! - a configuration change → [`Device::apply`] (between two packets: the change is atomic for
 //!   the data path, including the routing table).
 //!
-//! Results go to an [`Output`]. Nothing here panics on network input: every malformed,
-//! unauthenticated or misrouted packet is counted, logged at `debug` and dropped.
+//! Every call queues its results as owned [`Output`]s (datagrams to send, packets to deliver),
+//! which the caller takes with [`Device::poll_output`] after the call, as `quinn-proto`'s
+//! `poll_transmit` works: the device never calls back into its caller, so the driver reads as
+//! "hand in an event, then act on what came out", and outputs can move to other threads.
+//! Nothing here panics on network input: every malformed, unauthenticated or misrouted packet
+//! is counted, logged at `debug` and dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -75,6 +79,30 @@ pub struct Device {
     scratch: Box<[u8]>,
     /// The next [`PeerId`] to hand out.
     next_id: u64,
+    /// Results of the calls since the last [`Device::poll_output`] drained them.
+    outputs: Outputs,
+}
+
+/// The queue behind [`Device::poll_output`]. Bounded by what one call can produce, as long as
+/// the caller drains it after every call: one handshake reply plus [`MAX_DRAIN`] queued packets
+/// for a datagram, one datagram for an IP packet, a few per peer for a timer tick.
+#[derive(Default)]
+struct Outputs(VecDeque<Output>);
+
+impl Outputs {
+    fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.0.push_back(Output::Transmit {
+            to,
+            datagram: datagram.to_vec(),
+        });
+    }
+
+    fn deliver(&mut self, peer: PeerId, packet: &[u8]) {
+        self.0.push_back(Output::Deliver {
+            peer,
+            packet: packet.to_vec(),
+        });
+    }
 }
 
 /// One peer's session state, owned by the device.
@@ -158,6 +186,7 @@ impl Device {
             counters: Arc::new(Counters::new()),
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             next_id: 0,
+            outputs: Outputs::default(),
         };
         let update = DeviceUpdate {
             peers: cfg.peers.iter().map(PeerUpdate::from_config).collect(),
@@ -169,7 +198,7 @@ impl Device {
 
     /// Processes one UDP datagram received from `src`: answers handshakes, delivers
     /// authenticated and cryptokey-routed IP packets, follows roaming peers.
-    pub fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8], out: &mut impl Output) {
+    pub fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8]) {
         let Device {
             private_key,
             public_key,
@@ -179,6 +208,7 @@ impl Device {
             rate_limiter,
             counters,
             scratch,
+            outputs: out,
             ..
         } = self;
         let dc = &counters.device;
@@ -301,7 +331,7 @@ impl Device {
     /// longest-match its destination. Without a route or an endpoint it is dropped and counted.
     /// Without a session it is queued (up to 256 per peer, boringtun's limit) and a handshake
     /// starts.
-    pub fn send_ip_packet(&mut self, packet: &[u8], out: &mut impl Output) {
+    pub fn send_ip_packet(&mut self, packet: &[u8]) {
         let dc = &self.counters.device;
         let Some(dst) = Tunn::dst_address(packet) else {
             bump(&dc.malformed);
@@ -337,7 +367,7 @@ impl Device {
                 if d.first() == Some(&MSG_INIT) {
                     peer.traffic_waiting = true;
                 }
-                transmit(out, pc, endpoint, d);
+                transmit(&mut self.outputs, pc, endpoint, d);
             }
             // Queued behind a handshake already in progress.
             TunnResult::Done => peer.traffic_waiting = true,
@@ -354,8 +384,9 @@ impl Device {
     /// Peers with a persistent keepalive and an endpoint are handshaken with on the first tick,
     /// and re-initiated whenever their connection expires (a NAT'd agent must dial itself);
     /// so are peers that had traffic queued when the connection expired.
-    pub fn update_timers(&mut self, now: Instant, wall: SystemTime, out: &mut impl Output) {
+    pub fn update_timers(&mut self, now: Instant, wall: SystemTime) {
         let scratch = &mut self.scratch;
+        let out = &mut self.outputs;
         for peer in self.peers.values_mut() {
             let pc = Arc::clone(&peer.counters);
             let pc = &*pc;
@@ -407,6 +438,12 @@ impl Device {
                 pc.set_last_handshake(at);
             }
         }
+    }
+
+    /// The next result of the calls so far, oldest first; `None` when all were taken. Drain
+    /// it after every call (the queue only stays small that way).
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.0.pop_front()
     }
 
     /// Resets the shared handshake rate limiter's count. Call about once a second.
@@ -476,7 +513,7 @@ impl Device {
 
 /// Sends a persistent keepalive when one is due. Without a session this starts a handshake
 /// (the empty packet waits in the session queue), which is how a NAT'd agent keeps dialling.
-fn persistent_keepalive(peer: &mut Peer, now: Instant, scratch: &mut [u8], out: &mut impl Output) {
+fn persistent_keepalive(peer: &mut Peer, now: Instant, scratch: &mut [u8], out: &mut Outputs) {
     let Some(secs) = peer.keepalive else { return };
     let due = *peer.keepalive_due.get_or_insert(now);
     if now < due {
@@ -540,7 +577,7 @@ fn by_receiver(
 /// Delivers a decrypted packet if cryptokey routing agrees that `inner_src` belongs to the
 /// sending peer (global longest-prefix match, so overlapping prefixes cannot be spoofed).
 fn deliver(
-    out: &mut impl Output,
+    out: &mut Outputs,
     routes: &RouteTable<u32>,
     index: u32,
     peer: &Peer,
@@ -561,7 +598,7 @@ fn deliver(
 }
 
 /// Sends one datagram to a peer and counts it.
-fn transmit(out: &mut impl Output, pc: &PeerCounters, to: SocketAddr, datagram: &[u8]) {
+fn transmit(out: &mut Outputs, pc: &PeerCounters, to: SocketAddr, datagram: &[u8]) {
     add(&pc.tx_bytes, datagram.len());
     if datagram.first() == Some(&MSG_DATA) && datagram.len() > DATA_OVERHEAD {
         bump(&pc.tx_packets);

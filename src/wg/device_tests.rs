@@ -10,19 +10,44 @@ use super::*;
 
 // ---- harness ----------------------------------------------------------------------------
 
-/// An [`Output`] that records everything.
+/// Records every [`Output`] a device produced.
 #[derive(Default)]
 pub(super) struct Wire {
     pub(super) sent: Vec<(SocketAddr, Vec<u8>)>,
     pub(super) delivered: Vec<Vec<u8>>,
 }
 
-impl Output for Wire {
-    fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.sent.push((to, datagram.to_vec()));
+impl Wire {
+    /// Takes everything the device's calls so far produced.
+    pub(super) fn take(&mut self, dev: &mut Device) {
+        while let Some(output) = dev.poll_output() {
+            match output {
+                Output::Transmit { to, datagram } => self.sent.push((to, datagram)),
+                Output::Deliver { packet, .. } => self.delivered.push(packet),
+            }
+        }
     }
-    fn deliver(&mut self, _peer: crate::wg::PeerId, ip_packet: &[u8]) {
-        self.delivered.push(ip_packet.to_vec());
+}
+
+/// Test shorthand: one device call, then its outputs into a [`Wire`].
+pub(super) trait Drive {
+    fn handle_datagram_to(&mut self, src: SocketAddr, datagram: &[u8], wire: &mut Wire);
+    fn send_ip_packet_to(&mut self, packet: &[u8], wire: &mut Wire);
+    fn update_timers_to(&mut self, now: std::time::Instant, wall: SystemTime, wire: &mut Wire);
+}
+
+impl Drive for Device {
+    fn handle_datagram_to(&mut self, src: SocketAddr, datagram: &[u8], wire: &mut Wire) {
+        self.handle_datagram(src, datagram);
+        wire.take(self);
+    }
+    fn send_ip_packet_to(&mut self, packet: &[u8], wire: &mut Wire) {
+        self.send_ip_packet(packet);
+        wire.take(self);
+    }
+    fn update_timers_to(&mut self, now: std::time::Instant, wall: SystemTime, wire: &mut Wire) {
+        self.update_timers(now, wall);
+        wire.take(self);
     }
 }
 
@@ -41,12 +66,12 @@ impl Node {
     }
 
     pub(super) fn send(&mut self, packet: &[u8]) {
-        self.dev.send_ip_packet(packet, &mut self.wire);
+        self.dev.send_ip_packet_to(packet, &mut self.wire);
     }
 
     pub(super) fn tick(&mut self, now: SystemTime) {
         self.dev
-            .update_timers(std::time::Instant::now(), now, &mut self.wire);
+            .update_timers_to(std::time::Instant::now(), now, &mut self.wire);
     }
 
     pub(super) fn take_delivered(&mut self) -> Vec<Vec<u8>> {
@@ -77,7 +102,7 @@ impl Net {
             }
             for (from, to, d) in in_flight {
                 match self.nodes.iter_mut().find(|n| n.addr == to) {
-                    Some(n) => n.dev.handle_datagram(from, &d, &mut n.wire),
+                    Some(n) => n.dev.handle_datagram_to(from, &d, &mut n.wire),
                     None => self.lost.push((to, d)),
                 }
             }
@@ -325,7 +350,7 @@ fn unknown_key_and_unknown_index_get_no_answer() {
     data.extend_from_slice(&0x00ab_cd01u32.to_le_bytes());
     data.extend_from_slice(&[0u8; 40]);
     let mut w = Wire::default();
-    n.nodes[0].dev.handle_datagram(addr(3009), &data, &mut w);
+    n.nodes[0].dev.handle_datagram_to(addr(3009), &data, &mut w);
     assert!(w.sent.is_empty() && w.delivered.is_empty());
     let s = n.nodes[0].stats();
     assert_eq!(s.device.unknown_index, 1);
@@ -340,12 +365,14 @@ fn bad_mac_and_garbage_are_counted_without_reply() {
     fake_init[0] = 1;
     n.nodes[1]
         .dev
-        .handle_datagram(addr(4000), &fake_init, &mut w);
-    n.nodes[1].dev.handle_datagram(addr(4000), b"abc", &mut w);
+        .handle_datagram_to(addr(4000), &fake_init, &mut w);
     n.nodes[1]
         .dev
-        .handle_datagram(addr(4000), &[9u8; 100], &mut w);
-    n.nodes[1].dev.handle_datagram(addr(4000), &[], &mut w);
+        .handle_datagram_to(addr(4000), b"abc", &mut w);
+    n.nodes[1]
+        .dev
+        .handle_datagram_to(addr(4000), &[9u8; 100], &mut w);
+    n.nodes[1].dev.handle_datagram_to(addr(4000), &[], &mut w);
     assert!(w.sent.is_empty() && w.delivered.is_empty());
     let s = n.nodes[1].stats();
     assert_eq!(s.device.invalid_mac, 1);
@@ -364,8 +391,8 @@ fn replayed_and_tampered_data_are_not_delivered() {
     let (to, data) = n.nodes[0].wire.sent.pop().unwrap();
     assert_eq!(to, addr(1002));
     let mut w = Wire::default();
-    n.nodes[1].dev.handle_datagram(addr(1001), &data, &mut w);
-    n.nodes[1].dev.handle_datagram(addr(1001), &data, &mut w);
+    n.nodes[1].dev.handle_datagram_to(addr(1001), &data, &mut w);
+    n.nodes[1].dev.handle_datagram_to(addr(1001), &data, &mut w);
     assert_eq!(w.delivered, vec![p]);
 
     // Bit-flipped ciphertext from an attacker's address: dropped, and no roaming.
@@ -375,7 +402,7 @@ fn replayed_and_tampered_data_are_not_delivered() {
     tampered[8] = tampered[8].wrapping_add(1); // fresh counter, so it is not a mere replay
     n.nodes[1]
         .dev
-        .handle_datagram(addr(6666), &tampered, &mut w);
+        .handle_datagram_to(addr(6666), &tampered, &mut w);
     assert_eq!(w.delivered.len(), 1);
 
     let s = n.nodes[1].stats();
@@ -499,7 +526,7 @@ fn cookie_reply_under_load_then_mac2_is_accepted() {
             panic!("no initiation");
         };
         let mut w = Wire::default();
-        hub.dev.handle_datagram(addr(5001), init, &mut w);
+        hub.dev.handle_datagram_to(addr(5001), init, &mut w);
         let (to, reply) = w.sent.pop().expect("hub must answer a valid initiation");
         assert_eq!(to, addr(5001));
         if reply[0] == 3 {
@@ -519,7 +546,7 @@ fn cookie_reply_under_load_then_mac2_is_accepted() {
         panic!("no initiation");
     };
     let mut w = Wire::default();
-    hub.dev.handle_datagram(addr(5003), init, &mut w);
+    hub.dev.handle_datagram_to(addr(5003), init, &mut w);
     assert_eq!(w.sent.len(), 1);
     assert_eq!((w.sent[0].0, w.sent[0].1[0]), (addr(5003), 3));
     assert_eq!(hub.stats().peer("a").unwrap().endpoint, Some(addr(5001)));
@@ -533,7 +560,7 @@ fn cookie_reply_under_load_then_mac2_is_accepted() {
         panic!("no initiation");
     };
     let mut w = Wire::default();
-    hub.dev.handle_datagram(addr(5001), init, &mut w);
+    hub.dev.handle_datagram_to(addr(5001), init, &mut w);
     assert_eq!(w.sent.len(), 1);
     assert_eq!(
         w.sent[0].1[0], 2,
@@ -628,9 +655,9 @@ fn throughput_in_memory() {
     let mut delivered = 0usize;
     let start = std::time::Instant::now();
     for _ in 0..count {
-        a.dev.send_ip_packet(&packet, &mut a.wire);
+        a.dev.send_ip_packet_to(&packet, &mut a.wire);
         for (_, d) in a.wire.sent.drain(..) {
-            b.dev.handle_datagram(a.addr, &d, &mut b.wire);
+            b.dev.handle_datagram_to(a.addr, &d, &mut b.wire);
         }
         delivered += b.wire.delivered.len();
         b.wire.delivered.clear();

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use boringtun::noise::{Tunn, TunnResult};
 
-use super::device_tests::{Net, Node, addr, ipv4, net, node, peer, secret};
+use super::device_tests::{Drive, Net, Node, addr, ipv4, net, node, peer, secret};
 use super::*;
 
 const HUB: usize = 0;
@@ -277,7 +277,7 @@ fn rotating_the_private_key_re_establishes_sessions() {
     let mut wire = super::device_tests::Wire::default();
     n.nodes[HUB]
         .dev
-        .handle_datagram(addr(2001), init, &mut wire);
+        .handle_datagram_to(addr(2001), init, &mut wire);
     assert!(wire.sent.is_empty());
     assert_eq!(n.nodes[HUB].stats().device.invalid_mac, 1);
 

@@ -13,7 +13,8 @@
 //! - [`udp`]: binding the one UDP socket all peers share, and address normalisation helpers.
 //! - [`gso`]: UDP GSO sends and GRO receives over that socket (what the driver uses).
 //!
-//! It leaves to its caller (the data-path task in `node`): reading and writing the socket,
+//! It leaves to its caller (the data-path driver in `node::driver`): taking every call's
+//! [`Output`]s with [`Device::poll_output`], reading and writing the socket,
 //! rebinding it when an update changes the port or mark, aborting TCP connections of removed
 //! peers, calling [`Device::update_timers`] every 250 ms and [`Device::reset_rate_limiter`] every
 //! second, normalising v4-mapped source addresses with [`udp::normalize_addr`] before handing
@@ -240,15 +241,32 @@ pub struct PeerIdentity {
     pub public_key: PublicKey,
 }
 
-/// Where a [`Device`] puts its results; implemented by the driver (and by test harnesses).
-///
-/// Calls happen synchronously inside `Device` methods; the slices are only valid for the call.
-pub trait Output {
-    /// Send one UDP datagram. Errors are the implementor's to count and log; WireGuard
+/// One result of a [`Device`] call, owned by the caller (taken with [`Device::poll_output`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this UDP datagram to `to`. Errors are the caller's to count and log; WireGuard
     /// tolerates loss.
-    fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]);
-    /// Hand one authenticated, cryptokey-routed IP packet from `peer` to the netstack.
-    fn deliver(&mut self, peer: PeerId, ip_packet: &[u8]);
+    Transmit { to: SocketAddr, datagram: Vec<u8> },
+    /// Hand this authenticated, cryptokey-routed IP packet from `peer` to the netstack.
+    Deliver { peer: PeerId, packet: Vec<u8> },
+}
+
+impl std::fmt::Debug for Output {
+    // Lengths only: packet bytes make unreadable logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Transmit { to, datagram } => f
+                .debug_struct("Transmit")
+                .field("to", to)
+                .field("len", &datagram.len())
+                .finish(),
+            Output::Deliver { peer, packet } => f
+                .debug_struct("Deliver")
+                .field("peer", peer)
+                .field("len", &packet.len())
+                .finish(),
+        }
+    }
 }
 
 /// A peer's identity inside one device: assigned when the peer is added and never reused,

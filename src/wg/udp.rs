@@ -231,21 +231,25 @@ mod tests {
         .expect("test timed out");
     }
 
-    /// An [`Output`](crate::wg::Output) straight onto a socket, as the driver will do it.
+    /// A device's outputs straight onto a socket, as the driver does it.
     struct SocketOut<'a> {
         socket: &'a UdpSocket,
         delivered: Vec<Vec<u8>>,
     }
 
-    impl crate::wg::Output for SocketOut<'_> {
-        fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
-            let v6 = self.socket.local_addr().unwrap().is_ipv6();
-            self.socket
-                .try_send_to(datagram, to_socket_family(to, v6))
-                .unwrap();
-        }
-        fn deliver(&mut self, _peer: crate::wg::PeerId, ip_packet: &[u8]) {
-            self.delivered.push(ip_packet.to_vec());
+    impl SocketOut<'_> {
+        fn take(&mut self, dev: &mut crate::wg::Device) {
+            while let Some(output) = dev.poll_output() {
+                match output {
+                    crate::wg::Output::Transmit { to, datagram } => {
+                        let v6 = self.socket.local_addr().unwrap().is_ipv6();
+                        self.socket
+                            .try_send_to(&datagram, to_socket_family(to, v6))
+                            .unwrap();
+                    }
+                    crate::wg::Output::Deliver { packet, .. } => self.delivered.push(packet),
+                }
+            }
         }
     }
 
@@ -253,7 +257,8 @@ mod tests {
     async fn step(dev: &mut crate::wg::Device, out: &mut SocketOut<'_>) {
         let mut buf = vec![0u8; 2048];
         let (n, src) = out.socket.recv_from(&mut buf).await.unwrap();
-        dev.handle_datagram(normalize_addr(src), &buf[..n], out);
+        dev.handle_datagram(normalize_addr(src), &buf[..n]);
+        out.take(dev);
     }
 
     #[tokio::test]
@@ -291,7 +296,8 @@ mod tests {
             sa.writable().await.unwrap();
             sb.writable().await.unwrap();
             let p = ipv4("10.0.0.1", "10.0.0.2", b"through real sockets");
-            a.send_ip_packet(&p, &mut out_a); // initiation
+            a.send_ip_packet(&p); // initiation
+            out_a.take(&mut a);
             step(&mut b, &mut out_b).await; // response
             step(&mut a, &mut out_a).await; // keepalive + the queued packet
             step(&mut b, &mut out_b).await;

@@ -1,0 +1,322 @@
+//! The data-path driver: the one task that moves packets between the UDP socket, the
+//! WireGuard [`Device`] and the [`Netstack`].
+//!
+//! Read [`run`] top to bottom; one iteration is:
+//! 1. timers (every 250 ms, first, whatever else is ready: a datagram flood must not starve
+//!    keepalives, rekeys and the rate-limiter reset);
+//! 2. `netstack.poll` (TCP timers, socket buffers → IP packets);
+//! 3. outbound: each IP packet the netstack emitted → [`Device::send_ip_packet`] → its outputs;
+//! 4. send what is queued (GSO runs), then sleep until the socket, the netstack, a command, the
+//!    next timer or cancellation wakes us; a readable socket is read in GRO batches and every
+//!    datagram goes → [`Device::handle_datagram`] → its outputs.
+//!
+//! "Its outputs": after every device call the driver takes the device's owned
+//! [`wg::Output`]s and acts on them ([`Io::dispatch`]): datagrams join the GSO run, decrypted
+//! packets go to the netstack. The device never calls back into the driver.
+//!
+//! Owns: the socket side ([`Io`]: the socket, the GSO run, datagrams held while the socket would
+//! block, [`DriverCounters`]). Leaves to `node`: building the parts and the public API; to
+//! `live`: applying peer changes (called between two iterations).
+//!
+//! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (DESIGN.md); every hop
+//! through a channel costs a wake-up. The task owns the device outright (no lock) and shares
+//! the netstack with socket handles through short, never-awaited locks.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::netstack::{self, Netstack};
+use crate::wg::{self, Device};
+
+use super::live::{self, Command, Published};
+
+/// WireGuard timer cadence (boringtun's own device uses 250 ms); the rate limiter is reset
+/// every fourth tick.
+const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Datagrams read per wake-up before the netstack is polled again. One GRO receive brings up
+/// to 64, so a wake-up queues at most `RECV_BATCH - 1 + 64` = 127 packets: within the
+/// netstack's inbound queue (256).
+const RECV_BATCH: usize = 64;
+/// Encrypted datagrams held while the UDP socket would block; beyond it they are dropped
+/// and counted (WireGuard tolerates loss, TCP retransmits).
+const MAX_PENDING: usize = 1024;
+
+/// Counters of the data-path task itself (the UDP socket side).
+#[derive(Debug, Default)]
+pub struct DriverCounters {
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    /// Datagrams the kernel refused (not `WouldBlock`, which waits for writability instead).
+    pub send_errors: AtomicU64,
+    /// Decrypted packets dropped because the netstack's inbound queue stayed full.
+    pub inbound_dropped: AtomicU64,
+    /// `sendmsg` calls that carried several datagrams (UDP GSO); `datagrams_out` counts each.
+    pub gso_sends: AtomicU64,
+    /// Receives that returned several datagrams (UDP GRO); `datagrams_in` counts each.
+    pub gro_receives: AtomicU64,
+    /// Receives the kernel cut short (larger than our 64 KiB slot); their data was dropped.
+    pub recv_truncated: AtomicU64,
+}
+
+/// Everything the data-path task owns besides the device, built by `Node::start`.
+pub(super) struct Parts {
+    pub device: Device,
+    pub netstack: Netstack,
+    pub udp: UdpSocket,
+    pub commands: mpsc::Receiver<Command>,
+    pub published: Arc<Published>,
+    pub cancel: CancellationToken,
+    pub counters: Arc<DriverCounters>,
+}
+
+/// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop
+/// (see the module docs); peer changes are applied between iterations.
+pub(super) async fn run(parts: Parts) {
+    let Parts {
+        mut device,
+        netstack,
+        udp,
+        mut commands,
+        published,
+        cancel,
+        counters,
+    } = parts;
+    let mut io = Io {
+        tx: live::sender_for(&udp),
+        udp,
+        netstack: netstack.clone(),
+        pending: VecDeque::new(),
+        counters,
+        clock: Clock(std::time::Instant::now()),
+    };
+    let mut rx = wg::gso::Receiver::new();
+    let mut next_tick = Instant::now();
+    let mut ticks: u64 = 0;
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+
+    loop {
+        // 1. Timers.
+        let now = Instant::now();
+        if now >= next_tick {
+            device.update_timers(now.into_std(), SystemTime::now());
+            io.dispatch(&mut device);
+            ticks += 1;
+            if ticks.is_multiple_of(4) {
+                device.reset_rate_limiter();
+            }
+            next_tick = (next_tick + TIMER_TICK).max(now);
+        }
+        // 2. The netstack.
+        let delay = netstack.poll(io.clock.now());
+        io.flush();
+        // 3. Outbound: encrypt what the netstack emitted, while the socket takes it.
+        let drained = io.pending.is_empty()
+            && netstack.pop_outbound(|pkt| {
+                device.send_ip_packet(pkt);
+                io.dispatch(&mut device);
+                // Stop taking packets from the stack while the socket is blocked: backpressure.
+                io.pending.is_empty()
+            });
+        // End of the iteration's output: the last run goes out now.
+        io.flush();
+        // `drained` is false only when a datagram had to be held, so this is "socket blocked".
+        let blocked = io.backlogged() || !drained;
+        if !blocked && delay == Some(Duration::ZERO) {
+            // More input is waiting in the stack and the output has room: go again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // 4. Wait. While blocked on output a zero delay only means "blocked"; don't spin on
+        // it, and leave datagrams in the kernel's (large) buffer rather than read more.
+        let wake_at = match delay {
+            Some(d) if !(blocked && d.is_zero()) => Instant::now() + d,
+            _ => far,
+        }
+        .min(next_tick);
+
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            // Before the socket: a datagram flood must not hold off a configuration change.
+            command = commands.recv() => match command {
+                Some(command) => live::execute(command, &mut device, &mut io, &published),
+                None => break,
+            },
+            _ = io.udp.writable(), if blocked => {}
+            r = io.udp.readable(), if !blocked => {
+                if r.is_ok() {
+                    io.receive(&mut device, &mut rx);
+                    io.flush();
+                }
+            }
+            _ = netstack.wait_for_work() => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+        }
+    }
+    tracing::debug!("data path stopped");
+}
+
+/// The data path's side of the UDP socket and the netstack: where the device's outputs go.
+/// Datagrams join a GSO run (sent when the next one cannot join and at the end of every
+/// iteration) or wait for the socket; decrypted packets go to the netstack.
+pub(super) struct Io {
+    pub(super) udp: UdpSocket,
+    pub(super) netstack: Netstack,
+    /// The run of datagrams being built; sent with one `sendmsg` where GSO works.
+    pub(super) tx: wg::gso::Sender,
+    /// Encrypted datagrams held while the socket would block (after the run, in order).
+    pending: VecDeque<(SocketAddr, Vec<u8>)>,
+    counters: Arc<DriverCounters>,
+    clock: Clock,
+}
+
+impl Io {
+    /// Acts on everything the last device call produced, in order.
+    fn dispatch(&mut self, device: &mut Device) {
+        while let Some(output) = device.poll_output() {
+            match output {
+                wg::Output::Transmit { to, datagram } => self.send_datagram(to, datagram),
+                wg::Output::Deliver { peer, packet } => self.deliver(peer, &packet),
+            }
+        }
+    }
+
+    fn send_datagram(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        if !self.pending.is_empty() {
+            self.hold(to, datagram);
+            return;
+        }
+        if self.tx.push(to, &datagram) {
+            return;
+        }
+        // It cannot join the run (other endpoint or size, or the run is full): send the run;
+        // an empty run takes any datagram.
+        if self.send_run() && self.tx.push(to, &datagram) {
+            return;
+        }
+        self.hold(to, datagram);
+    }
+
+    fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
+        // The netstack keys per-peer connection limits (and callers' identity) by this tag.
+        let peer = netstack::PeerTag(peer.0);
+        if self.netstack.push_inbound(peer, ip_packet).is_ok() {
+            return;
+        }
+        // Full: let the stack consume its queue, then offer the packet again.
+        self.netstack.poll(self.clock.now());
+        if self.netstack.push_inbound(peer, ip_packet).is_err() {
+            self.counters
+                .inbound_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("netstack inbound queue full; packet dropped");
+        }
+    }
+
+    fn hold(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        if self.pending.len() < MAX_PENDING {
+            self.pending.push_back((to, datagram));
+        } else {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%to, "UDP socket blocked and pending queue full; datagram dropped");
+        }
+    }
+
+    /// Sends the current run; true if it is all out (or dropped), false if the socket would
+    /// block (the rest of the run stays).
+    pub(super) fn send_run(&mut self) -> bool {
+        let done = self.tx.flush(&self.udp);
+        let c = &self.counters;
+        c.datagrams_out
+            .fetch_add(done.datagrams as u64, Ordering::Relaxed);
+        c.gso_sends
+            .fetch_add(done.gso_sends as u64, Ordering::Relaxed);
+        c.send_errors
+            .fetch_add(done.dropped as u64, Ordering::Relaxed);
+        !done.blocked
+    }
+
+    /// Sends the run, then the held datagrams (coalesced into runs too), until everything is
+    /// out or the socket would block again.
+    fn flush(&mut self) {
+        // Each round empties the run and refills it from `pending`; an empty run takes any
+        // datagram, so every round moves at least one and the loop ends.
+        loop {
+            if !self.send_run() {
+                return;
+            }
+            let mut moved = false;
+            while let Some((to, d)) = self.pending.front() {
+                if !self.tx.push(*to, d) {
+                    break;
+                }
+                self.pending.pop_front();
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// True while datagrams wait for the socket.
+    fn backlogged(&self) -> bool {
+        !self.pending.is_empty() || !self.tx.is_empty()
+    }
+
+    /// Reads up to `RECV_BATCH` datagrams (a GRO receive brings several) and hands each to the
+    /// device, acting on its outputs after each.
+    fn receive(&mut self, device: &mut Device, rx: &mut wg::gso::Receiver) {
+        let mut datagrams = 0;
+        // Bounded in receives too, in case they keep bringing nothing usable.
+        for _ in 0..RECV_BATCH {
+            if datagrams >= RECV_BATCH {
+                break;
+            }
+            match rx.recv(&self.udp) {
+                Ok(got) => {
+                    datagrams += got.datagrams;
+                    let c = &self.counters;
+                    c.datagrams_in
+                        .fetch_add(got.datagrams as u64, Ordering::Relaxed);
+                    if got.datagrams > 1 {
+                        c.gro_receives.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if got.truncated {
+                        c.recv_truncated.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("UDP receive larger than 64 KiB; dropped");
+                    }
+                    let Some(src) = rx.source() else { continue };
+                    for d in rx.datagrams() {
+                        device.handle_datagram(src, d);
+                        self.dispatch(device);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // e.g. ICMP port unreachable reported on the socket: not fatal.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Monotonic time for smoltcp, relative to the driver's start.
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.0.elapsed().as_micros() as i64)
+    }
+}
