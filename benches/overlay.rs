@@ -288,14 +288,14 @@ fn bulk(rt: &tokio::runtime::Runtime) -> Bulk {
             push_tput(
                 (&mut b.netns, &mut b.netns_eff),
                 "ours, 2 processes in netns",
-                ours_bulk_netns(ns),
+                with_machine_load(|| ours_bulk_netns(ns)),
             );
         }
         if let (Ok(ns), Some(w)) = (&netns, &wg_go) {
             push_tput(
                 (&mut b.wg_go, &mut b.wg_go_eff),
                 "wireguard-go + iperf3 in netns",
-                w.iperf(ns),
+                with_machine_load(|| w.iperf(ns)),
             );
         }
     }
@@ -313,6 +313,37 @@ fn push(into: &mut Vec<f64>, what: &str, r: Result<f64>) {
         }
         Err(e) => println!("  {what}: FAILED: {e:#}"),
     }
+}
+
+/// Jiffies of the whole machine from `/proc/stat`'s `cpu` line: (busy, softirq, total).
+fn machine_jiffies() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, *v.get(6)?, total))
+}
+
+/// Runs `f` and prints how busy the whole machine was meanwhile (every process and the
+/// kernel's softirq work; all cores = 100 %): the headroom a parallel data path could use.
+fn with_machine_load<T>(f: impl FnOnce() -> T) -> T {
+    let a = machine_jiffies();
+    let out = f();
+    if let (Some(a), Some(b)) = (a, machine_jiffies()) {
+        let total = (b.2 - a.2).max(1) as f64;
+        println!(
+            "    machine: {:.0} % busy, of which softirq {:.0} points (all cores = 100 %)",
+            (b.0 - a.0) as f64 * 100.0 / total,
+            (b.1 - a.1) as f64 * 100.0 / total
+        );
+    }
+    out
 }
 
 fn push_tput(into: (&mut Vec<f64>, &mut Vec<f64>), what: &str, r: Result<Tput>) {

@@ -180,30 +180,39 @@ pub(super) struct Io {
 }
 
 impl Io {
-    /// Acts on everything the last device call produced, in order.
+    /// Acts on everything the last device call produced, in order, and hands the buffers
+    /// back to the device for its next outputs.
     fn dispatch(&mut self, device: &mut Device) {
         while let Some(output) = device.poll_output() {
             match output {
-                wg::Output::Transmit { to, datagram } => self.send_datagram(to, datagram),
-                wg::Output::Deliver { peer, packet } => self.deliver(peer, &packet),
+                wg::Output::Transmit { to, datagram } => {
+                    if let Some(used) = self.send_datagram(to, datagram) {
+                        device.recycle(used);
+                    }
+                }
+                wg::Output::Deliver { peer, packet } => {
+                    self.deliver(peer, &packet);
+                    device.recycle(packet);
+                }
             }
         }
     }
 
-    fn send_datagram(&mut self, to: SocketAddr, datagram: Vec<u8>) {
-        if !self.pending.is_empty() {
-            self.hold(to, datagram);
-            return;
-        }
-        if self.tx.push(to, &datagram) {
-            return;
-        }
-        // It cannot join the run (other endpoint or size, or the run is full): send the run;
-        // an empty run takes any datagram.
-        if self.send_run() && self.tx.push(to, &datagram) {
-            return;
+    /// Adds the datagram to the GSO run (its bytes are copied: the buffer comes back) or holds
+    /// it while the socket would block (kept: `None`).
+    fn send_datagram(&mut self, to: SocketAddr, datagram: Vec<u8>) -> Option<Vec<u8>> {
+        if self.pending.is_empty() {
+            if self.tx.push(to, &datagram) {
+                return Some(datagram);
+            }
+            // It cannot join the run (other endpoint or size, or the run is full): send the
+            // run; an empty run takes any datagram.
+            if self.send_run() && self.tx.push(to, &datagram) {
+                return Some(datagram);
+            }
         }
         self.hold(to, datagram);
+        None
     }
 
     fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
