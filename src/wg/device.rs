@@ -473,6 +473,12 @@ impl Device {
         self.outputs.recycle(buf);
     }
 
+    /// Buffers kept for reuse (tests check the bound).
+    #[cfg(test)]
+    pub(crate) fn free_buffers(&self) -> usize {
+        self.outputs.free.len()
+    }
+
     /// Resets the shared handshake rate limiter's count. Call about once a second.
     pub fn reset_rate_limiter(&mut self) {
         self.rate_limiter.reset_count();
