@@ -85,7 +85,8 @@ struct Row {
     goal: &'static str,
 }
 
-/// Sections can be selected by name: `cargo bench --bench overlay -- bulk api rss`; `inproc`
+/// Sections can be selected by name: `cargo bench --bench overlay -- bulk aggregate api rss`;
+/// `inproc`
 /// (only named) runs one in-process bulk transfer, e.g. under `perf record`.
 fn parent() {
     let only: Vec<String> = std::env::args()
@@ -151,6 +152,17 @@ fn parent() {
             unit: "Mbit/s",
             goal: "-",
         });
+    }
+    if want("aggregate") {
+        // Single-task mode only (the data path has one task per node); the baseline for a
+        // parallel data path: one agent node serving 8 peers, and one control node 8 agents.
+        for (name, fan_in) in [
+            ("8 control nodes -> 1 agent, in-process", true),
+            ("1 control node -> 8 agents, in-process", false),
+        ] {
+            let r = rt.block_on(limited(aggregate_bulk(fan_in)));
+            push_tput((&mut Vec::new(), &mut Vec::new()), name, r);
+        }
     }
     if want("api") {
         match rt.block_on(limited(api_benches())) {
@@ -632,6 +644,116 @@ async fn ours_bulk() -> Result<Tput> {
     Ok(Tput {
         mbps: rate,
         secs: elapsed.as_secs_f64(),
+        cpu,
+    })
+}
+
+/// Streams of the aggregate figures.
+const AGGREGATE_STREAMS: usize = 8;
+
+/// `AGGREGATE_STREAMS` concurrent bulk streams in this process, for `BULK_SECS`: from that many
+/// control nodes into one agent node (`fan_in`), or from one control node to that many agents.
+/// The rate is the sum over the streams (each counted by its receiver, first byte to EOF).
+async fn aggregate_bulk(fan_in: bool) -> Result<Tput> {
+    let n = AGGREGATE_STREAMS;
+    let hub_key = keys::generate();
+    let keys: Vec<StaticSecret> = (0..n).map(|_| keys::generate()).collect();
+    // The hub is 100.64.1.1; spoke i is 100.64.1.(10 + i). Spokes know the hub's endpoint.
+    let spoke_ip = |i: usize| format!("100.64.1.{}", 10 + i);
+    let hub_peers = (0..n)
+        .map(|i| {
+            peer(
+                keys::public_key(&keys[i]),
+                &format!("{}/32", spoke_ip(i)),
+                None,
+            )
+        })
+        .collect();
+    let hub = start_node(hub_key.clone(), "100.64.1.1", 0, hub_peers).await?;
+    let hub_ep = SocketAddr::new(ip("127.0.0.1"), hub.udp_addr().port());
+    let mut spokes = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let mut p = peer(keys::public_key(&hub_key), "100.64.1.1/32", Some(hub_ep));
+        // The hub has no endpoints (agents dial in): a keepalive peer handshakes on the first
+        // timer tick, which is how the hub learns where each spoke is.
+        p.persistent_keepalive = Some(25);
+        spokes.push(start_node(k.clone(), &spoke_ip(i), 0, vec![p]).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.peers().iter().any(|p| p.endpoint.is_none()) {
+        if Instant::now() > deadline {
+            bail!("spokes did not handshake with the hub within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Receivers: the hub listens once (fan-in), or every spoke listens (fan-out).
+    let mut receivers = Vec::new();
+    let mut listeners = if fan_in {
+        vec![hub.listen(SINK_PORT)?.pop().context("no listener")?]
+    } else {
+        let mut v = Vec::new();
+        for s in &spokes {
+            v.push(s.listen(SINK_PORT)?.pop().context("no listener")?);
+        }
+        v
+    };
+    if fan_in {
+        let mut l = listeners.pop().context("no listener")?;
+        receivers.push(tokio::spawn(async move {
+            let mut sinks = Vec::new();
+            for _ in 0..n {
+                let (s, _) = l.accept().await?;
+                sinks.push(tokio::spawn(sink(s)));
+            }
+            let mut out = Vec::new();
+            for h in sinks {
+                out.push(h.await??);
+            }
+            anyhow::Ok(out)
+        }));
+    } else {
+        for mut l in listeners {
+            receivers.push(tokio::spawn(async move {
+                let (s, _) = l.accept().await?;
+                Ok(vec![sink(s).await?])
+            }));
+        }
+    }
+    let cpu0 = cpu_secs();
+    let mut sources = Vec::new();
+    for (i, s) in spokes.iter().enumerate() {
+        let stream = if fan_in {
+            s.connect(SocketAddr::new(ip("100.64.1.1"), SINK_PORT))
+                .await?
+        } else {
+            hub.connect(SocketAddr::new(ip(&spoke_ip(i)), SINK_PORT))
+                .await?
+        };
+        sources.push(tokio::spawn(source(stream, BULK_SECS)));
+    }
+    for h in sources {
+        h.await??;
+    }
+    let mut bytes = 0u64;
+    let mut longest = Duration::ZERO;
+    for h in receivers {
+        for (b, e) in h.await?? {
+            bytes += b;
+            longest = longest.max(e);
+        }
+    }
+    let cpu = cpu_secs() - cpu0;
+    let hub_stats = hub.stats();
+    println!(
+        "    hub: udp in {} out {} send_errors {} inbound_dropped {}",
+        hub_stats.datagrams_in,
+        hub_stats.datagrams_out,
+        hub_stats.send_errors,
+        hub_stats.inbound_dropped
+    );
+    Ok(Tput {
+        mbps: mbps(bytes, longest),
+        secs: longest.as_secs_f64(),
         cpu,
     })
 }
