@@ -745,9 +745,11 @@ async fn aggregate_bulk(fan_in: bool) -> Result<Tput> {
     let cpu = cpu_secs() - cpu0;
     let hub_stats = hub.stats();
     println!(
-        "    hub: udp in {} out {} send_errors {} inbound_dropped {}",
+        "    hub: udp in {} out {} gso sends {} gro receives {} send_errors {} inbound_dropped {}",
         hub_stats.datagrams_in,
         hub_stats.datagrams_out,
+        hub_stats.gso_sends,
+        hub_stats.gro_receives,
         hub_stats.send_errors,
         hub_stats.inbound_dropped
     );
