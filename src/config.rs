@@ -111,6 +111,15 @@ pub struct Api {
     pub log_max_bytes: u64,
     /// `state_max_bytes`: log bytes kept in all; oldest exited processes' logs go first.
     pub state_max_bytes: u64,
+    /// `default_limits`: per-command limits of commands that ask for none (inline table of
+    /// `memory_bytes`, `cpu_seconds`, `open_files`, `file_size_bytes`, `processes`).
+    pub default_limits: crate::proc::Limits,
+    /// `max_limits`: ceilings; a start asking for more is refused (400), and a command that
+    /// asks for nothing and has no default gets the ceiling.
+    pub max_limits: crate::proc::Limits,
+    /// `cgroups`: use a delegated cgroup v2 subtree for per-command groups when one is found
+    /// (the agent moves itself into a leaf group `agent` of its own cgroup).
+    pub cgroups: bool,
 }
 
 impl Api {
@@ -142,7 +151,7 @@ impl Default for Api {
     /// `max_tracked` 1024, `default_workdir` unset (`$HOME`), `nice_increment` 5,
     /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s, `tree_tracking` on,
     /// `state_dir` unset (the default directory), `log_max_bytes` 64 MiB, `state_max_bytes`
-    /// 1 GiB.
+    /// 1 GiB, no `default_limits` or `max_limits`, `cgroups` on (used only where delegated).
     fn default() -> Self {
         Api {
             port: 4,
@@ -158,6 +167,9 @@ impl Default for Api {
             state_dir: None,
             log_max_bytes: 64 << 20,
             state_max_bytes: 1 << 30,
+            default_limits: crate::proc::Limits::default(),
+            max_limits: crate::proc::Limits::default(),
+            cgroups: true,
         }
     }
 }
@@ -504,6 +516,9 @@ struct RawApi {
     state_dir: Option<Value>,
     log_max_bytes: Option<Value>,
     state_max_bytes: Option<Value>,
+    default_limits: Option<Value>,
+    max_limits: Option<Value>,
+    cgroups: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -962,6 +977,16 @@ impl Cx<'_> {
             4096,
             i64::MAX,
         )?;
+        let default_limits = self.limits(field!(api, raw.default_limits))?;
+        let max_limits = self.limits(field!(api, raw.max_limits))?;
+        for (limit, value) in default_limits.iter() {
+            if let Some(max) = max_limits.get(limit).filter(|max| value > *max) {
+                return Err(self.invalid(
+                    &format!("api.default_limits.{limit}"),
+                    format!("{value} is above api.max_limits.{limit} ({max})"),
+                ));
+            }
+        }
         if max_tracked < max_running {
             return Err(self.invalid(
                 "api.max_tracked",
@@ -992,7 +1017,44 @@ impl Cx<'_> {
             state_dir,
             log_max_bytes,
             state_max_bytes,
+            default_limits,
+            max_limits,
+            cgroups: self.bool_or(field!(api, raw.cgroups), d.cgroups)?,
         })
+    }
+
+    /// An inline table of limits by name, each a positive integer.
+    fn limits(
+        &self,
+        (key, value): (&str, Option<&Value>),
+    ) -> Result<crate::proc::Limits, ConfigError> {
+        let mut out = crate::proc::Limits::default();
+        let Some(value) = value else { return Ok(out) };
+        let Some(table) = value.as_table() else {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "expected a table like {{ memory_bytes = 1073741824 }}, found {}",
+                    describe(value)
+                ),
+            ));
+        };
+        for (name, v) in table {
+            let Some(limit) = crate::proc::Limit::parse(name) else {
+                return Err(ConfigError::UnknownKey {
+                    file: self.file.to_owned(),
+                    key: join(key, name),
+                    expected: crate::proc::Limit::ALL
+                        .iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            let n = self.int(&join(key, name), v, 1, i64::MAX)?;
+            out.set(limit, Some(n as u64));
+        }
+        Ok(out)
     }
 
     fn control(&mut self, value: Value) -> Result<Control, ConfigError> {

@@ -129,6 +129,9 @@ async fn start(
         idempotency_key: req.idempotency_key.filter(|k| !k.is_empty()),
         timeout: req.timeout_ms.map(Duration::from_millis),
         stdin,
+        limits: req.limits.map(Into::into).unwrap_or_default(),
+        user: req.user.filter(|u| !u.is_empty()),
+        started_by: None,
     };
     let id = st.manager.start(spec)?;
     Ok(Json(StartProcessResponse {
@@ -216,6 +219,8 @@ async fn health(State(st): State<AppState>) -> Json<HealthResponse> {
         uptime_seconds: st.started.elapsed().as_secs(),
         processes_running: st.manager.running_count(),
         instance_id: Some(st.manager.instance_id().to_owned()),
+        limits_mode: Some(st.manager.enforcement().mode().to_owned()),
+        limits_detail: Some(st.manager.enforcement().describe()),
     })
 }
 
@@ -283,5 +288,11 @@ fn process_info(s: Snapshot) -> ProcessInfo {
         output_bytes: Some(s.output_bytes),
         log_start: Some(s.log_start),
         log_error: s.log_error,
+        started_by: s.started_by.map(|b| StartedBy {
+            peer: b.peer,
+            public_key: b.public_key,
+        }),
+        user: Some(s.user).filter(|u| !u.is_empty()),
+        limits: Some(ProcessLimits::from(s.limits)).filter(|l| !l.is_empty()),
     }
 }
