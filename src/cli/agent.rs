@@ -87,7 +87,9 @@ fn manager_config(cfg: &Config) -> ManagerConfig {
         state_dir: Some(cfg.api.state_dir_or_default()),
         log_max_bytes: cfg.api.log_max_bytes,
         state_max_bytes: cfg.api.state_max_bytes,
-        ..ManagerConfig::default()
+        default_limits: cfg.api.default_limits,
+        max_limits: cfg.api.max_limits,
+        cgroups: cfg.api.cgroups,
     }
 }
 
