@@ -7,7 +7,10 @@
 //! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
 //!   timers, counters (sans-IO), plus the UDP socket setup and GSO/GRO batching.
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
-//! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both.
+//! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both; live peer
+//!   changes.
+//! - [`agent`]: `Agent` = node + process manager + API servers + UAPI socket; start, reload,
+//!   shutdown.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
 //! - [`files`]: workspace files: list, resolve, read (bytes, lines), atomic write, edits.
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
@@ -15,9 +18,12 @@
 //!   daemon's socket, or any connector.
 //! - [`control`]: the control daemon (`wgagent control`): a long-lived control node serving
 //!   the CLI and local HTTP clients on a Unix socket, forwarding to agents through the tunnel.
+//! - [`trust`]: who is calling (the WireGuard peer), per-peer permissions, run-as users,
+//!   isolation, the audit log.
 //! - [`tool`]: LLM-facing tools and the MCP server.
 //! - [`cli`]: the `wgagent` command line.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -29,4 +35,5 @@ pub mod netstack;
 pub mod node;
 pub mod proc;
 pub mod tool;
+pub mod trust;
 pub mod wg;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod file_types;
 pub mod files;
 pub mod procio;
+pub mod trust;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -61,9 +62,12 @@ pub struct AppState {
     pub manager: Manager,
     pub started: Instant,
     /// When non-empty, only callers whose tunnel address is inside one of these may use the API.
-    pub allowed_sources: Arc<Vec<ip_network::IpNetwork>>,
+    /// Shared and live: a config reload replaces the list for every connection at once.
+    pub allowed_sources: Arc<parking_lot::RwLock<Vec<ip_network::IpNetwork>>>,
     /// The workspace file operations (`[files]` limits).
     pub files: crate::files::Files,
+    /// Who is calling and what they may do; the audit log.
+    pub trust: crate::trust::Trust,
 }
 
 impl AppState {
@@ -71,8 +75,9 @@ impl AppState {
         Self {
             manager,
             started: Instant::now(),
-            allowed_sources: Arc::new(Vec::new()),
+            allowed_sources: Arc::default(),
             files: crate::files::Files::default(),
+            trust: crate::trust::Trust::default(),
         }
     }
 }
@@ -89,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/health", get(health))
         .merge(procio::routes())
         .merge(files::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            trust::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -99,9 +108,18 @@ pub fn router(state: AppState) -> Router {
 
 async fn start(
     State(st): State<AppState>,
+    ctx: trust::Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartProcessResponse>, ApiError> {
     let req: StartProcessRequest = decode(body)?;
+    ctx.note(|e| {
+        e.command = Some(req.command.clone());
+        e.workdir.clone_from(&req.workdir);
+        e.env_keys = Some(req.env.keys().cloned().collect());
+        e.user.clone_from(&req.user);
+        e.limits = req.limits.as_ref().and_then(|l| serde_json::to_value(l).ok());
+    });
+    let user = run_as_user(&st, &ctx, req.user.as_deref().filter(|u| !u.is_empty()))?;
     let stdin = match (req.stdin.as_deref(), req.pty) {
         (_, Some(TerminalSize { rows, cols })) if rows == 0 || cols == 0 => {
             return Err(ApiError::new(
@@ -130,18 +148,78 @@ async fn start(
         timeout: req.timeout_ms.map(Duration::from_millis),
         stdin,
         limits: req.limits.map(Into::into).unwrap_or_default(),
-        user: req.user.filter(|u| !u.is_empty()),
-        started_by: None,
+        user,
+        started_by: ctx.caller.started_by(),
     };
-    let id = st.manager.start(spec)?;
+    let spec = StartSpec {
+        // Under isolation a key belongs to the peer that used it: another peer's key must not
+        // reveal (or replay) that peer's process.
+        idempotency_key: match (st.trust.isolation(), ctx.caller.public_key()) {
+            (crate::trust::Isolation::Peer, Some(key)) => {
+                spec.idempotency_key.map(|k| format!("{key}:{k}"))
+            }
+            _ => spec.idempotency_key,
+        },
+        ..spec
+    };
+    let id = match &ctx.audit {
+        None => st.manager.start(spec),
+        Some(audit) => st.manager.start_gated(spec, &mut |facts| {
+            audit.note(|e| {
+                e.process_id = Some(facts.id.to_string());
+                e.workdir = Some(facts.workdir.display().to_string());
+                e.user = Some(facts.user.to_owned());
+                e.limits = Some(ProcessLimits::from(*facts.limits))
+                    .filter(|l| !l.is_empty())
+                    .and_then(|l| serde_json::to_value(l).ok());
+            });
+            audit.write_now(StatusCode::OK)
+        }),
+    }
+    .inspect_err(|e| ctx.note(|a| a.error = Some(e.to_string())))?;
     Ok(Json(StartProcessResponse {
         id: id.to_string(),
         started: true,
     }))
 }
 
-async fn list(State(st): State<AppState>) -> Json<ListProcessesResponse> {
-    let processes = st.manager.list().into_iter().map(process_info).collect();
+/// The user a start runs as: the one asked for, if this peer may ask for it (`run_as` or
+/// `users`); else the peer's `run_as`; else the agent's own user (`None`).
+fn run_as_user(
+    st: &AppState,
+    ctx: &trust::Ctx,
+    requested: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(access) = ctx.caller.access() else {
+        return Ok(requested.map(str::to_owned));
+    };
+    let Some(user) = requested else {
+        return Ok(access.run_as.clone());
+    };
+    let own = &st.manager.agent_user().name;
+    // An agent that cannot switch users answers 400 for any other user (the manager says why).
+    if user != own && !access.may_run_as(user) && crate::proc::is_root() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Peer \"{}\" may not run commands as user \"{user}\".",
+                ctx.caller.label()
+            ),
+        )
+        .with_detail("the user is not in this peer's `users` list (nor its `run_as`)"));
+    }
+    Ok(Some(user.to_owned()))
+}
+
+async fn list(State(st): State<AppState>, ctx: trust::Ctx) -> Json<ListProcessesResponse> {
+    let isolation = st.trust.isolation();
+    let processes = st
+        .manager
+        .list()
+        .into_iter()
+        .filter(|s| ctx.sees(isolation, s.started_by.as_ref()))
+        .map(process_info)
+        .collect();
     Json(ListProcessesResponse { processes })
 }
 
@@ -173,6 +251,7 @@ async fn output(
 
 async fn signal(
     State(st): State<AppState>,
+    ctx: trust::Ctx,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Response>, ApiError> {
@@ -193,6 +272,7 @@ async fn signal(
         ));
     };
     let id = ProcessId::from(id.as_str());
+    ctx.note(|e| e.signal = Some(sig.as_str().to_owned()));
     st.manager.signal(&id, sig)?;
     Ok(Json(Response {
         message: format!("Signal \"{}\" sent to process \"{}\".", sig.as_str(), id),
@@ -238,18 +318,21 @@ async fn method_not_allowed() -> ApiError {
 /// Refuses callers outside `allowed_sources` (403). A no-op when the list is empty.
 async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> AxumResponse {
     use axum::response::IntoResponse;
-    if !st.allowed_sources.is_empty() {
+    let refused = {
+        let sources = st.allowed_sources.read();
         let peer = req
             .extensions()
             .get::<ConnectInfo<CallerAddr>>()
             .map(|c| c.0.0.ip());
-        let allowed = peer.is_some_and(|ip| st.allowed_sources.iter().any(|n| n.contains(ip)));
-        if !allowed {
-            let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
-                .with_detail(format!("source {who} is outside api.allowed_sources"))
-                .into_response();
-        }
+        let allowed =
+            sources.is_empty() || peer.is_some_and(|ip| sources.iter().any(|n| n.contains(ip)));
+        (!allowed).then_some(peer)
+    };
+    if let Some(peer) = refused {
+        let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
+            .with_detail(format!("source {who} is outside api.allowed_sources"))
+            .into_response();
     }
     next.run(req).await
 }

@@ -26,4 +26,4 @@ pub use limits::{Limit, LimitError, Limits, RequestedLimits};
 pub use log::{Gone, Log};
 pub use manager::{Manager, ManagerConfig, ProcError, Signal, StartSpec, StdinLease};
 pub use record::{Exit, ExitReason, ProcessId, Record, Snapshot, StartedBy, StdinMode};
-pub use user::{User, UserError};
+pub use user::{User, UserError, is_root};
