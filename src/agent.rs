@@ -111,10 +111,12 @@ impl Agent {
         );
         let audit = match &config.audit {
             None => None,
-            Some(a) => Some(AuditLog::open(a.clone()).map_err(|source| AgentError::Audit {
-                path: a.path.clone(),
-                source,
-            })?),
+            Some(a) => Some(
+                AuditLog::open(a.clone()).map_err(|source| AgentError::Audit {
+                    path: a.path.clone(),
+                    source,
+                })?,
+            ),
         };
         if let Some(a) = &config.audit {
             tracing::info!(path = %a.path.display(), fail_closed = a.fail_closed, "audit log");

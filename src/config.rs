@@ -1226,7 +1226,9 @@ impl Cx<'_> {
                             &item_key,
                             format!(
                                 "{text:?} is not a permission; use {}",
-                                Permission::ALL.map(|p| format!("{:?}", p.as_str())).join(", ")
+                                Permission::ALL
+                                    .map(|p| format!("{:?}", p.as_str()))
+                                    .join(", ")
                             ),
                         )
                     })?;

@@ -127,10 +127,7 @@ async fn a_directory_the_user_cannot_enter_is_refused() {
             ..as_user("pwd", &u.name)
         })
         .unwrap_err();
-    assert!(
-        matches!(err, ProcError::WorkdirUnusable { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ProcError::WorkdirUnusable { .. }), "{err:?}");
     assert!(err.to_string().contains(&u.name), "{err}");
     // The user cannot write where root's files are, and its writes fail as its own.
     let (out, code, _) = run(&m, as_user("touch /root/x-wgagent-test", &u.name)).await;

@@ -117,7 +117,10 @@ async fn start(
         e.workdir.clone_from(&req.workdir);
         e.env_keys = Some(req.env.keys().cloned().collect());
         e.user.clone_from(&req.user);
-        e.limits = req.limits.as_ref().and_then(|l| serde_json::to_value(l).ok());
+        e.limits = req
+            .limits
+            .as_ref()
+            .and_then(|l| serde_json::to_value(l).ok());
     });
     let user = run_as_user(&st, &ctx, req.user.as_deref().filter(|u| !u.is_empty()))?;
     let stdin = match (req.stdin.as_deref(), req.pty) {
@@ -196,9 +199,11 @@ fn run_as_user(
     let Some(user) = requested else {
         return Ok(access.run_as.clone());
     };
-    let own = &st.manager.agent_user().name;
+    // The agent's own user only for a peer that runs as the agent anyway: a peer with
+    // `run_as` must never escape to the agent's user (root) by asking for it.
+    let own = access.run_as.is_none() && user == st.manager.agent_user().name;
     // An agent that cannot switch users answers 400 for any other user (the manager says why).
-    if user != own && !access.may_run_as(user) && crate::proc::is_root() {
+    if !own && !access.may_run_as(user) && crate::proc::is_root() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(

@@ -124,7 +124,11 @@ pub const RULES: &[(&str, &str, Rule)] = &[
         "/api/v0/edit-files",
         r(Permission::Files, true, "write files"),
     ),
-    ("GET", "/metrics", r(Permission::Metrics, false, "read metrics")),
+    (
+        "GET",
+        "/metrics",
+        r(Permission::Metrics, false, "read metrics"),
+    ),
 ];
 
 /// The rule of a matched route. A route missing from [`RULES`] needs `run` and is audited
@@ -133,9 +137,10 @@ pub fn rule(method: &Method, route: &str) -> Rule {
     RULES
         .iter()
         .find(|(m, p, _)| *p == route && method.as_str() == *m)
-        .map_or(r(Permission::Run, true, "use this route"), |(_, _, rule)| {
-            *rule
-        })
+        .map_or(
+            r(Permission::Run, true, "use this route"),
+            |(_, _, rule)| *rule,
+        )
 }
 
 /// The audit record of one request, filled by the middleware (who, which route) and the
@@ -146,6 +151,8 @@ pub struct Audit {
     entry: Arc<Mutex<Entry>>,
     /// The handler wrote the line itself (a start, from the manager's gate).
     written: Arc<AtomicBool>,
+    /// ... and that write failed: the handler answered with the refusal.
+    failed: Arc<AtomicBool>,
 }
 
 impl Audit {
@@ -163,9 +170,10 @@ impl Audit {
         let mut entry = self.entry.lock().clone();
         entry.time = audit::now();
         entry.status = status.as_u16();
-        let result = log.write(&entry);
+        let result = checked(log, log.write(&entry));
         self.written.store(true, Ordering::Release);
-        checked(log, result)
+        self.failed.store(result.is_err(), Ordering::Release);
+        result
     }
 }
 
@@ -336,6 +344,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             ..base(Some(&caller))
         })),
         written: Arc::default(),
+        failed: Arc::default(),
     });
     req.extensions_mut().insert(caller);
     if let Some(a) = &audit {
@@ -346,8 +355,11 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         return resp;
     };
     let status = resp.status();
-    // A start wrote its line before the spawn; a second line only when it then failed.
-    if a.written.load(Ordering::Acquire) && status.is_success() {
+    // A start wrote its line before the spawn; a second line only when it then failed (and
+    // not when the failure was that very line).
+    if a.written.load(Ordering::Acquire)
+        && (status.is_success() || a.failed.load(Ordering::Acquire))
+    {
         return resp;
     }
     match a.write_now(status) {

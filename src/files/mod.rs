@@ -145,8 +145,8 @@ impl Files {
             };
             op(&inner)
         })
-            .await
-            .map_err(|e| internal(&e.to_string()))?
+        .await
+        .map_err(|e| internal(&e.to_string()))?
     }
 }
 

@@ -298,8 +298,14 @@ mod tests {
                 .collect()
         };
         assert_eq!(routes(&path), ["/r/0018", "/r/0019"]);
-        assert_eq!(routes(&numbered(&path, 1)), ["/r/0015", "/r/0016", "/r/0017"]);
-        assert_eq!(routes(&numbered(&path, 2)), ["/r/0012", "/r/0013", "/r/0014"]);
+        assert_eq!(
+            routes(&numbered(&path, 1)),
+            ["/r/0015", "/r/0016", "/r/0017"]
+        );
+        assert_eq!(
+            routes(&numbered(&path, 2)),
+            ["/r/0012", "/r/0013", "/r/0014"]
+        );
         assert!(!numbered(&path, 3).exists());
         for p in [path.clone(), numbered(&path, 1), numbered(&path, 2)] {
             assert!(std::fs::metadata(&p).unwrap().len() <= one * 3);
