@@ -2225,10 +2225,28 @@ mod tests {
             agent.api,
             Api {
                 allowed_sources: Some(sources),
+                isolation: crate::trust::Isolation::Peer,
                 ..Api::default()
             }
         );
+        let audit = agent.audit.as_ref().unwrap();
+        assert_eq!(
+            (audit.max_bytes, audit.keep, audit.fail_closed),
+            (
+                crate::trust::AuditConfig::DEFAULT_MAX_BYTES,
+                crate::trust::AuditConfig::DEFAULT_KEEP,
+                true
+            )
+        );
         assert_eq!(agent.peers.len(), 2);
+        {
+            use crate::trust::Permission::*;
+            let a = &agent.peer_by_name("control-1").unwrap().access;
+            assert!([Run, Read, Signal, Files].into_iter().all(|p| a.allows(p)));
+            assert!(!a.allows(Metrics));
+            let b = &agent.peer_by_name("control-2").unwrap().access;
+            assert!(b.allows(Read) && !b.allows(Run) && !b.allows(Signal));
+        }
         let control_1 = agent.peer_by_name("control-1").unwrap();
         assert_eq!(control_1.persistent_keepalive, Some(25));
         assert!(control_1.endpoint.is_some());
@@ -2262,5 +2280,67 @@ mod tests {
                 .iter()
                 .any(|net| net.contains(agent.interface.addresses[0]))
         );
+    }
+
+    #[test]
+    fn trust_keys() {
+        use crate::trust::{Isolation, Permission};
+        let key = keys::encode_public(&keys::public_key(&keys::generate()));
+        let text = |extra_api: &str, peer: &str, audit: &str| {
+            format!(
+                "[interface]\nprivate_key = \"{}\"\naddress = [\"10.0.0.1\"]\n[api]\n{extra_api}\n\
+                 [[peer]]\npublic_key = \"{key}\"\nallowed_ips = [\"10.0.0.2\"]\n{peer}\n{audit}",
+                keys::encode_private(&keys::generate())
+            )
+        };
+        let parse = |t: String| Config::parse(&t, Path::new("/etc/wgagent/a.toml"));
+        let c = parse(text(
+            "isolation = \"peer\"",
+            "allow = [\"read\", \"signal\", \"read\"]\nrun_as = \"sandbox\"\nusers = [\"a\", \"b\", \"a\"]",
+            "[audit]\npath = \"audit.log\"\nmax_bytes = 4096\nkeep = 0\nfail_closed = false",
+        ))
+        .unwrap();
+        assert_eq!(c.api.isolation, Isolation::Peer);
+        let a = &c.peers[0].access;
+        assert!(a.allows(Permission::Read) && a.allows(Permission::Signal));
+        assert!(!a.allows(Permission::Run));
+        assert_eq!(a.run_as.as_deref(), Some("sandbox"));
+        assert_eq!(a.users, ["a", "b"]);
+        let audit = c.audit.unwrap();
+        assert_eq!(
+            audit.path,
+            Path::new("/etc/wgagent/audit.log"),
+            "relative to the file"
+        );
+        assert_eq!(
+            (audit.max_bytes, audit.keep, audit.fail_closed),
+            (4096, 0, false)
+        );
+
+        // Defaults: full access, no run-as, no isolation, no audit log.
+        let c = parse(text("", "", "")).unwrap();
+        assert_eq!(c.peers[0].access, crate::trust::Access::default());
+        assert_eq!(c.api.isolation, Isolation::None);
+        assert!(c.audit.is_none());
+
+        let err = |t: String| parse(t).unwrap_err().to_string();
+        let e = err(text("", "allow = [\"write\"]", ""));
+        assert!(
+            e.contains("peer[0].allow[0]") && e.contains("\"write\" is not a permission"),
+            "{e}"
+        );
+        let e = err(text("isolation = \"tenant\"", "", ""));
+        assert!(
+            e.contains("api.isolation") && e.contains("\"none\" or \"peer\""),
+            "{e}"
+        );
+        let e = err(text("", "run_as = \"a b\"", ""));
+        assert!(e.contains("peer[0].run_as"), "{e}");
+        let e = err(text("", "", "[audit]\nkeep = 3"));
+        assert!(e.contains("audit.path"), "{e}");
+        let e = err(text("", "", "[audit]\npath = \"/x\"\nmax_bytes = 10"));
+        assert!(e.contains("audit.max_bytes"), "{e}");
+        let e = err(text("", "", "[audit]\npath = \"/x\"\nrotate = 1"));
+        assert!(e.contains("audit.rotate"), "{e}");
     }
 }
