@@ -105,6 +105,7 @@ async fn run() {
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers: vec![
             to(off_pub, "100.64.0.10", &off),
             to(on_pub, "100.64.0.11", &on),

@@ -190,8 +190,14 @@ impl Agent {
         let router = api::router(state.clone());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let serve_cfg = api::serve::ServeConfig::from_api(api_cfg);
         for listener in node.listen(api_cfg.port)? {
-            tracker.spawn(serve_api(listener, router.clone(), cancel.clone()));
+            tracker.spawn(serve_api(
+                listener,
+                router.clone(),
+                serve_cfg.clone(),
+                cancel.clone(),
+            ));
         }
         Ok(Agent {
             node,
@@ -319,17 +325,15 @@ impl Drop for Agent {
 }
 
 /// Serves the API router on one tunnel listener until `cancel` fires; in-flight requests finish.
-/// The only place the API is served (what to harden, e.g. read timeouts, goes here).
-pub async fn serve_api(listener: TcpListener, router: Router, cancel: CancellationToken) {
-    let local = listener.local_addr();
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<api::CallerAddr>(),
-    )
-    .with_graceful_shutdown(cancel.cancelled_owned());
-    if let Err(e) = serve.await {
-        tracing::error!(%local, "API server failed: {e}");
-    }
+/// The only place the agent serves the API: [`api::serve::serve`] (hyper HTTP/1 with header,
+/// body and idle timeouts, JSON answers to malformed requests, lingering close).
+pub async fn serve_api(
+    listener: TcpListener,
+    router: Router,
+    cfg: api::serve::ServeConfig,
+    cancel: CancellationToken,
+) {
+    api::serve::serve(listener, router, cfg, cancel).await;
 }
 
 /// The access rules of the configured peers and the isolation mode.
@@ -384,10 +388,17 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
     keep!(
         interface.mtu,
         interface.tcp_buffer,
+        interface.max_connections_per_peer,
+        interface.tcp_memory,
         interface.name,
         interface.uapi,
         interface.uapi_socket,
         api.port,
+        api.header_timeout,
+        api.body_timeout,
+        api.body_min_rate,
+        api.idle_timeout,
+        api.send_timeout,
         api.default_workdir,
         api.nice_increment,
         api.oom_score_adj,

@@ -30,6 +30,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod netstack;
 pub mod node;

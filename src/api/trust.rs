@@ -373,9 +373,13 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     }
 }
 
-/// The WireGuard peer a connection arrived from, when the transport says so.
-fn peer_id(_req: &Request) -> Option<u64> {
-    None
+/// The WireGuard peer a connection arrived from, when the transport says so (`api::serve`
+/// over the netstack tags every connection with the peer of its first packet).
+fn peer_id(req: &Request) -> Option<u64> {
+    req.extensions()
+        .get::<super::serve::Caller>()
+        .and_then(|c| c.peer)
+        .map(|p| p.0)
 }
 
 /// The `{id}` of the request, decoded exactly as the handlers decode it.

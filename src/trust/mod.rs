@@ -258,8 +258,12 @@ pub trait Identify: Send + Sync {
 }
 
 impl Identify for crate::node::Node {
-    fn identify(&self, addr: IpAddr, _peer_id: Option<u64>) -> Option<PeerIdentity> {
-        self.peer_for_address(addr)
+    fn identify(&self, addr: IpAddr, peer_id: Option<u64>) -> Option<PeerIdentity> {
+        match peer_id {
+            // The peer whose session carried the connection's packets.
+            Some(id) => self.peer_by_id(crate::wg::PeerId(id)),
+            None => self.peer_for_address(addr),
+        }
     }
 }
 
