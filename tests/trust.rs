@@ -383,7 +383,7 @@ async fn audit_log_records_who_did_what() {
     let work = dir.path().display().to_string();
     let (s, v) = start(
         &mut ops,
-        json!({"command": "sleep 30", "workdir": work, "background": true,
+        json!({"command": "sleep 30", "workdir": work, "background": true, "stdin": "pipe",
                "env": {"API_TOKEN": "very-secret-value"},
                "limits": {"open_files": 64}}),
     )
@@ -412,8 +412,22 @@ async fn audit_log_records_who_did_what() {
     assert_eq!(l["status"], 200);
     assert!(l.get("denied").is_none());
 
-    // Reads are not audited; a signal is.
+    // Reads are not audited; stdin (its byte count, never the bytes) and a signal are.
     ops.call("GET", "/api/v0/processes/list", None).await;
+    let (s, _) = ops
+        .call(
+            "POST",
+            &format!("/api/v0/processes/{id}/stdin"),
+            Some(json!("abc")),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let l = audit_lines(&log).pop().unwrap();
+    assert_eq!(l["route"], format!("/api/v0/processes/{id}/stdin"));
+    assert_eq!(
+        (l["process_id"].as_str(), l["bytes"].as_u64()),
+        (Some(id.as_str()), Some(5))
+    );
     let (s, _) = ops
         .call(
             "POST",
@@ -466,7 +480,7 @@ async fn audit_log_records_who_did_what() {
 
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("very-secret-value") && !text.contains("confidential-content"));
-    assert_eq!(audit_lines(&log).len(), 5, "{text}");
+    assert_eq!(audit_lines(&log).len(), 6, "{text}");
     n.stop().await;
 }
 

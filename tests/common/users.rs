@@ -20,18 +20,27 @@ impl TestUser {
         }
         let name = format!("wgt{tag}{}", std::process::id());
         let home = PathBuf::from(format!("/tmp/trust-home-{name}"));
-        let out = match Command::new("useradd")
-            .args(["--create-home", "--home-dir"])
-            .arg(&home)
-            .args(["--shell", "/bin/sh", "--user-group"])
-            .arg(&name)
-            .output()
-        {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("SKIP: useradd is not available: {e}");
-                return None;
+        // Tests run in parallel and useradd locks /etc/passwd: retry a few times (bounded).
+        let mut attempts = 0;
+        let out = loop {
+            let out = match Command::new("useradd")
+                .args(["--create-home", "--home-dir"])
+                .arg(&home)
+                .args(["--shell", "/bin/sh", "--user-group"])
+                .arg(&name)
+                .output()
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("SKIP: useradd is not available: {e}");
+                    return None;
+                }
+            };
+            attempts += 1;
+            if out.status.success() || attempts == 20 {
+                break out;
             }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         };
         assert!(
             out.status.success(),
@@ -50,11 +59,19 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        // The tests wait for their processes, so none runs as the user any more.
-        let _ = Command::new("userdel")
-            .arg("--remove")
-            .arg(&self.name)
-            .output();
+        // The tests wait for their processes, so none runs as the user any more. userdel
+        // locks /etc/passwd too: retry like useradd.
+        for _ in 0..20 {
+            let done = Command::new("userdel")
+                .arg("--remove")
+                .arg(&self.name)
+                .output()
+                .is_ok_and(|o| o.status.success() || o.status.code() == Some(6));
+            if done {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
