@@ -484,6 +484,30 @@ async fn audit_log_records_who_did_what() {
     n.stop().await;
 }
 
+#[tokio::test]
+async fn allowed_sources_refusals_are_audited_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let n = net(
+        &[("ops", Access::default()), ("outside", Access::default())],
+        |c| {
+            c.api.allowed_sources = Some(vec!["100.64.0.1/32".parse().unwrap()]);
+            c.audit = Some(AuditConfig::new(log.clone()));
+        },
+    )
+    .await;
+    let mut outside = n.http("outside").await;
+    let (s, _) = outside.call("GET", "/api/v0/processes/list", None).await;
+    assert_eq!(s, 403);
+    let l = audit_lines(&log).pop().unwrap();
+    assert_eq!(l["peer"], "outside");
+    assert_eq!(l["public_key"], n.key("outside"));
+    assert_eq!(l["denied"], "allowed_sources");
+    assert_eq!(l["status"], 403);
+    assert_eq!(l["route"], "/api/v0/processes/list");
+    n.stop().await;
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. 2026-11-29T23:59:01.123Z.
 fn chrono_like(t: &str) -> bool {
     let b = t.as_bytes();

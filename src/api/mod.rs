@@ -339,9 +339,10 @@ async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> 
     };
     if let Some(peer) = refused {
         let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
-            .with_detail(format!("source {who} is outside api.allowed_sources"))
-            .into_response();
+        let err = ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
+            .with_detail(format!("source {who} is outside api.allowed_sources"));
+        trust::record_refusal(&st, &req, &err, "allowed_sources");
+        return err.into_response();
     }
     next.run(req).await
 }

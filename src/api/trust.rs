@@ -373,6 +373,34 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     }
 }
 
+/// Records a request refused before routing (`api.allowed_sources`) in the audit log, with the
+/// caller as far as it can be identified.
+pub fn record_refusal(st: &AppState, req: &Request, err: &ApiError, denied: &str) {
+    let Some(log) = st.trust.audit_log() else {
+        return;
+    };
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<CallerAddr>>()
+        .map(|c| c.0.0);
+    let caller = st.trust.caller(addr, peer_id(req)).ok();
+    let entry = Entry {
+        time: audit::now(),
+        peer: caller
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), Caller::label),
+        public_key: caller.as_ref().and_then(Caller::public_key),
+        source: addr.map(|a| a.to_string()),
+        method: req.method().to_string(),
+        route: req.uri().path().to_owned(),
+        status: err.status.as_u16(),
+        denied: Some(denied.to_owned()),
+        error: Some(err.message.clone()),
+        ..Entry::default()
+    };
+    let _ = checked(&log, log.write(&entry));
+}
+
 /// The WireGuard peer a connection arrived from, when the transport says so (`api::serve`
 /// over the netstack tags every connection with the peer of its first packet).
 fn peer_id(req: &Request) -> Option<u64> {
