@@ -668,3 +668,69 @@ async fn run_as_users_end_to_end() {
     assert_eq!(s, 200);
     n.stop().await;
 }
+
+/// The control daemon is one peer: requests forwarded through its socket carry its peer's
+/// rights (here read-only) and name it in refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_daemon_acts_with_its_peers_rights() {
+    use wgagent::client::{ClientError, DaemonConnector};
+    use wgagent::control::{Daemon, DaemonOptions};
+    let ak = keypair();
+    let dk = keypair();
+    let (mut cfg, _state) = agent_config(
+        ak.secret.clone(),
+        AGENT_IP,
+        &[PeerConfig {
+            name: Some("daemon".into()),
+            ..peer(dk.public, "100.64.0.1/32", None, None)
+        }],
+    );
+    cfg.peers[0].access = allow(&[Permission::Read]);
+    let agent = Agent::start(&cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nuapi = false\n\n\
+         [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"{AGENT_IP}/32\"]\nendpoint = \"{}\"\n",
+        keys::encode_private(&dk.secret),
+        keys::encode_public(&ak.public),
+        loopback(agent.node()),
+    );
+    let path = dir.path().join("control.toml");
+    std::fs::write(&path, text).unwrap();
+    let dcfg = Config::load(&path).unwrap();
+    let socket = dir.path().join("control.sock");
+    let daemon = Daemon::start(
+        &dcfg,
+        DaemonOptions {
+            socket: socket.clone(),
+            socket_group: None,
+            max_connections: 16,
+            state_dir: None,
+        },
+    )
+    .await
+    .unwrap();
+    let opts = wgagent::client::AgentOptions {
+        request_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let conn = DaemonConnector::new(&socket)
+        .agent("dev", opts)
+        .await
+        .unwrap();
+    assert_eq!(conn.list().await.unwrap().processes.len(), 0);
+    let req = wgagent::api::types::StartProcessRequest {
+        command: "true".into(),
+        ..Default::default()
+    };
+    match conn.start(&req).await {
+        Err(ClientError::Status {
+            status: 403,
+            message,
+            ..
+        }) => assert_eq!(message, "Peer \"daemon\" may not run processes."),
+        other => panic!("{other:?}"),
+    }
+    daemon.shutdown(Duration::from_secs(5)).await;
+    agent.shutdown(Duration::from_secs(5)).await;
+}
