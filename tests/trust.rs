@@ -25,6 +25,7 @@ use wgagent::wg::PeerConfig;
 /// An agent and one control node per named peer (peer i at 100.64.0.(i+1)).
 struct Net {
     agent: Agent,
+    cfg: Config,
     peers: BTreeMap<String, (Node, String)>,
     _state: tempfile::TempDir,
 }
@@ -68,6 +69,7 @@ async fn net(specs: &[(&str, Access)], tweak: impl FnOnce(&mut Config)) -> Net {
     }
     Net {
         agent,
+        cfg,
         peers,
         _state: state,
     }
@@ -481,6 +483,15 @@ async fn audit_log_records_who_did_what() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("very-secret-value") && !text.contains("confidential-content"));
     assert_eq!(audit_lines(&log).len(), 6, "{text}");
+
+    // logrotate moves the file; the reload (SIGHUP) reopens it at the configured path.
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    n.agent.reload(&n.cfg.clone()).await.unwrap();
+    let (s, _) = start(&mut viewer, json!({"command": "true"})).await;
+    assert_eq!(s, 403);
+    assert_eq!(audit_lines(&log).len(), 1);
+    assert_eq!(audit_lines(&rotated).len(), 6);
     n.stop().await;
 }
 
@@ -666,6 +677,15 @@ async fn run_as_users_end_to_end() {
         )
         .await;
     assert_eq!(s, 200);
+    // No thread of the agent kept the user's file identity.
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for key in ["Uid:", "Gid:"] {
+            if let Some(line) = status.lines().find(|l| l.starts_with(key)) {
+                assert!(line[4..].split_whitespace().all(|v| v == "0"), "{line}");
+            }
+        }
+    }
     n.stop().await;
 }
 
