@@ -4,7 +4,7 @@
 //! them, any-IP off), every TCP socket, listeners with an accept queue, and two bounded queues of
 //! IP packets (inbound and outbound) made of reusable MTU-sized buffers.
 //!
-//! Leaves to its caller (the data-path driver in `node.rs`): moving IP packets to and from
+//! Leaves to its caller (the data-path driver in `node/driver.rs`): moving IP packets to and from
 //! WireGuard, reading the clock, and sleeping. It never spawns a task. The driver calls, from one
 //! task (see [`Netstack`] for the exact loop):
 //! [`push_inbound`](Netstack::push_inbound) → [`poll`](Netstack::poll) →

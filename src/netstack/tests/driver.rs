@@ -1,7 +1,8 @@
 //! An in-memory network of netstacks and the reference data-path driver.
 //!
-//! `drive` is what `node.rs` does with WireGuard and UDP in place of the in-memory switch: push
-//! inbound packets, poll, pop outbound packets, then wait for input, socket work or the timer.
+//! `drive` is what `node/driver.rs` does with WireGuard and UDP in place of the in-memory
+//! switch: push inbound packets, poll, pop outbound packets, then wait for input, socket work or
+//! the timer.
 //! Here "sending" a packet means pushing it into the stack that owns its destination address,
 //! tagged with the sender's index as its peer; when that stack's inbound queue is full the
 //! packet stays in the sender's outbound queue (backpressure end to end, nothing dropped) unless
