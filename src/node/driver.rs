@@ -119,16 +119,20 @@ pub(super) async fn run(parts: Parts) {
         let delay = netstack.poll(io.clock.now());
         io.flush();
         // 3. Outbound: encrypt what the netstack emitted, while the socket takes it.
-        let drained = io.pending.is_empty()
-            && netstack.pop_outbound(|pkt| {
-                device.send_ip_packet(pkt);
-                io.dispatch(&mut device);
-                // Stop taking packets from the stack while the socket is blocked: backpressure.
-                io.pending.is_empty()
-            });
+        let drained = netstack.pop_outbound(|pkt| {
+            // Stop taking packets from the stack while the socket is blocked: backpressure.
+            // Checked before encrypting: a packet refused here stays queued, so it must not
+            // have gone out (checking after sent the packet whose datagram was held twice).
+            if !io.pending.is_empty() {
+                return false;
+            }
+            device.send_ip_packet(pkt);
+            io.dispatch(&mut device);
+            true
+        });
         // End of the iteration's output: the last run goes out now.
         io.flush();
-        // `drained` is false only when a datagram had to be held, so this is "socket blocked".
+        // `drained` is false only when the socket blocked, and so is `backlogged`.
         let blocked = io.backlogged() || !drained;
         if !blocked && delay == Some(Duration::ZERO) {
             // More input is waiting in the stack and the output has room: go again.
