@@ -144,6 +144,17 @@ pub struct Record {
     pub(crate) kill_requested: AtomicBool,
     /// Some member of the tree is still alive (always false without tree tracking once exited).
     pub(crate) tree_alive: AtomicBool,
+    /// The last signal sent to the shell's group (or tree) through the API, timeout or
+    /// shutdown, with when it was sent: see [`Record::sent_signal`].
+    pub(crate) sent: Mutex<Option<SentSignal>>,
+}
+
+/// A signal the agent sent, and when (clock ticks since boot, the clock of a process's start
+/// time in `/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentSignal {
+    pub signo: i32,
+    pub since_tick: u64,
 }
 
 /// A point-in-time copy of a record's state, for listing.
@@ -194,6 +205,24 @@ impl Record {
             supervisor: n.supervisor,
             kill_requested: AtomicBool::new(false),
             tree_alive: AtomicBool::new(true),
+            sent: Mutex::new(None),
+        }
+    }
+
+    /// Notes that `signo` is about to be sent, for the shell's exit to check (a shell that dies
+    /// of it while forking leaves a child that never got it: `supervise` passes it on). A
+    /// repeated signal keeps the earliest time.
+    pub(crate) fn sent_signal(&self, signo: i32) {
+        let now = super::spawn::boot_ticks();
+        let mut sent = self.sent.lock();
+        match &mut *sent {
+            Some(s) if s.signo == signo => s.since_tick = s.since_tick.min(now),
+            other => {
+                *other = Some(SentSignal {
+                    signo,
+                    since_tick: now,
+                })
+            }
         }
     }
 
@@ -236,6 +265,7 @@ impl Record {
             supervisor: None,
             kill_requested: AtomicBool::new(false),
             tree_alive: AtomicBool::new(false),
+            sent: Mutex::new(None),
         })
     }
 
