@@ -94,6 +94,7 @@ fn new_device() -> Device {
     Device::new(DeviceConfig {
         private_key: StaticSecret::from(DEVICE_KEY),
         peers: Vec::new(),
+        handshake_rate_limit: crate::wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
     })
     .expect("constant configuration")
 }
