@@ -8,6 +8,7 @@
 pub mod error;
 pub mod file_types;
 pub mod files;
+pub mod openapi;
 pub mod procio;
 pub mod types;
 
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/health", get(health))
         .merge(procio::routes())
         .merge(files::routes())
+        .merge(openapi::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
