@@ -7,6 +7,7 @@ mod agent;
 mod control;
 mod demo;
 mod files;
+mod import;
 mod stream;
 
 use std::path::PathBuf;
@@ -189,6 +190,15 @@ enum Command {
     },
     /// Generate a private key (base64), like `wg genkey`.
     Genkey,
+    /// Convert a wg-quick configuration (wg0.conf) to a wgagent configuration (TOML).
+    Import {
+        /// The wg-quick file (`[Interface]` and `[Peer]` sections).
+        file: PathBuf,
+        /// Write the TOML here (a new file, mode 0600: it holds the private key) instead of
+        /// to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
     Pubkey,
 }
@@ -248,6 +258,7 @@ pub fn main() -> ExitCode {
         Command::Genkey => {
             report(crate::keys::genkey(&mut std::io::stdout().lock()).map_err(Into::into))
         }
+        Command::Import { file, output } => report(import::run(&file, output.as_deref())),
         Command::Pubkey => report(
             crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
                 .map_err(Into::into),
