@@ -246,6 +246,8 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
             background: true,
             idempotency_key: Some("k".into()),
             timeout_ms: Some(1000),
+            stdin: Some("pipe".into()),
+            pty: Some(TerminalSize { rows: 24, cols: 80 }),
         }),
     );
     add(
@@ -303,6 +305,8 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
         exit_signal: Some("SIGKILL".into()),
         exit_reason: Some("signaled".into()),
         output_bytes: Some(4),
+        log_start: Some(0),
+        log_error: Some("disk full".into()),
     };
     add(
         "ListProcessesResponse",
@@ -323,6 +327,22 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
             }),
             running: false,
             exit_code: Some(0),
+        }),
+    );
+    add("TerminalSize", val(TerminalSize { rows: 1, cols: 2 }));
+    add("StdinResponse", val(StdinResponse { written: 3 }));
+    add(
+        "StdinTimedOut",
+        val(StdinTimedOut {
+            message: "m".into(),
+            written: 3,
+        }),
+    );
+    add(
+        "RangeNotRetained",
+        val(RangeNotRetained {
+            message: "m".into(),
+            log_start: 5,
         }),
     );
     add(
@@ -429,6 +449,74 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
         .await;
     assert_eq!(s, StatusCode::OK);
     add("Message", gone);
+    // Process I/O: a piped stdin fed and closed, a range past the end, a terminal resized.
+    let (s, cat) = app
+        .json(
+            "POST",
+            "/api/v0/processes/start",
+            json!({"command": "cat", "stdin": "pipe", "workdir": d}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{cat}");
+    let cat = cat["id"].as_str().unwrap().to_owned();
+    let (s, bytes) = app
+        .call(
+            "POST",
+            &format!("/api/v0/processes/{cat}/stdin?close=true"),
+            &[],
+            "fed\n",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    add("StdinResponse", serde_json::from_slice(&bytes).unwrap());
+    let (s, out) = app
+        .json(
+            "GET",
+            &format!("/api/v0/processes/{cat}/output?wait=true&timeout_ms=20000"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, &out["output"]),
+        (StatusCode::OK, &json!("fed\n")),
+        "{out}"
+    );
+    let (s, bytes) = app
+        .call(
+            "GET",
+            &format!("/api/v0/processes/{cat}/log"),
+            &[("range", "bytes=100-")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    add("RangeNotRetained", serde_json::from_slice(&bytes).unwrap());
+    let (s, tty) = app
+        .json(
+            "POST",
+            "/api/v0/processes/start",
+            json!({"command": "sleep 30", "pty": {"rows": 24, "cols": 80}, "workdir": d}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{tty}");
+    let tty = tty["id"].as_str().unwrap().to_owned();
+    let (s, resized) = app
+        .json(
+            "POST",
+            &format!("/api/v0/processes/{tty}/resize"),
+            json!({"rows": 50, "cols": 132}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{resized}");
+    add("Message", resized);
+    let (s, _) = app
+        .json(
+            "POST",
+            &format!("/api/v0/processes/{tty}/signal"),
+            json!({"signal": "kill"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     for (method, uri, body) in [
         (
             "GET",
