@@ -4,6 +4,7 @@
 //! The map (one module per concern):
 //! - [`keys`]: x25519 keys, base64 as `wg genkey`/`wg pubkey` write them.
 //! - [`config`]: TOML → typed configuration, validation, warnings.
+//! - [`duration`]: the one duration grammar of configs, flags and tools.
 //! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
 //!   timers, counters (sans-IO), plus the UDP socket setup and GSO/GRO batching.
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod duration;
 pub mod files;
 pub mod keys;
 pub mod netstack;

@@ -47,7 +47,8 @@ enum Command {
         /// Extra environment variable for the command (repeatable).
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
-        /// Terminate the command's process group after this long ("30s", "5m", or seconds).
+        /// Terminate the command's process tree after this long: seconds ("90", "1.5") or
+        /// units ("500ms", "30s", "5m", "1h30m").
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
         /// Start it and print its process id instead of waiting.
@@ -232,7 +233,7 @@ impl ControlArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(s).map_err(|e| e.to_string())
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Opens a session to `agent` and runs `f` on it; the node is shut down afterwards.
