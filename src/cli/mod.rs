@@ -6,6 +6,7 @@
 mod agent;
 mod control;
 mod demo;
+mod docs;
 mod files;
 mod import;
 mod stream;
@@ -189,8 +190,22 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
-    /// Generate a private key (base64), like `wg genkey`.
+    /// Generate a private key (base64), like `wg genkey`; warns when stdout is a file others
+    /// can read.
     Genkey,
+    /// Print a shell completion script (e.g. `wgagent completions bash >
+    /// /etc/bash_completion.d/wgagent`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write one page per verb into a directory.
+    Man {
+        /// Write wgagent.1 and wgagent-VERB.1 here (e.g. /usr/local/share/man/man1) instead of
+        /// printing wgagent.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Convert a wg-quick configuration (wg0.conf) to a wgagent configuration (TOML).
     Import {
         /// The wg-quick file (`[Interface]` and `[Peer]` sections).
@@ -257,8 +272,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Genkey => {
+            warn_if_stdout_world_accessible();
             report(crate::keys::genkey(&mut std::io::stdout().lock()).map_err(Into::into))
         }
+        Command::Completions { shell } => report(docs::completions(shell)),
+        Command::Man { dir } => report(docs::man(dir.as_deref())),
         Command::Import { file, output } => report(import::run(&file, output.as_deref())),
         Command::Pubkey => report(
             crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
@@ -415,6 +433,22 @@ fn init_tracing_with(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// `wg genkey`'s warning, word for word: a private key written to a regular file that others
+/// may read.
+fn warn_if_stdout_world_accessible() {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    if let Ok(st) = nix::sys::stat::fstat(stdout.as_fd()) {
+        let mode = st.st_mode;
+        if mode & libc::S_IFMT == libc::S_IFREG && mode & libc::S_IRWXO != 0 {
+            eprintln!(
+                "Warning: writing to world accessible file.\n\
+                 Consider setting the umask to 077 and trying again."
+            );
+        }
+    }
 }
 
 /// One clear line on stderr and exit code 1 for any error.
