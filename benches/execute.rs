@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wgagent::api::{self, AppState};
+use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions};
+use wgagent::config;
 use wgagent::keys;
 use wgagent::node::{Node, NodeConfig};
-use wgagent::proc::{Manager, ManagerConfig};
 use wgagent::tool::{ExecuteArgs, Tools};
 use wgagent::wg::{IpNetwork, PeerConfig};
 
@@ -78,18 +78,13 @@ async fn run() {
         .map(|(i, k)| peer(keys::public_key(k), &format!("100.64.1.{}/32", i + 1), None))
         .collect();
     let agent = node(agent_key, "100.64.0.10", peers).await;
-    let manager = Manager::new(ManagerConfig {
+    let api_cfg = config::Api {
         max_tracked: 65536,
         max_running: 256,
-        ..Default::default()
-    });
-    let app = api::router(AppState::new(manager.clone()));
-    for l in agent.listen(4).unwrap() {
-        let app = app
-            .clone()
-            .into_make_service_with_connect_info::<api::CallerAddr>();
-        tokio::spawn(async move { axum::serve(l, app).await });
-    }
+        ..config::Api::default()
+    };
+    let server = Agent::attach(agent.clone(), &api_cfg).unwrap();
+    let manager = server.manager().clone();
     let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
     let mut clients = Vec::new();
     for (i, k) in client_keys.into_iter().enumerate() {

@@ -14,13 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wgagent::api::{self, AppState};
+use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions, WriteCondition};
+use wgagent::config;
 use wgagent::files::lines::{LineLimits, LineRange};
 use wgagent::files::{EditSpec, Files, OwnedEdit};
 use wgagent::keys;
 use wgagent::node::{Node, NodeConfig};
-use wgagent::proc::{Manager, ManagerConfig};
 use wgagent::tool::Tools;
 use wgagent::wg::{IpNetwork, PeerConfig};
 
@@ -92,16 +92,10 @@ async fn run() {
         vec![peer(keys::public_key(&control_key), "100.64.0.1/32", None)],
     )
     .await;
+    // The agent's API exactly as the binary serves it (`[files]` at its defaults); the local
+    // baseline runs the same `Files` code with the same default limits.
     let files = Files::default();
-    let mut state = AppState::new(Manager::new(ManagerConfig::default()));
-    state.files = files.clone();
-    let app = api::router(state);
-    for l in agent.listen(4).unwrap() {
-        let app = app
-            .clone()
-            .into_make_service_with_connect_info::<api::CallerAddr>();
-        tokio::spawn(async move { axum::serve(l, app).await });
-    }
+    let _server = Agent::attach(agent.clone(), &config::Api::default()).unwrap();
     let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
     let control = node(
         control_key,

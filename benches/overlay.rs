@@ -27,10 +27,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wgagent::agent::Agent;
 use wgagent::api::{self, AppState};
+use wgagent::config;
 use wgagent::keys;
 use wgagent::node::{Node, NodeConfig, NodeStats};
-use wgagent::proc::{Manager, ManagerConfig, StartSpec};
+use wgagent::proc::StartSpec;
 use wgagent::wg::{PeerConfig, PublicKey, StaticSecret};
 
 /// Selects a child role: `agent` (the real agent CLI), `sink` or `source` (netns throughput).
@@ -984,21 +986,6 @@ struct ApiFigures {
     loopback: (f64, f64),
 }
 
-/// Serves `app` on the node's tunnel address (as the agent does).
-fn serve_tunnel(agent: &Node, app: axum::Router) -> Result<()> {
-    for l in agent.listen(API_PORT)? {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(
-                l,
-                app.into_make_service_with_connect_info::<api::CallerAddr>(),
-            )
-            .await;
-        });
-    }
-    Ok(())
-}
-
 /// Every connection a task issuing GET `path` back to back for `dur`; returns the connections
 /// (for the next round), the requests done and the time taken.
 async fn request_round(
@@ -1040,7 +1027,13 @@ fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
 
 async fn api_benches() -> Result<ApiFigures> {
     let (agent, control) = node_pair().await?;
-    let manager = Manager::new(ManagerConfig::default());
+    // The API on the tunnel exactly as the agent serves it.
+    let api_cfg = config::Api {
+        port: API_PORT,
+        ..config::Api::default()
+    };
+    let server = Agent::attach(agent.clone(), &api_cfg)?;
+    let manager = server.manager().clone();
     // A list with a few entries, so the response is not trivially empty.
     for i in 0..8 {
         let id = manager.start(StartSpec {
@@ -1049,8 +1042,8 @@ async fn api_benches() -> Result<ApiFigures> {
         })?;
         manager.wait(&id, Duration::from_secs(10)).await?;
     }
+    // The baseline: the same router (same manager) on a host TCP socket.
     let app = api::router(AppState::new(manager));
-    serve_tunnel(&agent, app.clone())?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = tcp.local_addr()?;
     tokio::spawn(async move {
@@ -1158,7 +1151,7 @@ fn write_agent_config(
     let path = dir.join("agent.toml");
     let text = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"{AGENT_IP}\"]\nlisten_port = {port}\n\
-         mtu = {MTU}\n\n[api]\nport = {API_PORT}\n\n[[peer]]\npublic_key = \"{}\"\n\
+         mtu = {MTU}\nuapi = false\n\n[api]\nport = {API_PORT}\n\n[[peer]]\npublic_key = \"{}\"\n\
          allowed_ips = [\"{CONTROL_IP}/32\"]\n",
         keys::encode_private(agent),
         keys::encode_public(control),

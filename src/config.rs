@@ -42,6 +42,8 @@ pub struct Config {
     pub control: Control,
     /// `[files]`: bounds of the workspace file API (agent role); defaults when absent.
     pub files: Files,
+    /// `[log]`: what the node logs; defaults when the section is absent.
+    pub log: Log,
     /// Non-fatal findings (loose key permissions, no peers), one sentence each, to be logged.
     pub warnings: Vec<String>,
 }
@@ -62,6 +64,20 @@ pub struct Interface {
     pub mtu: u16,
     /// `tcp_buffer`: bytes of send and of receive buffer per tunnel TCP connection.
     pub tcp_buffer: usize,
+    // -- live peers: the WireGuard UAPI socket and reloads --
+    /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
+    /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
+    /// role's default: [`Interface::DEFAULT_NAME`] for an agent, `wgcontrol0` for the control
+    /// daemon (so the two can share a machine).
+    pub name: Option<String>,
+    /// `uapi`: serve the WireGuard UAPI socket (`wg show`/`wg set`). Default true.
+    pub uapi: bool,
+    /// `uapi_socket`: the socket path (relative to the config file); `None` = the default path
+    /// for `name`.
+    pub uapi_socket: Option<PathBuf>,
+    /// `replace_peers_on_reload`: on reload (SIGHUP), also remove peers that were added live
+    /// (through the UAPI) and are not in the file. Default false: they are kept.
+    pub replace_peers_on_reload: bool,
 }
 
 impl Interface {
@@ -77,6 +93,60 @@ impl Interface {
     pub const DEFAULT_TCP_BUFFER: usize = 512 * 1024;
     /// Allowed `tcp_buffer` values: 64 KiB ..= 64 MiB (memory per connection is bounded).
     pub const TCP_BUFFER_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
+    /// Default `name` of an agent: `wgagent0` (so `wg show wgagent0`).
+    pub const DEFAULT_NAME: &'static str = "wgagent0";
+    /// Default `name` of the control daemon.
+    pub const DEFAULT_CONTROL_NAME: &'static str = "wgcontrol0";
+
+    /// The interface name, or `default` (the role's) when the file sets none.
+    pub fn name_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.name.as_deref().unwrap_or(default)
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// `level`: a tracing filter (`"info"`, `"warn,wgagent::wg=debug"`). `RUST_LOG`, when set,
+    /// overrides it. Applied again on reload.
+    pub level: String,
+}
+
+impl Default for Log {
+    /// Default `level`: `info`.
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration built in code (the agent as a library): these keys and addresses, every
+    /// other value at its default, no peers. Fields are public; set what you need.
+    pub fn new(private_key: StaticSecret, addresses: Vec<IpAddr>) -> Config {
+        let public_key = keys::public_key(&private_key);
+        Config {
+            interface: Interface {
+                private_key,
+                public_key,
+                addresses,
+                listen_port: Interface::DEFAULT_LISTEN_PORT,
+                mtu: Interface::DEFAULT_MTU,
+                tcp_buffer: Interface::DEFAULT_TCP_BUFFER,
+                name: None,
+                uapi: true,
+                uapi_socket: None,
+                replace_peers_on_reload: false,
+            },
+            api: Api::default(),
+            peers: Vec::new(),
+            control: Control::default(),
+            files: Files::default(),
+            log: Log::default(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// `[api]` (agent role only).
@@ -399,6 +469,10 @@ impl fmt::Debug for Interface {
             .field("listen_port", &self.listen_port)
             .field("mtu", &self.mtu)
             .field("tcp_buffer", &self.tcp_buffer)
+            .field("name", &self.name)
+            .field("uapi", &self.uapi)
+            .field("uapi_socket", &self.uapi_socket)
+            .field("replace_peers_on_reload", &self.replace_peers_on_reload)
             .finish()
     }
 }
@@ -426,6 +500,7 @@ struct RawConfig {
     peer: Option<Value>,
     control: Option<Value>,
     files: Option<Value>,
+    log: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -437,6 +512,10 @@ struct RawInterface {
     listen_port: Option<Value>,
     mtu: Option<Value>,
     tcp_buffer: Option<Value>,
+    name: Option<Value>,
+    uapi: Option<Value>,
+    uapi_socket: Option<Value>,
+    replace_peers_on_reload: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +542,7 @@ struct RawPeer {
     name: Option<Value>,
     public_key: Option<Value>,
     preshared_key: Option<Value>,
+    preshared_key_file: Option<Value>,
     allowed_ips: Option<Value>,
     endpoint: Option<Value>,
     persistent_keepalive: Option<Value>,
@@ -474,6 +554,12 @@ struct RawFiles {
     max_write_bytes: Option<Value>,
     max_edit_files: Option<Value>,
     fsync: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -551,6 +637,10 @@ fn parse_inner(
         Some(files) => cx.files(files)?,
         None => Files::default(),
     };
+    let log = match raw.log {
+        Some(log) => cx.log(log)?,
+        None => Log::default(),
+    };
     if peers.is_empty() {
         cx.warnings.push(format!(
             "{}: no [[peer]] configured; nothing can reach this node and it can reach nobody",
@@ -563,6 +653,7 @@ fn parse_inner(
         peers,
         control,
         files,
+        log,
         warnings: cx.warnings,
     };
     Ok((config, inline_key))
@@ -836,6 +927,19 @@ impl Cx<'_> {
             min as i64,
             max as i64,
         )?;
+        let name = match &raw.name {
+            None => None,
+            Some(value) => {
+                let key = "interface.name";
+                let name = self.string(key, value)?;
+                check_interface_name(name).map_err(|problem| self.invalid(key, problem))?;
+                Some(name.to_owned())
+            }
+        };
+        let uapi = self.bool_or(field!(interface, raw.uapi), true)?;
+        let uapi_socket = self.path_or(field!(interface, raw.uapi_socket))?;
+        let replace_peers_on_reload =
+            self.bool_or(field!(interface, raw.replace_peers_on_reload), false)?;
         let interface = Interface {
             private_key,
             public_key,
@@ -843,8 +947,31 @@ impl Cx<'_> {
             listen_port,
             mtu,
             tcp_buffer,
+            name,
+            uapi,
+            uapi_socket,
+            replace_peers_on_reload,
         };
         Ok((interface, inline))
+    }
+
+    fn log(&mut self, value: Value) -> Result<Log, ConfigError> {
+        let raw: RawLog = self.section("log", value)?;
+        let level = match &raw.level {
+            None => Log::default().level,
+            Some(value) => {
+                let key = "log.level";
+                let text = self.string(key, value)?.trim();
+                tracing_subscriber::EnvFilter::try_new(text).map_err(|e| {
+                    self.invalid(
+                        key,
+                        format!("{text:?} is not a log filter ({e}); use e.g. \"info\" or \"warn,wgagent=debug\""),
+                    )
+                })?;
+                text.to_owned()
+            }
+        };
+        Ok(Log { level })
     }
 
     fn api(&mut self, value: Value) -> Result<Api, ConfigError> {
@@ -1103,14 +1230,31 @@ impl Cx<'_> {
             ));
         }
 
-        let preshared_key = match &raw.preshared_key {
-            None => None,
-            Some(value) => {
+        let preshared_key = match (&raw.preshared_key, &raw.preshared_key_file) {
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    &join(path, "preshared_key"),
+                    "set either `preshared_key_file` or `preshared_key`, not both",
+                ));
+            }
+            (Some(value), None) => {
                 let key = join(path, "preshared_key");
                 Some(
                     keys::decode_key(self.string(&key, value)?)
                         .map_err(|e| self.key_error(&key, e))?,
                 )
+            }
+            (None, Some(value)) => {
+                // Like `wg`'s PresharedKey from a file (`wg genpsk > f`); read again on reload.
+                let key = join(path, "preshared_key_file");
+                // `path_or` of a present value is always `Some`.
+                let file = self.path_or((&key, Some(value)))?.unwrap_or_default();
+                let (psk, warnings) =
+                    keys::read_key_file(&file).map_err(|e| self.key_error(&key, e))?;
+                self.warnings
+                    .extend(warnings.iter().map(ToString::to_string));
+                Some(psk)
             }
         };
 
@@ -1242,6 +1386,25 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} looks like an address; names must not"));
     }
     Ok(())
+}
+
+/// What wg-quick accepts as an interface name (`[a-zA-Z0-9_=+.-]{1,15}`): `wg` finds the node
+/// by it, and the kernel's limit is 15 bytes.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | '+' | '.' | '-'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use 1 to 15 characters of A-Z, a-z, 0-9, '_', '=', '+', '.', '-'"
+        ))
+    }
 }
 
 /// RFC 1123 host name syntax, checked before asking the resolver.
@@ -1664,6 +1827,116 @@ mod tests {
     }
 
     #[test]
+    fn live_peer_keys_uapi_reload_psk_file_and_log() {
+        let config = parse(&(interface("") + &peer(""))).unwrap();
+        let i = &config.interface;
+        assert_eq!(i.name, None);
+        assert_eq!(i.name_or(Interface::DEFAULT_NAME), "wgagent0");
+        assert!(i.uapi && i.uapi_socket.is_none() && !i.replace_peers_on_reload);
+        assert_eq!(config.log, Log::default());
+
+        let text = interface(
+            "name = \"wg-a.1\"\nuapi = false\nuapi_socket = \"run/a.sock\"\n\
+             replace_peers_on_reload = true",
+        ) + "[log]\nlevel = \"warn,wgagent::wg=debug\"\n";
+        let config = parse(&text).unwrap();
+        let i = &config.interface;
+        assert_eq!(i.name.as_deref(), Some("wg-a.1"));
+        assert!(!i.uapi && i.replace_peers_on_reload);
+        assert_eq!(
+            i.uapi_socket.as_deref(),
+            Some(Path::new("/etc/wgagent/run/a.sock"))
+        );
+        assert_eq!(config.log.level, "warn,wgagent::wg=debug");
+
+        for (text, key, problem) in [
+            (interface("name = \"\""), "interface.name", "1 to 15"),
+            (
+                interface("name = \"sixteen-chars-xx\""),
+                "interface.name",
+                "1 to 15",
+            ),
+            (interface("name = \"a/b\""), "interface.name", "1 to 15"),
+            (
+                interface("uapi = \"yes\""),
+                "interface.uapi",
+                "true or false",
+            ),
+            (
+                interface("uapi_socket = \"\""),
+                "interface.uapi_socket",
+                "empty",
+            ),
+            (
+                interface("replace_peers_on_reload = 1"),
+                "interface.replace_peers_on_reload",
+                "true or false",
+            ),
+            (
+                interface("") + "[log]\nlevel = \"info,[\"\n",
+                "log.level",
+                "not a log filter",
+            ),
+            (
+                interface("") + "[log]\nlevl = 1\n",
+                "log.levl",
+                "unknown key",
+            ),
+            (
+                interface("")
+                    + &peer(&format!(
+                        "preshared_key = \"{PSK}\"\npreshared_key_file = \"p\""
+                    )),
+                "peer[0].preshared_key",
+                "not both",
+            ),
+            (
+                interface("") + &peer("preshared_key_file = \"/nonexistent/psk\""),
+                "peer[0].preshared_key_file",
+                "cannot read",
+            ),
+        ] {
+            let message = error(&text, key);
+            assert!(message.contains(problem), "{problem:?} not in: {message}");
+        }
+
+        // A pre-shared key from a file (relative to the config), with the permission warning.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c1.psk"), format!("{PSK}\n")).unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            interface("") + &peer("preshared_key_file = \"c1.psk\""),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let psk_path = dir.path().join("c1.psk");
+        std::fs::set_permissions(&psk_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.peers[0].preshared_key,
+            Some(keys::decode_key(PSK).unwrap())
+        );
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("c1.psk") && w.contains("chmod 600")),
+            "{:?}",
+            config.warnings
+        );
+
+        // Built in code: defaults, no peers.
+        let built = Config::new(
+            keys::decode_private(OWN).unwrap(),
+            vec!["100.64.0.10".parse().unwrap()],
+        );
+        assert_eq!(keys::encode_public(&built.interface.public_key), OWN_PUB);
+        assert_eq!(built.interface.name, None);
+        assert_eq!((built.api.clone(), built.peers.len()), (Api::default(), 0));
+    }
+
+    #[test]
     fn durations() {
         // The grammar itself is tested in `crate::duration`; here, that config values use it.
         let ok = [
@@ -1693,6 +1966,13 @@ mod tests {
         assert_eq!(agent.interface.listen_port, 51820);
         assert_eq!(agent.interface.mtu, Interface::DEFAULT_MTU);
         assert_eq!(agent.interface.tcp_buffer, Interface::DEFAULT_TCP_BUFFER);
+        assert_eq!(
+            agent.interface.name.as_deref(),
+            Some(Interface::DEFAULT_NAME)
+        );
+        assert!(agent.interface.uapi && agent.interface.uapi_socket.is_none());
+        assert!(!agent.interface.replace_peers_on_reload);
+        assert_eq!(agent.log, Log::default());
         // Every documented default in the example matches `Api::default()`.
         let sources = vec![
             "100.64.0.0/24".parse().unwrap(),
@@ -1717,6 +1997,10 @@ mod tests {
         let control = Config::load(&dir.join("control.example.toml")).unwrap();
         assert_eq!(control.control, Control::default());
         assert_eq!(control.interface.listen_port, 51820);
+        assert_eq!(
+            control.interface.name.as_deref(),
+            Some(Interface::DEFAULT_CONTROL_NAME)
+        );
         let nat = control.peer_by_name("agent-nat-1").unwrap();
         assert_eq!((nat.endpoint, nat.persistent_keepalive), (None, None));
         assert!(control.peer_by_name("agent-db").unwrap().endpoint.is_some());

@@ -73,7 +73,7 @@ pub enum KeyError {
 pub enum Warning {
     /// The key file can be accessed by its group or by others (mode & 0o077 != 0).
     #[error(
-        "private key file {} is accessible by group or others (mode {mode:04o}); \
+        "key file {} is accessible by group or others (mode {mode:04o}); \
          run `chmod 600 {}`",
         path.display(),
         path.display()
@@ -179,6 +179,12 @@ pub fn decode_public(text: &str) -> Result<PublicKey, KeyError> {
 /// Reads a private key file (base64, surrounding whitespace ignored), warning like `wg` does
 /// when the file is accessible by its group or by others.
 pub fn read_private_key_file(path: &Path) -> Result<(StaticSecret, Vec<Warning>), KeyError> {
+    read_key_file(path).map(|(key, warnings)| (StaticSecret::from(key), warnings))
+}
+
+/// Reads any key file (a private key, or a pre-shared key as `wg genpsk` writes it): base64,
+/// surrounding whitespace ignored, with the same permission warning.
+pub fn read_key_file(path: &Path) -> Result<([u8; KEY_LEN], Vec<Warning>), KeyError> {
     let what = || format!("key file {:?}", path.display().to_string());
     let file = File::open(path).map_err(|source| KeyError::Read {
         what: what(),
@@ -197,7 +203,7 @@ pub fn read_private_key_file(path: &Path) -> Result<(StaticSecret, Vec<Warning>)
         what: what(),
         source,
     })?;
-    let secret = decode_private(&text)?;
+    let key = decode_key(&text)?;
     let mut warnings = Vec::new();
     if mode & 0o077 != 0 {
         warnings.push(Warning::LoosePermissions {
@@ -205,7 +211,7 @@ pub fn read_private_key_file(path: &Path) -> Result<(StaticSecret, Vec<Warning>)
             mode,
         });
     }
-    Ok((secret, warnings))
+    Ok((key, warnings))
 }
 
 /// `wgagent genkey`: writes a new private key and a newline, like `wg genkey`.

@@ -8,7 +8,10 @@
 //! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
 //!   timers, counters (sans-IO), plus the UDP socket setup and GSO/GRO batching.
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
-//! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both.
+//! - [`node`]: `Node` = wg + netstack + the one data-path task that drives both; live peer
+//!   changes.
+//! - [`agent`]: `Agent` = node + process manager + API servers + UAPI socket; start, reload,
+//!   shutdown.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
 //! - [`files`]: workspace files: list, resolve, read (bytes, lines), atomic write, edits.
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
@@ -19,6 +22,7 @@
 //! - [`tool`]: LLM-facing tools and the MCP server.
 //! - [`cli`]: the `wgagent` command line.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -2,13 +2,20 @@
 //!
 //! Owns: the WireGuard UDP socket (the only host socket; datagrams leave in UDP GSO runs and
 //! arrive in GRO batches, see `wg::gso`), the data-path task, the 250 ms timer tick and 1 s
-//! rate-limiter reset, shutdown. Both roles use it: the agent listens on its tunnel
-//! address, control replicas connect to agents' tunnel addresses.
-//! Leaves to the caller: what runs over the TCP streams (HTTP), configuration parsing.
+//! rate-limiter reset, live peer changes (`live`: [`Node::update`] and friends, and the UAPI
+//! [`Handler`](crate::wg::uapi::server::Handler) for `wg show`/`wg set`), shutdown. Both roles
+//! use it: the agent listens on its tunnel address, control replicas connect to agents'
+//! tunnel addresses.
+//! Leaves to the caller: what runs over the TCP streams (HTTP), configuration parsing, serving
+//! the UAPI socket (`Agent` and the control daemon do).
 //!
 //! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (DESIGN.md); every hop
 //! through a channel costs a wake-up. The task owns the `wg::Device` outright (no lock) and
-//! shares the netstack with socket handles through short, never-awaited locks.
+//! shares the netstack with socket handles through short, never-awaited locks. Peer changes
+//! reach it over a small bounded command channel and are applied between two packets.
+
+mod live;
+mod reload;
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,12 +25,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::netstack::{self, Netstack, NetstackConfig, TcpListener, TcpStream};
 use crate::wg::{self, Device, DeviceConfig, PeerConfig, PublicKey, StaticSecret};
+
+use self::live::Command;
+use self::live::Published;
+pub use self::reload::{bind_uapi, uapi_path};
 
 /// Everything a node needs to join the overlay.
 pub struct NodeConfig {
@@ -43,18 +55,7 @@ pub struct NodeConfig {
 
 impl From<&crate::config::Config> for NodeConfig {
     fn from(cfg: &crate::config::Config) -> Self {
-        let peers = cfg
-            .peers
-            .iter()
-            .map(|p| PeerConfig {
-                name: p.name.clone(),
-                public_key: p.public_key,
-                preshared_key: p.preshared_key,
-                allowed_ips: p.allowed_ips.clone(),
-                endpoint: p.endpoint,
-                persistent_keepalive: p.persistent_keepalive,
-            })
-            .collect();
+        let peers = cfg.peers.iter().map(PeerConfig::from).collect();
         NodeConfig {
             private_key: cfg.interface.private_key.clone(),
             addresses: cfg.interface.addresses.clone(),
@@ -67,25 +68,70 @@ impl From<&crate::config::Config> for NodeConfig {
     }
 }
 
-/// Errors starting a node. None is fixed by retrying unchanged, except `Bind` when the port
-/// is in use by a process that is about to exit.
+/// A `[[peer]]` of a configuration file as the node takes it (and back, for code that builds
+/// configurations from node-level peers).
+impl From<&crate::config::Peer> for PeerConfig {
+    fn from(p: &crate::config::Peer) -> Self {
+        PeerConfig {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            preshared_key: p.preshared_key,
+            allowed_ips: p.allowed_ips.clone(),
+            endpoint: p.endpoint,
+            persistent_keepalive: p.persistent_keepalive,
+        }
+    }
+}
+
+impl From<&PeerConfig> for crate::config::Peer {
+    fn from(p: &PeerConfig) -> Self {
+        crate::config::Peer {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            preshared_key: p.preshared_key,
+            allowed_ips: p.allowed_ips.clone(),
+            endpoint: p.endpoint,
+            persistent_keepalive: p.persistent_keepalive,
+        }
+    }
+}
+
+/// Errors starting or changing a node. None is fixed by retrying unchanged, except `Bind` when
+/// the port is in use by a process that is about to exit.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// At start: the configuration. In an update: too many peers, a duplicate name, or no
+    /// randomness; nothing was changed.
     #[error("invalid WireGuard configuration: {0}")]
     Wg(#[from] wg::WgError),
     #[error("invalid netstack configuration: {0}")]
     Netstack(#[from] netstack::NetstackError),
+    /// The UDP port cannot be bound (at start, or a new `listen_port`: the old socket stays).
     #[error("cannot bind the WireGuard UDP port {port}: {source}")]
     Bind { port: u16, source: io::Error },
+    /// `SO_MARK` could not be set (it needs `CAP_NET_ADMIN`); nothing was changed.
+    #[error("cannot set fwmark {mark} on the WireGuard socket: {source}")]
+    Fwmark { mark: u32, source: io::Error },
+    /// The data path has stopped (the node was shut down).
+    #[error("the node has stopped")]
+    Stopped,
 }
 
-/// A running node. Dropping it stops the data path.
+/// A running node: a cheap handle (clones share one data path). The data path stops when
+/// [`Node::shutdown`] is called or the last clone is dropped.
+#[derive(Clone)]
 pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     netstack: Netstack,
     wg_counters: Arc<wg::Counters>,
     driver: Arc<DriverCounters>,
-    public_key: PublicKey,
-    udp_addr: SocketAddr,
+    /// Keys, socket address and mark as the data path last published them.
+    published: Arc<Published>,
+    /// Peer changes to the data path (bounded; each carries its own reply channel).
+    commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -125,7 +171,7 @@ impl Node {
     /// Binds the UDP socket and starts the data path. Must be called inside a tokio runtime.
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let device = Device::new(DeviceConfig {
-            private_key: cfg.private_key,
+            private_key: cfg.private_key.clone(),
             peers: cfg.peers,
         })?;
         let ns_cfg = NetstackConfig {
@@ -145,34 +191,40 @@ impl Node {
                 source,
             })?);
         let wg_counters = device.counters();
-        let public_key = device.public_key();
+        let published = Arc::new(Published::new(cfg.private_key, udp_addr));
         let driver = Arc::new(DriverCounters::default());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let (commands, command_rx) = mpsc::channel(live::COMMAND_QUEUE);
         tracker.spawn(run(
             device,
             netstack.clone(),
             udp,
+            command_rx,
+            Arc::clone(&published),
             cancel.clone(),
             driver.clone(),
         ));
         tracker.close();
         Ok(Node {
-            netstack,
-            wg_counters,
-            driver,
-            public_key,
-            udp_addr,
-            cancel,
-            tracker,
+            inner: Arc::new(Inner {
+                netstack,
+                wg_counters,
+                driver,
+                published,
+                commands,
+                cancel,
+                tracker,
+            }),
         })
     }
 
     /// Listens on `port` of every tunnel address.
     pub fn listen(&self, port: u16) -> Result<Vec<TcpListener>, NodeError> {
+        let netstack = &self.inner.netstack;
         let mut out = Vec::new();
-        for ip in self.netstack.addresses() {
-            out.push(self.netstack.listen(SocketAddr::new(*ip, port))?);
+        for ip in netstack.addresses() {
+            out.push(netstack.listen(SocketAddr::new(*ip, port))?);
         }
         Ok(out)
     }
@@ -180,27 +232,29 @@ impl Node {
     /// Opens a TCP connection through the tunnel. The first packet triggers the WireGuard
     /// handshake if there is no session yet.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        self.netstack.connect(addr).await
+        self.inner.netstack.connect(addr).await
     }
 
+    /// Our current public key (it changes when the private key is rotated).
     pub fn public_key(&self) -> PublicKey {
-        self.public_key
+        self.inner.published.public_key()
     }
 
-    /// The WireGuard UDP socket's local address (`[::]`/`0.0.0.0` and the bound port).
+    /// The WireGuard UDP socket's local address (`[::]`/`0.0.0.0` and the bound port); it
+    /// changes when `listen_port` is changed live.
     pub fn udp_addr(&self) -> SocketAddr {
-        self.udp_addr
+        self.inner.published.udp_addr()
     }
 
     pub fn addresses(&self) -> &[IpAddr] {
-        self.netstack.addresses()
+        self.inner.netstack.addresses()
     }
 
     pub fn stats(&self) -> NodeStats {
-        let d = &self.driver;
+        let d = &self.inner.driver;
         NodeStats {
-            wg: self.wg_counters.snapshot(),
-            netstack: self.netstack.counters(),
+            wg: self.inner.wg_counters.snapshot(),
+            netstack: self.inner.netstack.counters(),
             datagrams_in: d.datagrams_in.load(Ordering::Relaxed),
             datagrams_out: d.datagrams_out.load(Ordering::Relaxed),
             send_errors: d.send_errors.load(Ordering::Relaxed),
@@ -211,16 +265,16 @@ impl Node {
         }
     }
 
-    /// Stops the data path; true if it finished within `deadline`.
+    /// Stops the data path (for every clone); true if it finished within `deadline`.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
-        self.cancel.cancel();
-        tokio::time::timeout(deadline, self.tracker.wait())
+        self.inner.cancel.cancel();
+        tokio::time::timeout(deadline, self.inner.tracker.wait())
             .await
             .is_ok()
     }
 }
 
-impl Drop for Node {
+impl Drop for Inner {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
@@ -381,20 +435,19 @@ impl Clock {
     }
 }
 
-/// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop.
+/// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop;
+/// peer changes are applied between iterations.
 async fn run(
     mut device: Device,
     netstack: Netstack,
     udp: UdpSocket,
+    mut commands: mpsc::Receiver<Command>,
+    published: Arc<Published>,
     cancel: CancellationToken,
     counters: Arc<DriverCounters>,
 ) {
-    let udp_is_v6 = udp.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-    let gso = wg::gso::gso_supported(&udp);
-    let gro = wg::gso::enable_gro(&udp);
-    tracing::info!(gso, gro, "UDP segmentation offload");
     let mut sink = Sink {
-        tx: wg::gso::Sender::new(udp_is_v6, gso),
+        tx: live::sender_for(&udp),
         udp,
         netstack: netstack.clone(),
         pending: VecDeque::new(),
@@ -411,7 +464,7 @@ async fn run(
         // from a non-peer) must not starve keepalives, rekeys and the rate-limiter reset.
         let now = Instant::now();
         if now >= next_tick {
-            device.update_timers(SystemTime::now(), &mut sink);
+            device.update_timers(now.into_std(), SystemTime::now(), &mut sink);
             ticks += 1;
             if ticks.is_multiple_of(4) {
                 device.reset_rate_limiter();
@@ -446,6 +499,11 @@ async fn run(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            // Before the socket: a datagram flood must not hold off a configuration change.
+            command = commands.recv() => match command {
+                Some(command) => live::execute(command, &mut device, &mut sink, &published),
+                None => break,
+            },
             _ = sink.udp.writable(), if blocked => {}
             r = sink.udp.readable(), if !blocked => {
                 if r.is_ok() {
@@ -470,7 +528,7 @@ pub struct NodeConnector {
 impl Node {
     pub fn connector(&self) -> NodeConnector {
         NodeConnector {
-            netstack: self.netstack.clone(),
+            netstack: self.inner.netstack.clone(),
         }
     }
 }

@@ -51,7 +51,7 @@ fn start_agent(agent: &Keypair, control: &Keypair) -> Agent {
     .unwrap();
     let udp_port = free_udp_port();
     let cfg = format!(
-        "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{AGENT_IP}\"]\nlisten_port = {udp_port}\n\n\
+        "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"{AGENT_IP}\"]\nlisten_port = {udp_port}\nuapi = false\n\n\
          [api]\nshutdown_grace = \"1s\"\nstate_dir = \"{}\"\n\n[[peer]]\nname = \"control\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.1/32\"]\n",
         dir.path().join("state").display(),
         keys::encode_public(&control.public)

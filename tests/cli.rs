@@ -28,7 +28,7 @@ async fn setup() -> Env {
         .unwrap()
         .port();
     let cfg = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\n\n[control]\nconnect_timeout = \"2s\"\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nuapi = false\n\n[control]\nconnect_timeout = \"2s\"\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.10/32\"]\nendpoint = \"{}\"\n\n\
          [[peer]]\nname = \"ghost\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.20/32\"]\nendpoint = \"127.0.0.1:{dead_port}\"\n\n\
          [[peer]]\nname = \"natted\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.30/32\"]\n",

@@ -61,7 +61,7 @@ async fn setup() -> Lab {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\n\n[control]\nconnect_timeout = \"1s\"\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nuapi = false\n\n[control]\nconnect_timeout = \"1s\"\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"{AGENT_IP}/32\"]\nendpoint = \"{}\"\n\n\
          [[peer]]\nname = \"echo\"\npublic_key = \"{}\"\nallowed_ips = [\"{ECHO_IP}/32\"]\nendpoint = \"{}\"\n\n\
          [[peer]]\nname = \"ghost\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.20/32\"]\n\n\

@@ -28,7 +28,7 @@ fn python_mcp_available() -> Result<(), String> {
 /// A control config naming the agent `dev` (and, with `second`, another agent `other`).
 fn write_config(p: &Pair, dir: &std::path::Path, second: Option<&Pair>) -> PathBuf {
     let mut cfg = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nuapi = false\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.10/32\"]\nendpoint = \"{}\"\n",
         keys::encode_private(&p.control_keys.secret),
         keys::encode_public(&p.agent_keys.public),

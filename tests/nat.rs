@@ -73,7 +73,7 @@ fn agent_behind_nat_through_two_control_daemons() {
     write(
         &dir.join("agent.toml"),
         &format!(
-            "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\n\n\
+            "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\nuapi = false\n\n\
              [api]\nshutdown_grace = \"1s\"\n\n\
              [[peer]]\nname = \"control-1\"\npublic_key = \"{c1_pub}\"\nallowed_ips = [\"100.64.0.1/32\"]\n\
              endpoint = \"10.78.0.2:51820\"\npersistent_keepalive = {KEEPALIVE}\n\n\
@@ -86,7 +86,7 @@ fn agent_behind_nat_through_two_control_daemons() {
         write(
             &dir.join(format!("c{i}.toml")),
             &format!(
-                "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\n\n\
+                "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\nuapi = false\n\n\
                  [control]\nconnect_timeout = \"5s\"\n\n\
                  [[peer]]\nname = \"dev\"\npublic_key = \"{agent_pub}\"\nallowed_ips = [\"100.64.0.10/32\"]\n",
                 51819 + i

@@ -148,7 +148,7 @@ fn fleet_config(
     state: &Path,
 ) -> Config {
     let mut text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\nuapi = false\n\n\
          [control]\nstate_dir = \"{}\"\n",
         keys::encode_private(secret),
         state.display()
@@ -533,7 +533,7 @@ async fn replicas() {
     let agent_secret = keys::generate();
     let port = free_udp_port();
     let mut text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\n\n[api]\nmax_running = {REPLICAS}\n",
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.10\"]\nlisten_port = {port}\nuapi = false\n\n[api]\nmax_running = {REPLICAS}\n",
         keys::encode_private(&agent_secret)
     );
     for (i, s) in secrets.iter().enumerate() {
@@ -660,7 +660,7 @@ async fn hop() {
     let b = real_agent(&[keys::public_key(&daemon_secret)]).await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.1.1\"]\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.1.1\"]\nuapi = false\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.10/32\"]\nendpoint = \"{}\"\n",
         keys::encode_private(&daemon_secret),
         keys::encode_public(&b.agent_pub),

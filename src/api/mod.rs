@@ -62,7 +62,8 @@ pub struct AppState {
     pub manager: Manager,
     pub started: Instant,
     /// When non-empty, only callers whose tunnel address is inside one of these may use the API.
-    pub allowed_sources: Arc<Vec<ip_network::IpNetwork>>,
+    /// Shared and live: a config reload replaces the list for every connection at once.
+    pub allowed_sources: Arc<parking_lot::RwLock<Vec<ip_network::IpNetwork>>>,
     /// The workspace file operations (`[files]` limits).
     pub files: crate::files::Files,
 }
@@ -72,7 +73,7 @@ impl AppState {
         Self {
             manager,
             started: Instant::now(),
-            allowed_sources: Arc::new(Vec::new()),
+            allowed_sources: Arc::default(),
             files: crate::files::Files::default(),
         }
     }
@@ -235,18 +236,21 @@ async fn method_not_allowed() -> ApiError {
 /// Refuses callers outside `allowed_sources` (403). A no-op when the list is empty.
 async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> AxumResponse {
     use axum::response::IntoResponse;
-    if !st.allowed_sources.is_empty() {
+    let refused = {
+        let sources = st.allowed_sources.read();
         let peer = req
             .extensions()
             .get::<ConnectInfo<CallerAddr>>()
             .map(|c| c.0.0.ip());
-        let allowed = peer.is_some_and(|ip| st.allowed_sources.iter().any(|n| n.contains(ip)));
-        if !allowed {
-            let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
-                .with_detail(format!("source {who} is outside api.allowed_sources"))
-                .into_response();
-        }
+        let allowed =
+            sources.is_empty() || peer.is_some_and(|ip| sources.iter().any(|n| n.contains(ip)));
+        (!allowed).then_some(peer)
+    };
+    if let Some(peer) = refused {
+        let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
+            .with_detail(format!("source {who} is outside api.allowed_sources"))
+            .into_response();
     }
     next.run(req).await
 }

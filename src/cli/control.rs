@@ -318,7 +318,7 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(config, &d),
+            _ = hup.recv() => reload(config, &d).await,
         }
     };
     tracing::info!(signal, "control daemon shutting down");
@@ -327,22 +327,29 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: re-reads the config and takes its agent names, addresses and API port. An invalid
-/// file is logged with its precise error and the running config stays. Peers themselves (keys,
-/// allowed IPs, endpoints) are the node's, fixed at start here: changing them needs a restart
-/// (with `state_dir`, agents behind NAT are reached again at the first request).
-fn reload(config: &Path, d: &Daemon) {
-    match Config::load(config) {
-        Ok(cfg) => {
-            for w in &cfg.warnings {
-                tracing::warn!("{}: {w}", config.display());
-            }
-            d.set_agents(&cfg);
-            tracing::info!(
-                "SIGHUP: agent names and addresses reloaded from {}; peer keys, allowed IPs and endpoints change at a restart",
-                config.display()
-            );
+/// SIGHUP: re-reads the config and applies it live: peers (added, updated, removed by the same
+/// rule as an agent's reload), private key, port, agent names and addresses. An invalid file,
+/// or peers the node refuses, are logged with the precise error and the running config stays.
+async fn reload(config: &Path, d: &Daemon) {
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
         }
+    };
+    for w in &cfg.warnings {
+        tracing::warn!("{}: {w}", config.display());
+    }
+    match d.reload(&cfg).await {
+        Ok(p) => tracing::info!(
+            added = p.added.len(),
+            updated = p.updated.len(),
+            removed = p.removed.len(),
+            key_changed = p.key_changed,
+            "SIGHUP: configuration reloaded from {}",
+            config.display()
+        ),
         Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
     }
 }

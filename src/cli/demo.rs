@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::agent::Agent;
 use crate::api::types::StartProcessRequest;
-use crate::api::{self, AppState};
 use crate::client::{AgentConn, AgentOptions};
+use crate::config::{self, Config};
 use crate::keys;
 use crate::node::{Node, NodeConfig};
-use crate::proc::{Manager, ManagerConfig};
 use crate::wg::{IpNetwork, PeerConfig};
 
 const AGENT_V4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 10);
@@ -30,25 +30,20 @@ pub async fn run() -> anyhow::Result<()> {
         IpNetwork::new_truncate(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("host prefix")
     };
 
-    let agent = Node::start(NodeConfig {
-        private_key: agent_key,
-        addresses: vec![AGENT_V4.into(), AGENT_V6.into()],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: std::time::Duration::from_secs(10),
-        peers: vec![PeerConfig {
-            name: Some("control".into()),
-            public_key: control_pub,
-            preshared_key: None,
-            allowed_ips: vec![net(CONTROL_V4.into()), net(CONTROL_V6.into())],
-            // Like a NAT'd agent: no endpoint; it learns the control peer's from its handshake.
-            endpoint: None,
-            persistent_keepalive: None,
-        }],
-    })
-    .await
-    .context("starting the agent node")?;
+    let mut cfg = Config::new(agent_key, vec![AGENT_V4.into(), AGENT_V6.into()]);
+    // No UAPI socket: the demo must never collide with a real agent's `wgagent0` on this host.
+    cfg.interface.uapi = false;
+    cfg.api.port = API_PORT;
+    cfg.peers.push(config::Peer {
+        name: Some("control".into()),
+        public_key: control_pub,
+        preshared_key: None,
+        allowed_ips: vec![net(CONTROL_V4.into()), net(CONTROL_V6.into())],
+        // Like a NAT'd agent: no endpoint; it learns the control peer's from its handshake.
+        endpoint: None,
+        persistent_keepalive: None,
+    });
+    let agent = Agent::start(&cfg).await.context("starting the agent")?;
     let agent_udp = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), agent.udp_addr().port());
     let control = Node::start(NodeConfig {
         private_key: control_key,
@@ -83,14 +78,6 @@ pub async fn run() -> anyhow::Result<()> {
         control.udp_addr().port()
     );
 
-    let manager = Manager::new(ManagerConfig::default());
-    let app = api::router(AppState::new(manager.clone()));
-    for listener in agent.listen(API_PORT)? {
-        let app = app
-            .clone()
-            .into_make_service_with_connect_info::<api::CallerAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-    }
     let host_tcp = std::net::TcpStream::connect_timeout(
         &(Ipv4Addr::LOCALHOST, API_PORT).into(),
         Duration::from_millis(200),
@@ -172,7 +159,7 @@ pub async fn run() -> anyhow::Result<()> {
         pct(0.5),
         pct(0.99)
     );
-    let a = agent.stats();
+    let a = agent.node().stats();
     let ap = &a.wg.peers[0];
     println!(
         "counters: agent saw control at {} (roamed from its handshake), rx {} B / tx {} B, drops: allowed-ips {}, decrypt {}, unknown peers {}",
@@ -184,9 +171,8 @@ pub async fn run() -> anyhow::Result<()> {
         a.wg.device.unknown_peer
     );
 
-    manager.shutdown(Duration::from_secs(2)).await;
     control.shutdown(Duration::from_secs(2)).await;
-    agent.shutdown(Duration::from_secs(2)).await;
+    agent.shutdown(Duration::from_secs(5)).await;
     println!(
         "\ndone in {:.2?}: both nodes stopped, no process left behind.",
         started.elapsed()

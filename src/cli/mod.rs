@@ -399,8 +399,8 @@ pub fn main() -> ExitCode {
             }
             report(runtime().and_then(|rt| rt.block_on(demo::run())))
         }
+        // The agent sets up its own (reloadable) logging from its config.
         Command::Agent { config } => {
-            init_tracing();
             report(runtime().and_then(|rt| rt.block_on(agent::run(&config))))
         }
     }

@@ -8,7 +8,9 @@
 //!
 //! Owns: the node, the socket ([`socket`]: path, mode, bounded accept loop), the forwarder and
 //! the daemon's own routes ([`forward`]), resolving agent names ([`target`]), the wire types of
-//! its routes ([`types`]), and shutdown (one cancellation token, one task tracker).
+//! its routes ([`types`]), the WireGuard UAPI socket (`wg show wgcontrol0`; the node serves it,
+//! as on an agent) and live peer reloads ([`Daemon::reload`]), and shutdown (one cancellation
+//! token, one task tracker).
 //! Leaves to the caller: loading the config, signals, logging.
 //!
 //! Access to the socket equals access to every agent the daemon can reach (like `docker.sock`):
@@ -32,7 +34,9 @@ pub use target::{Agents, ResolveError, Target};
 
 use crate::client::AgentOptions;
 use crate::config::Config;
-use crate::node::{Node, NodeConfig, NodeError};
+use crate::node::{self, Node, NodeConfig, NodeError};
+use crate::wg::Applied;
+use crate::wg::uapi::server::{self as uapi, BindError};
 
 /// Where and how the daemon serves; see `[control]` in `config/control.example.toml`.
 #[derive(Debug, Clone)]
@@ -80,6 +84,9 @@ pub enum ControlError {
     Group { group: String, problem: String },
     #[error("starting the WireGuard node: {0}")]
     Node(#[from] NodeError),
+    /// The WireGuard UAPI socket is served by another live node, or something is in the way.
+    #[error(transparent)]
+    Uapi(#[from] BindError),
 }
 
 /// A running daemon. Dropping it stops serving (use [`Daemon::shutdown`] to wait for that).
@@ -87,6 +94,8 @@ pub struct Daemon {
     shared: Arc<forward::Shared>,
     socket: PathBuf,
     state_dir: Option<PathBuf>,
+    /// The config file in force, for the next reload's difference.
+    in_force: parking_lot::Mutex<Config>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -102,6 +111,16 @@ impl Daemon {
             .transpose()?;
         // Bind the socket first: a second daemon must fail on it before touching the UDP port.
         let listener = socket::bind(&opts.socket, gid)?;
+        let uapi_listener = match node::bind_uapi(
+            &cfg.interface,
+            crate::config::Interface::DEFAULT_CONTROL_NAME,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(e.into());
+            }
+        };
         let mut node_cfg = NodeConfig::from(cfg);
         if let Some(dir) = &opts.state_dir {
             let saved = state::load(dir);
@@ -139,6 +158,10 @@ impl Daemon {
         if let Some(dir) = opts.state_dir.clone() {
             tracker.spawn(save_endpoints(shared.clone(), dir, cancel.clone()));
         }
+        if let Some(l) = uapi_listener {
+            let handler = Arc::new(shared.node.as_ref().clone());
+            tracker.spawn(uapi::serve(l, handler, cancel.clone()));
+        }
         let s = shared.clone();
         tracker.spawn(socket::serve(
             listener,
@@ -152,6 +175,7 @@ impl Daemon {
             shared,
             socket: opts.socket,
             state_dir: opts.state_dir,
+            in_force: parking_lot::Mutex::new(cfg.clone()),
             cancel,
             tracker,
         })
@@ -166,9 +190,38 @@ impl Daemon {
     }
 
     /// Takes the agents of a new config (names, addresses, API port). Peers themselves are the
-    /// node's; see the README on reloads.
+    /// node's: see [`Daemon::reload`].
     pub fn set_agents(&self, cfg: &Config) {
         self.shared.set_agents(Agents::from_config(cfg));
+    }
+
+    /// Applies a re-read config live: the node's peers, private key and port by the same rule
+    /// as an agent's reload (`Node::file_update`), then the agent names. All or nothing for the
+    /// peers: on error nothing changed and the old config stays in force. Keys that need a
+    /// restart (tunnel addresses, MTU, the UAPI socket) keep their old value and are logged.
+    pub async fn reload(&self, cfg: &Config) -> Result<Applied, NodeError> {
+        let old = self.in_force.lock().clone();
+        let i = (&old.interface, &cfg.interface);
+        if i.0.addresses != i.1.addresses
+            || i.0.mtu != i.1.mtu
+            || i.0.tcp_buffer != i.1.tcp_buffer
+            || i.0.name != i.1.name
+            || i.0.uapi != i.1.uapi
+            || i.0.uapi_socket != i.1.uapi_socket
+        {
+            tracing::warn!(
+                "the tunnel addresses, MTU, TCP buffer or UAPI socket changed; they take effect \
+                 after a restart"
+            );
+        }
+        let applied = self
+            .shared
+            .node
+            .update(self.shared.node.file_update(&old, cfg))
+            .await?;
+        self.set_agents(cfg);
+        *self.in_force.lock() = cfg.clone();
+        Ok(applied)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to 5 s), stops the node and removes

@@ -90,6 +90,8 @@ mod tests {
             name: None,
             public_key: k,
             endpoint: e.map(|e| e.parse().unwrap()),
+            allowed_ips: Vec::new(),
+            persistent_keepalive: None,
             rx_bytes: 0,
             tx_bytes: 0,
             rx_packets: 0,

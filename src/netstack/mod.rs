@@ -317,6 +317,24 @@ impl Netstack {
         self.shared.counters.snapshot()
     }
 
+    /// Remote addresses of every TCP connection (connecting, half-open, established, closing),
+    /// each once. With [`abort_connections`](Self::abort_connections), how the node ends the
+    /// connections of a WireGuard peer that was removed.
+    pub fn remote_addresses(&self) -> Vec<IpAddr> {
+        self.shared.stack.lock().remote_addresses()
+    }
+
+    /// Resets every TCP connection whose remote address `select` picks: the socket closes with
+    /// an RST, its stream's reads and writes fail with `ConnectionReset`, listeners drop it.
+    /// Returns how many were reset. Listening sockets are never touched.
+    pub fn abort_connections(&self, select: impl FnMut(IpAddr) -> bool) -> usize {
+        let n = self.shared.stack.lock().abort_where(select);
+        if n > 0 {
+            self.shared.wake_driver();
+        }
+        n
+    }
+
     pub fn addresses(&self) -> &[IpAddr] {
         &self.shared.addresses
     }

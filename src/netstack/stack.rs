@@ -321,6 +321,42 @@ impl Stack {
             })
     }
 
+    /// See `Netstack::remote_addresses`.
+    pub(crate) fn remote_addresses(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self
+            .sockets
+            .iter()
+            .filter_map(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(s) => s.remote_endpoint(),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
+            .map(|ep| IpAddr::from(ep.addr))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// See `Netstack::abort_connections`.
+    pub(crate) fn abort_where(&mut self, mut select: impl FnMut(IpAddr) -> bool) -> usize {
+        let mut aborted = 0;
+        for (_, socket) in self.sockets.iter_mut() {
+            #[allow(irrefutable_let_patterns)]
+            let smoltcp::socket::Socket::Tcp(s) = socket else {
+                continue;
+            };
+            if let Some(ep) = s.remote_endpoint()
+                && s.state() != State::Closed
+                && select(IpAddr::from(ep.addr))
+            {
+                s.abort();
+                aborted += 1;
+            }
+        }
+        aborted
+    }
+
     fn next_random(&mut self) -> u64 {
         // xorshift64*: enough to spread ephemeral ports; smoltcp seeds ISNs itself.
         self.rng ^= self.rng >> 12;

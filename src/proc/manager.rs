@@ -196,6 +196,8 @@ pub struct Manager {
 
 struct Inner {
     cfg: ManagerConfig,
+    /// `max_running` and `max_tracked` as in force now (a reload may change them).
+    limits: Mutex<(usize, usize)>,
     priority: Priority,
     host: Host,
     state_dir: StateDir,
@@ -299,6 +301,7 @@ impl Manager {
         }
         Self {
             inner: Arc::new(Inner {
+                limits: Mutex::new((cfg.max_running, cfg.max_tracked)),
                 cfg,
                 priority,
                 host: Host::probe(),
@@ -323,8 +326,21 @@ impl Manager {
         self.inner.state_dir.root()
     }
 
+    /// The configuration the manager started with (see [`Manager::limits`] for the limits in
+    /// force now).
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.cfg
+    }
+
+    /// `(max_running, max_tracked)` in force now.
+    pub fn limits(&self) -> (usize, usize) {
+        *self.inner.limits.lock()
+    }
+
+    /// Changes the limits live (config reload). Running processes are never stopped and records
+    /// never dropped because of a lower limit: it applies to the next start.
+    pub fn set_limits(&self, max_running: usize, max_tracked: usize) {
+        *self.inner.limits.lock() = (max_running, max_tracked);
     }
 
     /// Starts a process, or returns the one an earlier request with the same idempotency key
@@ -352,14 +368,15 @@ impl Manager {
             }
             return Err(ProcError::IdempotencyConflict(key.clone()));
         }
+        let (max_running, max_tracked) = self.limits();
         let running = st.records.values().filter(|r| r.is_running()).count();
-        if running >= self.inner.cfg.max_running {
-            return Err(ProcError::TooManyRunning(self.inner.cfg.max_running));
+        if running >= max_running {
+            return Err(ProcError::TooManyRunning(max_running));
         }
-        if st.records.len() >= self.inner.cfg.max_tracked {
+        if st.records.len() >= max_tracked {
             match st.evict_oldest_exited() {
                 Some(old) => self.inner.state_dir.remove(old.as_str()),
-                None => return Err(ProcError::TooManyTracked(self.inner.cfg.max_tracked)),
+                None => return Err(ProcError::TooManyTracked(max_tracked)),
             }
         }
 

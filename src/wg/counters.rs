@@ -1,28 +1,39 @@
-//! Counters for the WireGuard device, shared through an `Arc` so that any task (status API,
-//! CLI, tests) can read them while the data-path task owns the [`super::Device`].
+//! Counters and the live view of the peer table, shared through an `Arc` so that any task
+//! (status API, UAPI `get`, CLI, tests, permission checks) can read them while the data-path
+//! task owns the [`super::Device`].
 //!
-//! Writers are the device only (relaxed atomics; the numbers are statistics, not
-//! synchronisation). Readers call [`Counters::snapshot`] and get plain numbers.
+//! Writers are the device only: relaxed atomics for traffic (the numbers are statistics, not
+//! synchronisation), and short locks for what changes rarely (a peer joins or leaves, its
+//! configuration changes, it roams). The data path never takes a lock per packet: each peer
+//! holds its own `Arc<PeerCounters>`. Readers call [`Counters::snapshot`],
+//! [`Counters::uapi_peers`] or [`Counters::owner`] and get plain values.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
-use super::PublicKey;
+use super::routing::RouteTable;
+use super::uapi::PeerState;
+use super::{IpNetwork, PeerIdentity, PublicKey};
 
-/// Live counters of one device; obtain with [`super::Device::counters`].
+/// Live counters and peer view of one device; obtain with [`super::Device::counters`].
 pub struct Counters {
     pub(crate) device: DeviceCounters,
-    pub(crate) peers: Box<[PeerCounters]>,
+    /// Current peers in the order they were added.
+    peers: RwLock<Vec<Arc<PeerCounters>>>,
+    /// Who owns each allowed-IP prefix: the same longest-prefix table the data path routes
+    /// with, kept in step by the device, for identity lookups from other tasks.
+    owners: RwLock<RouteTable<Arc<PeerCounters>>>,
 }
 
 /// A point-in-time copy of [`Counters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub device: DeviceStats,
-    /// In configuration order ([`super::PeerId`] indexes this).
+    /// Current peers, in the order they were added (configuration order at start).
     pub peers: Vec<PeerStats>,
 }
 
@@ -45,13 +56,17 @@ pub struct DeviceStats {
     pub rate_limited: u64,
 }
 
-/// Traffic and drops of one peer.
+/// Traffic, drops and current settings of one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStats {
     pub name: Option<String>,
     pub public_key: PublicKey,
     /// Current endpoint: the configured one until the peer roams.
     pub endpoint: Option<SocketAddr>,
+    /// Current allowed IPs.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Current persistent keepalive interval in seconds (`None` = off).
+    pub persistent_keepalive: Option<u16>,
     /// UDP payload bytes of authenticated datagrams from this peer (handshakes included).
     pub rx_bytes: u64,
     /// UDP payload bytes sent to this peer (handshakes and keepalives included).
@@ -89,10 +104,12 @@ pub(crate) struct DeviceCounters {
     pub(crate) rate_limited: AtomicU64,
 }
 
+/// One peer's counters and published settings. Created when the peer is added, dropped from
+/// the view when it is removed (a reader holding a snapshot keeps its copy).
 pub(crate) struct PeerCounters {
-    name: Option<String>,
     public_key: PublicKey,
-    endpoint: Mutex<Option<SocketAddr>>,
+    /// Changed only by configuration and roaming: cold.
+    info: Mutex<PeerInfo>,
     pub(crate) rx_bytes: AtomicU64,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) rx_packets: AtomicU64,
@@ -106,6 +123,16 @@ pub(crate) struct PeerCounters {
     pub(crate) drop_replay: AtomicU64,
     pub(crate) drop_malformed: AtomicU64,
     pub(crate) drop_rate_limited: AtomicU64,
+}
+
+/// The settings of a peer that other tasks may read.
+#[derive(Clone, Default)]
+pub(crate) struct PeerInfo {
+    pub(crate) name: Option<String>,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) allowed_ips: Vec<IpNetwork>,
+    pub(crate) preshared_key: Option<[u8; 32]>,
+    pub(crate) persistent_keepalive: Option<u16>,
 }
 
 /// Adds one to a counter.
@@ -123,10 +150,12 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 impl Counters {
-    pub(crate) fn new(peers: Box<[PeerCounters]>) -> Self {
+    /// No peers yet; the device adds them.
+    pub(crate) fn new() -> Self {
         Counters {
             device: DeviceCounters::default(),
-            peers,
+            peers: RwLock::new(Vec::new()),
+            owners: RwLock::new(RouteTable::default()),
         }
     }
 
@@ -142,8 +171,46 @@ impl Counters {
                 invalid_mac: get(&d.invalid_mac),
                 rate_limited: get(&d.rate_limited),
             },
-            peers: self.peers.iter().map(PeerCounters::snapshot).collect(),
+            peers: self.peers.read().iter().map(|p| p.snapshot()).collect(),
         }
+    }
+
+    /// Every peer as the UAPI `get` reports it (pre-shared keys included: only for the
+    /// socket's owner).
+    pub fn uapi_peers(&self) -> Vec<PeerState> {
+        self.peers.read().iter().map(|p| p.uapi_state()).collect()
+    }
+
+    /// The peer whose allowed IPs longest-match `addr`: the peer that owns a tunnel address,
+    /// i.e. the only peer whose session may carry packets from it. Live: follows every change.
+    pub fn owner(&self, addr: IpAddr) -> Option<PeerIdentity> {
+        let owner = self.owners.read().lookup(addr).cloned()?;
+        let name = owner.info.lock().name.clone();
+        Some(PeerIdentity {
+            name,
+            public_key: owner.public_key,
+        })
+    }
+
+    /// Number of current peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.read().len()
+    }
+
+    pub(crate) fn add_peer(&self, peer: Arc<PeerCounters>) {
+        self.peers.write().push(peer);
+    }
+
+    pub(crate) fn remove_peer(&self, peer: &Arc<PeerCounters>) {
+        self.peers.write().retain(|p| !Arc::ptr_eq(p, peer));
+    }
+
+    pub(crate) fn set_owner(&self, network: IpNetwork, peer: &Arc<PeerCounters>) {
+        self.owners.write().set(network, Arc::clone(peer));
+    }
+
+    pub(crate) fn remove_owner(&self, network: IpNetwork) {
+        self.owners.write().remove(network);
     }
 }
 
@@ -152,18 +219,18 @@ impl Stats {
     pub fn peer(&self, name: &str) -> Option<&PeerStats> {
         self.peers.iter().find(|p| p.name.as_deref() == Some(name))
     }
+
+    /// The peer with this public key, if any.
+    pub fn peer_by_key(&self, key: &PublicKey) -> Option<&PeerStats> {
+        self.peers.iter().find(|p| p.public_key == *key)
+    }
 }
 
 impl PeerCounters {
-    pub(crate) fn new(
-        name: Option<String>,
-        public_key: PublicKey,
-        endpoint: Option<SocketAddr>,
-    ) -> Self {
+    pub(crate) fn new(public_key: PublicKey, info: PeerInfo) -> Self {
         PeerCounters {
-            name,
             public_key,
-            endpoint: Mutex::new(endpoint),
+            info: Mutex::new(info),
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             rx_packets: AtomicU64::new(0),
@@ -179,9 +246,18 @@ impl PeerCounters {
         }
     }
 
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
     /// Publishes a new endpoint (called only when it changes, so the lock is cold).
-    pub(crate) fn set_endpoint(&self, endpoint: SocketAddr) {
-        *self.endpoint.lock() = Some(endpoint);
+    pub(crate) fn set_endpoint(&self, endpoint: Option<SocketAddr>) {
+        self.info.lock().endpoint = endpoint;
+    }
+
+    /// Publishes changed settings.
+    pub(crate) fn set_info(&self, info: PeerInfo) {
+        *self.info.lock() = info;
     }
 
     /// Publishes the wall-clock time of the current session's handshake.
@@ -193,24 +269,45 @@ impl PeerCounters {
         self.last_handshake_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> PeerStats {
+    fn last_handshake(&self) -> Option<SystemTime> {
         let ms = get(&self.last_handshake_ms);
+        (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    fn snapshot(&self) -> PeerStats {
+        let info = self.info.lock().clone();
         PeerStats {
-            name: self.name.clone(),
+            name: info.name,
             public_key: self.public_key,
-            endpoint: *self.endpoint.lock(),
+            endpoint: info.endpoint,
+            allowed_ips: info.allowed_ips,
+            persistent_keepalive: info.persistent_keepalive,
             rx_bytes: get(&self.rx_bytes),
             tx_bytes: get(&self.tx_bytes),
             rx_packets: get(&self.rx_packets),
             tx_packets: get(&self.tx_packets),
             handshakes: get(&self.handshakes),
-            last_handshake: (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms)),
+            last_handshake: self.last_handshake(),
             drop_no_endpoint: get(&self.drop_no_endpoint),
             drop_allowed_ips: get(&self.drop_allowed_ips),
             drop_decrypt: get(&self.drop_decrypt),
             drop_replay: get(&self.drop_replay),
             drop_malformed: get(&self.drop_malformed),
             drop_rate_limited: get(&self.drop_rate_limited),
+        }
+    }
+
+    fn uapi_state(&self) -> PeerState {
+        let info = self.info.lock().clone();
+        PeerState {
+            public_key: self.public_key,
+            preshared_key: info.preshared_key,
+            endpoint: info.endpoint,
+            last_handshake: self.last_handshake(),
+            rx_bytes: get(&self.rx_bytes),
+            tx_bytes: get(&self.tx_bytes),
+            persistent_keepalive: info.persistent_keepalive.unwrap_or(0),
+            allowed_ips: info.allowed_ips,
         }
     }
 }
@@ -220,15 +317,25 @@ mod tests {
     use super::*;
     use boringtun::x25519::StaticSecret;
 
+    fn peer(seed: u8, name: Option<&str>) -> Arc<PeerCounters> {
+        let key = PublicKey::from(&StaticSecret::from([seed; 32]));
+        let info = PeerInfo {
+            name: name.map(str::to_owned),
+            ..PeerInfo::default()
+        };
+        Arc::new(PeerCounters::new(key, info))
+    }
+
     #[test]
     fn snapshot_reflects_writes() {
-        let key = PublicKey::from(&StaticSecret::from([7u8; 32]));
-        let c = Counters::new(vec![PeerCounters::new(Some("a".into()), key, None)].into());
+        let c = Counters::new();
+        let a = peer(7, Some("a"));
+        c.add_peer(Arc::clone(&a));
         bump(&c.device.no_route);
-        add(&c.peers[0].rx_bytes, 148);
+        add(&a.rx_bytes, 148);
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        c.peers[0].set_last_handshake(at);
-        c.peers[0].set_endpoint("127.0.0.1:9".parse().unwrap());
+        a.set_last_handshake(at);
+        a.set_endpoint(Some("127.0.0.1:9".parse().unwrap()));
         let s = c.snapshot();
         assert_eq!(s.device.no_route, 1);
         let p = s.peer("a").unwrap();
@@ -236,14 +343,50 @@ mod tests {
         assert_eq!(p.last_handshake, Some(at));
         assert_eq!(p.endpoint, Some("127.0.0.1:9".parse().unwrap()));
         assert!(s.peer("b").is_none());
+        assert_eq!(s.peer_by_key(&a.public_key).unwrap().rx_bytes, 148);
     }
 
     #[test]
     fn never_handshaken_is_none() {
-        let key = PublicKey::from(&StaticSecret::from([9u8; 32]));
-        let c = Counters::new(vec![PeerCounters::new(None, key, None)].into());
+        let c = Counters::new();
+        let a = peer(9, None);
+        c.add_peer(Arc::clone(&a));
         assert_eq!(c.snapshot().peers[0].last_handshake, None);
-        c.peers[0].set_last_handshake(UNIX_EPOCH);
+        a.set_last_handshake(UNIX_EPOCH);
         assert_eq!(c.snapshot().peers[0].last_handshake, None);
+    }
+
+    #[test]
+    fn peers_come_and_go_in_insertion_order() {
+        let c = Counters::new();
+        let (a, b, d) = (peer(1, Some("a")), peer(2, Some("b")), peer(3, Some("d")));
+        for p in [&a, &b, &d] {
+            c.add_peer(Arc::clone(p));
+        }
+        c.remove_peer(&b);
+        let names: Vec<_> = c.snapshot().peers.into_iter().map(|p| p.name).collect();
+        assert_eq!(names, [Some("a".to_owned()), Some("d".to_owned())]);
+        assert_eq!(c.peer_count(), 2);
+    }
+
+    #[test]
+    fn owner_is_the_longest_prefix_match() {
+        let c = Counters::new();
+        let (a, b) = (peer(1, Some("a")), peer(2, None));
+        c.set_owner("10.0.0.0/24".parse().unwrap(), &a);
+        c.set_owner("10.0.0.5/32".parse().unwrap(), &b);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(c.owner(ip("10.0.0.6")).unwrap().name.as_deref(), Some("a"));
+        let five = c.owner(ip("10.0.0.5")).unwrap();
+        assert_eq!((five.name, five.public_key), (None, b.public_key));
+        assert!(c.owner(ip("10.0.1.1")).is_none());
+        c.remove_owner("10.0.0.5/32".parse().unwrap());
+        assert_eq!(c.owner(ip("10.0.0.5")).unwrap().public_key, a.public_key);
+        // Renaming is visible at once.
+        a.set_info(PeerInfo {
+            name: Some("a2".into()),
+            ..PeerInfo::default()
+        });
+        assert_eq!(c.owner(ip("10.0.0.5")).unwrap().name.as_deref(), Some("a2"));
     }
 }

@@ -4,7 +4,9 @@
 //! - a UDP datagram arrived → [`Device::handle_datagram`] (source already normalised with
 //!   [`super::udp::normalize_addr`]);
 //! - the netstack emitted an IP packet → [`Device::send_ip_packet`];
-//! - every 250 ms → [`Device::update_timers`]; every second → [`Device::reset_rate_limiter`].
+//! - every 250 ms → [`Device::update_timers`]; every second → [`Device::reset_rate_limiter`];
+//! - a configuration change → [`Device::apply`] (between two packets: the change is atomic for
+//!   the data path, including the routing table).
 //!
 //! Results go to an [`Output`]. Nothing here panics on network input: every malformed,
 //! unauthenticated or misrouted packet is counted, logged at `debug` and dropped.
@@ -12,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -22,8 +24,11 @@ use boringtun::noise::{HandshakeInit, Packet, Tunn, TunnResult};
 use super::counters::{PeerCounters, add, bump};
 use super::routing::RouteTable;
 use super::{
-    Counters, DeviceConfig, IpNetwork, Output, PeerId, PublicKey, StaticSecret, WgError, key_label,
+    Counters, DeviceConfig, DeviceUpdate, IpNetwork, Output, PeerId, PeerUpdate, PublicKey,
+    StaticSecret, WgError, key_label,
 };
+
+mod update;
 
 /// Peers a device accepts. Receiver indices are 24 bits; staying far below that keeps random
 /// unique index selection fast.
@@ -57,19 +62,26 @@ const DATA_OVERHEAD: usize = 32;
 pub struct Device {
     private_key: StaticSecret,
     public_key: PublicKey,
-    peers: Vec<Peer>,
-    by_key: HashMap<[u8; 32], PeerId>,
-    /// Receiver index (upper 24 bits of a session index) → peer.
-    by_index: HashMap<u32, PeerId>,
-    routes: RouteTable,
+    /// Peers by receiver index (the upper 24 bits of a session index): one hash lookup per
+    /// data datagram.
+    peers: HashMap<u32, Peer>,
+    /// Static public key → receiver index.
+    by_key: HashMap<[u8; 32], u32>,
+    /// Allowed-IP prefix → receiver index of its owner.
+    routes: RouteTable<u32>,
     rate_limiter: Arc<RateLimiter>,
     counters: Arc<Counters>,
     /// Reused for every encapsulation and decapsulation: no allocation per packet.
     scratch: Box<[u8]>,
+    /// The next [`PeerId`] to hand out.
+    next_id: u64,
 }
 
 /// One peer's session state, owned by the device.
 struct Peer {
+    id: PeerId,
+    /// Built without a persistent keepalive: the device sends those itself, so that the
+    /// interval can change without a new session.
     tunn: Tunn,
     /// Configured endpoint, then the source of the latest authenticated datagram.
     endpoint: Option<SocketAddr>,
@@ -77,13 +89,18 @@ struct Peer {
     /// Name or short key, for logs.
     label: String,
     allowed_ips: Vec<IpNetwork>,
-    persistent_keepalive: bool,
+    preshared_key: Option<[u8; 32]>,
+    /// Persistent keepalive interval in seconds.
+    keepalive: Option<u16>,
+    /// When the next persistent keepalive is due; `None`: at the next timer tick.
+    keepalive_due: Option<Instant>,
     /// The first timer tick has run (it starts the handshake of keepalive peers).
     started: bool,
     /// A packet was queued awaiting a handshake that has not completed yet.
     traffic_waiting: bool,
     /// The last timer tick reported an expired connection (log the transition once).
     expired: bool,
+    counters: Arc<PeerCounters>,
 }
 
 /// What kind of message a datagram is (decided before decapsulation consumes it).
@@ -103,24 +120,17 @@ impl Device {
         if cfg.peers.len() > MAX_PEERS {
             return Err(WgError::TooManyPeers(cfg.peers.len()));
         }
-        let rate_limiter = Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT));
-        let indices = unique_indices(cfg.peers.len()).map_err(WgError::Random)?;
-
-        let mut peers = Vec::with_capacity(cfg.peers.len());
-        let mut counters = Vec::with_capacity(cfg.peers.len());
-        let mut by_key = HashMap::new();
-        let mut by_index = HashMap::new();
+        // Configuration files are strict: a key, name or prefix listed twice is a mistake
+        // (live updates instead move a prefix to the peer named last, as `wg` does).
+        let mut keys = HashSet::new();
         let mut names = HashSet::new();
-        let mut routes = RouteTable::default();
-        let mut labels: Vec<String> = Vec::new();
-
-        for (i, (pc, index)) in cfg.peers.into_iter().zip(indices).enumerate() {
-            let id = PeerId(i);
+        let mut owners: HashMap<IpNetwork, String> = HashMap::new();
+        for pc in &cfg.peers {
             let label = pc.name.clone().unwrap_or_else(|| key_label(&pc.public_key));
             if pc.public_key == public_key {
                 return Err(WgError::OwnKeyAsPeer(label));
             }
-            if by_key.insert(pc.public_key.to_bytes(), id).is_some() {
+            if !keys.insert(pc.public_key.to_bytes()) {
                 return Err(WgError::DuplicatePeer(key_label(&pc.public_key)));
             }
             if let Some(name) = &pc.name
@@ -129,8 +139,7 @@ impl Device {
                 return Err(WgError::DuplicateName(name.clone()));
             }
             for net in &pc.allowed_ips {
-                if let Some(prev) = routes.insert(*net, id) {
-                    let first = labels.get(prev.0).unwrap_or(&label).clone();
+                if let Some(first) = owners.insert(*net, label.clone()) {
                     return Err(WgError::DuplicateAllowedIp {
                         network: *net,
                         first,
@@ -138,48 +147,24 @@ impl Device {
                     });
                 }
             }
-            by_index.insert(index, id);
-            // An all-zero pre-shared key means "none" (wg convention).
-            let psk = pc.preshared_key.filter(|k| k != &[0u8; 32]);
-            let keepalive = pc.persistent_keepalive.filter(|&s| s > 0);
-            let tunn = Tunn::new(
-                cfg.private_key.clone(),
-                pc.public_key,
-                psk,
-                keepalive,
-                index,
-                Some(Arc::clone(&rate_limiter)),
-            );
-            counters.push(PeerCounters::new(
-                pc.name.clone(),
-                pc.public_key,
-                pc.endpoint,
-            ));
-            labels.push(label.clone());
-            peers.push(Peer {
-                tunn,
-                endpoint: pc.endpoint,
-                name: pc.name,
-                label,
-                allowed_ips: pc.allowed_ips,
-                persistent_keepalive: keepalive.is_some(),
-                started: false,
-                traffic_waiting: false,
-                expired: false,
-            });
         }
-
-        Ok(Device {
+        let mut device = Device {
+            rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT)),
             private_key: cfg.private_key,
             public_key,
-            peers,
-            by_key,
-            by_index,
-            routes,
-            rate_limiter,
-            counters: Arc::new(Counters::new(counters.into_boxed_slice())),
+            peers: HashMap::with_capacity(cfg.peers.len()),
+            by_key: HashMap::with_capacity(cfg.peers.len()),
+            routes: RouteTable::default(),
+            counters: Arc::new(Counters::new()),
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
-        })
+            next_id: 0,
+        };
+        let update = DeviceUpdate {
+            peers: cfg.peers.iter().map(PeerUpdate::from_config).collect(),
+            ..DeviceUpdate::default()
+        };
+        device.apply(update)?;
+        Ok(device)
     }
 
     /// Processes one UDP datagram received from `src`: answers handshakes, delivers
@@ -190,11 +175,11 @@ impl Device {
             public_key,
             peers,
             by_key,
-            by_index,
             routes,
             rate_limiter,
             counters,
             scratch,
+            ..
         } = self;
         let dc = &counters.device;
         if datagram.len() > scratch.len() {
@@ -207,16 +192,16 @@ impl Device {
         let found = match rate_limiter.verify_packet(Some(src.ip()), datagram, scratch) {
             Ok(Packet::HandshakeInit(init)) => {
                 identify_initiator(private_key, public_key, by_key, &init, src, counters)
-                    .map(|id| (Kind::Init, id))
+                    .map(|idx| (Kind::Init, idx))
             }
             Ok(Packet::HandshakeResponse(p)) => {
-                by_receiver(by_index, p.receiver_idx, src, counters).map(|id| (Kind::Response, id))
+                by_receiver(peers, p.receiver_idx, src, counters).map(|idx| (Kind::Response, idx))
             }
             Ok(Packet::PacketCookieReply(p)) => {
-                by_receiver(by_index, p.receiver_idx, src, counters).map(|id| (Kind::Cookie, id))
+                by_receiver(peers, p.receiver_idx, src, counters).map(|idx| (Kind::Cookie, idx))
             }
             Ok(Packet::PacketData(p)) => {
-                by_receiver(by_index, p.receiver_idx, src, counters).map(|id| (Kind::Data, id))
+                by_receiver(peers, p.receiver_idx, src, counters).map(|idx| (Kind::Data, idx))
             }
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 bump(&dc.rate_limited);
@@ -240,9 +225,12 @@ impl Device {
                 None
             }
         };
-        let Some((kind, id)) = found else { return };
-        let peer = &mut peers[id.0];
-        let pc = &counters.peers[id.0];
+        let Some((kind, index)) = found else { return };
+        // Present: both lookups above only return indices of current peers.
+        let Some(peer) = peers.get_mut(&index) else {
+            return;
+        };
+        let pc = Arc::clone(&peer.counters);
 
         let mut authenticated = false;
         let mut flush = false;
@@ -260,7 +248,7 @@ impl Device {
             TunnResult::WriteToNetwork(reply) => {
                 authenticated = true;
                 flush = true;
-                transmit(out, pc, src, reply);
+                transmit(out, &pc, src, reply);
                 if matches!(kind, Kind::Init | Kind::Response) {
                     bump(&pc.handshakes);
                     peer.traffic_waiting = false;
@@ -270,11 +258,27 @@ impl Device {
             }
             TunnResult::WriteToTunnelV4(packet, inner) => {
                 authenticated = true;
-                deliver(out, routes, id, peer, pc, IpAddr::V4(inner), packet);
+                deliver(
+                    out,
+                    routes,
+                    index,
+                    &peer.label,
+                    &pc,
+                    IpAddr::V4(inner),
+                    packet,
+                );
             }
             TunnResult::WriteToTunnelV6(packet, inner) => {
                 authenticated = true;
-                deliver(out, routes, id, peer, pc, IpAddr::V6(inner), packet);
+                deliver(
+                    out,
+                    routes,
+                    index,
+                    &peer.label,
+                    &pc,
+                    IpAddr::V6(inner),
+                    packet,
+                );
             }
             TunnResult::Err(e) => {
                 let counter = match e {
@@ -295,14 +299,14 @@ impl Device {
             if peer.endpoint != Some(src) {
                 tracing::debug!(peer = %peer.label, from = ?peer.endpoint, to = %src, "peer endpoint changed");
                 peer.endpoint = Some(src);
-                pc.set_endpoint(src);
+                pc.set_endpoint(Some(src));
             }
         }
         if flush {
             // Packets queued while the handshake was in progress go out now.
             for _ in 0..MAX_DRAIN {
                 match peer.tunn.decapsulate(None, &[], scratch) {
-                    TunnResult::WriteToNetwork(d) => transmit(out, pc, src, d),
+                    TunnResult::WriteToNetwork(d) => transmit(out, &pc, src, d),
                     _ => break,
                 }
             }
@@ -328,13 +332,17 @@ impl Device {
             tracing::debug!(%dst, len = packet.len(), "dropped outgoing packet: too large");
             return;
         }
-        let Some(id) = self.routes.lookup(dst) else {
+        // Every route names a current peer (the update code keeps them in step).
+        let Some(peer) = self
+            .routes
+            .lookup(dst)
+            .and_then(|index| self.peers.get_mut(index))
+        else {
             bump(&dc.no_route);
             tracing::debug!(%dst, "dropped outgoing packet: no peer's allowed IPs contain it");
             return;
         };
-        let peer = &mut self.peers[id.0];
-        let pc = &self.counters.peers[id.0];
+        let pc = &peer.counters;
         let Some(endpoint) = peer.endpoint else {
             bump(&pc.drop_no_endpoint);
             tracing::debug!(peer = %peer.label, %dst, "dropped outgoing packet: peer has no endpoint yet");
@@ -355,24 +363,27 @@ impl Device {
         }
     }
 
-    /// Runs every peer's timers: handshake retries, rekeys, keepalives. Call every 250 ms.
-    /// `now` is only used to publish [`super::PeerStats::last_handshake`] as wall-clock time.
+    /// Runs every peer's timers: handshake retries, rekeys, keepalives. Call every 250 ms with
+    /// the monotonic time `now` (persistent keepalives) and the wall-clock time `wall` (only
+    /// used to publish [`super::PeerStats::last_handshake`]).
     ///
     /// Peers with a persistent keepalive and an endpoint are handshaken with on the first tick,
     /// and re-initiated whenever their connection expires (a NAT'd agent must dial itself);
     /// so are peers that had traffic queued when the connection expired.
-    pub fn update_timers(&mut self, now: SystemTime, out: &mut impl Output) {
-        for (i, peer) in self.peers.iter_mut().enumerate() {
-            let pc = &self.counters.peers[i];
-            let scratch = &mut self.scratch;
+    pub fn update_timers(&mut self, now: Instant, wall: SystemTime, out: &mut impl Output) {
+        let scratch = &mut self.scratch;
+        for peer in self.peers.values_mut() {
+            let pc = Arc::clone(&peer.counters);
+            let pc = &*pc;
             if !peer.started {
                 peer.started = true;
-                if let (true, Some(ep)) = (peer.persistent_keepalive, peer.endpoint)
+                if let (Some(secs), Some(ep)) = (peer.keepalive, peer.endpoint)
                     && let TunnResult::WriteToNetwork(d) =
                         peer.tunn.format_handshake_initiation(scratch, false)
                 {
                     tracing::debug!(peer = %peer.label, endpoint = %ep, "initiating handshake");
                     transmit(out, pc, ep, d);
+                    peer.keepalive_due = Some(now + Duration::from_secs(secs.into()));
                     continue;
                 }
             }
@@ -387,7 +398,7 @@ impl Device {
                         peer.expired = true;
                         tracing::debug!(peer = %peer.label, "connection expired");
                     }
-                    let wanted = peer.persistent_keepalive || peer.traffic_waiting;
+                    let wanted = peer.keepalive.is_some() || peer.traffic_waiting;
                     if let (true, Some(ep)) = (wanted, peer.endpoint)
                         && let TunnResult::WriteToNetwork(d) =
                             peer.tunn.format_handshake_initiation(scratch, false)
@@ -403,10 +414,11 @@ impl Device {
                     tracing::debug!(peer = %peer.label, result = ?other, "timer error");
                 }
             }
+            persistent_keepalive(peer, now, scratch, out);
             if let Some(at) = peer
                 .tunn
                 .time_since_last_handshake()
-                .and_then(|age| now.checked_sub(age))
+                .and_then(|age| wall.checked_sub(age))
             {
                 pc.set_last_handshake(at);
             }
@@ -418,7 +430,7 @@ impl Device {
         self.rate_limiter.reset_count();
     }
 
-    /// The live counters, readable from any task.
+    /// The live counters and peer view, readable from any task.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
     }
@@ -428,37 +440,72 @@ impl Device {
         self.public_key
     }
 
-    /// Number of configured peers; valid [`PeerId`]s are `0..peer_count()`.
+    /// Our static private key (for the UAPI `get`, which shows it to the socket's owner).
+    pub fn private_key(&self) -> &StaticSecret {
+        &self.private_key
+    }
+
+    /// Number of current peers.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
-    /// The peer with this configured name.
+    /// The peer with this name.
     pub fn peer_by_name(&self, name: &str) -> Option<PeerId> {
         self.peers
-            .iter()
-            .position(|p| p.name.as_deref() == Some(name))
-            .map(PeerId)
+            .values()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.id)
     }
 
     /// The peer with this public key.
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
-        self.by_key.get(key.as_bytes()).copied()
+        self.by_key
+            .get(key.as_bytes())
+            .and_then(|index| self.peers.get(index))
+            .map(|p| p.id)
     }
 
     /// The peer an outgoing packet to `addr` would be sent to (longest-prefix match).
     pub fn route(&self, addr: IpAddr) -> Option<PeerId> {
-        self.routes.lookup(addr)
+        self.routes
+            .lookup(addr)
+            .and_then(|index| self.peers.get(index))
+            .map(|p| p.id)
     }
 
-    /// The peer's current endpoint (configured, or learned by roaming). `None` for an unknown id.
+    /// The peer's current endpoint (configured, or learned by roaming). `None` for an unknown
+    /// id. A scan: for diagnostics and tests, not the data path.
     pub fn peer_endpoint(&self, id: PeerId) -> Option<SocketAddr> {
-        self.peers.get(id.0).and_then(|p| p.endpoint)
+        self.peer(id).and_then(|p| p.endpoint)
     }
 
-    /// The peer's configured allowed IPs (empty for an unknown id).
+    /// The peer's current allowed IPs (empty for an unknown id). A scan, like `peer_endpoint`.
     pub fn peer_allowed_ips(&self, id: PeerId) -> &[IpNetwork] {
-        self.peers.get(id.0).map_or(&[], |p| &p.allowed_ips)
+        self.peer(id).map_or(&[], |p| &p.allowed_ips)
+    }
+
+    fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.values().find(|p| p.id == id)
+    }
+}
+
+/// Sends a persistent keepalive when one is due. Without a session this starts a handshake
+/// (the empty packet waits in the session queue), which is how a NAT'd agent keeps dialling.
+fn persistent_keepalive(peer: &mut Peer, now: Instant, scratch: &mut [u8], out: &mut impl Output) {
+    let Some(secs) = peer.keepalive else { return };
+    let due = *peer.keepalive_due.get_or_insert(now);
+    if now < due {
+        return;
+    }
+    peer.keepalive_due = Some(now + Duration::from_secs(secs.into()));
+    let Some(ep) = peer.endpoint else {
+        bump(&peer.counters.drop_no_endpoint);
+        return;
+    };
+    if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&[], scratch) {
+        tracing::trace!(peer = %peer.label, "persistent keepalive");
+        transmit(out, &peer.counters, ep, d);
     }
 }
 
@@ -466,23 +513,23 @@ impl Device {
 fn identify_initiator(
     private_key: &StaticSecret,
     public_key: &PublicKey,
-    by_key: &HashMap<[u8; 32], PeerId>,
+    by_key: &HashMap<[u8; 32], u32>,
     init: &HandshakeInit<'_>,
     src: SocketAddr,
     counters: &Counters,
-) -> Option<PeerId> {
+) -> Option<u32> {
     let found = parse_handshake_anon(private_key, public_key, init)
         .map_err(
             |e| tracing::debug!(%src, error = ?e, "dropped undecryptable handshake initiation"),
         )
         .ok()
         .and_then(|half| {
-            let id = by_key.get(&half.peer_static_public).copied();
-            if id.is_none() {
+            let index = by_key.get(&half.peer_static_public).copied();
+            if index.is_none() {
                 let key = key_label(&PublicKey::from(half.peer_static_public));
                 tracing::debug!(%src, %key, "dropped handshake initiation from unknown key");
             }
-            id
+            index
         });
     if found.is_none() {
         bump(&counters.device.unknown_peer);
@@ -492,38 +539,39 @@ fn identify_initiator(
 
 /// Finds the peer a response, cookie reply or data message is addressed to.
 fn by_receiver(
-    by_index: &HashMap<u32, PeerId>,
+    peers: &HashMap<u32, Peer>,
     receiver_idx: u32,
     src: SocketAddr,
     counters: &Counters,
-) -> Option<PeerId> {
-    let found = by_index.get(&(receiver_idx >> 8)).copied();
-    if found.is_none() {
-        bump(&counters.device.unknown_index);
-        tracing::debug!(%src, receiver_idx, "dropped message for unknown receiver index");
+) -> Option<u32> {
+    let index = receiver_idx >> 8;
+    if peers.contains_key(&index) {
+        return Some(index);
     }
-    found
+    bump(&counters.device.unknown_index);
+    tracing::debug!(%src, receiver_idx, "dropped message for unknown receiver index");
+    None
 }
 
 /// Delivers a decrypted packet if cryptokey routing agrees that `inner_src` belongs to the
 /// sending peer (global longest-prefix match, so overlapping prefixes cannot be spoofed).
 fn deliver(
     out: &mut impl Output,
-    routes: &RouteTable,
-    id: PeerId,
-    peer: &Peer,
+    routes: &RouteTable<u32>,
+    index: u32,
+    label: &str,
     pc: &PeerCounters,
     inner_src: IpAddr,
     packet: &[u8],
 ) {
     match routes.lookup(inner_src) {
-        Some(owner) if owner == id => {
+        Some(&owner) if owner == index => {
             bump(&pc.rx_packets);
             out.deliver(packet);
         }
         owner => {
             bump(&pc.drop_allowed_ips);
-            tracing::debug!(peer = %peer.label, %inner_src, ?owner, "dropped packet: source not in the peer's allowed IPs");
+            tracing::debug!(peer = %label, %inner_src, ?owner, "dropped packet: source not in the peer's allowed IPs");
         }
     }
 }
@@ -537,13 +585,14 @@ fn transmit(out: &mut impl Output, pc: &PeerCounters, to: SocketAddr, datagram: 
     out.send_datagram(to, datagram);
 }
 
-/// `n` distinct random non-zero 24-bit receiver indices.
-fn unique_indices(n: usize) -> Result<Vec<u32>, getrandom::Error> {
+/// `n` distinct random non-zero 24-bit receiver indices, none of them in `taken`.
+fn unique_indices(n: usize, taken: &HashMap<u32, Peer>) -> Result<Vec<u32>, getrandom::Error> {
     let mut seen = HashSet::with_capacity(n);
     let mut out = Vec::with_capacity(n);
+    // Terminates: at most MAX_PEERS (2^16) of the 2^24 indices are ever taken.
     while out.len() < n {
         let idx = getrandom::u32()? & 0x00ff_ffff;
-        if idx != 0 && seen.insert(idx) {
+        if idx != 0 && !taken.contains_key(&idx) && seen.insert(idx) {
             out.push(idx);
         }
     }
@@ -556,7 +605,7 @@ mod tests {
 
     #[test]
     fn indices_are_distinct_nonzero_24_bit() {
-        let v = unique_indices(5000).unwrap();
+        let v = unique_indices(5000, &HashMap::new()).unwrap();
         let set: HashSet<_> = v.iter().copied().collect();
         assert_eq!(set.len(), 5000);
         assert!(v.iter().all(|&i| i != 0 && i <= 0x00ff_ffff));

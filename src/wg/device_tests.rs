@@ -12,9 +12,9 @@ use super::*;
 
 /// An [`Output`] that records everything.
 #[derive(Default)]
-struct Wire {
-    sent: Vec<(SocketAddr, Vec<u8>)>,
-    delivered: Vec<Vec<u8>>,
+pub(super) struct Wire {
+    pub(super) sent: Vec<(SocketAddr, Vec<u8>)>,
+    pub(super) delivered: Vec<Vec<u8>>,
 }
 
 impl Output for Wire {
@@ -26,43 +26,44 @@ impl Output for Wire {
     }
 }
 
-struct Node {
-    dev: Device,
+pub(super) struct Node {
+    pub(super) dev: Device,
     /// The address this node's datagrams appear to come from (change it to simulate roaming).
-    addr: SocketAddr,
-    wire: Wire,
+    pub(super) addr: SocketAddr,
+    pub(super) wire: Wire,
     /// Every datagram this node ever sent: (to, bytes).
-    sent_log: Vec<(SocketAddr, Vec<u8>)>,
+    pub(super) sent_log: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Node {
-    fn stats(&self) -> Stats {
+    pub(super) fn stats(&self) -> Stats {
         self.dev.counters().snapshot()
     }
 
-    fn send(&mut self, packet: &[u8]) {
+    pub(super) fn send(&mut self, packet: &[u8]) {
         self.dev.send_ip_packet(packet, &mut self.wire);
     }
 
-    fn tick(&mut self, now: SystemTime) {
-        self.dev.update_timers(now, &mut self.wire);
+    pub(super) fn tick(&mut self, now: SystemTime) {
+        self.dev
+            .update_timers(std::time::Instant::now(), now, &mut self.wire);
     }
 
-    fn take_delivered(&mut self) -> Vec<Vec<u8>> {
+    pub(super) fn take_delivered(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.wire.delivered)
     }
 }
 
 /// Nodes on a lossless network; datagrams to an address nobody has are lost.
-struct Net {
-    nodes: Vec<Node>,
-    lost: Vec<(SocketAddr, Vec<u8>)>,
+pub(super) struct Net {
+    pub(super) nodes: Vec<Node>,
+    pub(super) lost: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Net {
     /// Moves datagrams until the network is quiet. Bounded: a loop would fail the test.
     #[track_caller]
-    fn pump(&mut self) {
+    pub(super) fn pump(&mut self) {
         for _ in 0..100 {
             let mut in_flight = Vec::new();
             for n in &mut self.nodes {
@@ -91,11 +92,16 @@ pub(super) fn secret() -> StaticSecret {
     StaticSecret::from(b)
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(super) fn addr(port: u16) -> SocketAddr {
     (Ipv4Addr::LOCALHOST, port).into()
 }
 
-fn peer(name: &str, key: &StaticSecret, allowed: &[&str], endpoint: Option<u16>) -> PeerConfig {
+pub(super) fn peer(
+    name: &str,
+    key: &StaticSecret,
+    allowed: &[&str],
+    endpoint: Option<u16>,
+) -> PeerConfig {
     PeerConfig {
         name: Some(name.to_string()),
         public_key: PublicKey::from(key),
@@ -106,7 +112,7 @@ fn peer(name: &str, key: &StaticSecret, allowed: &[&str], endpoint: Option<u16>)
     }
 }
 
-fn node(key: &StaticSecret, port: u16, peers: Vec<PeerConfig>) -> Node {
+pub(super) fn node(key: &StaticSecret, port: u16, peers: Vec<PeerConfig>) -> Node {
     let dev = Device::new(DeviceConfig {
         private_key: key.clone(),
         peers,
@@ -120,7 +126,7 @@ fn node(key: &StaticSecret, port: u16, peers: Vec<PeerConfig>) -> Node {
     }
 }
 
-fn net(nodes: Vec<Node>) -> Net {
+pub(super) fn net(nodes: Vec<Node>) -> Net {
     Net {
         nodes,
         lost: Vec::new(),
@@ -148,7 +154,7 @@ pub(super) fn ipv4(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A minimal valid IPv6 packet (next header 253).
-fn ipv6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+pub(super) fn ipv6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     let src: Ipv6Addr = src.parse().unwrap();
     let dst: Ipv6Addr = dst.parse().unwrap();
     let mut p = vec![0x60, 0, 0, 0];
@@ -162,7 +168,7 @@ fn ipv6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
 
 /// A (10.0.0.1, fd00::1) on port 1001 with endpoint of B; B (10.0.0.2, fd00::2) on port 1002
 /// without an endpoint for A (A dials in).
-fn pair() -> Net {
+pub(super) fn pair() -> Net {
     let (a, b) = (secret(), secret());
     net(vec![
         node(

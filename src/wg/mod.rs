@@ -6,12 +6,16 @@
 //!   receiver index), decrypts with that peer's boringtun `Tunn`, enforces **cryptokey routing**
 //!   (an inner source address is accepted only if a longest-prefix match over *all* peers'
 //!   allowed IPs names the sending peer), follows roaming peers, routes outgoing IP packets by
-//!   destination, drives per-peer timers and keeps [`Counters`].
+//!   destination, drives per-peer timers and keeps [`Counters`]. Peers change live through
+//!   [`Device::apply`] with a [`DeviceUpdate`] (all or nothing, between two packets).
+//! - [`uapi`]: the cross-platform WireGuard configuration protocol (`wg show`/`wg set`): the
+//!   sans-IO parser and serializer, and the Unix-socket server.
 //! - [`udp`]: binding the one UDP socket all peers share, and address normalisation helpers.
 //! - [`gso`]: UDP GSO sends and GRO receives over that socket (what the driver uses).
 //!
 //! It leaves to its caller (the data-path task in `node`): reading and writing the socket,
-//! calling [`Device::update_timers`] every 250 ms and [`Device::reset_rate_limiter`] every
+//! rebinding it when an update changes the port or mark, aborting TCP connections of removed
+//! peers, calling [`Device::update_timers`] every 250 ms and [`Device::reset_rate_limiter`] every
 //! second, normalising v4-mapped source addresses with [`udp::normalize_addr`] before handing
 //! them in, filtering delivered packets by destination (only our tunnel addresses), and the
 //! netstack. Keys come from `boringtun::x25519` only; never a direct `x25519-dalek` 3 dependency.
@@ -22,10 +26,13 @@ mod counters;
 mod device;
 pub mod gso;
 mod routing;
+pub mod uapi;
 pub mod udp;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod live_tests;
 
 use std::net::SocketAddr;
 
@@ -72,8 +79,165 @@ impl std::fmt::Debug for PeerConfig {
 pub struct DeviceConfig {
     /// Our static private key.
     pub private_key: StaticSecret,
-    /// The peers; their order defines [`PeerId`]s and the order of [`Stats::peers`].
+    /// The peers; their order is the order of [`Stats::peers`].
     pub peers: Vec<PeerConfig>,
+}
+
+/// A change to a running device, applied by [`Device::apply`] all at once or not at all.
+///
+/// The semantics are the WireGuard UAPI `set` operation's (wireguard.com/xplatform), which is
+/// where most updates come from: peer sections are applied in order; a prefix given to one peer
+/// is taken from any other peer that held it; unchanged values change nothing (an update that
+/// repeats a peer's settings keeps its session).
+#[derive(Default)]
+pub struct DeviceUpdate {
+    /// A new static private key: every session is dropped and re-established with it. The same
+    /// key as now changes nothing. A peer that has the new public key is removed.
+    pub private_key: Option<StaticSecret>,
+    /// A new UDP port (0 = any free port). Not the device's business: the driver rebinds.
+    pub listen_port: Option<u16>,
+    /// A new `SO_MARK` for the UDP socket (0 = none). Applied by the driver, like the port.
+    pub fwmark: Option<u32>,
+    /// Remove every peer before applying `peers`.
+    pub replace_peers: bool,
+    /// Peer sections, in order.
+    pub peers: Vec<PeerUpdate>,
+}
+
+/// One peer section of a [`DeviceUpdate`]. Fields left `None` keep their current value (or
+/// the default for a new peer).
+#[derive(Clone)]
+pub struct PeerUpdate {
+    /// Selects the peer (created unless `update_only`).
+    pub public_key: PublicKey,
+    /// Remove the peer: its session ends and its allowed IPs route nowhere. Other fields are
+    /// ignored.
+    pub remove: bool,
+    /// Only change an existing peer; skip the section if there is none.
+    pub update_only: bool,
+    /// `Some(name)` sets the name (configuration files only; the UAPI has no names).
+    pub name: Option<Option<String>>,
+    /// Pre-shared key; all zeroes means none. Changing it starts a new session (boringtun
+    /// cannot change the key of a live one).
+    pub preshared_key: Option<[u8; 32]>,
+    /// Where to send to the peer until it roams.
+    pub endpoint: Option<SocketAddr>,
+    /// Persistent keepalive interval in seconds; 0 turns it off. Session kept.
+    pub persistent_keepalive: Option<u16>,
+    /// Allowed-IP changes, in order. Session kept.
+    pub allowed_ips: Vec<AllowedIpChange>,
+}
+
+/// One allowed-IP change of a [`PeerUpdate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllowedIpChange {
+    /// Forget every allowed IP of the peer (UAPI `replace_allowed_ips=true`).
+    ReplaceAll,
+    /// Add a prefix, taking it from whichever peer holds it (UAPI `allowed_ip=`).
+    Add(IpNetwork),
+    /// Remove a prefix from the peer if it holds it (UAPI `allowed_ip=-`).
+    Remove(IpNetwork),
+}
+
+impl PeerUpdate {
+    /// A section that selects `public_key` and changes nothing yet.
+    pub fn new(public_key: PublicKey) -> Self {
+        PeerUpdate {
+            public_key,
+            remove: false,
+            update_only: false,
+            name: None,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+            allowed_ips: Vec::new(),
+        }
+    }
+
+    /// A section that removes `public_key`.
+    pub fn remove(public_key: PublicKey) -> Self {
+        PeerUpdate {
+            remove: true,
+            ..PeerUpdate::new(public_key)
+        }
+    }
+
+    /// A section that makes the peer exactly `config` (its endpoint only when one is given, so
+    /// a roamed endpoint survives when the configuration names none).
+    pub fn from_config(config: &PeerConfig) -> Self {
+        let mut allowed_ips = vec![AllowedIpChange::ReplaceAll];
+        allowed_ips.extend(config.allowed_ips.iter().copied().map(AllowedIpChange::Add));
+        PeerUpdate {
+            name: Some(config.name.clone()),
+            preshared_key: Some(config.preshared_key.unwrap_or([0; 32])),
+            endpoint: config.endpoint,
+            persistent_keepalive: Some(config.persistent_keepalive.unwrap_or(0)),
+            allowed_ips,
+            ..PeerUpdate::new(config.public_key)
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerUpdate {
+    // Hand-written so that the pre-shared key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerUpdate")
+            .field("public_key", &key_label(&self.public_key))
+            .field("remove", &self.remove)
+            .field("update_only", &self.update_only)
+            .field("name", &self.name)
+            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field("endpoint", &self.endpoint)
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("allowed_ips", &self.allowed_ips)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DeviceUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceUpdate")
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("listen_port", &self.listen_port)
+            .field("fwmark", &self.fwmark)
+            .field("replace_peers", &self.replace_peers)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+/// What [`Device::apply`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Peers created.
+    pub added: Vec<PublicKey>,
+    /// Existing peers whose settings changed (including peers that lost a prefix to another).
+    pub updated: Vec<PublicKey>,
+    /// Peers removed.
+    pub removed: Vec<PublicKey>,
+    /// The private key changed: every session was dropped.
+    pub key_changed: bool,
+}
+
+impl Applied {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.updated.is_empty()
+            && self.removed.is_empty()
+            && !self.key_changed
+    }
+}
+
+/// Who a tunnel address belongs to: the peer whose allowed IPs longest-match it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The peer's configured name, if it has one.
+    pub name: Option<String>,
+    pub public_key: PublicKey,
 }
 
 /// Where a [`Device`] puts its results; implemented by the driver (and by test harnesses).
@@ -87,9 +251,11 @@ pub trait Output {
     fn deliver(&mut self, ip_packet: &[u8]);
 }
 
-/// Index of a peer in [`DeviceConfig::peers`] (and in [`Stats::peers`]).
+/// A peer's identity inside one device: assigned when the peer is added and never reused,
+/// so it stays valid while other peers come and go (a peer removed and added again gets a new
+/// one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub usize);
+pub struct PeerId(pub u64);
 
 /// Configuration errors from [`Device::new`]. None of them goes away on retry: fix the config.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +276,8 @@ pub enum WgError {
         first: String,
         second: String,
     },
-    /// More peers than the 24-bit receiver-index space can address.
+    /// More peers than the 24-bit receiver-index space can address (at start or after an
+    /// update; an update that would exceed it changes nothing).
     #[error("{0} peers configured; at most {max} are supported", max = device::MAX_PEERS)]
     TooManyPeers(usize),
     /// The OS random source failed while choosing peer indices; a retry may help.

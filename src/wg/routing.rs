@@ -3,21 +3,22 @@
 //! cryptokey-routing check). Because the match is global, a peer holding `10.0.0.0/24` cannot
 //! use `10.0.0.5` when another peer holds `10.0.0.5/32`.
 //!
-//! Owns only the table; building it from config and reporting conflicts is [`super::Device`]'s.
+//! Owns only the table; building it from config, reporting conflicts and keeping each peer's
+//! own list of prefixes in step with it is [`super::Device`]'s. Generic over what a prefix maps
+//! to, so the same table serves the data path (receiver indices) and the shared identity view
+//! other tasks read (`Counters::owner`).
 
 use std::net::IpAddr;
 
 use ip_network::IpNetwork;
 use ip_network_table::IpNetworkTable;
 
-use super::PeerId;
-
-/// Longest-prefix-match table from allowed-IP prefixes to peers.
-pub(crate) struct RouteTable {
-    table: IpNetworkTable<PeerId>,
+/// Longest-prefix-match table from allowed-IP prefixes to an owner.
+pub(crate) struct RouteTable<V> {
+    table: IpNetworkTable<V>,
 }
 
-impl Default for RouteTable {
+impl<V> Default for RouteTable<V> {
     fn default() -> Self {
         RouteTable {
             table: IpNetworkTable::new(),
@@ -25,20 +26,26 @@ impl Default for RouteTable {
     }
 }
 
-impl RouteTable {
-    /// Adds `network → peer`. Returns the previous owner if the exact prefix was already
-    /// present (the entry is then left unchanged, so the first owner keeps it).
-    pub(crate) fn insert(&mut self, network: IpNetwork, peer: PeerId) -> Option<PeerId> {
-        if let Some(existing) = self.table.exact_match(network) {
-            return Some(*existing);
-        }
-        self.table.insert(network, peer);
-        None
+impl<V> RouteTable<V> {
+    /// Sets `network → owner`, replacing and returning any previous owner of the exact prefix
+    /// (the WireGuard UAPI semantics: a prefix given to one peer is taken from another).
+    pub(crate) fn set(&mut self, network: IpNetwork, owner: V) -> Option<V> {
+        self.table.insert(network, owner)
     }
 
-    /// The peer whose most specific prefix contains `addr`, if any.
-    pub(crate) fn lookup(&self, addr: IpAddr) -> Option<PeerId> {
-        self.table.longest_match(addr).map(|(_, peer)| *peer)
+    /// Removes the exact prefix; returns its owner.
+    pub(crate) fn remove(&mut self, network: IpNetwork) -> Option<V> {
+        self.table.remove(network)
+    }
+
+    /// The owner of exactly this prefix.
+    pub(crate) fn exact(&self, network: IpNetwork) -> Option<&V> {
+        self.table.exact_match(network)
+    }
+
+    /// The owner of the most specific prefix that contains `addr`, if any.
+    pub(crate) fn lookup(&self, addr: IpAddr) -> Option<&V> {
+        self.table.longest_match(addr).map(|(_, owner)| owner)
     }
 }
 
@@ -59,20 +66,20 @@ mod tests {
     #[test]
     fn most_specific_prefix_wins() {
         let mut t = RouteTable::default();
-        assert_eq!(t.insert(net("10.0.0.0/24"), PeerId(0)), None);
-        assert_eq!(t.insert(net("10.0.0.5/32"), PeerId(1)), None);
-        assert_eq!(t.insert(net("0.0.0.0/0"), PeerId(2)), None);
-        assert_eq!(t.lookup(ip("10.0.0.5")), Some(PeerId(1)));
-        assert_eq!(t.lookup(ip("10.0.0.6")), Some(PeerId(0)));
-        assert_eq!(t.lookup(ip("10.0.1.6")), Some(PeerId(2)));
+        assert_eq!(t.set(net("10.0.0.0/24"), 0), None);
+        assert_eq!(t.set(net("10.0.0.5/32"), 1), None);
+        assert_eq!(t.set(net("0.0.0.0/0"), 2), None);
+        assert_eq!(t.lookup(ip("10.0.0.5")), Some(&1));
+        assert_eq!(t.lookup(ip("10.0.0.6")), Some(&0));
+        assert_eq!(t.lookup(ip("10.0.1.6")), Some(&2));
     }
 
     #[test]
     fn families_are_separate() {
         let mut t = RouteTable::default();
-        t.insert(net("10.0.0.0/8"), PeerId(0));
-        t.insert(net("fd00::/8"), PeerId(1));
-        assert_eq!(t.lookup(ip("fd12::1")), Some(PeerId(1)));
+        t.set(net("10.0.0.0/8"), 0);
+        t.set(net("fd00::/8"), 1);
+        assert_eq!(t.lookup(ip("fd12::1")), Some(&1));
         // A v4-mapped IPv6 address is an IPv6 address: v4 prefixes do not cover it.
         assert_eq!(t.lookup(ip("::ffff:10.0.0.1")), None);
         assert_eq!(t.lookup(ip("11.0.0.1")), None);
@@ -80,22 +87,27 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_prefix_keeps_first_owner() {
+    fn set_takes_a_prefix_over_and_remove_uncovers_the_shorter_one() {
         let mut t = RouteTable::default();
-        assert_eq!(t.insert(net("fd00::1/128"), PeerId(3)), None);
-        assert_eq!(t.insert(net("fd00::1/128"), PeerId(4)), Some(PeerId(3)));
-        assert_eq!(t.lookup(ip("fd00::1")), Some(PeerId(3)));
+        t.set(net("10.0.0.0/24"), 0);
+        assert_eq!(t.set(net("10.0.0.5/32"), 1), None);
+        assert_eq!(t.set(net("10.0.0.5/32"), 2), Some(1));
+        assert_eq!(t.lookup(ip("10.0.0.5")), Some(&2));
+        assert_eq!(t.exact(net("10.0.0.5/32")), Some(&2));
+        assert_eq!(t.remove(net("10.0.0.5/32")), Some(2));
+        assert_eq!(t.remove(net("10.0.0.5/32")), None);
+        assert_eq!(t.lookup(ip("10.0.0.5")), Some(&0));
     }
 
     #[test]
     fn empty_table_matches_nothing() {
-        let t = RouteTable::default();
+        let t: RouteTable<u32> = RouteTable::default();
         assert_eq!(t.lookup(ip("0.0.0.0")), None);
         assert_eq!(t.lookup(ip("::")), None);
     }
 
     /// The obvious reference: scan every prefix, keep the longest one that contains `addr`.
-    fn naive(entries: &[(IpNetwork, PeerId)], addr: IpAddr) -> Option<PeerId> {
+    fn naive(entries: &[(IpNetwork, u32)], addr: IpAddr) -> Option<u32> {
         entries
             .iter()
             .filter(|(n, _)| n.contains(addr))
@@ -118,17 +130,43 @@ mod tests {
         })
     }
 
+    /// One table operation of the property test: set (takes the prefix over) or remove.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(IpNetwork),
+        Remove(IpNetwork),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let net = || prop_oneof![arb_v4_net(), arb_v6_net()];
+        prop_oneof![
+            3 => net().prop_map(Op::Set),
+            2 => net().prop_map(Op::Remove),
+        ]
+    }
+
     proptest! {
         #[test]
         fn matches_naive_longest_prefix(
-            nets in proptest::collection::vec(prop_oneof![arb_v4_net(), arb_v6_net()], 0..24),
+            ops in proptest::collection::vec(arb_op(), 0..32),
             probes in proptest::collection::vec((0u32..16, 0u32..4096, any::<bool>()), 1..32),
         ) {
             let mut t = RouteTable::default();
-            let mut entries = Vec::new();
-            for (i, n) in nets.into_iter().enumerate() {
-                if t.insert(n, PeerId(i)).is_none() {
-                    entries.push((n, PeerId(i)));
+            let mut entries: Vec<(IpNetwork, u32)> = Vec::new();
+            for (i, op) in ops.into_iter().enumerate() {
+                let owner = i as u32;
+                match op {
+                    Op::Set(n) => {
+                        let pos = entries.iter().position(|(e, _)| *e == n);
+                        let previous = pos.map(|p| entries.remove(p).1);
+                        prop_assert_eq!(t.set(n, owner), previous);
+                        entries.push((n, owner));
+                    }
+                    Op::Remove(n) => {
+                        let pos = entries.iter().position(|(e, _)| *e == n);
+                        let previous = pos.map(|p| entries.remove(p).1);
+                        prop_assert_eq!(t.remove(n), previous);
+                    }
                 }
             }
             for (hi, lo, v6) in probes {
@@ -137,7 +175,7 @@ mod tests {
                 } else {
                     IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (hi << 20) | lo))
                 };
-                prop_assert_eq!(t.lookup(addr), naive(&entries, addr), "addr {}", addr);
+                prop_assert_eq!(t.lookup(addr).copied(), naive(&entries, addr), "addr {}", addr);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Shared helpers for integration tests: real Nodes over loopback UDP, a small HTTP client.
+//! Shared helpers for integration tests: real Nodes over loopback UDP, agents assembled by
+//! `wgagent::agent::Agent` (the same wiring as the binary), a small HTTP client.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,10 +9,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use wgagent::api::{self, AppState};
+use wgagent::agent::Agent;
+use wgagent::config::{self, Config};
 use wgagent::keys;
 use wgagent::node::{Node, NodeConfig};
-use wgagent::proc::{Manager, ManagerConfig};
+use wgagent::proc::Manager;
 use wgagent::wg::{IpNetwork, PeerConfig, PublicKey, StaticSecret};
 
 pub const T: Duration = Duration::from_secs(30);
@@ -71,29 +73,60 @@ pub fn loopback(node: &Node) -> SocketAddr {
     SocketAddr::new(ip("127.0.0.1"), node.udp_addr().port())
 }
 
-/// Serves the API on the agent node's tunnel address; returns the manager.
+/// Serves the API on the agent node's tunnel address (an `Agent` attached to the node, alive
+/// as long as the test's runtime); returns the manager.
 pub fn serve_api(agent: &Node) -> Manager {
     serve_api_filtered(agent, Vec::new())
 }
 
 /// Like `serve_api`, with `api.allowed_sources`.
 pub fn serve_api_filtered(agent: &Node, allowed_sources: Vec<IpNetwork>) -> Manager {
-    let manager = Manager::new(ManagerConfig::default());
-    let mut state = AppState::new(manager.clone());
-    state.allowed_sources = std::sync::Arc::new(allowed_sources);
-    let app = api::router(state);
-    for l in agent.listen(API_PORT).unwrap() {
-        let app = app.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                l,
-                app.into_make_service_with_connect_info::<api::CallerAddr>(),
-            )
-            .await
-            .unwrap();
-        });
-    }
+    let api = config::Api {
+        port: API_PORT,
+        allowed_sources: (!allowed_sources.is_empty()).then_some(allowed_sources),
+        ..config::Api::default()
+    };
+    let agent = Agent::attach(agent.clone(), &api).unwrap();
+    let manager = agent.manager().clone();
+    keep_alive(agent);
     manager
+}
+
+/// Keeps an agent running until the test's runtime ends (as the spawned servers it replaces
+/// did); dropping an `Agent` stops its servers.
+pub fn keep_alive(agent: Agent) {
+    keep_alive_with(agent, ());
+}
+
+/// Like `keep_alive`, also keeping `also` (e.g. the agent's state directory) until then.
+pub fn keep_alive_with<T: Send + 'static>(agent: Agent, also: T) {
+    tokio::spawn(async move {
+        let _kept = (agent, also);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// A config for an agent at `addr` with these peers: port 0, API on `API_PORT`, no UAPI
+/// socket (tests run many agents at once; each that wants one names its own socket), and its
+/// process state in the returned temporary directory (keep it as long as the agent runs).
+pub fn agent_config(
+    secret: StaticSecret,
+    addr: &str,
+    peers: &[PeerConfig],
+) -> (Config, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(secret, vec![ip(addr)]);
+    cfg.interface.uapi = false;
+    cfg.api.port = API_PORT;
+    cfg.api.shutdown_grace = Duration::from_secs(1);
+    cfg.api.state_dir = Some(state.path().to_owned());
+    cfg.peers = peers.iter().map(config_peer).collect();
+    (cfg, state)
+}
+
+/// A `[[peer]]` entry for a peer config.
+pub fn config_peer(p: &PeerConfig) -> config::Peer {
+    config::Peer::from(p)
 }
 
 /// A keep-alive HTTP/1 connection through the tunnel.
@@ -146,13 +179,13 @@ pub struct Pair {
 pub async fn pair() -> Pair {
     let agent_keys = keypair();
     let control_keys = keypair();
-    let agent = node(
+    let (cfg, state) = agent_config(
         agent_keys.secret.clone(),
         AGENT_IP,
-        0,
-        vec![peer(control_keys.public, "100.64.0.1/32", None, None)],
-    )
-    .await;
+        &[peer(control_keys.public, "100.64.0.1/32", None, None)],
+    );
+    let server = Agent::start(&cfg).await.unwrap();
+    let agent = server.node().clone();
     let control = node(
         control_keys.secret.clone(),
         "100.64.0.1",
@@ -165,7 +198,8 @@ pub async fn pair() -> Pair {
         )],
     )
     .await;
-    let manager = serve_api(&agent);
+    let manager = server.manager().clone();
+    keep_alive_with(server, state);
     Pair {
         agent,
         control,
