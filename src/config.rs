@@ -64,6 +64,10 @@ pub struct Interface {
     pub mtu: u16,
     /// `tcp_buffer`: bytes of send and of receive buffer per tunnel TCP connection.
     pub tcp_buffer: usize,
+    /// The file the private key was read from (`private_key_file`, resolved, or the
+    /// `--private-key-file` given to [`Config::load_with_key`]); `None` for an inline key. A
+    /// config watcher watches it too, so a rotated key file is picked up.
+    pub private_key_path: Option<PathBuf>,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
     /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
@@ -110,13 +114,39 @@ pub struct Log {
     /// `level`: a tracing filter (`"info"`, `"warn,wgagent::wg=debug"`). `RUST_LOG`, when set,
     /// overrides it. Applied again on reload.
     pub level: String,
+    /// `format`: `"text"` (one human line per event) or `"json"` (one JSON object per line,
+    /// with the span fields); `--log-format` overrides it. Read at start only.
+    pub format: LogFormat,
+}
+
+/// How log lines are written (`[log] format`, `--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal; no timestamp under journald, which
+    /// adds its own).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, the event's fields, the spans.
+    Json,
+}
+
+impl LogFormat {
+    /// `"text"` or `"json"`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Log {
-    /// Default `level`: `info`.
+    /// Default `level`: `info`; `format`: `text`.
     fn default() -> Self {
         Log {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -134,6 +164,7 @@ impl Config {
                 listen_port: Interface::DEFAULT_LISTEN_PORT,
                 mtu: Interface::DEFAULT_MTU,
                 tcp_buffer: Interface::DEFAULT_TCP_BUFFER,
+                private_key_path: None,
                 name: None,
                 uapi: true,
                 uapi_socket: None,
@@ -419,6 +450,16 @@ impl Config {
     /// Reads and parses `path`; also warns when the file holds an inline `private_key` and is
     /// accessible by group or others.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_key(path, None)
+    }
+
+    /// [`Config::load`], with the private key read from `private_key_file` instead of the
+    /// file's `private_key[_file]` when it is given (`--private-key-file`, e.g. a systemd
+    /// credential): the file then needs no key, and one it has is ignored with a warning.
+    pub fn load_with_key(
+        path: &Path,
+        private_key_file: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let read_err = |source| ConfigError::Read {
             file: path.to_owned(),
             source,
@@ -435,7 +476,8 @@ impl Config {
                 format!("larger than {MAX_CONFIG_BYTES} bytes"),
             )));
         }
-        let (mut config, inline_key) = parse_inner(&text, path, &system_resolver)?;
+        let (mut config, inline_key) =
+            parse_inner(&text, path, &system_resolver, private_key_file)?;
         if inline_key && mode & 0o077 != 0 {
             config.warnings.push(format!(
                 "{} contains `interface.private_key` and is accessible by group or others \
@@ -449,7 +491,7 @@ impl Config {
     /// Parses `text`; `origin` names the file in errors and anchors a relative
     /// `private_key_file`. Endpoint host names are resolved here.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        parse_inner(text, origin, &system_resolver).map(|(config, _)| config)
+        parse_inner(text, origin, &system_resolver, None).map(|(config, _)| config)
     }
 
     /// The peer whose `name` is `name`.
@@ -560,6 +602,7 @@ struct RawFiles {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<Value>,
+    format: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -597,6 +640,8 @@ struct Cx<'a> {
     file: &'a Path,
     resolve: &'a Resolver,
     warnings: Vec<String>,
+    /// `--private-key-file`: replaces `private_key[_file]` (see [`Config::load_with_key`]).
+    key_override: Option<&'a Path>,
 }
 
 /// Parses and converts; the flag says whether the private key was inline.
@@ -604,11 +649,13 @@ fn parse_inner(
     text: &str,
     origin: &Path,
     resolve: &Resolver,
+    key_override: Option<&Path>,
 ) -> Result<(Config, bool), ConfigError> {
     let mut cx = Cx {
         file: origin,
         resolve,
         warnings: Vec::new(),
+        key_override,
     };
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let (line, column) = line_column(text, e.span().map_or(0, |span| span.start));
@@ -839,39 +886,30 @@ impl Cx<'_> {
 
     fn interface(&mut self, value: Value) -> Result<(Interface, bool), ConfigError> {
         let raw: RawInterface = self.section("interface", value)?;
-        let (private_key, inline) = match (&raw.private_key_file, &raw.private_key) {
-            (Some(_), Some(_)) => {
-                return Err(self.invalid(
-                    "interface.private_key",
-                    "set either `private_key_file` or `private_key`, not both",
+        if let Some(path) = self.key_override {
+            if raw.private_key_file.is_some() || raw.private_key.is_some() {
+                self.warnings.push(format!(
+                    "{}: `interface.private_key[_file]` is ignored: the key comes from {}",
+                    self.file.display(),
+                    path.display()
                 ));
             }
-            (None, None) => {
-                return Err(self.invalid(
-                    "interface",
-                    "no private key: set `private_key_file` (a path) or `private_key` (base64)",
-                ));
-            }
-            (Some(path), None) => {
-                let key = "interface.private_key_file";
-                let path = Path::new(self.string(key, path)?);
-                let path = match self.file.parent() {
-                    Some(dir) if path.is_relative() => dir.join(path),
-                    _ => path.to_owned(),
-                };
-                let (secret, warnings) =
-                    keys::read_private_key_file(&path).map_err(|e| self.key_error(key, e))?;
-                self.warnings
-                    .extend(warnings.iter().map(ToString::to_string));
-                (secret, false)
-            }
-            (None, Some(text)) => {
-                let key = "interface.private_key";
-                let text = self.string(key, text)?;
-                let secret = keys::decode_private(text).map_err(|e| self.key_error(key, e))?;
-                (secret, true)
-            }
-        };
+        }
+        let (private_key, inline, private_key_path) =
+            match (self.key_override, &raw.private_key_file, &raw.private_key) {
+                (Some(path), _, _) => {
+                    let key = "--private-key-file";
+                    let (secret, warnings) =
+                        keys::read_private_key_file(path).map_err(|e| self.key_error(key, e))?;
+                    self.warnings
+                        .extend(warnings.iter().map(ToString::to_string));
+                    (secret, false, Some(path.to_owned()))
+                }
+                (None, file, inline) => {
+                    let (secret, inline, path) = self.private_key(file, inline)?;
+                    (secret, inline, path)
+                }
+            };
         let public_key = keys::public_key(&private_key);
 
         let key = "interface.address";
@@ -947,12 +985,55 @@ impl Cx<'_> {
             listen_port,
             mtu,
             tcp_buffer,
+            private_key_path,
             name,
             uapi,
             uapi_socket,
             replace_peers_on_reload,
         };
         Ok((interface, inline))
+    }
+
+    /// The key from `private_key_file` or `private_key`: the secret, whether it was inline,
+    /// and the file it came from.
+    fn private_key(
+        &mut self,
+        file: &Option<Value>,
+        inline: &Option<Value>,
+    ) -> Result<(StaticSecret, bool, Option<PathBuf>), ConfigError> {
+        Ok(match (file, inline) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "interface.private_key",
+                    "set either `private_key_file` or `private_key`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    "interface",
+                    "no private key: set `private_key_file` (a path) or `private_key` (base64)",
+                ));
+            }
+            (Some(path), None) => {
+                let key = "interface.private_key_file";
+                let path = Path::new(self.string(key, path)?);
+                let path = match self.file.parent() {
+                    Some(dir) if path.is_relative() => dir.join(path),
+                    _ => path.to_owned(),
+                };
+                let (secret, warnings) =
+                    keys::read_private_key_file(&path).map_err(|e| self.key_error(key, e))?;
+                self.warnings
+                    .extend(warnings.iter().map(ToString::to_string));
+                (secret, false, Some(path))
+            }
+            (None, Some(text)) => {
+                let key = "interface.private_key";
+                let text = self.string(key, text)?;
+                let secret = keys::decode_private(text).map_err(|e| self.key_error(key, e))?;
+                (secret, true, None)
+            }
+        })
     }
 
     fn log(&mut self, value: Value) -> Result<Log, ConfigError> {
@@ -971,7 +1052,20 @@ impl Cx<'_> {
                 text.to_owned()
             }
         };
-        Ok(Log { level })
+        let format = match &raw.format {
+            None => LogFormat::default(),
+            Some(value) => {
+                let key = "log.format";
+                let text = self.string(key, value)?.trim();
+                LogFormat::parse(text).ok_or_else(|| {
+                    self.invalid(
+                        key,
+                        format!("{text:?} is not a log format; use \"text\" or \"json\""),
+                    )
+                })?
+            }
+        };
+        Ok(Log { level, format })
     }
 
     fn api(&mut self, value: Value) -> Result<Api, ConfigError> {
@@ -1461,8 +1555,71 @@ mod tests {
         }
     }
 
+    #[test]
+    fn private_key_file_flag_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let write_key = |name: &str| {
+            let key = keys::generate();
+            let path = dir.path().join(name);
+            std::fs::write(&path, keys::encode_private(&key)).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            (keys::public_key(&key), path)
+        };
+        let (in_file, _) = write_key("file.key");
+        let (flag, flag_path) = write_key("flag.key");
+        let peer = format!(
+            "[[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.1/32\"]\n",
+            keys::encode_public(&keys::public_key(&keys::generate()))
+        );
+        // The file names its own key: the flag's wins, with a warning.
+        let with_key = dir.path().join("with.toml");
+        std::fs::write(
+            &with_key,
+            format!(
+                "[interface]\nprivate_key_file = \"file.key\"\naddress = [\"100.64.0.10\"]\n{peer}"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&with_key).unwrap();
+        assert_eq!(cfg.interface.public_key, in_file);
+        assert_eq!(
+            cfg.interface.private_key_path,
+            Some(dir.path().join("file.key"))
+        );
+        let cfg = Config::load_with_key(&with_key, Some(&flag_path)).unwrap();
+        assert_eq!(cfg.interface.public_key, flag);
+        assert_eq!(
+            cfg.interface.private_key_path.as_deref(),
+            Some(flag_path.as_path())
+        );
+        assert!(
+            cfg.warnings.iter().any(|w| w.contains("is ignored")),
+            "{:?}",
+            cfg.warnings
+        );
+        // The file has no key at all: fine with the flag, an error without.
+        let without = dir.path().join("without.toml");
+        std::fs::write(
+            &without,
+            format!("[interface]\naddress = [\"100.64.0.10\"]\n{peer}"),
+        )
+        .unwrap();
+        let cfg = Config::load_with_key(&without, Some(&flag_path)).unwrap();
+        assert_eq!(cfg.interface.public_key, flag);
+        assert!(!cfg.warnings.iter().any(|w| w.contains("is ignored")));
+        let e = Config::load(&without).err().unwrap().to_string();
+        assert!(e.contains("no private key"), "{e}");
+        // An unreadable flag file is an error naming the flag.
+        let e = Config::load_with_key(&with_key, Some(&dir.path().join("missing.key")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--private-key-file"), "{e}");
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        parse_inner(text, Path::new(FILE), &fake_resolver).map(|(config, _)| config)
+        parse_inner(text, Path::new(FILE), &fake_resolver, None).map(|(config, _)| config)
     }
 
     fn interface(extra: &str) -> String {
@@ -1848,6 +2005,9 @@ mod tests {
             Some(Path::new("/etc/wgagent/run/a.sock"))
         );
         assert_eq!(config.log.level, "warn,wgagent::wg=debug");
+        assert_eq!(config.log.format, LogFormat::Text);
+        let json = parse(&(interface("") + "[log]\nformat = \"json\"\n")).unwrap();
+        assert_eq!(json.log.format, LogFormat::Json);
 
         for (text, key, problem) in [
             (interface("name = \"\""), "interface.name", "1 to 15"),
@@ -1881,6 +2041,11 @@ mod tests {
                 interface("") + "[log]\nlevl = 1\n",
                 "log.levl",
                 "unknown key",
+            ),
+            (
+                interface("") + "[log]\nformat = \"xml\"\n",
+                "log.format",
+                "not a log format",
             ),
             (
                 interface("")

@@ -151,6 +151,9 @@ pub struct DriverCounters {
     pub gro_receives: AtomicU64,
     /// Receives the kernel cut short (larger than our 64 KiB slot); their data was dropped.
     pub recv_truncated: AtomicU64,
+    /// Timer ticks the data path ran (every 250 ms while it makes progress): the heartbeat
+    /// that feeds systemd's watchdog. A data path that is stuck stops ticking.
+    pub timer_ticks: AtomicU64,
 }
 
 /// Everything a node counts, at one moment.
@@ -263,6 +266,12 @@ impl Node {
             gro_receives: d.gro_receives.load(Ordering::Relaxed),
             recv_truncated: d.recv_truncated.load(Ordering::Relaxed),
         }
+    }
+
+    /// The data path's heartbeat: timer ticks so far (see [`DriverCounters::timer_ticks`]).
+    /// Cheap enough to read every second.
+    pub fn heartbeat(&self) -> u64 {
+        self.inner.driver.timer_ticks.load(Ordering::Relaxed)
     }
 
     /// Stops the data path (for every clone); true if it finished within `deadline`.
@@ -466,6 +475,7 @@ async fn run(
         if now >= next_tick {
             device.update_timers(now.into_std(), SystemTime::now(), &mut sink);
             ticks += 1;
+            sink.counters.timer_ticks.fetch_add(1, Ordering::Relaxed);
             if ticks.is_multiple_of(4) {
                 device.reset_rate_limiter();
             }

@@ -8,7 +8,10 @@ mod control;
 mod demo;
 mod docs;
 mod files;
+mod health;
 mod import;
+mod logging;
+mod service;
 mod stream;
 
 use std::path::PathBuf;
@@ -31,6 +34,12 @@ enum Command {
         /// Agent configuration file (TOML).
         #[arg(long, short, env = "WGAGENT_CONFIG")]
         config: PathBuf,
+        /// Read the private key from this file instead of the configuration's
+        /// `private_key[_file]` (e.g. a systemd credential: `%d/agent.key`).
+        #[arg(long, value_name = "FILE")]
+        private_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Start an agent and a control peer in this process over a real WireGuard tunnel on
     /// 127.0.0.1, run a command through the API, print what happened, exit.
@@ -189,6 +198,23 @@ enum Command {
         /// [control] state_dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Check a running node: with --local, ask the agent or control daemon of the
+    /// configuration on this machine, through its WireGuard UAPI socket, whether it is up and
+    /// its data path is alive (exit 0) or not (exit 1). For probes (Kubernetes exec probes,
+    /// scripts).
+    Health {
+        /// Check the node running on this machine (the only mode so far).
+        #[arg(long, required = true)]
+        local: bool,
+        /// Its configuration file: says where the UAPI socket is.
+        #[arg(long, short, env = "WGAGENT_CONFIG")]
+        config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate a private key (base64), like `wg genkey`; warns when stdout is a file others
     /// can read.
@@ -235,6 +261,26 @@ struct ControlArgs {
     /// can only reach agents that have an endpoint in the config).
     #[arg(long)]
     direct: bool,
+}
+
+/// Options of the long-lived roles (`agent`, `control`).
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    /// Log lines as human text or as one JSON object per line (overrides `[log] format`).
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Reload when the configuration file or the private key file changes (checked every
+    /// 2 s; for Kubernetes ConfigMaps and Secrets), as on SIGHUP.
+    #[arg(long)]
+    watch_config: bool,
+}
+
+impl ServiceArgs {
+    fn log_format(&self) -> Option<crate::config::LogFormat> {
+        self.log_format
+            .as_deref()
+            .and_then(crate::config::LogFormat::parse)
+    }
 }
 
 impl ControlArgs {
@@ -384,12 +430,14 @@ pub fn main() -> ExitCode {
             socket,
             socket_group,
             state_dir,
+            service,
         } => {
-            init_tracing();
             let overrides = control::DaemonFlags {
                 socket,
                 socket_group,
                 state_dir,
+                log_format: service.log_format(),
+                watch_config: service.watch_config,
             };
             report(runtime().and_then(|rt| rt.block_on(control::daemon(&config, overrides))))
         }
@@ -400,8 +448,25 @@ pub fn main() -> ExitCode {
             report(runtime().and_then(|rt| rt.block_on(demo::run())))
         }
         // The agent sets up its own (reloadable) logging from its config.
-        Command::Agent { config } => {
-            report(runtime().and_then(|rt| rt.block_on(agent::run(&config))))
+        Command::Agent {
+            config,
+            private_key_file,
+            service,
+        } => {
+            let flags = agent::AgentFlags {
+                private_key_file,
+                log_format: service.log_format(),
+                watch_config: service.watch_config,
+            };
+            report(runtime().and_then(|rt| rt.block_on(agent::run(&config, flags))))
+        }
+        Command::Health {
+            local: _,
+            config,
+            json,
+        } => {
+            init_tracing_quiet();
+            report(health::local(&config, json))
         }
     }
 }
@@ -426,8 +491,10 @@ fn init_tracing_quiet() {
 /// Logs go to stderr, colour only on a terminal; `RUST_LOG` overrides `default`.
 fn init_tracing_with(default: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = logging::filter(spec.as_deref().unwrap_or(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

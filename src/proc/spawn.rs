@@ -124,6 +124,11 @@ impl Prepared {
         let cstr =
             |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
         let mut merged: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        // The agent's own line to systemd: a command must not report READY or feed the
+        // watchdog on the agent's behalf.
+        for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            merged.remove(std::ffi::OsStr::new(k));
+        }
         for (k, v) in defaults {
             merged.insert(OsString::from(k), OsString::from(v));
         }
