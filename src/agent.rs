@@ -46,6 +46,8 @@ pub struct Agent {
     in_force: Mutex<Option<Config>>,
     shutdown_grace: Mutex<Duration>,
     uapi_path: Option<PathBuf>,
+    /// Cancels the background lookups of the configuration in force (`node::resolve_later`).
+    resolving: Mutex<CancellationToken>,
 }
 
 /// Why an agent could not start or reload. `Node` and `Uapi` at start are fixed by changing the
@@ -111,6 +113,12 @@ impl Agent {
                 .spawn(uapi::serve(listener, handler, agent.cancel.clone()));
         }
         *agent.in_force.lock() = Some(config.clone());
+        node::resolve_later(
+            &agent.node,
+            &config.pending_endpoints,
+            &agent.tracker,
+            &agent.resolving.lock(),
+        );
         tracing::info!(
             public_key = %keys::encode_public(&agent.node.public_key()),
             addresses = ?agent.node.addresses(),
@@ -150,6 +158,7 @@ impl Agent {
             node,
             manager,
             state,
+            resolving: Mutex::new(cancel.child_token()),
             cancel,
             tracker,
             in_force: Mutex::new(None),
@@ -192,6 +201,14 @@ impl Agent {
             *self.shutdown_grace.lock() = api.shutdown_grace;
             report.applied.push("api.shutdown_grace");
         }
+        let resolving = self.cancel.child_token();
+        std::mem::replace(&mut *self.resolving.lock(), resolving.clone()).cancel();
+        node::resolve_later(
+            &self.node,
+            &effective.pending_endpoints,
+            &self.tracker,
+            &resolving,
+        );
         *self.in_force.lock() = Some(effective);
         Ok(report)
     }

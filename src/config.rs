@@ -8,7 +8,8 @@
 //!
 //! It leaves to its caller: printing the warnings, picking the section that matters for its role
 //! (the agent reads [`Api`], a control peer reads [`Control`]; the other one is parsed, checked
-//! and ignored), and re-resolving endpoint host names later (they are resolved once, at load).
+//! and ignored), and retrying endpoint host names that did not resolve at load
+//! ([`Config::pending_endpoints`]; resolved names are not looked up again).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,6 +47,21 @@ pub struct Config {
     pub log: Log,
     /// Non-fatal findings (loose key permissions, no peers), one sentence each, to be logged.
     pub warnings: Vec<String>,
+    /// Peers whose `endpoint` host name did not resolve at load (their `endpoint` is `None`
+    /// for now): the node's owner retries them in the background
+    /// (`crate::node::resolve_later`), as `wg` does, instead of refusing the file.
+    pub pending_endpoints: Vec<PendingEndpoint>,
+}
+
+/// An endpoint host name to resolve later (see [`Config::pending_endpoints`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEndpoint {
+    /// The peer it belongs to.
+    pub public_key: PublicKey,
+    /// The peer's name or key prefix, for logs.
+    pub label: String,
+    pub host: String,
+    pub port: u16,
 }
 
 /// `[interface]`. `private_key[_file]` and `address` are required; the rest have defaults
@@ -176,6 +192,7 @@ impl Config {
             files: Files::default(),
             log: Log::default(),
             warnings: Vec::new(),
+            pending_endpoints: Vec::new(),
         }
     }
 }
@@ -642,6 +659,7 @@ struct Cx<'a> {
     warnings: Vec<String>,
     /// `--private-key-file`: replaces `private_key[_file]` (see [`Config::load_with_key`]).
     key_override: Option<&'a Path>,
+    pending_endpoints: Vec<PendingEndpoint>,
 }
 
 /// Parses and converts; the flag says whether the private key was inline.
@@ -656,6 +674,7 @@ fn parse_inner(
         resolve,
         warnings: Vec::new(),
         key_override,
+        pending_endpoints: Vec::new(),
     };
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let (line, column) = line_column(text, e.span().map_or(0, |span| span.start));
@@ -702,6 +721,7 @@ fn parse_inner(
         files,
         log,
         warnings: cx.warnings,
+        pending_endpoints: cx.pending_endpoints,
     };
     Ok((config, inline_key))
 }
@@ -1369,10 +1389,28 @@ impl Cx<'_> {
             Some(value) => {
                 let key = join(path, "endpoint");
                 let text = self.string(&key, value)?;
-                Some(
-                    self.endpoint(text, &who)
-                        .map_err(|problem| self.invalid(&key, problem))?,
-                )
+                match self
+                    .endpoint(text, &who)
+                    .map_err(|problem| self.invalid(&key, problem))?
+                {
+                    Endpoint::Address(addr) => Some(addr),
+                    Endpoint::Unresolved { host, port, why } => {
+                        self.warnings.push(format!(
+                            "{}: `{key}`: {why}; retrying in the background (the peer has no \
+                             endpoint until it resolves or the peer dials in)",
+                            self.file.display()
+                        ));
+                        self.pending_endpoints.push(PendingEndpoint {
+                            public_key,
+                            label: name.clone().unwrap_or_else(|| {
+                                keys::encode_public(&public_key)[..8].to_owned()
+                            }),
+                            host,
+                            port,
+                        });
+                        None
+                    }
+                }
             }
         };
         let keepalive: u16 = self.int_or(
@@ -1394,8 +1432,9 @@ impl Cx<'_> {
         })
     }
 
-    /// `host:port` or `[v6]:port` → the first address the host resolves to.
-    fn endpoint(&self, text: &str, who: &str) -> Result<SocketAddr, String> {
+    /// `host:port` or `[v6]:port` → the first address the host resolves to; a valid host name
+    /// that does not resolve (now) is [`Endpoint::Unresolved`], a syntax error is an error.
+    fn endpoint(&self, text: &str, who: &str) -> Result<Endpoint, String> {
         let text = text.trim();
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, port) = rest
@@ -1422,16 +1461,29 @@ impl Cx<'_> {
             .filter(|port| *port != 0)
             .ok_or_else(|| format!("{text:?} for {who}: port {port:?} is not in 1..=65535"))?;
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(Endpoint::Address(SocketAddr::new(ip, port)));
         }
         check_host_name(&host).map_err(|problem| format!("{text:?} for {who}: {problem}"))?;
-        let addrs = (self.resolve)(&host, port)
-            .map_err(|e| format!("cannot resolve {host:?} for {who}: {e}"))?;
-        addrs
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("{host:?} for {who} resolved to no addresses"))
+        let why = match (self.resolve)(&host, port) {
+            Ok(addrs) => match addrs.into_iter().next() {
+                Some(addr) => return Ok(Endpoint::Address(addr)),
+                None => format!("{host:?} for {who} resolved to no addresses"),
+            },
+            Err(e) => format!("cannot resolve {host:?} for {who}: {e}"),
+        };
+        Ok(Endpoint::Unresolved { host, port, why })
     }
+}
+
+/// What an `endpoint` value came to.
+enum Endpoint {
+    Address(SocketAddr),
+    /// A valid host name the resolver could not answer for (yet).
+    Unresolved {
+        host: String,
+        port: u16,
+        why: String,
+    },
 }
 
 /// `"10.0.0.0/8"`, or a bare address meaning /32 or /128. Host bits set is an error (with the
@@ -1907,10 +1959,6 @@ mod tests {
             ("[10.0.0.1]:51820", "not an IPv6 address"),
             ("bad host:51820", "not a valid host name"),
             ("a..b:51820", "not a valid host name"),
-            (
-                "nowhere.test:51820",
-                "cannot resolve \"nowhere.test\" for peer[0] (\"c1\"): no such host",
-            ),
         ] {
             let message = error(&with(endpoint), key);
             assert!(
@@ -1918,6 +1966,25 @@ mod tests {
                 "{endpoint}: expected {problem:?} in: {message}"
             );
         }
+        // A name that does not resolve is not an error: a warning, and the peer waits for it.
+        let config = parse(&with("nowhere.test:51820")).unwrap();
+        assert_eq!(config.peers[0].endpoint, None);
+        assert_eq!(
+            config.pending_endpoints,
+            vec![PendingEndpoint {
+                public_key: config.peers[0].public_key,
+                label: "c1".into(),
+                host: "nowhere.test".into(),
+                port: 51820,
+            }]
+        );
+        assert!(
+            config.warnings.iter().any(|w| w.contains(
+                "cannot resolve \"nowhere.test\" for peer[0] (\"c1\"): no such host; retrying"
+            )),
+            "{:?}",
+            config.warnings
+        );
         let config = parse(&with("[fe80::1]:1")).unwrap();
         assert_eq!(
             config.peers[0].endpoint,

@@ -16,6 +16,7 @@
 
 mod live;
 mod reload;
+mod resolve;
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,6 +37,7 @@ use crate::wg::{self, Device, DeviceConfig, PeerConfig, PublicKey, StaticSecret}
 use self::live::Command;
 use self::live::Published;
 pub use self::reload::{bind_uapi, uapi_path};
+pub use self::resolve::resolve_later;
 
 /// Everything a node needs to join the overlay.
 pub struct NodeConfig {

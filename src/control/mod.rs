@@ -158,6 +158,7 @@ impl Daemon {
         if let Some(dir) = opts.state_dir.clone() {
             tracker.spawn(save_endpoints(shared.clone(), dir, cancel.clone()));
         }
+        node::resolve_later(&shared.node, &cfg.pending_endpoints, &tracker, &cancel);
         if let Some(l) = uapi_listener {
             let handler = Arc::new(shared.node.as_ref().clone());
             tracker.spawn(uapi::serve(l, handler, cancel.clone()));
@@ -220,6 +221,14 @@ impl Daemon {
             .update(self.shared.node.file_update(&old, cfg))
             .await?;
         self.set_agents(cfg);
+        // Names still unresolved in the new file (a task per name ends once it resolves or
+        // its peer has an endpoint, so earlier reloads' tasks for the same name stop too).
+        node::resolve_later(
+            &self.shared.node,
+            &cfg.pending_endpoints,
+            &self.tracker,
+            &self.cancel,
+        );
         *self.in_force.lock() = cfg.clone();
         Ok(applied)
     }
