@@ -48,6 +48,8 @@ pub struct Agent {
     uapi_path: Option<PathBuf>,
     /// Cancels the background lookups of the configuration in force (`node::resolve_later`).
     resolving: Mutex<CancellationToken>,
+    /// The host address `[metrics] listen` is served on, if configured.
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Why an agent could not start or reload. `Node` and `Uapi` at start are fixed by changing the
@@ -64,6 +66,13 @@ pub enum AgentError {
     /// choose another.
     #[error("process state: {0}")]
     StateDir(#[source] crate::proc::ProcError),
+    /// `[metrics] listen` could not be bound (in use, not an address of this host).
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// This agent was attached to a node with [`Agent::attach`]; only agents started from a
     /// configuration can reload one.
     #[error("this agent was not started from a configuration; it cannot reload one")]
@@ -104,7 +113,16 @@ impl Agent {
             "process state"
         );
         let node = Node::start(NodeConfig::from(config)).await?;
-        let mut agent = Agent::assemble(node, manager, &config.api, &config.files)?;
+        let tcp_buffer = Some(config.interface.tcp_buffer);
+        let mut agent = Agent::assemble(node, manager, &config.api, &config.files, tcp_buffer)?;
+        if let Some(addr) = config.metrics.listen {
+            let metrics = agent.state.metrics.clone();
+            let cancel = agent.cancel.clone();
+            let bound = crate::metrics::listen::serve(addr, metrics, &agent.tracker, cancel)
+                .await
+                .map_err(|source| AgentError::Metrics { addr, source })?;
+            agent.metrics_addr = Some(bound);
+        }
         agent.uapi_path = listener.as_ref().map(|l| l.path().to_owned());
         if let Some(listener) = listener {
             let handler = Arc::new(agent.node.clone());
@@ -136,7 +154,7 @@ impl Agent {
     /// peers are the caller's business.
     pub fn attach(node: Node, api: &config::Api) -> Result<Agent, AgentError> {
         let manager = Manager::new(manager_config(api, api.state_dir.clone()));
-        Agent::assemble(node, manager, api, &config::Files::default())
+        Agent::assemble(node, manager, api, &config::Files::default(), None)
     }
 
     fn assemble(
@@ -144,8 +162,15 @@ impl Agent {
         manager: Manager,
         api_cfg: &config::Api,
         files: &config::Files,
+        tcp_buffer: Option<usize>,
     ) -> Result<Agent, AgentError> {
         let mut state = AppState::new(manager.clone());
+        state.metrics = Arc::new(
+            crate::metrics::Metrics::new()
+                .with_api()
+                .with_processes(&manager)
+                .with_node(&node, tcp_buffer),
+        );
         *state.allowed_sources.write() = api_cfg.allowed_sources.clone().unwrap_or_default();
         state.files = crate::files::Files::new((*files).into());
         let router = api::router(state.clone());
@@ -164,6 +189,7 @@ impl Agent {
             in_force: Mutex::new(None),
             shutdown_grace: Mutex::new(api_cfg.shutdown_grace),
             uapi_path: None,
+            metrics_addr: None,
         })
     }
 
@@ -265,6 +291,11 @@ impl Agent {
         self.node.addresses()
     }
 
+    /// The host address the metrics listener is bound to (`[metrics] listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The UAPI socket being served, if any.
     pub fn uapi_socket(&self) -> Option<&Path> {
         self.uapi_path.as_deref()
@@ -339,5 +370,6 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
         files.max_write_bytes,
         files.max_edit_files,
         files.fsync,
+        metrics.listen,
     );
 }

@@ -45,6 +45,8 @@ pub struct Config {
     pub files: Files,
     /// `[log]`: what the node logs; defaults when the section is absent.
     pub log: Log,
+    /// `[metrics]`: the opt-in host listener for Prometheus; off when the section is absent.
+    pub metrics: Metrics,
     /// Non-fatal findings (loose key permissions, no peers), one sentence each, to be logged.
     pub warnings: Vec<String>,
     /// Peers whose `endpoint` host name did not resolve at load (their `endpoint` is `None`
@@ -135,6 +137,15 @@ pub struct Log {
     pub format: LogFormat,
 }
 
+/// `[metrics]` (both roles). The agent always serves `GET /metrics` on its tunnel API; this
+/// section only adds a host listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// `listen`: a host TCP address (`"127.0.0.1:9586"`) that serves **only** `GET /metrics`,
+    /// for a Prometheus on the host. Default: none (no host TCP socket at all). Read at start.
+    pub listen: Option<SocketAddr>,
+}
+
 /// How log lines are written (`[log] format`, `--log-format`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogFormat {
@@ -191,6 +202,7 @@ impl Config {
             control: Control::default(),
             files: Files::default(),
             log: Log::default(),
+            metrics: Metrics::default(),
             warnings: Vec::new(),
             pending_endpoints: Vec::new(),
         }
@@ -560,6 +572,7 @@ struct RawConfig {
     control: Option<Value>,
     files: Option<Value>,
     log: Option<Value>,
+    metrics: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -613,6 +626,12 @@ struct RawFiles {
     max_write_bytes: Option<Value>,
     max_edit_files: Option<Value>,
     fsync: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -707,6 +726,10 @@ fn parse_inner(
         Some(log) => cx.log(log)?,
         None => Log::default(),
     };
+    let metrics = match raw.metrics {
+        Some(metrics) => cx.metrics(metrics)?,
+        None => Metrics::default(),
+    };
     if peers.is_empty() {
         cx.warnings.push(format!(
             "{}: no [[peer]] configured; nothing can reach this node and it can reach nobody",
@@ -720,6 +743,7 @@ fn parse_inner(
         control,
         files,
         log,
+        metrics,
         warnings: cx.warnings,
         pending_endpoints: cx.pending_endpoints,
     };
@@ -1054,6 +1078,34 @@ impl Cx<'_> {
                 (secret, true, None)
             }
         })
+    }
+
+    fn metrics(&mut self, value: Value) -> Result<Metrics, ConfigError> {
+        let raw: RawMetrics = self.section("metrics", value)?;
+        let listen = match &raw.listen {
+            None => None,
+            Some(value) => {
+                let key = "metrics.listen";
+                let text = self.string(key, value)?.trim();
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    self.invalid(
+                        key,
+                        format!(
+                            "{text:?} is not an address:port, e.g. \"127.0.0.1:9586\" or \"[::1]:9586\""
+                        ),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    self.warnings.push(format!(
+                        "{}: `metrics.listen` = {addr} is reachable from outside this machine; \
+                         the metrics name every peer and their traffic",
+                        self.file.display()
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        Ok(Metrics { listen })
     }
 
     fn log(&mut self, value: Value) -> Result<Log, ConfigError> {
@@ -2073,6 +2125,16 @@ mod tests {
         );
         assert_eq!(config.log.level, "warn,wgagent::wg=debug");
         assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.metrics.listen, None);
+        let m = parse(&(interface("") + "[metrics]\nlisten = \"127.0.0.1:9586\"\n")).unwrap();
+        assert_eq!(m.metrics.listen, Some("127.0.0.1:9586".parse().unwrap()));
+        assert!(!m.warnings.iter().any(|w| w.contains("metrics")));
+        let m = parse(&(interface("") + "[metrics]\nlisten = \"0.0.0.0:9586\"\n")).unwrap();
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("reachable from outside"))
+        );
         let json = parse(&(interface("") + "[log]\nformat = \"json\"\n")).unwrap();
         assert_eq!(json.log.format, LogFormat::Json);
 
@@ -2113,6 +2175,11 @@ mod tests {
                 interface("") + "[log]\nformat = \"xml\"\n",
                 "log.format",
                 "not a log format",
+            ),
+            (
+                interface("") + "[metrics]\nlisten = \"localhost\"\n",
+                "metrics.listen",
+                "not an address:port",
             ),
             (
                 interface("")

@@ -14,6 +14,8 @@
 //!   shutdown.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
 //! - [`files`]: workspace files: list, resolve, read (bytes, lines), atomic write, edits.
+//! - [`metrics`]: Prometheus metrics of the node, the processes and the API; the opt-in host
+//!   listener that serves only `/metrics`.
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
 //! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas, over a node, the control
 //!   daemon's socket, or any connector.
@@ -31,6 +33,7 @@ pub mod control;
 pub mod duration;
 pub mod files;
 pub mod keys;
+pub mod metrics;
 pub mod netstack;
 pub mod node;
 pub mod proc;

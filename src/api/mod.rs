@@ -8,6 +8,7 @@
 pub mod error;
 pub mod file_types;
 pub mod files;
+pub mod metrics;
 pub mod openapi;
 pub mod procio;
 pub mod types;
@@ -66,15 +67,22 @@ pub struct AppState {
     pub allowed_sources: Arc<parking_lot::RwLock<Vec<ip_network::IpNetwork>>>,
     /// The workspace file operations (`[files]` limits).
     pub files: crate::files::Files,
+    /// What `GET /metrics` exports; the API records its requests into `metrics.api`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
     pub fn new(manager: Manager) -> Self {
         Self {
-            manager,
             started: Instant::now(),
             allowed_sources: Arc::default(),
             files: crate::files::Files::default(),
+            metrics: Arc::new(
+                crate::metrics::Metrics::new()
+                    .with_api()
+                    .with_processes(&manager),
+            ),
+            manager,
         }
     }
 }
@@ -92,10 +100,15 @@ pub fn router(state: AppState) -> Router {
         .merge(procio::routes())
         .merge(files::routes())
         .merge(openapi::routes())
+        .merge(metrics::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), source_filter))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -208,6 +208,8 @@ struct Inner {
     /// even by SIGKILL) they kill their trees.
     death: Option<(OwnedFd, OwnedFd)>,
     null: Option<OwnedFd>,
+    /// Starts, spawn failures and exits, for metrics.
+    counters: super::counters::ProcCounters,
 }
 
 #[derive(Default)]
@@ -311,8 +313,14 @@ impl Manager {
                 tracker: TaskTracker::new(),
                 death,
                 null,
+                counters: Default::default(),
             }),
         }
+    }
+
+    /// Lifetime counters (starts, spawn failures, exits by reason), for metrics.
+    pub fn counters(&self) -> &super::counters::ProcCounters {
+        &self.inner.counters
     }
 
     /// A UUID new at every manager (agent) start, so a control can tell "agent restarted"
@@ -380,7 +388,9 @@ impl Manager {
             }
         }
 
-        let (spawned, input) = self.spawn(&mut st, &spec, &workdir)?;
+        let (spawned, input) = self
+            .spawn(&mut st, &spec, &workdir)
+            .inspect_err(|_| self.inner.counters.spawn_failed())?;
         let id = ProcessId::new_random();
         let log = Log::create(
             self.inner.state_dir.log_path(id.as_str()),
@@ -406,6 +416,7 @@ impl Manager {
         drop(st);
 
         tracing::info!(id = %id, pid = spawned.pid, "process started");
+        self.inner.counters.started();
         let grace = self.inner.cfg.kill_grace;
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let weak = Arc::downgrade(&self.inner);
@@ -794,6 +805,10 @@ fn fingerprint(spec: &StartSpec, workdir: &Path) -> u64 {
 /// persist its record.
 fn on_exit(inner: &Weak<Inner>, rec: &Arc<Record>) {
     let Some(inner) = inner.upgrade() else { return };
+    if let Some(exit) = rec.exit() {
+        inner.counters.exited(exit.reason.as_str());
+        tracing::info!(id = %rec.id, pid = rec.pid, code = exit.code, signal = exit.signal, reason = exit.reason.as_str(), "process exited");
+    }
     let mut dropped = Vec::new();
     {
         let st = inner.state.lock();

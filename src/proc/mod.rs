@@ -5,6 +5,7 @@
 //! process; `record` is one tracked process; `log` its full output on disk; `state` the state
 //! directory (logs and persisted records); `fdio` async reads/writes on pipes and ptys.
 
+pub mod counters;
 pub mod fdio;
 pub mod head_tail;
 pub mod log;
