@@ -930,14 +930,14 @@ impl Cx<'_> {
 
     fn interface(&mut self, value: Value) -> Result<(Interface, bool), ConfigError> {
         let raw: RawInterface = self.section("interface", value)?;
-        if let Some(path) = self.key_override {
-            if raw.private_key_file.is_some() || raw.private_key.is_some() {
-                self.warnings.push(format!(
-                    "{}: `interface.private_key[_file]` is ignored: the key comes from {}",
-                    self.file.display(),
-                    path.display()
-                ));
-            }
+        if let Some(path) = self.key_override
+            && (raw.private_key_file.is_some() || raw.private_key.is_some())
+        {
+            self.warnings.push(format!(
+                "{}: `interface.private_key[_file]` is ignored: the key comes from {}",
+                self.file.display(),
+                path.display()
+            ));
         }
         let (private_key, inline, private_key_path) =
             match (self.key_override, &raw.private_key_file, &raw.private_key) {

@@ -262,8 +262,10 @@ async fn metrics_count_known_traffic_and_parse_with_prometheus_parsers() {
                 "wgagent_wireguard_peer_last_handshake_age_seconds",
                 &control_label,
             );
-            if rx == c.tx_bytes as f64 && tx == c.rx_bytes as f64 && age.is_some() {
-                let age = age.unwrap();
+            if let Some(age) = age
+                && rx == c.tx_bytes as f64
+                && tx == c.rx_bytes as f64
+            {
                 assert!((0.0..60.0).contains(&age), "{age}");
                 matched = true;
                 break;
