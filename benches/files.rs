@@ -50,6 +50,7 @@ async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) ->
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers,
     })
     .await

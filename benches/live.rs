@@ -384,6 +384,7 @@ async fn churn_section() -> Result<()> {
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers: vec![PeerConfig {
             name: None,
             public_key: keys::public_key(&ak),

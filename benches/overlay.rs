@@ -427,6 +427,7 @@ async fn start_node(
         mtu: MTU,
         tcp_buffer: 512 * 1024,
         connect_timeout: std::time::Duration::from_secs(10), // the configuration default
+        limits: Default::default(),
         peers,
     })
     .await?)
@@ -1046,13 +1047,29 @@ async fn api_benches() -> Result<ApiFigures> {
     let app = api::router(AppState::new(manager));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = tcp.local_addr()?;
+    // The same serving layer as the tunnel, so the baseline differs only in the transport.
+    tokio::spawn(api::serve::serve(
+        tcp,
+        app.clone(),
+        api::serve::ServeConfig::default(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    // The serving layer's own cost: the same router on loopback TCP through plain axum::serve
+    // (no timeouts, no lingering close, no parse-error rewrite).
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let plain_addr = plain.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(
-            tcp,
+            plain,
             app.into_make_service_with_connect_info::<api::CallerAddr>(),
         )
         .await;
     });
+    let open_plain = || async move {
+        let s = tokio::net::TcpStream::connect(plain_addr).await?;
+        s.set_nodelay(true)?;
+        Http::over(s).await
+    };
     let api_addr = SocketAddr::new(ip(AGENT_IP), API_PORT);
     let open_tunnel = || async { Http::over(control.connect(api_addr).await?).await };
     let open_tcp = || async move {
@@ -1063,30 +1080,39 @@ async fn api_benches() -> Result<ApiFigures> {
 
     // Request rate: rounds alternate loopback and tunnel, connections stay open throughout.
     let list = "/api/v0/processes/list";
-    let (mut tcp_conns, mut tun_conns) = (Vec::new(), Vec::new());
+    let (mut tcp_conns, mut tun_conns, mut plain_conns) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RATE_CONNS {
         tcp_conns.push(open_tcp().await?);
         tun_conns.push(open_tunnel().await?);
+        plain_conns.push(open_plain().await?);
     }
     let body = tcp_conns[0].get(list).await?;
     println!("API: list response body {body} bytes, {RATE_CONNS} connections each");
     let (a0, c0) = (agent.stats(), control.stats());
     let round = Duration::from_secs(RATE_SECS) / RATE_ROUNDS;
     let (mut tcp_n, mut tcp_t, mut tun_n, mut tun_t) = (0, Duration::ZERO, 0, Duration::ZERO);
+    let (mut plain_n, mut plain_t) = (0, Duration::ZERO);
     for _ in 0..RATE_ROUNDS {
         let (c, n, t) = request_round(tcp_conns, list, round).await?;
         (tcp_conns, tcp_n, tcp_t) = (c, tcp_n + n, tcp_t + t);
         let (c, n, t) = request_round(tun_conns, list, round).await?;
         (tun_conns, tun_n, tun_t) = (c, tun_n + n, tun_t + t);
+        let (c, n, t) = request_round(plain_conns, list, round).await?;
+        (plain_conns, plain_n, plain_t) = (c, plain_n + n, plain_t + t);
     }
     let (a1, c1) = (agent.stats(), control.stats());
     let loopback_rps = tcp_n as f64 / tcp_t.as_secs_f64();
     let tunnel_rps = tun_n as f64 / tun_t.as_secs_f64();
     println!("  loopback TCP: {loopback_rps:.0} req/s");
+    let plain_rps = plain_n as f64 / plain_t.as_secs_f64();
+    println!(
+        "  loopback TCP through plain axum::serve: {plain_rps:.0} req/s (api::serve / axum::serve = {:.2})",
+        loopback_rps / plain_rps
+    );
     println!("  tunnel:       {tunnel_rps:.0} req/s");
     println!("    {}", stats_line("agent  ", &a0, &a1));
     println!("    {}", stats_line("control", &c0, &c1));
-    drop((tcp_conns, tun_conns));
+    drop((tcp_conns, tun_conns, plain_conns));
 
     // Latency: one warm connection each, samples interleaved.
     let health = "/api/v0/health";
@@ -1149,9 +1175,11 @@ fn write_agent_config(
     port: u16,
 ) -> Result<std::path::PathBuf> {
     let path = dir.join("agent.toml");
+    // One control node opens the 100 connections of the RSS figures: above the default
+    // per-peer cap (64), so the cap is raised for this measurement.
     let text = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"{AGENT_IP}\"]\nlisten_port = {port}\n\
-         mtu = {MTU}\nuapi = false\n\n[api]\nport = {API_PORT}\n\n[[peer]]\npublic_key = \"{}\"\n\
+         mtu = {MTU}\nmax_connections_per_peer = 256\nuapi = false\n\n[api]\nport = {API_PORT}\n\n[[peer]]\npublic_key = \"{}\"\n\
          allowed_ips = [\"{CONTROL_IP}/32\"]\n",
         keys::encode_private(agent),
         keys::encode_public(control),

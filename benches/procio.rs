@@ -43,6 +43,7 @@ async fn node(secret: wgagent::wg::StaticSecret, addr: &str, peers: Vec<PeerConf
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers,
     })
     .await
@@ -132,15 +133,12 @@ async fn run() {
     });
     let app = api::router(AppState::new(manager.clone()));
     for l in agent.listen(4).unwrap() {
-        let app = app.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                l,
-                app.into_make_service_with_connect_info::<api::CallerAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        tokio::spawn(api::serve::serve(
+            l,
+            app.clone(),
+            api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
     let conn: Conn = AgentConn::new(
         control.connector(),

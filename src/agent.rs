@@ -113,8 +113,7 @@ impl Agent {
             "process state"
         );
         let node = Node::start(NodeConfig::from(config)).await?;
-        let tcp_buffer = Some(config.interface.tcp_buffer);
-        let mut agent = Agent::assemble(node, manager, &config.api, &config.files, tcp_buffer)?;
+        let mut agent = Agent::assemble(node, manager, &config.api, &config.files)?;
         if let Some(addr) = config.metrics.listen {
             let metrics = agent.state.metrics.clone();
             let cancel = agent.cancel.clone();
@@ -154,7 +153,7 @@ impl Agent {
     /// peers are the caller's business.
     pub fn attach(node: Node, api: &config::Api) -> Result<Agent, AgentError> {
         let manager = Manager::new(manager_config(api, api.state_dir.clone()));
-        Agent::assemble(node, manager, api, &config::Files::default(), None)
+        Agent::assemble(node, manager, api, &config::Files::default())
     }
 
     fn assemble(
@@ -162,14 +161,15 @@ impl Agent {
         manager: Manager,
         api_cfg: &config::Api,
         files: &config::Files,
-        tcp_buffer: Option<usize>,
     ) -> Result<Agent, AgentError> {
+        let serve_cfg = api::serve::ServeConfig::from_api(api_cfg);
         let mut state = AppState::new(manager.clone());
         state.metrics = Arc::new(
             crate::metrics::Metrics::new()
                 .with_api()
+                .with_server(serve_cfg.counters.clone())
                 .with_processes(&manager)
-                .with_node(&node, tcp_buffer),
+                .with_node(&node),
         );
         *state.allowed_sources.write() = api_cfg.allowed_sources.clone().unwrap_or_default();
         state.files = crate::files::Files::new((*files).into());
@@ -177,7 +177,12 @@ impl Agent {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         for listener in node.listen(api_cfg.port)? {
-            tracker.spawn(serve_api(listener, router.clone(), cancel.clone()));
+            tracker.spawn(serve_api(
+                listener,
+                router.clone(),
+                serve_cfg.clone(),
+                cancel.clone(),
+            ));
         }
         Ok(Agent {
             node,
@@ -309,17 +314,15 @@ impl Drop for Agent {
 }
 
 /// Serves the API router on one tunnel listener until `cancel` fires; in-flight requests finish.
-/// The only place the API is served (what to harden, e.g. read timeouts, goes here).
-pub async fn serve_api(listener: TcpListener, router: Router, cancel: CancellationToken) {
-    let local = listener.local_addr();
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<api::CallerAddr>(),
-    )
-    .with_graceful_shutdown(cancel.cancelled_owned());
-    if let Err(e) = serve.await {
-        tracing::error!(%local, "API server failed: {e}");
-    }
+/// The only place the agent serves the API: [`api::serve::serve`] (hyper HTTP/1 with header,
+/// body and idle timeouts, JSON answers to malformed requests, lingering close).
+pub async fn serve_api(
+    listener: TcpListener,
+    router: Router,
+    cfg: api::serve::ServeConfig,
+    cancel: CancellationToken,
+) {
+    api::serve::serve(listener, router, cfg, cancel).await;
 }
 
 fn manager_config(api: &config::Api, state_dir: Option<PathBuf>) -> ManagerConfig {
@@ -355,10 +358,17 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
     keep!(
         interface.mtu,
         interface.tcp_buffer,
+        interface.max_connections_per_peer,
+        interface.tcp_memory,
         interface.name,
         interface.uapi,
         interface.uapi_socket,
         api.port,
+        api.header_timeout,
+        api.body_timeout,
+        api.body_min_rate,
+        api.idle_timeout,
+        api.send_timeout,
         api.default_workdir,
         api.nice_increment,
         api.oom_score_adj,

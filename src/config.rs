@@ -86,6 +86,12 @@ pub struct Interface {
     /// `--private-key-file` given to [`Config::load_with_key`]); `None` for an inline key. A
     /// config watcher watches it too, so a rotated key file is picked up.
     pub private_key_path: Option<PathBuf>,
+    /// `max_connections_per_peer`: tunnel TCP connections one WireGuard peer may hold at once
+    /// (further connection attempts are refused with RST and counted).
+    pub max_connections_per_peer: usize,
+    /// `tcp_memory`: budget in bytes for the committed socket buffer memory of all tunnel TCP
+    /// connections; new connections are refused while it is spent.
+    pub tcp_memory: usize,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
     /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
@@ -115,6 +121,16 @@ impl Interface {
     pub const DEFAULT_TCP_BUFFER: usize = 512 * 1024;
     /// Allowed `tcp_buffer` values: 64 KiB ..= 64 MiB (memory per connection is bounded).
     pub const TCP_BUFFER_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
+    /// Default `max_connections_per_peer`: 64, far above what one control replica uses (its
+    /// SDK pools a few keep-alive connections), far below the 1,024-socket table.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
+    /// Allowed `max_connections_per_peer` values.
+    pub const MAX_CONNECTIONS_PER_PEER_RANGE: (usize, usize) = (1, 1024);
+    /// Default `tcp_memory`: 64 MiB. Idle and request/response connections commit a few KiB
+    /// each; a bulk transfer commits up to `2 * tcp_buffer`.
+    pub const DEFAULT_TCP_MEMORY: usize = 64 * 1024 * 1024;
+    /// Allowed `tcp_memory` values: 1 MiB ..= 64 GiB.
+    pub const TCP_MEMORY_RANGE: (usize, usize) = (1 << 20, 64 << 30);
     /// Default `name` of an agent: `wgagent0` (so `wg show wgagent0`).
     pub const DEFAULT_NAME: &'static str = "wgagent0";
     /// Default `name` of the control daemon.
@@ -192,6 +208,8 @@ impl Config {
                 mtu: Interface::DEFAULT_MTU,
                 tcp_buffer: Interface::DEFAULT_TCP_BUFFER,
                 private_key_path: None,
+                max_connections_per_peer: Interface::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                tcp_memory: Interface::DEFAULT_TCP_MEMORY,
                 name: None,
                 uapi: true,
                 uapi_socket: None,
@@ -241,6 +259,18 @@ pub struct Api {
     pub log_max_bytes: u64,
     /// `state_max_bytes`: log bytes kept in all; oldest exited processes' logs go first.
     pub state_max_bytes: u64,
+    /// `header_timeout`: a request's line and headers must arrive within this (from the first
+    /// byte, or from the connection's start); otherwise the connection is reset.
+    pub header_timeout: Duration,
+    /// `body_timeout`: longest pause while a request body arrives, and the grace period of
+    /// `body_min_rate`; a slower body is answered 408 and the connection closed.
+    pub body_timeout: Duration,
+    /// `body_min_rate`: bytes per second a request body must average after `body_timeout`.
+    pub body_min_rate: u64,
+    /// `idle_timeout`: a keep-alive connection with no request in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// `send_timeout`: a response the client does not read for this long closes the connection.
+    pub send_timeout: Duration,
 }
 
 impl Api {
@@ -272,7 +302,9 @@ impl Default for Api {
     /// `max_tracked` 1024, `default_workdir` unset (`$HOME`), `nice_increment` 5,
     /// `oom_score_adj` 998, `kill_grace` 5 s, `shutdown_grace` 5 s, `tree_tracking` on,
     /// `state_dir` unset (the default directory), `log_max_bytes` 64 MiB, `state_max_bytes`
-    /// 1 GiB.
+    /// 1 GiB, `header_timeout` 10 s, `body_timeout` 10 s, `body_min_rate` 4096 B/s,
+    /// `idle_timeout` 75 s (above the SDK's 60 s pool idle time, so clients close idle
+    /// connections first), `send_timeout` 60 s.
     fn default() -> Self {
         Api {
             port: 4,
@@ -288,6 +320,11 @@ impl Default for Api {
             state_dir: None,
             log_max_bytes: 64 << 20,
             state_max_bytes: 1 << 30,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 4096,
+            idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -523,6 +560,19 @@ impl Config {
         parse_inner(text, origin, &system_resolver, None).map(|(config, _)| config)
     }
 
+    /// Like [`Config::parse`] without the network: endpoint host names do not resolve (they
+    /// are pending, as for an unknown host). For fuzzing, which must not query DNS.
+    #[doc(hidden)]
+    pub fn parse_offline(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let offline = |host: &str, _port: u16| -> io::Result<Vec<SocketAddr>> {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host}: not resolved offline"),
+            ))
+        };
+        parse_inner(text, origin, &offline, None).map(|(config, _)| config)
+    }
+
     /// The peer whose `name` is `name`.
     pub fn peer_by_name(&self, name: &str) -> Option<&Peer> {
         self.peers
@@ -540,6 +590,8 @@ impl fmt::Debug for Interface {
             .field("listen_port", &self.listen_port)
             .field("mtu", &self.mtu)
             .field("tcp_buffer", &self.tcp_buffer)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("tcp_memory", &self.tcp_memory)
             .field("name", &self.name)
             .field("uapi", &self.uapi)
             .field("uapi_socket", &self.uapi_socket)
@@ -584,6 +636,8 @@ struct RawInterface {
     listen_port: Option<Value>,
     mtu: Option<Value>,
     tcp_buffer: Option<Value>,
+    max_connections_per_peer: Option<Value>,
+    tcp_memory: Option<Value>,
     name: Option<Value>,
     uapi: Option<Value>,
     uapi_socket: Option<Value>,
@@ -606,6 +660,11 @@ struct RawApi {
     state_dir: Option<Value>,
     log_max_bytes: Option<Value>,
     state_max_bytes: Option<Value>,
+    header_timeout: Option<Value>,
+    body_timeout: Option<Value>,
+    body_min_rate: Option<Value>,
+    idle_timeout: Option<Value>,
+    send_timeout: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1009,6 +1068,20 @@ impl Cx<'_> {
             min as i64,
             max as i64,
         )?;
+        let (min, max) = Interface::MAX_CONNECTIONS_PER_PEER_RANGE;
+        let max_connections_per_peer = self.int_or(
+            field!(interface, raw.max_connections_per_peer),
+            Interface::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            min as i64,
+            max as i64,
+        )?;
+        let (min, max) = Interface::TCP_MEMORY_RANGE;
+        let tcp_memory = self.int_or(
+            field!(interface, raw.tcp_memory),
+            Interface::DEFAULT_TCP_MEMORY,
+            min as i64,
+            max as i64,
+        )?;
         let name = match &raw.name {
             None => None,
             Some(value) => {
@@ -1030,6 +1103,8 @@ impl Cx<'_> {
             mtu,
             tcp_buffer,
             private_key_path,
+            max_connections_per_peer,
+            tcp_memory,
             name,
             uapi,
             uapi_socket,
@@ -1236,7 +1311,31 @@ impl Cx<'_> {
             state_dir,
             log_max_bytes,
             state_max_bytes,
+            header_timeout: self
+                .positive_duration(field!(api, raw.header_timeout), d.header_timeout)?,
+            body_timeout: self.positive_duration(field!(api, raw.body_timeout), d.body_timeout)?,
+            body_min_rate: self.int_or(
+                field!(api, raw.body_min_rate),
+                d.body_min_rate,
+                0,
+                1 << 40,
+            )?,
+            idle_timeout: self.positive_duration(field!(api, raw.idle_timeout), d.idle_timeout)?,
+            send_timeout: self.positive_duration(field!(api, raw.send_timeout), d.send_timeout)?,
         })
+    }
+
+    /// A duration that must be above zero (a zero timeout would refuse everything).
+    fn positive_duration(
+        &self,
+        field: (&str, Option<&Value>),
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration_or(field, default)?;
+        if value.is_zero() {
+            return Err(self.invalid(field.0, "must be greater than zero"));
+        }
+        Ok(value)
     }
 
     fn control(&mut self, value: Value) -> Result<Control, ConfigError> {
@@ -1760,6 +1859,8 @@ mod tests {
         assert_eq!(config.interface.listen_port, 0);
         assert_eq!(config.interface.mtu, 1280);
         assert_eq!(config.interface.tcp_buffer, 524_288);
+        assert_eq!(config.interface.max_connections_per_peer, 64);
+        assert_eq!(config.interface.tcp_memory, 64 << 20);
         assert_eq!(config.api, Api::default());
         assert_eq!(config.control, Control::default());
         assert_eq!(config.files, Files::default());
@@ -1782,13 +1883,15 @@ mod tests {
              max_tracked = 3\ndefault_workdir = \"/\"\nnice_increment = 0\noom_score_adj = -5\n\
              kill_grace = \"250ms\"\nshutdown_grace = 7\ntree_tracking = false\n\
              state_dir = \"/var/lib/x\"\nlog_max_bytes = 8192\nstate_max_bytes = 65536\n\
+             header_timeout = \"2s\"\n\
+             body_timeout = 3\nbody_min_rate = 0\nidle_timeout = \"1m\"\nsend_timeout = 9\n\
              [control]\nconnect_timeout = \"1m30s\"\nrequest_timeout = 2\n\
              socket = \"run/control.sock\"\nsocket_group = \"wgagent\"\nmax_connections = 8\n\
              state_dir = \"/var/lib/wgagent-control\"\n\
              [files]\nmax_write_bytes = 2048\nmax_edit_files = 3\nfsync = false\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
-            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536"),
+            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536\nmax_connections_per_peer = 8\ntcp_memory = 1048576"),
             peer("name = \"c1\"\npreshared_key = \"PSK\"\nendpoint = \"control.test:51820\"\npersistent_keepalive = 25")
                 .replace("\"PSK\"", &format!("\"{PSK}\"")),
         );
@@ -1798,6 +1901,8 @@ mod tests {
             (51820, 1420)
         );
         assert_eq!(config.interface.tcp_buffer, 65536);
+        assert_eq!(config.interface.max_connections_per_peer, 8);
+        assert_eq!(config.interface.tcp_memory, 1 << 20);
         let api = &config.api;
         assert_eq!(api.port, 8);
         assert_eq!(
@@ -1812,6 +1917,21 @@ mod tests {
         assert!(!api.tree_tracking);
         assert_eq!(api.state_dir.as_deref(), Some(Path::new("/var/lib/x")));
         assert_eq!((api.log_max_bytes, api.state_max_bytes), (8192, 65536));
+        assert_eq!(
+            (
+                api.header_timeout,
+                api.body_timeout,
+                api.idle_timeout,
+                api.send_timeout
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                Duration::from_secs(60),
+                Duration::from_secs(9)
+            )
+        );
+        assert_eq!(api.body_min_rate, 0);
         assert_eq!(config.control.connect_timeout, Duration::from_secs(90));
         assert_eq!(config.control.request_timeout, Duration::from_secs(2));
         assert_eq!(
@@ -1910,6 +2030,11 @@ mod tests {
             (addr("[\"10.0.0.1\", \"10.0.0.2\"]"), "interface.address[1]", "at most one IPv4"),
             (interface("listen_port = 70000"), "interface.listen_port", "70000"),
             (interface("tcp_buffer = 1024"), "interface.tcp_buffer", "out of range"),
+            (interface("max_connections_per_peer = 0"), "interface.max_connections_per_peer", "out of range 1..=1024"),
+            (interface("tcp_memory = 1000"), "interface.tcp_memory", "out of range"),
+            (with_api("header_timeout = 0"), "api.header_timeout", "greater than zero"),
+            (with_api("idle_timeout = \"0s\""), "api.idle_timeout", "greater than zero"),
+            (with_api("body_min_rate = -1"), "api.body_min_rate", "out of range"),
             (interface("api = 3"), "interface.api", "unknown key"),
             ("api = 3\n".to_owned() + &interface(""), "api", "expected a table, found integer 3"),
             ("control = [1]\n".to_owned() + &interface(""), "control", "found array"),
@@ -2265,6 +2390,11 @@ mod tests {
         assert_eq!(agent.interface.listen_port, 51820);
         assert_eq!(agent.interface.mtu, Interface::DEFAULT_MTU);
         assert_eq!(agent.interface.tcp_buffer, Interface::DEFAULT_TCP_BUFFER);
+        assert_eq!(
+            agent.interface.max_connections_per_peer,
+            Interface::DEFAULT_MAX_CONNECTIONS_PER_PEER
+        );
+        assert_eq!(agent.interface.tcp_memory, Interface::DEFAULT_TCP_MEMORY);
         assert_eq!(
             agent.interface.name.as_deref(),
             Some(Interface::DEFAULT_NAME)

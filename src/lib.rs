@@ -32,6 +32,8 @@ pub mod config;
 pub mod control;
 pub mod duration;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
 pub mod netstack;

@@ -52,6 +52,8 @@ pub struct NodeConfig {
     /// How long `connect` waits for the TCP handshake (which includes the WireGuard handshake
     /// when there is no session yet).
     pub connect_timeout: Duration,
+    /// Connections per peer and the socket memory budget (`Default` for the defaults).
+    pub limits: netstack::Limits,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -65,6 +67,10 @@ impl From<&crate::config::Config> for NodeConfig {
             mtu: usize::from(cfg.interface.mtu),
             tcp_buffer: cfg.interface.tcp_buffer,
             connect_timeout: cfg.control.connect_timeout,
+            limits: netstack::Limits {
+                max_connections_per_peer: cfg.interface.max_connections_per_peer,
+                memory_budget: cfg.interface.tcp_memory,
+            },
             peers,
         }
     }
@@ -184,7 +190,8 @@ impl Node {
             tcp_buffer: cfg.tcp_buffer,
             connect_timeout: cfg.connect_timeout,
             ..NetstackConfig::new(cfg.addresses)
-        };
+        }
+        .with_limits(cfg.limits);
         let netstack = Netstack::new(ns_cfg)?;
         let udp = wg::udp::bind_udp(cfg.listen_port).map_err(|source| NodeError::Bind {
             port: cfg.listen_port,
@@ -332,13 +339,15 @@ impl wg::Output for Sink {
         self.hold(to, datagram);
     }
 
-    fn deliver(&mut self, ip_packet: &[u8]) {
-        if self.netstack.push_inbound(ip_packet).is_ok() {
+    fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
+        // The netstack keys per-peer connection limits (and callers' identity) by this tag.
+        let peer = netstack::PeerTag(peer.0);
+        if self.netstack.push_inbound(peer, ip_packet).is_ok() {
             return;
         }
         // Full: let the stack consume its queue, then offer the packet again.
         self.netstack.poll(self.clock.now());
-        if self.netstack.push_inbound(ip_packet).is_err() {
+        if self.netstack.push_inbound(peer, ip_packet).is_err() {
             self.counters
                 .inbound_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -579,6 +588,7 @@ mod tests {
             mtu: 1280,
             tcp_buffer: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
+            limits: netstack::Limits::default(),
             peers: vec![PeerConfig {
                 name: None,
                 public_key: PublicKey::from(peer),

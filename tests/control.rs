@@ -140,8 +140,12 @@ fn serve_echo(node: &Node) {
             }),
         );
     for l in node.listen(API_PORT).unwrap() {
-        let app = app.clone();
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        tokio::spawn(wgagent::api::serve::serve(
+            l,
+            app.clone(),
+            wgagent::api::serve::ServeConfig::default(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
     }
 }
 

@@ -230,6 +230,7 @@ async fn updating_allowed_ips_refuses_the_old_range_and_keeps_the_session() {
             mtu: 1280,
             tcp_buffer: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
+            limits: Default::default(),
             peers: vec![to_agent],
         })
         .await

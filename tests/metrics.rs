@@ -202,7 +202,16 @@ async fn metrics_count_known_traffic_and_parse_with_prometheus_parsers() {
         assert_eq!(value(&s, "wgagent_process_spawn_failures_total", &[]), 0.0);
         assert_eq!(value(&s, "wgagent_wireguard_peers", &[]), 1.0);
         assert!(value(&s, "wgagent_netstack_sockets", &[]) >= 1.0);
-        assert!(value(&s, "wgagent_netstack_socket_buffer_bytes", &[]) >= 2.0 * 65536.0);
+        assert!(find(&s, "wgagent_netstack_socket_memory_bytes", &[]).is_some());
+        assert_eq!(
+            value(
+                &s,
+                "wgagent_netstack_refused_connections_total",
+                &[("reason", "peer_limit")]
+            ),
+            0.0
+        );
+        assert!(value(&s, "wgagent_api_connections_total", &[]) >= 1.0);
         let control_label = [("peer", "control")];
         assert!(
             value(

@@ -473,6 +473,7 @@ async fn real_agent(control_pubs: &[keys::PublicKey]) -> Bench {
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers,
     })
     .await
@@ -508,6 +509,7 @@ async fn control_node(secret: keys::StaticSecret, i: usize, b: &Bench) -> wgagen
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: Duration::from_secs(10),
+        limits: Default::default(),
         peers: vec![PeerConfig {
             name: Some("dev".into()),
             public_key: b.agent_pub,

@@ -3,7 +3,8 @@
 //! Owns: routing, request decoding (1 MiB limit, JSON errors on every path including 404/405),
 //! mapping manager results to wire types, the optional caller-address filter.
 //! Leaves to the caller: where the router is served. In the agent that is only the WireGuard
-//! tunnel address (`node`); tests call the router directly with `tower::ServiceExt::oneshot`.
+//! tunnel address (`node`), through [`serve::serve`]; tests call the router directly with
+//! `tower::ServiceExt::oneshot`.
 
 pub mod error;
 pub mod file_types;
@@ -11,14 +12,16 @@ pub mod files;
 pub mod metrics;
 pub mod openapi;
 pub mod procio;
+pub mod serve;
 pub mod types;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -118,6 +121,7 @@ async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartProcessResponse>, ApiError> {
     let req: StartProcessRequest = decode(body)?;
+    validate::start_request(&req)?;
     let stdin = match (req.stdin.as_deref(), req.pty) {
         (_, Some(TerminalSize { rows, cols })) if rows == 0 || cols == 0 => {
             return Err(ApiError::new(
@@ -160,13 +164,13 @@ async fn list(State(st): State<AppState>) -> Json<ListProcessesResponse> {
 
 async fn output(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<OutputQuery>, QueryRejection>,
 ) -> Result<Json<ProcessOutputResponse>, ApiError> {
+    let id = process_id(path)?;
     let Query(q) = query.map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "Invalid query.").with_detail(e.body_text())
     })?;
-    let id = ProcessId::from(id.as_str());
     if q.wait {
         let ms = q.timeout_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS);
         st.manager.wait(&id, Duration::from_millis(ms)).await?;
@@ -186,9 +190,10 @@ async fn output(
 
 async fn signal(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Response>, ApiError> {
+    let id = process_id(path)?;
     let req: SignalProcessRequest = decode(body)?;
     if req.signal.is_empty() {
         return Err(ApiError::new(
@@ -205,7 +210,6 @@ async fn signal(
             ),
         ));
     };
-    let id = ProcessId::from(id.as_str());
     st.manager.signal(&id, sig)?;
     Ok(Json(Response {
         message: format!("Signal \"{}\" sent to process \"{}\".", sig.as_str(), id),
@@ -215,9 +219,9 @@ async fn signal(
 
 async fn remove(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Response>, ApiError> {
-    let id = ProcessId::from(id.as_str());
+    let id = process_id(path)?;
     st.manager.remove(&id)?;
     Ok(Json(Response {
         message: format!("Process \"{id}\" removed."),
@@ -268,11 +272,27 @@ async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
+/// The `{id}` of a route; an id that is not valid UTF-8 after percent-decoding is a JSON 400
+/// (axum's own rejection would be plain text).
+fn process_id(path: Result<Path<String>, PathRejection>) -> Result<ProcessId, ApiError> {
+    let Path(id) = path.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "Invalid process id in the URL.")
+            .with_detail(e.body_text())
+    })?;
+    Ok(ProcessId::from(id.as_str()))
+}
+
 fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
                 .with_detail(format!("the limit is {MAX_BODY_BYTES} bytes"))
+        } else if serve::is_body_timeout(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time.",
+            )
+            .with_detail(e.body_text())
         } else {
             ApiError::new(e.status(), "Could not read the request body.").with_detail(e.body_text())
         }

@@ -52,6 +52,7 @@ pub async fn run() -> anyhow::Result<()> {
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: std::time::Duration::from_secs(10),
+        limits: Default::default(),
         peers: vec![PeerConfig {
             name: Some("agent".into()),
             public_key: agent_pub,

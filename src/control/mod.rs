@@ -168,8 +168,7 @@ impl Daemon {
         node::resolve_later(&shared.node, &cfg.pending_endpoints, &tracker, &cancel);
         // The same per-peer families as an agent's, on the host only (no tunnel API here).
         if let Some(addr) = cfg.metrics.listen {
-            let metrics = crate::metrics::Metrics::new()
-                .with_node(&shared.node, Some(cfg.interface.tcp_buffer));
+            let metrics = crate::metrics::Metrics::new().with_node(&shared.node);
             let served =
                 crate::metrics::listen::serve(addr, Arc::new(metrics), &tracker, cancel.clone())
                     .await;

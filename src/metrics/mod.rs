@@ -20,6 +20,7 @@ pub mod api;
 pub mod listen;
 mod node;
 mod proc;
+mod serve;
 
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::encoding::EncodeMetric;
@@ -78,10 +79,20 @@ impl Metrics {
     }
 
     /// WireGuard per peer and for the device, the UDP socket and the netstack of `node`.
-    /// `tcp_buffer`: the configured per-connection buffer, for the buffer-memory gauge.
-    pub fn with_node(mut self, node: &crate::node::Node, tcp_buffer: Option<usize>) -> Self {
+    pub fn with_node(mut self, node: &crate::node::Node) -> Self {
         self.registry
-            .register_collector(Box::new(node::NodeCollector::new(node.clone(), tcp_buffer)));
+            .register_collector(Box::new(node::NodeCollector::new(node.clone())));
+        self
+    }
+
+    /// The API server's connection counters (`api::serve`): connections, timeouts, malformed
+    /// requests.
+    pub fn with_server(
+        mut self,
+        counters: std::sync::Arc<crate::api::serve::ServeCounters>,
+    ) -> Self {
+        self.registry
+            .register_collector(Box::new(serve::ServeCollector::new(counters)));
         self
     }
 

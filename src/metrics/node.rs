@@ -12,12 +12,11 @@ use crate::node::Node;
 
 pub(super) struct NodeCollector {
     node: Node,
-    tcp_buffer: Option<usize>,
 }
 
 impl NodeCollector {
-    pub(super) fn new(node: Node, tcp_buffer: Option<usize>) -> Self {
-        NodeCollector { node, tcp_buffer }
+    pub(super) fn new(node: Node) -> Self {
+        NodeCollector { node }
     }
 }
 
@@ -227,11 +226,25 @@ impl Collector for NodeCollector {
             "TCP resets sent (refused connections, aborts)",
             n.resets_sent,
         )?;
-        counter(
+        counters(
             e,
             "wgagent_netstack_refused_connections",
-            "Tunnel TCP connections refused because a socket or backlog limit was reached",
-            n.sockets_refused,
+            "Tunnel TCP connections refused (answered with RST), by reason: backlog (the \
+             listener's queue was full), peer_limit (the peer held max_connections_per_peer), \
+             table_full (the socket table was full), memory (the tcp_memory budget was spent)",
+            [
+                ("backlog", n.refused_backlog),
+                ("peer_limit", n.refused_peer_limit),
+                ("table_full", n.refused_table_full),
+                ("memory", n.refused_memory),
+            ]
+            .map(|(r, v)| (reason(r), v)),
+        )?;
+        counter(
+            e,
+            "wgagent_netstack_duplicate_syns",
+            "Retransmitted SYNs that reached their existing connection",
+            n.duplicate_syns,
         )?;
         gauge(
             e,
@@ -239,14 +252,13 @@ impl Collector for NodeCollector {
             "Tunnel TCP sockets allocated (listening, connecting, connected or closing)",
             n.sockets_open as f64,
         )?;
-        if let Some(buffer) = self.tcp_buffer {
-            gauge(
-                e,
-                "wgagent_netstack_socket_buffer_bytes",
-                "Send and receive buffer capacity allocated to tunnel TCP sockets",
-                (n.sockets_open as f64) * 2.0 * buffer as f64,
-            )?;
-        }
+        gauge(
+            e,
+            "wgagent_netstack_socket_memory_bytes",
+            "Socket buffer memory committed to tunnel TCP connections (upper bound, as of the \
+             last admission decision; budget: tcp_memory)",
+            n.socket_memory as f64,
+        )?;
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A snapshot of the netstack's counters (monotonic except `sockets_open`).
+/// A snapshot of the netstack's counters (monotonic except the gauges `sockets_open` and
+/// `socket_memory`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Inbound packets accepted into the inbound queue.
@@ -21,8 +22,20 @@ pub struct Counters {
     pub resets_sent: u64,
     /// TCP sockets currently allocated (listening, connecting, connected or closing).
     pub sockets_open: u64,
-    /// Connections refused because `max_sockets` or a listener's backlog was reached.
+    /// Connections refused, all reasons (the four `refused_*` counters add up to it).
     pub sockets_refused: u64,
+    /// Connection requests refused because the listener's backlog was full.
+    pub refused_backlog: u64,
+    /// Connection requests refused because their peer held `max_connections_per_peer`.
+    pub refused_peer_limit: u64,
+    /// Connections refused because the socket table (or all but its reserve) was full.
+    pub refused_table_full: u64,
+    /// Connections refused because the socket memory budget was spent.
+    pub refused_memory: u64,
+    /// Retransmitted SYNs that reached their existing connection (not a new one).
+    pub duplicate_syns: u64,
+    /// Socket buffer memory committed at the last admission decision (bytes, upper bound).
+    pub socket_memory: u64,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +66,12 @@ pub(crate) struct AtomicCounters {
     pub(crate) resets_sent: Counter,
     pub(crate) sockets_open: Counter,
     pub(crate) sockets_refused: Counter,
+    pub(crate) refused_backlog: Counter,
+    pub(crate) refused_peer_limit: Counter,
+    pub(crate) refused_table_full: Counter,
+    pub(crate) refused_memory: Counter,
+    pub(crate) duplicate_syns: Counter,
+    pub(crate) socket_memory: Counter,
 }
 
 impl AtomicCounters {
@@ -67,6 +86,12 @@ impl AtomicCounters {
             resets_sent: self.resets_sent.get(),
             sockets_open: self.sockets_open.get(),
             sockets_refused: self.sockets_refused.get(),
+            refused_backlog: self.refused_backlog.get(),
+            refused_peer_limit: self.refused_peer_limit.get(),
+            refused_table_full: self.refused_table_full.get(),
+            refused_memory: self.refused_memory.get(),
+            duplicate_syns: self.duplicate_syns.get(),
+            socket_memory: self.socket_memory.get(),
         }
     }
 }

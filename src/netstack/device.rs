@@ -14,15 +14,17 @@ use std::net::IpAddr;
 use parking_lot::Mutex;
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
+use super::PeerTag;
 use super::counters::AtomicCounters;
 
 /// A bounded FIFO of IP packets whose buffers are recycled: in steady state no packet allocates.
+/// Inbound packets carry the tag of the peer they came from.
 #[derive(Debug)]
 pub(crate) struct PacketQueue {
     /// Filled packets, oldest first.
-    ready: VecDeque<Vec<u8>>,
+    ready: VecDeque<(Vec<u8>, Option<PeerTag>)>,
     /// Empty buffers to reuse (each keeps its capacity).
     free: Vec<Vec<u8>>,
     capacity: usize,
@@ -54,15 +56,20 @@ impl PacketQueue {
     }
 
     /// Copies `packet` into a pooled buffer at the back. `false` (nothing queued) when full.
-    pub(crate) fn push_copy(&mut self, packet: &[u8]) -> bool {
+    pub(crate) fn push_copy(&mut self, packet: &[u8], peer: Option<PeerTag>) -> bool {
         if self.is_full() {
             return false;
         }
         let mut buf = self.free.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(packet);
-        self.ready.push_back(buf);
+        self.ready.push_back((buf, peer));
         true
+    }
+
+    /// The oldest packet and its peer, without taking it.
+    pub(crate) fn front(&self) -> Option<(&[u8], Option<PeerTag>)> {
+        self.ready.front().map(|(b, p)| (&b[..], *p))
     }
 
     /// Appends a `len`-byte packet filled by `fill`. Callers check [`is_full`](Self::is_full)
@@ -72,17 +79,18 @@ impl PacketQueue {
         buf.clear();
         buf.resize(len, 0);
         let r = fill(&mut buf);
-        self.ready.push_back(buf);
+        self.ready.push_back((buf, None));
         r
     }
 
     pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
-        self.ready.pop_front()
+        self.ready.pop_front().map(|(b, _)| b)
     }
 
-    /// Puts a packet the consumer could not take back at the front (order kept).
+    /// Puts a packet the consumer could not take back at the front (order kept; used on the
+    /// outbound side, whose packets carry no peer).
     pub(crate) fn unpop(&mut self, buf: Vec<u8>) {
-        self.ready.push_front(buf);
+        self.ready.push_front((buf, None));
     }
 
     /// Returns a consumed buffer to the pool (kept only up to `capacity` spares).
@@ -147,6 +155,45 @@ pub(crate) fn classify_inbound(packet: &[u8], ours: &[IpAddr]) -> Result<(), Rej
         }
     }
     Ok(())
+}
+
+/// The endpoints of a connection request: a TCP segment with SYN and neither ACK nor RST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Syn {
+    /// Our side (the packet's destination).
+    pub(crate) local: IpEndpoint,
+    /// The peer's side (the packet's source).
+    pub(crate) remote: IpEndpoint,
+}
+
+/// `Some` when `packet` (an IP packet that passed [`classify_inbound`]) opens a connection.
+/// IPv6 extension headers are not followed: such a SYN is not a connection request here (and
+/// smoltcp answers it with RST, as no socket waits for it).
+pub(crate) fn connection_request(packet: &[u8]) -> Option<Syn> {
+    let (src, dst, payload) = match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let (s, d) = (ip.src_addr(), ip.dst_addr());
+            (IpAddress::Ipv4(s), IpAddress::Ipv4(d), ip.payload())
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let (s, d) = (ip.src_addr(), ip.dst_addr());
+            (IpAddress::Ipv6(s), IpAddress::Ipv6(d), ip.payload())
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
+    (tcp.syn() && !tcp.ack() && !tcp.rst()).then(|| Syn {
+        local: IpEndpoint::new(dst, tcp.dst_port()),
+        remote: IpEndpoint::new(src, tcp.src_port()),
+    })
 }
 
 /// The `phy::Device` smoltcp polls: borrows the two queues for the duration of one poll.
@@ -269,17 +316,18 @@ mod tests {
     #[test]
     fn queue_is_bounded_fifo_and_reuses_buffers() {
         let mut q = PacketQueue::new(2, 64);
-        assert!(q.push_copy(b"one"));
-        assert!(q.push_copy(b"two"));
+        assert!(q.push_copy(b"one", Some(PeerTag(1))));
+        assert!(q.push_copy(b"two", None));
+        assert_eq!(q.front(), Some((&b"one"[..], Some(PeerTag(1)))));
         assert!(
-            !q.push_copy(b"three"),
+            !q.push_copy(b"three", None),
             "third packet must be refused, not dropped"
         );
         let first = q.pop().unwrap();
         assert_eq!(first, b"one");
         let ptr = first.as_ptr();
         q.recycle(first);
-        assert!(q.push_copy(b"four"));
+        assert!(q.push_copy(b"four", None));
         assert_eq!(q.pop().unwrap(), b"two");
         let four = q.pop().unwrap();
         assert_eq!(four, b"four");
@@ -290,8 +338,8 @@ mod tests {
     #[test]
     fn unpop_keeps_order() {
         let mut q = PacketQueue::new(4, 64);
-        q.push_copy(b"a");
-        q.push_copy(b"b");
+        q.push_copy(b"a", None);
+        q.push_copy(b"b", None);
         let a = q.pop().unwrap();
         q.unpop(a);
         assert_eq!(q.pop().unwrap(), b"a");

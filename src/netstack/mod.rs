@@ -15,15 +15,24 @@
 //! (inbound) or exerted as backpressure on smoltcp (outbound), and the only drops (packets not for
 //! our addresses, malformed packets) are counted in [`Counters`] and logged at debug.
 //!
+//! Admission (no peer can lock others out): every inbound packet carries the [`PeerTag`] of the
+//! WireGuard peer it came from; a connection request is refused with RST, and counted by reason,
+//! when its listener's backlog is full, its peer already holds `max_connections_per_peer`
+//! connections, the socket table is full (its last eighth is kept for peers holding fewer than a
+//! quarter of the per-peer cap), or the socket buffer memory committed now (see `memory`) would
+//! exceed `memory_budget`. Socket buffers are lazily committed mappings, returned to the OS when
+//! the connection is removed.
+//!
 //! Sockets: [`TcpListener`] (also an `axum::serve::Listener`) and [`TcpStream`].
 
 mod counters;
 mod device;
+mod memory;
 mod stack;
 mod tcp;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +49,32 @@ use self::counters::AtomicCounters;
 use self::device::{PacketQueue, Reject, VirtualDevice};
 use self::stack::Stack;
 
+/// Identifies the WireGuard peer an inbound packet (and so an accepted connection) came from.
+/// Opaque to the netstack: the data-path driver chooses the values (a `wg::PeerId`'s index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerTag(pub u64);
+
+/// The admission limits a node's configuration sets (the rest of [`NetstackConfig`] comes from
+/// elsewhere or keeps its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// See [`NetstackConfig::max_connections_per_peer`].
+    pub max_connections_per_peer: usize,
+    /// See [`NetstackConfig::memory_budget`].
+    pub memory_budget: usize,
+}
+
+impl Default for Limits {
+    /// 64 connections per peer, a 64 MiB memory budget (as [`NetstackConfig::default`]).
+    fn default() -> Self {
+        let d = NetstackConfig::default();
+        Self {
+            max_connections_per_peer: d.max_connections_per_peer,
+            memory_budget: d.memory_budget,
+        }
+    }
+}
+
 /// Settings of one netstack.
 #[derive(Debug, Clone)]
 pub struct NetstackConfig {
@@ -51,9 +86,16 @@ pub struct NetstackConfig {
     /// Receive and send buffer of every TCP socket, in bytes. Above 64 KiB window scaling is
     /// negotiated; the send buffer bounds the bytes in flight (bandwidth × RTT).
     pub tcp_buffer: usize,
-    /// Sockets of all kinds (listening, half-open, connected, closing). Beyond it `connect`
-    /// fails and listeners answer SYNs with RST; both are counted in `sockets_refused`.
+    /// Sockets of all kinds (half-open, connected, closing). Beyond it `connect` fails and
+    /// listeners answer SYNs with RST; both are counted in `sockets_refused`. The last eighth is
+    /// kept for peers holding fewer than a quarter of `max_connections_per_peer`.
     pub max_sockets: usize,
+    /// Inbound connections (half-open, connected or closing) one peer may hold at once.
+    pub max_connections_per_peer: usize,
+    /// Budget for socket buffer memory (committed pages of the rings, bounded as in
+    /// `memory::committed_bound`, plus a fixed cost per socket). New connections are refused
+    /// while it is spent; connections already open may still grow to `2 * tcp_buffer` each.
+    pub memory_budget: usize,
     /// Per listener: connections in the handshake plus those waiting for `accept`.
     pub backlog: usize,
     /// Packets each of the inbound and outbound queues holds.
@@ -70,15 +112,18 @@ pub struct NetstackConfig {
 }
 
 impl Default for NetstackConfig {
-    /// MTU 1280 (safe on any path, the IPv6 minimum), 512 KiB TCP buffers, 1024 sockets, a
-    /// backlog of 128, 256-packet queues, keep-alive 25 s, idle timeout 120 s, connect timeout
-    /// 10 s, and a seed from the OS RNG. No addresses: set them.
+    /// MTU 1280 (safe on any path, the IPv6 minimum), 512 KiB TCP buffers, 1024 sockets, 64
+    /// connections per peer, a 64 MiB memory budget, a backlog of 128, 256-packet queues,
+    /// keep-alive 25 s, idle timeout 120 s, connect timeout 10 s, and a seed from the OS RNG.
+    /// No addresses: set them.
     fn default() -> Self {
         Self {
             addresses: Vec::new(),
             mtu: 1280,
             tcp_buffer: 512 * 1024,
             max_sockets: 1024,
+            max_connections_per_peer: 64,
+            memory_budget: 64 << 20,
             backlog: 128,
             queue_packets: 256,
             keep_alive: Duration::from_secs(25),
@@ -95,6 +140,15 @@ impl NetstackConfig {
         Self {
             addresses,
             ..Self::default()
+        }
+    }
+
+    /// These settings with `limits` applied.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self {
+            max_connections_per_peer: limits.max_connections_per_peer,
+            memory_budget: limits.memory_budget,
+            ..self
         }
     }
 }
@@ -121,6 +175,9 @@ pub enum NetstackError {
     /// Retry after connections close.
     #[error("socket limit reached")]
     TooManySockets,
+    /// Retry after connections close.
+    #[error("socket memory budget spent")]
+    MemoryBudget,
     #[error("no local address can reach {0}")]
     Unaddressable(SocketAddr),
 }
@@ -130,7 +187,9 @@ impl From<NetstackError> for io::Error {
         let kind = match e {
             NetstackError::AddressNotLocal(_) => io::ErrorKind::AddrNotAvailable,
             NetstackError::AddrInUse(_) => io::ErrorKind::AddrInUse,
-            NetstackError::TooManySockets => io::ErrorKind::QuotaExceeded,
+            NetstackError::TooManySockets | NetstackError::MemoryBudget => {
+                io::ErrorKind::QuotaExceeded
+            }
             NetstackError::Unaddressable(_) => io::ErrorKind::NetworkUnreachable,
             _ => io::ErrorKind::InvalidInput,
         };
@@ -212,10 +271,10 @@ impl Netstack {
         })
     }
 
-    /// Queues one inbound IP packet (copied into a pooled buffer). Packets not addressed to us
-    /// or malformed are dropped, counted and logged at debug, and still return `Ok`.
-    /// Does not poll: the driver polls after a batch of pushes.
-    pub fn push_inbound(&self, packet: &[u8]) -> Result<(), Full> {
+    /// Queues one inbound IP packet from `peer` (copied into a pooled buffer). Packets not
+    /// addressed to us or malformed are dropped, counted and logged at debug, and still return
+    /// `Ok`. Does not poll: the driver polls after a batch of pushes.
+    pub fn push_inbound(&self, peer: PeerTag, packet: &[u8]) -> Result<(), Full> {
         let c = &self.shared.counters;
         if self.shared.inbound.lock().is_full() {
             c.inbound_full.inc();
@@ -238,7 +297,7 @@ impl Netstack {
                 return Ok(());
             }
         }
-        if self.shared.inbound.lock().push_copy(packet) {
+        if self.shared.inbound.lock().push_copy(packet, Some(peer)) {
             c.packets_in.inc();
             Ok(())
         } else {
@@ -317,6 +376,12 @@ impl Netstack {
         self.shared.counters.snapshot()
     }
 
+    /// Socket buffer memory committed now (an upper bound, see `memory`), computed on the spot;
+    /// `Counters::socket_memory` holds the figure of the last admission decision.
+    pub fn socket_memory(&self) -> usize {
+        self.shared.stack.lock().committed()
+    }
+
     /// Remote addresses of every TCP connection (connecting, half-open, established, closing),
     /// each once. With [`abort_connections`](Self::abort_connections), how the node ends the
     /// connections of a WireGuard peer that was removed.
@@ -366,6 +431,8 @@ fn validate(cfg: &NetstackConfig) -> Result<(), NetstackError> {
     }
     for (name, v) in [
         ("max_sockets", cfg.max_sockets),
+        ("max_connections_per_peer", cfg.max_connections_per_peer),
+        ("memory_budget", cfg.memory_budget),
         ("backlog", cfg.backlog),
         ("queue_packets", cfg.queue_packets),
     ] {

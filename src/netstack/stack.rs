@@ -1,13 +1,17 @@
 //! The sans-IO core: one smoltcp `Interface` and `SocketSet`, the listeners (each with a
 //! half-open set and a bounded accept queue), orphaned sockets that are still closing, and the
-//! socket limit. Time is an argument; nothing here reads a clock or touches tokio.
+//! admission limits (socket table, per-peer cap, memory budget). Time is an argument; nothing
+//! here reads a clock or touches tokio.
 //!
 //! Socket ownership invariant (why `SocketSet::get_mut` cannot panic): every live
-//! `SocketHandle` is owned by exactly one of: a listener's LISTEN slot, its half-open set, its
-//! accept queue, a `TcpStream` (or a pending connect, which is a `TcpStream` in waiting), or the
-//! orphan list. A handle is removed from the `SocketSet` only by the code that owns it at that
-//! moment, and a `TcpStream` hands its handle to the orphan list on drop.
+//! `SocketHandle` is owned by exactly one of: a listener's half-open set, its accept queue, a
+//! `TcpStream` (or a pending connect, which is a `TcpStream` in waiting), or the orphan list. A
+//! handle is removed from the `SocketSet` only by the code that owns it at that moment, always
+//! through [`Stack::remove`], and a `TcpStream` hands its handle to the orphan list on drop.
+//! Every handle in the `SocketSet` has an entry in `meta` (its peer and the mapping that holds
+//! its rings), created and removed together with it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +27,8 @@ use self::listener::Listener;
 pub(crate) use self::listener::ListenerId;
 use super::counters::AtomicCounters;
 use super::device::VirtualDevice;
-use super::{NetstackConfig, NetstackError};
+use super::memory::{self, SocketMemory};
+use super::{NetstackConfig, NetstackError, PeerTag};
 
 /// How long a socket may sit in SYN-RECEIVED before it is reset (bounds SYN floods).
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +38,11 @@ const ORPHAN_LINGER: Duration = Duration::from_secs(60);
 /// Ephemeral ports for `connect` (RFC 6335 dynamic range).
 const EPHEMERAL_FIRST: u16 = 49152;
 const EPHEMERAL_COUNT: u16 = 16384;
+/// The last `max_sockets / RESERVE_DIVISOR` sockets are kept for peers holding fewer than
+/// `max_connections_per_peer / LIGHT_DIVISOR` connections, so that several peers near their
+/// cap cannot fill the table for everyone else.
+const RESERVE_DIVISOR: usize = 8;
+const LIGHT_DIVISOR: usize = 4;
 
 /// A socket with the time it entered its current list (set at the first poll that sees it, so
 /// a stale `now` from an idle stack never shortens a deadline).
@@ -61,7 +71,42 @@ impl Timed {
     }
 }
 
-/// Per-socket settings, from [`NetstackConfig`].
+/// How a stream's socket is given up (see `TcpStream`'s drop and `reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// FIN after the queued data; RST instead if unread data remains (as Linux does).
+    Graceful,
+    /// FIN after the queued data, then discard whatever the peer still sends for at most this
+    /// long (so a reply such as a 413 reaches a client that is still sending), then RST.
+    Linger(Duration),
+    /// RST now.
+    Reset,
+}
+
+/// A socket nobody reads any more, finishing its close.
+#[derive(Debug, Clone, Copy)]
+struct Orphan {
+    timed: Timed,
+    /// Reset once this long has passed.
+    limit: Duration,
+    /// Discard incoming data (lingering close) instead of resetting when some arrives.
+    drain: bool,
+}
+
+/// Why a connection was not admitted (each is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The listener's half-open plus accept queue is full.
+    Backlog,
+    /// The peer already holds `max_connections_per_peer` connections.
+    PeerLimit,
+    /// `max_sockets` reached, or only the reserve is left and the peer is not light.
+    TableFull,
+    /// The socket memory budget is spent (or the OS refused a mapping).
+    Memory,
+}
+
+/// Per-socket settings and admission limits, from [`NetstackConfig`].
 #[derive(Debug, Clone)]
 struct SocketParams {
     buffer: usize,
@@ -69,18 +114,49 @@ struct SocketParams {
     idle_timeout: Duration,
     max_sockets: usize,
     backlog: usize,
+    per_peer: usize,
+    memory_budget: usize,
+}
+
+impl SocketParams {
+    fn from_config(cfg: &NetstackConfig) -> Self {
+        Self {
+            // Whole pages, so the bound of `memory::committed_bound` is exact per ring.
+            buffer: cfg.tcp_buffer.div_ceil(memory::PAGE) * memory::PAGE,
+            keep_alive: cfg.keep_alive,
+            idle_timeout: cfg.idle_timeout,
+            max_sockets: cfg.max_sockets,
+            backlog: cfg.backlog,
+            per_peer: cfg.max_connections_per_peer,
+            memory_budget: cfg.memory_budget,
+        }
+    }
+}
+
+/// What the stack knows about a socket besides smoltcp's state.
+struct SocketMeta {
+    /// The peer an accepted connection came from (`None` for our own connects).
+    peer: Option<PeerTag>,
+    /// The mapping holding the socket's two rings (held for its `Drop`, which unmaps them).
+    _mapping: SocketMemory,
+    /// Bytes taken out of the receive ring (it has carried these plus `recv_queue()`).
+    read: u64,
+    /// Bytes put into the send ring.
+    written: u64,
 }
 
 pub(crate) struct Stack {
     iface: Interface,
+    /// Dropped before `meta` (explicitly, in `Drop`): the sockets borrow its mappings.
     sockets: SocketSet<'static>,
+    meta: HashMap<SocketHandle, SocketMeta>,
+    /// Sockets per peer (accepted connections, from SYN to removal); no zero entries.
+    per_peer: HashMap<PeerTag, usize>,
     /// Slab indexed by `ListenerId` (a slot is reused after its `TcpListener` is gone).
     listeners: Vec<Option<Listener>>,
-    orphans: Vec<Timed>,
+    orphans: Vec<Orphan>,
     params: SocketParams,
     counters: Arc<AtomicCounters>,
-    /// Sockets in `sockets` (smoltcp does not count them for us).
-    open: usize,
     rng: u64,
 }
 
@@ -129,17 +205,12 @@ impl Stack {
         Ok(Self {
             iface,
             sockets: SocketSet::new(Vec::new()),
+            meta: HashMap::new(),
+            per_peer: HashMap::new(),
             listeners: Vec::new(),
             orphans: Vec::new(),
-            params: SocketParams {
-                buffer: cfg.tcp_buffer,
-                keep_alive: cfg.keep_alive,
-                idle_timeout: cfg.idle_timeout,
-                max_sockets: cfg.max_sockets,
-                backlog: cfg.backlog,
-            },
+            params: SocketParams::from_config(cfg),
             counters,
-            open: 0,
             // xorshift must not start at zero.
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15 | 1,
         })
@@ -155,18 +226,27 @@ impl Stack {
     ) -> Option<Duration> {
         use smoltcp::iface::PollIngressSingleResult as Ingress;
         self.iface.poll_maintenance(now);
-        // One packet at a time so that a listener whose LISTEN socket just took a SYN gets a
-        // fresh LISTEN socket before the next SYN of the same burst is processed.
-        while self
-            .iface
-            .poll_ingress_single(now, device, &mut self.sockets)
-            != Ingress::None
-        {
-            self.replenish_all();
+        // One packet at a time: a connection request gets its own LISTEN socket (or none, if
+        // refused) right before smoltcp sees it, and no LISTEN socket exists otherwise, so a
+        // retransmitted SYN can only reach the connection it belongs to.
+        loop {
+            let front = device.inbound.lock().front().and_then(|(packet, peer)| {
+                super::device::connection_request(packet).map(|syn| (syn, peer))
+            });
+            let prepared = front.and_then(|(syn, peer)| self.prepare_accept(syn, peer));
+            let r = self
+                .iface
+                .poll_ingress_single(now, device, &mut self.sockets);
+            if let Some(p) = prepared {
+                self.settle_accept(p);
+            }
+            if r == Ingress::None {
+                break;
+            }
         }
         self.egress(now, device);
         if self.bookkeeping(now) {
-            // Aborts queue RSTs: send them now rather than at the next timer.
+            // Aborts queue RSTs and drained orphans window updates: send them now.
             self.egress(now, device);
         }
         let smol = self
@@ -197,10 +277,6 @@ impl Stack {
         &mut self,
         remote: SocketAddr,
     ) -> Result<(SocketHandle, SocketAddr), NetstackError> {
-        if self.open >= self.params.max_sockets {
-            self.counters.sockets_refused.inc();
-            return Err(NetstackError::TooManySockets);
-        }
         let local_ip = self
             .iface
             .ip_addrs()
@@ -208,34 +284,68 @@ impl Stack {
             .map(|c| IpAddr::from(c.address()))
             .find(|ip| ip.is_ipv4() == remote.is_ipv4())
             .ok_or(NetstackError::Unaddressable(remote))?;
+        if let Err(why) = self.admit(None, 0) {
+            self.refused(why, &remote);
+            return Err(match why {
+                Refusal::Memory => NetstackError::MemoryBudget,
+                _ => NetstackError::TooManySockets,
+            });
+        }
         let port = self
             .ephemeral_port(IpAddress::from(local_ip))
             .ok_or(NetstackError::TooManySockets)?;
         let local = SocketAddr::new(local_ip, port);
-        let mut socket = new_socket(&self.params);
-        socket
-            .connect(
-                self.iface.context(),
-                IpEndpoint::from(remote),
-                IpEndpoint::from(local),
-            )
-            .map_err(|_| NetstackError::Unaddressable(remote))?;
-        Ok((self.add(socket), local))
+        let handle = match self.create(None) {
+            Ok(h) => h,
+            Err(why) => {
+                self.refused(why, &remote);
+                return Err(NetstackError::MemoryBudget);
+            }
+        };
+        let cx = self.iface.context();
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        if socket
+            .connect(cx, IpEndpoint::from(remote), IpEndpoint::from(local))
+            .is_err()
+        {
+            self.remove(handle);
+            return Err(NetstackError::Unaddressable(remote));
+        }
+        Ok((handle, local))
     }
 
-    /// Gives up a stream's socket: closed gracefully (FIN after queued data) unless unread data
-    /// remains, which resets it as Linux does. It is removed once fully closed.
-    pub(crate) fn release(&mut self, handle: SocketHandle) {
+    /// Gives up a stream's socket (see [`Release`]). It is removed once fully closed.
+    pub(crate) fn release(&mut self, handle: SocketHandle, how: Release) {
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
-        if socket.can_recv() {
-            socket.abort();
-        } else {
-            socket.close();
+        let (limit, drain) = match how {
+            Release::Reset => {
+                socket.abort();
+                (ORPHAN_LINGER, false)
+            }
+            Release::Graceful => {
+                if socket.can_recv() {
+                    socket.abort();
+                } else {
+                    socket.close();
+                }
+                (ORPHAN_LINGER, false)
+            }
+            Release::Linger(limit) => {
+                socket.close();
+                (limit.min(ORPHAN_LINGER), true)
+            }
+        };
+        if drain {
+            self.discard_received(handle);
         }
-        if closed_and_flushed(socket) {
+        if closed_and_flushed(self.sockets.get::<tcp::Socket>(handle)) {
             self.remove(handle);
         } else {
-            self.orphans.push(Timed::new(handle));
+            self.orphans.push(Orphan {
+                timed: Timed::new(handle),
+                limit,
+                drain,
+            });
         }
     }
 
@@ -244,42 +354,153 @@ impl Stack {
         self.sockets.get_mut::<tcp::Socket>(handle)
     }
 
-    fn add(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
-        self.open += 1;
-        self.counters.sockets_open.set(self.open as u64);
-        self.sockets.add(socket)
+    /// Records that the application took `n` bytes out of the socket's receive ring.
+    pub(crate) fn note_read(&mut self, handle: SocketHandle, n: usize) {
+        if let Some(m) = self.meta.get_mut(&handle) {
+            m.read += n as u64;
+        }
     }
 
+    /// Records that the application put `n` bytes into the socket's send ring.
+    pub(crate) fn note_written(&mut self, handle: SocketHandle, n: usize) {
+        if let Some(m) = self.meta.get_mut(&handle) {
+            m.written += n as u64;
+        }
+    }
+
+    /// Upper bound on the socket buffer memory committed now (see `memory`), in bytes.
+    pub(crate) fn committed(&self) -> usize {
+        self.meta
+            .iter()
+            .map(|(h, m)| {
+                let s = self.sockets.get::<tcp::Socket>(*h);
+                let rx = m.read + s.recv_queue() as u64;
+                memory::committed_bound(s.recv_capacity(), rx)
+                    + memory::committed_bound(s.send_capacity(), m.written)
+                    + memory::SOCKET_OVERHEAD
+            })
+            .sum()
+    }
+
+    /// Decides whether a new connection (from `peer`, which holds `held` already) may have a
+    /// socket. Listener backlogs are checked by the caller.
+    fn admit(&mut self, peer: Option<PeerTag>, held: usize) -> Result<(), Refusal> {
+        let p = &self.params;
+        if peer.is_some() && held >= p.per_peer {
+            return Err(Refusal::PeerLimit);
+        }
+        let open = self.meta.len();
+        let reserve = p.max_sockets / RESERVE_DIVISOR;
+        let light = held < (p.per_peer / LIGHT_DIVISOR).max(1);
+        if open >= p.max_sockets || (open >= p.max_sockets - reserve && !light) {
+            return Err(Refusal::TableFull);
+        }
+        let committed = self.committed();
+        self.counters.socket_memory.set(committed as u64);
+        if committed + memory::FRESH_SOCKET_CHARGE > p.memory_budget {
+            return Err(Refusal::Memory);
+        }
+        Ok(())
+    }
+
+    /// Counts and logs a refused connection.
+    fn refused(&self, why: Refusal, to: &dyn std::fmt::Display) {
+        let c = &self.counters;
+        c.sockets_refused.inc();
+        match why {
+            Refusal::Backlog => c.refused_backlog.inc(),
+            Refusal::PeerLimit => c.refused_peer_limit.inc(),
+            Refusal::TableFull => c.refused_table_full.inc(),
+            Refusal::Memory => c.refused_memory.inc(),
+        }
+        tracing::debug!(%to, ?why, "netstack: connection refused");
+    }
+
+    /// Maps the rings and adds a fresh (closed) socket with our settings.
+    fn create(&mut self, peer: Option<PeerTag>) -> Result<SocketHandle, Refusal> {
+        let mut mapping = SocketMemory::map(self.params.buffer).map_err(|e| {
+            tracing::debug!(error = %e, "netstack: cannot map socket buffers");
+            Refusal::Memory
+        })?;
+        // SAFETY: called once for this mapping; the socket that borrows the rings is dropped
+        // before the mapping: `remove` drops it first, and `Drop for Stack` drops every socket
+        // before `meta`.
+        let (rx, tx) = unsafe { mapping.rings() };
+        let handle = self.sockets.add(new_socket(&self.params, rx, tx));
+        self.meta.insert(
+            handle,
+            SocketMeta {
+                peer,
+                _mapping: mapping,
+                read: 0,
+                written: 0,
+            },
+        );
+        if let Some(p) = peer {
+            *self.per_peer.entry(p).or_default() += 1;
+        }
+        self.counters.sockets_open.set(self.meta.len() as u64);
+        Ok(handle)
+    }
+
+    /// Removes a socket, then unmaps its rings (see the module invariant for ownership).
     fn remove(&mut self, handle: SocketHandle) {
-        self.sockets.remove(handle);
-        self.open -= 1;
-        self.counters.sockets_open.set(self.open as u64);
+        drop(self.sockets.remove(handle));
+        if let Some(meta) = self.meta.remove(&handle)
+            && let Some(peer) = meta.peer
+            && let Some(n) = self.per_peer.get_mut(&peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+        self.counters.sockets_open.set(self.meta.len() as u64);
     }
 
-    /// Listener bookkeeping, then reaps closed orphans and resets those that linger.
-    /// Returns true when it aborted a socket (an RST is waiting to be sent).
+    /// Drops whatever sits in a socket's receive ring (orphans nobody reads). True if any.
+    fn discard_received(&mut self, handle: SocketHandle) -> bool {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        let mut total = 0;
+        while let Ok(n) = socket.recv(|data| (data.len(), data.len()))
+            && n > 0
+        {
+            total += n;
+        }
+        self.note_read(handle, total);
+        total > 0
+    }
+
+    /// Listener bookkeeping, then orphans: lingering ones drain, others are reset when data
+    /// arrives (nobody will read it), closed ones are removed, expired ones reset.
+    /// Returns true when something needs sending now (an RST, a window update).
     fn bookkeeping(&mut self, now: Instant) -> bool {
-        let mut aborted = self.listener_bookkeeping(now);
+        let mut send = self.listener_bookkeeping(now);
         let mut i = 0;
         while i < self.orphans.len() {
-            let t = &mut self.orphans[i];
-            let socket = self.sockets.get_mut::<tcp::Socket>(t.handle);
-            let expired = t.expired(now, ORPHAN_LINGER);
+            let o = self.orphans[i];
+            let h = o.timed.handle;
+            if o.drain {
+                send |= self.discard_received(h);
+            }
+            let expired = self.orphans[i].timed.expired(now, o.limit);
+            let socket = self.sockets.get_mut::<tcp::Socket>(h);
+            if !o.drain && socket.can_recv() {
+                socket.abort();
+                send = true;
+            }
             if closed_and_flushed(socket) || (expired && socket.state() == State::Closed) {
-                let h = t.handle;
                 self.orphans.swap_remove(i);
-                self.sockets.remove(h);
-                self.open -= 1;
+                self.remove(h);
             } else {
                 if expired {
                     socket.abort();
-                    aborted = true;
+                    send = true;
                 }
                 i += 1;
             }
         }
-        self.counters.sockets_open.set(self.open as u64);
-        aborted
+        send
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -292,7 +513,7 @@ impl Stack {
         let orphans = self
             .orphans
             .iter()
-            .filter_map(|t| t.deadline(ORPHAN_LINGER));
+            .filter_map(|o| o.timed.deadline(o.limit));
         half_open.chain(orphans).min()
     }
 
@@ -366,8 +587,16 @@ impl Stack {
     }
 }
 
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // The sockets borrow the rings mapped in `meta`: drop every socket first.
+        self.sockets = SocketSet::new(Vec::new());
+    }
+}
+
 /// True when nothing more will be sent for this socket: closed with its RST (if any) already
-/// emitted, or in TIME-WAIT (removing it then only risks an RST to a retransmitted FIN).
+/// emitted, or in TIME-WAIT (removing it then only risks an RST to a retransmitted FIN, which
+/// reaches a peer in LAST-ACK whose application has already seen our FIN: harmless).
 fn closed_and_flushed(socket: &tcp::Socket<'_>) -> bool {
     match socket.state() {
         State::TimeWait => true,
@@ -376,13 +605,14 @@ fn closed_and_flushed(socket: &tcp::Socket<'_>) -> bool {
     }
 }
 
-/// A TCP socket with our settings: large buffers (window scaling follows), CUBIC, no Nagle,
-/// keep-alive and an idle timeout. The zeroed buffers come from `calloc`, so their pages are
-/// only committed as data flows through them.
-fn new_socket(params: &SocketParams) -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0u8; params.buffer]);
-    let tx = tcp::SocketBuffer::new(vec![0u8; params.buffer]);
-    let mut socket = tcp::Socket::new(rx, tx);
+/// A TCP socket with our settings over the given rings: large buffers (window scaling
+/// follows), CUBIC, no Nagle, keep-alive and an idle timeout.
+fn new_socket(
+    params: &SocketParams,
+    rx: &'static mut [u8],
+    tx: &'static mut [u8],
+) -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
     socket.set_congestion_control(CongestionControl::Cubic);
     socket.set_nagle_enabled(false);
     socket.set_keep_alive(Some(params.keep_alive.into()));
@@ -397,19 +627,17 @@ mod tests {
     #[test]
     fn sockets_get_our_tcp_settings() {
         let cfg = NetstackConfig::new(vec![IpAddr::from([10, 0, 0, 1])]);
-        let params = SocketParams {
-            buffer: cfg.tcp_buffer,
-            keep_alive: cfg.keep_alive,
-            idle_timeout: cfg.idle_timeout,
-            max_sockets: cfg.max_sockets,
-            backlog: cfg.backlog,
-        };
-        let s = new_socket(&params);
+        let params = SocketParams::from_config(&cfg);
+        let mut mapping = SocketMemory::map(params.buffer).unwrap();
+        // SAFETY: once; the socket is dropped before the mapping.
+        let (rx, tx) = unsafe { mapping.rings() };
+        let s = new_socket(&params, rx, tx);
         assert!(s.recv_capacity() >= 256 * 1024 && s.send_capacity() >= 256 * 1024);
         assert_eq!(s.congestion_control(), CongestionControl::Cubic);
         assert!(!s.nagle_enabled());
         assert_eq!(s.keep_alive(), Some(cfg.keep_alive.into()));
         assert_eq!(s.timeout(), Some(cfg.idle_timeout.into()));
+        drop(s);
     }
 
     #[test]

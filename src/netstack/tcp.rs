@@ -21,8 +21,8 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{RecvError, State};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Shared;
-use super::stack::ListenerId;
+use super::stack::{ListenerId, Release};
+use super::{PeerTag, Shared};
 
 /// Connects (see [`Netstack::connect`](super::Netstack::connect)).
 pub(super) async fn connect(shared: Arc<Shared>, remote: SocketAddr) -> io::Result<TcpStream> {
@@ -32,8 +32,10 @@ pub(super) async fn connect(shared: Arc<Shared>, remote: SocketAddr) -> io::Resu
         shared: shared.clone(),
         handle,
         local,
-        peer: remote,
+        remote,
+        peer: None,
         write_shut: false,
+        release: Release::Graceful,
     };
     shared.wake_driver();
     let established = poll_fn(|cx| {
@@ -87,8 +89,10 @@ impl TcpListener {
             shared: shared.clone(),
             handle: a.handle,
             local: a.local,
-            peer: a.remote,
+            remote: a.remote,
+            peer: a.peer,
             write_shut: false,
+            release: Release::Graceful,
         };
         Ok((stream, a.remote))
     }
@@ -138,13 +142,17 @@ impl axum::serve::Listener for TcpListener {
 
 /// A TCP connection. Reads return EOF after the peer's FIN and `ConnectionReset` after an RST
 /// (or an idle timeout); `shutdown` sends FIN and reading continues until the peer's EOF.
-/// Dropping it closes the connection (RST if unread data remains, as Linux does).
+/// Dropping it closes the connection: RST if unread data remains, as Linux does, unless
+/// [`set_lingering_close`](Self::set_lingering_close) asked for a lingering close, or
+/// [`set_reset_on_close`](Self::set_reset_on_close) for an RST.
 pub struct TcpStream {
     shared: Arc<Shared>,
     handle: SocketHandle,
     local: SocketAddr,
-    peer: SocketAddr,
+    remote: SocketAddr,
+    peer: Option<PeerTag>,
     write_shut: bool,
+    release: Release,
 }
 
 impl TcpStream {
@@ -153,7 +161,27 @@ impl TcpStream {
     }
 
     pub fn peer_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The WireGuard peer an accepted connection came from (the one whose session carried its
+    /// SYN); `None` for connections we opened.
+    pub fn peer_tag(&self) -> Option<PeerTag> {
         self.peer
+    }
+
+    /// On drop, close gracefully even if unread data remains: FIN after the queued data, then
+    /// discard what the peer still sends for at most `limit` (at most 60 s), then reset. A
+    /// server uses it so that a reply it sent without reading the whole request (a 413, a 400)
+    /// reaches a client that is still sending, instead of being destroyed by an RST.
+    pub fn set_lingering_close(&mut self, limit: std::time::Duration) {
+        self.release = Release::Linger(limit);
+    }
+
+    /// On drop, abort the connection (RST) whatever is queued in either direction: for a
+    /// server giving up on a client that is too slow, so its socket is freed at once.
+    pub fn set_reset_on_close(&mut self) {
+        self.release = Release::Reset;
     }
 }
 
@@ -161,6 +189,7 @@ impl std::fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpStream")
             .field("local", &self.local)
+            .field("remote", &self.remote)
             .field("peer", &self.peer)
             .finish()
     }
@@ -168,7 +197,7 @@ impl std::fmt::Debug for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        self.shared.stack.lock().release(self.handle);
+        self.shared.stack.lock().release(self.handle, self.release);
         self.shared.wake_driver();
     }
 }
@@ -209,6 +238,7 @@ impl AsyncRead for TcpStream {
             }
         }
         if read > 0 || buf.remaining() == 0 {
+            stack.note_read(this.handle, read);
             drop(stack);
             // The window opened: the driver may need to tell the peer.
             this.shared.wake_driver();
@@ -240,6 +270,7 @@ impl AsyncWrite for TcpStream {
                 Poll::Pending
             }
             Ok(n) => {
+                stack.note_written(this.handle, n);
                 drop(stack);
                 this.shared.wake_driver();
                 Poll::Ready(Ok(n))

@@ -17,7 +17,7 @@ pub mod mcp;
 pub mod result;
 pub mod rules;
 pub mod schema;
-mod shell;
+pub(crate) mod shell;
 
 use std::time::{Duration, Instant};
 

@@ -258,27 +258,11 @@ impl Device {
             }
             TunnResult::WriteToTunnelV4(packet, inner) => {
                 authenticated = true;
-                deliver(
-                    out,
-                    routes,
-                    index,
-                    &peer.label,
-                    &pc,
-                    IpAddr::V4(inner),
-                    packet,
-                );
+                deliver(out, routes, index, peer, &pc, IpAddr::V4(inner), packet);
             }
             TunnResult::WriteToTunnelV6(packet, inner) => {
                 authenticated = true;
-                deliver(
-                    out,
-                    routes,
-                    index,
-                    &peer.label,
-                    &pc,
-                    IpAddr::V6(inner),
-                    packet,
-                );
+                deliver(out, routes, index, peer, &pc, IpAddr::V6(inner), packet);
             }
             TunnResult::Err(e) => {
                 let counter = match e {
@@ -559,7 +543,7 @@ fn deliver(
     out: &mut impl Output,
     routes: &RouteTable<u32>,
     index: u32,
-    label: &str,
+    peer: &Peer,
     pc: &PeerCounters,
     inner_src: IpAddr,
     packet: &[u8],
@@ -567,11 +551,11 @@ fn deliver(
     match routes.lookup(inner_src) {
         Some(&owner) if owner == index => {
             bump(&pc.rx_packets);
-            out.deliver(packet);
+            out.deliver(peer.id, packet);
         }
         owner => {
             bump(&pc.drop_allowed_ips);
-            tracing::debug!(peer = %label, %inner_src, ?owner, "dropped packet: source not in the peer's allowed IPs");
+            tracing::debug!(peer = %peer.label, %inner_src, ?owner, "dropped packet: source not in the peer's allowed IPs");
         }
     }
 }

@@ -21,7 +21,7 @@ impl Output for Wire {
     fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
         self.sent.push((to, datagram.to_vec()));
     }
-    fn deliver(&mut self, ip_packet: &[u8]) {
+    fn deliver(&mut self, _peer: crate::wg::PeerId, ip_packet: &[u8]) {
         self.delivered.push(ip_packet.to_vec());
     }
 }

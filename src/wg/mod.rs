@@ -247,8 +247,8 @@ pub trait Output {
     /// Send one UDP datagram. Errors are the implementor's to count and log; WireGuard
     /// tolerates loss.
     fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]);
-    /// Hand one authenticated, cryptokey-routed IP packet to the netstack.
-    fn deliver(&mut self, ip_packet: &[u8]);
+    /// Hand one authenticated, cryptokey-routed IP packet from `peer` to the netstack.
+    fn deliver(&mut self, peer: PeerId, ip_packet: &[u8]);
 }
 
 /// A peer's identity inside one device: assigned when the peer is added and never reused,

@@ -244,7 +244,7 @@ mod tests {
                 .try_send_to(datagram, to_socket_family(to, v6))
                 .unwrap();
         }
-        fn deliver(&mut self, ip_packet: &[u8]) {
+        fn deliver(&mut self, _peer: crate::wg::PeerId, ip_packet: &[u8]) {
             self.delivered.push(ip_packet.to_vec());
         }
     }

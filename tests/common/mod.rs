@@ -63,6 +63,7 @@ pub async fn node(secret: StaticSecret, addr: &str, port: u16, peers: Vec<PeerCo
         mtu: 1280,
         tcp_buffer: 512 * 1024,
         connect_timeout: std::time::Duration::from_secs(10),
+        limits: Default::default(),
         peers,
     })
     .await

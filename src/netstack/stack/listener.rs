@@ -1,18 +1,35 @@
-//! Listeners of the stack: one LISTEN socket per endpoint, replaced as soon as it takes a SYN
-//! (so a burst of SYNs from several peers is not reset), a half-open set, and a bounded accept
-//! queue (the tailscale-rs pattern; never the one-socket swap).
+//! Listeners of the stack: a half-open set and a bounded accept queue per endpoint, and
+//! admission of connection requests.
+//!
+//! No LISTEN socket waits between polls. smoltcp hands a segment to the *first* socket in its
+//! set that accepts it, and a LISTEN socket accepts any SYN for its endpoint; a LISTEN socket
+//! kept ready (the usual pattern) therefore steals a retransmitted SYN from the half-open
+//! connection it belongs to whenever it sits in an earlier slot, and answers with a second
+//! SYN-ACK of another sequence number (then RSTs): exactly the resets seen on lossy links.
+//! Instead, right before smoltcp sees a connection request ([`Stack::prepare_accept`]):
+//! - if a socket with the same 4-tuple exists, nothing is created and smoltcp delivers the SYN
+//!   to it (a duplicate in SYN-RECEIVED is ignored there; its own timer resends the SYN-ACK);
+//!   an orphan in TIME-WAIT is removed first, so a new connection may reuse the 4-tuple;
+//! - otherwise, if the request is admitted (backlog, per-peer cap, socket table and its
+//!   reserve, memory budget), one socket is put in LISTEN for it and takes it, or, if refused,
+//!   none is and smoltcp answers with RST (counted by reason).
+//!
+//! A socket still in LISTEN after its packet (not taken, e.g. the outbound queue was full and the
+//! packet stays queued) is removed at once ([`Stack::settle_accept`]), so none survives a step.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::task::{Poll, Waker};
 
 use smoltcp::iface::SocketHandle;
+use smoltcp::socket::AnySocket;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use super::{HALF_OPEN_TIMEOUT, Stack, Timed, new_socket};
-use crate::netstack::NetstackError;
+use super::{HALF_OPEN_TIMEOUT, ORPHAN_LINGER, Orphan, Refusal, Stack, Timed};
+use crate::netstack::device::Syn;
+use crate::netstack::{NetstackError, PeerTag};
 
 /// Identifies a listener inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,21 +41,24 @@ pub(crate) struct Accepted {
     pub(crate) handle: SocketHandle,
     pub(crate) local: SocketAddr,
     pub(crate) remote: SocketAddr,
+    pub(crate) peer: Option<PeerTag>,
 }
 
 #[derive(Debug)]
 pub(super) struct Listener {
     pub(super) endpoint: IpEndpoint,
-    /// The one socket in LISTEN for this endpoint (None while the backlog or the socket limit
-    /// is reached: SYNs are then answered with RST by smoltcp).
-    listening: Option<SocketHandle>,
-    /// Sockets that left LISTEN and have not completed the handshake yet.
+    /// Sockets that took a SYN and have not completed the handshake yet.
     pub(super) half_open: Vec<Timed>,
     /// Established connections waiting for `accept`.
     ready: VecDeque<Accepted>,
     waker: Option<Waker>,
-    /// Set while no LISTEN socket could be created (counted once per episode).
-    saturated: bool,
+}
+
+/// A socket put in LISTEN for one connection request (see [`Stack::settle_accept`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prepared {
+    listener: usize,
+    handle: SocketHandle,
 }
 
 impl Stack {
@@ -61,11 +81,9 @@ impl Stack {
         }
         let listener = Listener {
             endpoint,
-            listening: None,
             half_open: Vec::new(),
             ready: VecDeque::new(),
             waker: None,
-            saturated: false,
         };
         let id = match self.listeners.iter().position(Option::is_none) {
             Some(i) => {
@@ -77,29 +95,29 @@ impl Stack {
                 ListenerId(self.listeners.len() - 1)
             }
         };
-        self.replenish(id);
         Ok(id)
     }
 
-    /// Stops a listener: its LISTEN socket is closed, pending connections are reset.
+    /// Stops a listener: pending connections are reset.
     pub(crate) fn unlisten(&mut self, id: ListenerId) {
         let Some(l) = self.listeners.get_mut(id.0).and_then(Option::take) else {
             return;
         };
-        if let Some(h) = l.listening {
-            self.remove(h);
-        }
         let pending = l.half_open.iter().map(|t| t.handle);
         let pending: Vec<_> = pending.chain(l.ready.iter().map(|a| a.handle)).collect();
         for h in pending {
             self.sockets.get_mut::<tcp::Socket>(h).abort();
-            self.orphans.push(Timed::new(h));
+            self.orphans.push(Orphan {
+                timed: Timed::new(h),
+                limit: ORPHAN_LINGER,
+                drain: false,
+            });
         }
     }
 
     /// Takes an established connection from the accept queue, or registers `waker`.
     pub(crate) fn poll_accept(&mut self, id: ListenerId, waker: &Waker) -> Poll<Option<Accepted>> {
-        let Some(l) = self.listener(id) else {
+        let Some(l) = self.listeners.get_mut(id.0).and_then(Option::as_mut) else {
             return Poll::Ready(None);
         };
         match l.ready.pop_front() {
@@ -111,81 +129,119 @@ impl Stack {
         }
     }
 
-    fn listener(&mut self, id: ListenerId) -> Option<&mut Listener> {
-        self.listeners.get_mut(id.0).and_then(Option::as_mut)
-    }
-
-    pub(super) fn replenish_all(&mut self) {
-        for i in 0..self.listeners.len() {
-            self.replenish(ListenerId(i));
-        }
-    }
-
-    /// Moves a LISTEN socket that took a SYN to the half-open set and puts a fresh LISTEN
-    /// socket in its place, within the backlog and the socket limit.
-    fn replenish(&mut self, id: ListenerId) {
-        let Some(l) = self.listeners.get_mut(id.0).and_then(Option::as_mut) else {
-            return;
-        };
-        if let Some(h) = l.listening
-            && self.sockets.get::<tcp::Socket>(h).state() != State::Listen
-        {
-            l.half_open.push(Timed::new(h));
-            l.listening = None;
-        }
-        if l.listening.is_some() {
-            return;
-        }
-        if l.half_open.len() + l.ready.len() >= self.params.backlog
-            || self.open >= self.params.max_sockets
-        {
-            if !l.saturated {
-                l.saturated = true;
-                self.counters.sockets_refused.inc();
-                tracing::debug!(endpoint = %l.endpoint, "netstack: listener saturated, refusing SYNs");
+    /// Called right before smoltcp processes a connection request from `peer` (see the
+    /// module docs). Returns the LISTEN socket created for it, if any.
+    pub(super) fn prepare_accept(&mut self, syn: Syn, peer: Option<PeerTag>) -> Option<Prepared> {
+        let li = self
+            .listeners
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.endpoint == syn.local))?;
+        let mut existing = None;
+        for (h, s) in self.sockets.iter_mut() {
+            let Some(s) = tcp::Socket::downcast_mut(s) else {
+                continue;
+            };
+            match s.state() {
+                // Only `prepare_accept` creates LISTEN sockets and `settle_accept` removes
+                // them; any other one is a half-open connection that an RST sent back to
+                // LISTEN. It must not take this SYN: close it (bookkeeping removes it).
+                State::Listen => s.abort(),
+                State::Closed => {}
+                state => {
+                    if s.local_endpoint() == Some(syn.local)
+                        && s.remote_endpoint() == Some(syn.remote)
+                    {
+                        existing = Some((h, state));
+                    }
+                }
             }
-            return;
         }
-        let mut socket = new_socket(&self.params);
+        match existing {
+            Some((h, State::TimeWait)) if self.orphans.iter().any(|o| o.timed.handle == h) => {
+                self.orphans.retain(|o| o.timed.handle != h);
+                self.remove(h);
+            }
+            Some(_) => {
+                self.counters.duplicate_syns.inc();
+                return None;
+            }
+            None => {}
+        }
+        let held = peer.map_or(0, |p| self.per_peer.get(&p).copied().unwrap_or(0));
+        let l = self.listeners[li].as_ref()?;
+        let verdict = if l.half_open.len() + l.ready.len() >= self.params.backlog {
+            Err(Refusal::Backlog)
+        } else {
+            self.admit(peer, held)
+        };
+        let handle = match verdict.and_then(|()| self.create(peer)) {
+            Ok(h) => h,
+            Err(why) => {
+                self.refused(why, &syn.remote);
+                return None;
+            }
+        };
         // Cannot fail: the socket is fresh (closed) and the port is non-zero.
-        let _ = socket.listen(l.endpoint);
-        l.saturated = false;
-        self.open += 1;
-        self.counters.sockets_open.set(self.open as u64);
-        l.listening = Some(self.sockets.add(socket));
+        let _ = self
+            .sockets
+            .get_mut::<tcp::Socket>(handle)
+            .listen(syn.local);
+        self.listeners[li]
+            .as_mut()?
+            .half_open
+            .push(Timed::new(handle));
+        Some(Prepared {
+            listener: li,
+            handle,
+        })
     }
 
-    /// Promotes established half-open sockets to the accept queue, recycles half-open sockets
+    /// After smoltcp's step: a prepared socket that did not take its SYN is removed.
+    pub(super) fn settle_accept(&mut self, p: Prepared) {
+        if self.sockets.get::<tcp::Socket>(p.handle).state() != State::Listen {
+            return;
+        }
+        if let Some(l) = self.listeners.get_mut(p.listener).and_then(Option::as_mut) {
+            l.half_open.retain(|t| t.handle != p.handle);
+        }
+        self.remove(p.handle);
+    }
+
+    /// Promotes established half-open sockets to the accept queue, removes half-open sockets
     /// that fell back to LISTEN or closed, resets stale ones. True when it aborted a socket.
     pub(super) fn listener_bookkeeping(&mut self, now: Instant) -> bool {
         let mut aborted = false;
-        for i in 0..self.listeners.len() {
-            let id = ListenerId(i);
-            self.replenish(id);
-            let Some(l) = self.listeners.get_mut(i).and_then(Option::as_mut) else {
-                continue;
-            };
+        for li in 0..self.listeners.len() {
             let mut i = 0;
-            while i < l.half_open.len() {
-                let t = &mut l.half_open[i];
-                let socket = self.sockets.get_mut::<tcp::Socket>(t.handle);
+            while let Some(l) = self.listeners[li].as_mut() {
+                let Some(t) = l.half_open.get_mut(i) else {
+                    break;
+                };
+                let h = t.handle;
+                let socket = self.sockets.get_mut::<tcp::Socket>(h);
                 match socket.state() {
                     State::SynReceived => {
                         if t.expired(now, HALF_OPEN_TIMEOUT) {
                             socket.abort();
                             aborted = true;
-                            self.orphans.push(Timed::new(t.handle));
                             l.half_open.swap_remove(i);
+                            self.orphans.push(Orphan {
+                                timed: Timed::new(h),
+                                limit: ORPHAN_LINGER,
+                                drain: false,
+                            });
                         } else {
                             i += 1;
                         }
                     }
                     state => match (socket.local_endpoint(), socket.remote_endpoint()) {
                         (Some(lo), Some(re)) if state != State::Listen && socket.is_open() => {
+                            let peer = self.meta.get(&h).and_then(|m| m.peer);
                             l.ready.push_back(Accepted {
-                                handle: t.handle,
+                                handle: h,
                                 local: SocketAddr::from(lo),
                                 remote: SocketAddr::from(re),
+                                peer,
                             });
                             l.half_open.swap_remove(i);
                             if let Some(w) = l.waker.take() {
@@ -194,16 +250,13 @@ impl Stack {
                         }
                         _ => {
                             // RST during the handshake (back to LISTEN), closed or timed out:
-                            // nothing to accept, recycle the socket.
-                            let h = t.handle;
+                            // nothing to accept.
                             l.half_open.swap_remove(i);
-                            self.sockets.remove(h);
-                            self.open -= 1;
+                            self.remove(h);
                         }
                     },
                 }
             }
-            self.replenish(id);
         }
         aborted
     }

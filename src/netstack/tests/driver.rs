@@ -2,9 +2,10 @@
 //!
 //! `drive` is what `node.rs` does with WireGuard and UDP in place of the in-memory switch: push
 //! inbound packets, poll, pop outbound packets, then wait for input, socket work or the timer.
-//! Here "sending" a packet means pushing it into the stack that owns its destination address;
-//! when that stack's inbound queue is full the packet stays in the sender's outbound queue
-//! (backpressure end to end, nothing dropped).
+//! Here "sending" a packet means pushing it into the stack that owns its destination address,
+//! tagged with the sender's index as its peer; when that stack's inbound queue is full the
+//! packet stays in the sender's outbound queue (backpressure end to end, nothing dropped) unless
+//! a [`Link`] impairs the wire (seeded loss, duplication, or a targeted drop).
 
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
@@ -15,12 +16,55 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::netstack::{Netstack, NetstackConfig};
+use crate::netstack::{Netstack, NetstackConfig, PeerTag};
 
 /// Several netstacks wired together; the driver task stops when this is dropped.
 pub(crate) struct Network {
     pub(crate) stacks: Vec<Netstack>,
     task: JoinHandle<()>,
+}
+
+/// What the wire does to packets (every packet, both directions).
+#[derive(Default)]
+pub(crate) struct Link {
+    /// Probability that a packet is lost.
+    pub(crate) loss: f64,
+    /// Probability that a delivered packet arrives twice.
+    pub(crate) duplicate: f64,
+    /// Seeds the loss and duplication draws (runs are reproducible).
+    pub(crate) seed: u64,
+    /// Drops the packets for which it returns true (before the random draws).
+    #[allow(clippy::type_complexity)]
+    pub(crate) drop_if: Option<Box<dyn FnMut(&[u8]) -> bool + Send>>,
+    /// The stacks' clock runs this many times faster than the wall clock (0 or 1: real time),
+    /// so that retransmission timers (1 s minimum in smoltcp) do not make loss tests slow.
+    pub(crate) speed: u32,
+}
+
+impl Link {
+    /// A uniform draw in [0, 1) from a xorshift generator.
+    fn draw(&mut self) -> f64 {
+        let mut x = self.seed | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How many copies of `packet` to deliver (0, 1 or 2).
+    fn copies(&mut self, packet: &[u8]) -> usize {
+        if self.drop_if.as_mut().is_some_and(|f| f(packet)) {
+            return 0;
+        }
+        if self.loss > 0.0 && self.draw() < self.loss {
+            return 0;
+        }
+        if self.duplicate > 0.0 && self.draw() < self.duplicate {
+            return 2;
+        }
+        1
+    }
 }
 
 impl Network {
@@ -29,11 +73,20 @@ impl Network {
         addresses: &[&[IpAddr]],
         tweak: impl Fn(NetstackConfig) -> NetstackConfig,
     ) -> Self {
+        Self::with_link(addresses, tweak, Link::default())
+    }
+
+    /// Like [`new`](Self::new), over an impaired wire.
+    pub(crate) fn with_link(
+        addresses: &[&[IpAddr]],
+        tweak: impl Fn(NetstackConfig) -> NetstackConfig,
+        link: Link,
+    ) -> Self {
         let stacks: Vec<Netstack> = addresses
             .iter()
             .map(|a| Netstack::new(tweak(NetstackConfig::new(a.to_vec()))).unwrap())
             .collect();
-        let task = tokio::spawn(drive(stacks.clone()));
+        let task = tokio::spawn(drive(stacks.clone(), link));
         Self { stacks, task }
     }
 }
@@ -61,11 +114,14 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
 }
 
 /// The driver loop for all stacks of a network.
-async fn drive(stacks: Vec<Netstack>) {
+async fn drive(stacks: Vec<Netstack>, mut link: Link) {
     let start = Instant::now();
+    let speed = link.speed.max(1);
     loop {
         // 1. poll every stack (the inbound side was filled by the previous round's step 2).
-        let now = smol_now(start);
+        let now = smoltcp::time::Instant::from_micros(
+            (start.elapsed().as_micros() * u128::from(speed)) as i64,
+        );
         let mut delay: Option<Duration> = None;
         for s in &stacks {
             if let Some(d) = s.poll(now) {
@@ -74,18 +130,25 @@ async fn drive(stacks: Vec<Netstack>) {
         }
         // 2. deliver outbound packets; a full receiver leaves them queued at the sender.
         let mut moved = false;
-        for s in &stacks {
+        for (i, s) in stacks.iter().enumerate() {
+            let tag = PeerTag(i as u64);
             s.pop_outbound(|packet| {
                 let Some(dst) = destination(packet) else {
                     return true; // unroutable: the wire loses it (real drivers count this)
                 };
-                match stacks.iter().find(|t| t.addresses().contains(&dst)) {
-                    Some(target) => {
-                        let ok = target.push_inbound(packet).is_ok();
+                let Some(target) = stacks.iter().find(|t| t.addresses().contains(&dst)) else {
+                    return true;
+                };
+                match link.copies(packet) {
+                    0 => true,
+                    n => {
+                        let ok = target.push_inbound(tag, packet).is_ok();
+                        if ok && n == 2 {
+                            let _ = target.push_inbound(tag, packet);
+                        }
                         moved |= ok;
                         ok
                     }
-                    None => true,
                 }
             });
         }
@@ -107,7 +170,7 @@ async fn drive(stacks: Vec<Netstack>) {
             }
             Poll::Pending
         });
-        match delay {
+        match delay.map(|d| d / speed) {
             Some(d) => {
                 let _ = tokio::time::timeout(d, any_work).await;
             }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::driver::{Network, smol_now};
 use super::*;
-use crate::netstack::{Netstack, NetstackConfig, NetstackError};
+use crate::netstack::{Netstack, NetstackConfig, NetstackError, PeerTag};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_simultaneous_connections_from_two_addresses() {
@@ -55,9 +55,8 @@ async fn fifty_simultaneous_connections_from_two_addresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_limit_refuses_then_recovers() {
     bounded(async {
-        // max 3 sockets on the server: each connection consumes the LISTEN socket and a fresh
-        // one replaces it while the limit allows, so the third connection takes the last LISTEN
-        // socket and the fourth SYN is refused until connections close.
+        // max 3 sockets on the server (no socket waits in LISTEN: each connection gets one
+        // when its SYN arrives), so the fourth SYN is refused until connections close.
         let net = Network::new(&[&[ip(V4_SERVER)], &[ip(V4_CLIENT)]], |mut c| {
             if c.addresses == [ip(V4_SERVER)] {
                 c.max_sockets = 3;
@@ -74,8 +73,10 @@ async fn socket_limit_refuses_then_recovers() {
             .await
             .expect_err("over the limit");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        assert!(net.stacks[0].counters().sockets_refused >= 1);
-        assert!(net.stacks[0].counters().sockets_open <= 3);
+        let counters = net.stacks[0].counters();
+        assert_eq!(counters.sockets_refused, 1);
+        assert_eq!(counters.refused_table_full, 1);
+        assert_eq!(counters.sockets_open, 3);
         drop((a, b, c));
         let mut ok = None;
         for _ in 0..100 {
@@ -149,11 +150,11 @@ async fn pump(a: &Netstack, b: &Netstack, now: smoltcp::time::Instant) {
         let mut moved = false;
         a.pop_outbound(|p| {
             moved = true;
-            b.push_inbound(p).is_ok()
+            b.push_inbound(PeerTag(0), p).is_ok()
         });
         b.pop_outbound(|p| {
             moved = true;
-            a.push_inbound(p).is_ok()
+            a.push_inbound(PeerTag(1), p).is_ok()
         });
         quiet = if moved { 0 } else { quiet + 1 };
         if quiet == 5 {
@@ -161,13 +162,6 @@ async fn pump(a: &Netstack, b: &Netstack, now: smoltcp::time::Instant) {
         }
     }
     panic!("network never went quiet");
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn single(a: [u8; 4]) -> Netstack {
@@ -182,12 +176,12 @@ fn packets_for_foreign_addresses_are_dropped_and_counted() {
         let foreign = SocketAddr::from(([100, 64, 0, 99], 80));
         let (syn, connecting) =
             emitted_syn(&client, foreign, smol_now(tokio::time::Instant::now())).await;
-        assert_eq!(server.push_inbound(&syn), Ok(()));
-        assert_eq!(server.push_inbound(&[0x45, 0, 1]), Ok(()));
+        assert_eq!(server.push_inbound(PeerTag(1), &syn), Ok(()));
+        assert_eq!(server.push_inbound(PeerTag(1), &[0x45, 0, 1]), Ok(()));
         let mut corrupt = syn.clone();
         corrupt[16..20].copy_from_slice(&V4_SERVER); // now ours, but the TCP checksum is wrong
         smoltcp::wire::Ipv4Packet::new_unchecked(&mut corrupt[..]).fill_checksum();
-        assert_eq!(server.push_inbound(&corrupt), Ok(()));
+        assert_eq!(server.push_inbound(PeerTag(1), &corrupt), Ok(()));
         let c = server.counters();
         assert_eq!(
             (c.dropped_not_ours, c.dropped_malformed, c.packets_in),
@@ -227,17 +221,21 @@ fn half_open_connections_expire() {
         let _listener = server.listen(addr).unwrap();
         let t0 = smoltcp::time::Instant::from_secs(1);
         let (syn, connecting) = emitted_syn(&client, addr, t0).await;
-        server.push_inbound(&syn).unwrap();
+        server.push_inbound(PeerTag(1), &syn).unwrap();
         server.poll(t0);
         server.pop_outbound(|_| true); // the SYN-ACK is lost: the handshake never completes
-        assert_eq!(server.counters().sockets_open, 2, "LISTEN + half-open");
+        assert_eq!(
+            server.counters().sockets_open,
+            1,
+            "the half-open connection"
+        );
         let delay = server.poll(t0).expect("a timer is pending");
         assert!(delay <= Duration::from_secs(30));
         let later = t0 + smoltcp::time::Duration::from_secs(31);
         server.poll(later);
         server.poll(later);
         let c = server.counters();
-        assert_eq!(c.sockets_open, 1, "half-open socket reset and removed");
+        assert_eq!(c.sockets_open, 0, "half-open socket reset and removed");
         assert!(c.resets_sent >= 1);
         connecting.abort();
     }));
@@ -261,13 +259,13 @@ fn dropped_stream_whose_peer_never_closes_is_reset_after_linger() {
         let _client_stream = connecting.await.unwrap().unwrap();
         drop(accepted); // FIN; the client never closes its side
         pump(&server, &client, t0).await;
-        assert_eq!(server.counters().sockets_open, 2, "LISTEN + closing orphan");
+        assert_eq!(server.counters().sockets_open, 1, "the closing orphan");
         let later = t0 + smoltcp::time::Duration::from_secs(61);
         server.poll(later);
         server.poll(later);
         assert_eq!(
             server.counters().sockets_open,
-            1,
+            0,
             "orphan reset and removed"
         );
     }));
