@@ -375,6 +375,7 @@ async fn churn_section() -> Result<()> {
         allowed_ips: vec![format!("{CONTROL_IP}/32").parse()?],
         endpoint: None,
         persistent_keepalive: None,
+        access: Default::default(),
     });
     let agent = Agent::start(&cfg).await?;
     let control = Node::start(NodeConfig {

@@ -30,6 +30,7 @@ use crate::keys;
 use crate::netstack::TcpListener;
 use crate::node::{self, Node, NodeConfig, NodeError};
 use crate::proc::{Manager, ManagerConfig};
+use crate::trust::{AuditLog, Identify, Policy, Trust};
 use crate::wg::uapi::server::{self as uapi, BindError};
 use crate::wg::{Applied, PublicKey};
 
@@ -77,6 +78,13 @@ pub enum AgentError {
     /// configuration can reload one.
     #[error("this agent was not started from a configuration; it cannot reload one")]
     NotReloadable,
+    /// The audit log (`[audit] path`) cannot be opened; fix the path or its directory.
+    #[error("audit log {}: {source}", path.display())]
+    Audit {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a reload changed, and what it could not change.
@@ -112,8 +120,37 @@ impl Agent {
             instance_id = manager.instance_id(),
             "process state"
         );
+        let audit = match &config.audit {
+            None => None,
+            Some(a) => Some(
+                AuditLog::open(a.clone()).map_err(|source| AgentError::Audit {
+                    path: a.path.clone(),
+                    source,
+                })?,
+            ),
+        };
+        if let Some(a) = &config.audit {
+            tracing::info!(path = %a.path.display(), fail_closed = a.fail_closed, "audit log");
+        }
+        if !crate::proc::is_root()
+            && let Some(p) = config
+                .peers
+                .iter()
+                .find(|p| p.access.run_as.is_some() || !p.access.users.is_empty())
+        {
+            tracing::warn!(
+                peer = p.label(),
+                "run_as/users are set but the agent is not root: starts as another user will \
+                 be refused (400)"
+            );
+        }
         let node = Node::start(NodeConfig::from(config)).await?;
-        let mut agent = Agent::assemble(node, manager, &config.api, &config.files)?;
+        let trust = Trust::new(
+            Some(Arc::new(node.clone()) as Arc<dyn Identify>),
+            policy(config),
+            audit,
+        );
+        let mut agent = Agent::assemble(node, manager, &config.api, &config.files, trust)?;
         if let Some(addr) = config.metrics.listen {
             let metrics = agent.state.metrics.clone();
             let cancel = agent.cancel.clone();
@@ -153,7 +190,15 @@ impl Agent {
     /// peers are the caller's business.
     pub fn attach(node: Node, api: &config::Api) -> Result<Agent, AgentError> {
         let manager = Manager::new(manager_config(api, api.state_dir.clone()));
-        Agent::assemble(node, manager, api, &config::Files::default())
+        let trust = Trust::new(
+            Some(Arc::new(node.clone()) as Arc<dyn Identify>),
+            Policy {
+                isolation: api.isolation,
+                ..Policy::default()
+            },
+            None,
+        );
+        Agent::assemble(node, manager, api, &config::Files::default(), trust)
     }
 
     fn assemble(
@@ -161,6 +206,7 @@ impl Agent {
         manager: Manager,
         api_cfg: &config::Api,
         files: &config::Files,
+        trust: Trust,
     ) -> Result<Agent, AgentError> {
         let serve_cfg = api::serve::ServeConfig::from_api(api_cfg);
         let mut state = AppState::new(manager.clone());
@@ -171,6 +217,7 @@ impl Agent {
                 .with_processes(&manager)
                 .with_node(&node),
         );
+        state.trust = trust;
         *state.allowed_sources.write() = api_cfg.allowed_sources.clone().unwrap_or_default();
         state.files = crate::files::Files::new((*files).into());
         let router = api::router(state.clone());
@@ -240,6 +287,17 @@ impl Agent {
             &self.tracker,
             &resolving,
         );
+        let access = |c: &Config| -> Vec<_> { c.peers.iter().map(|p| p.access.clone()).collect() };
+        if api.isolation != old.api.isolation || access(&effective) != access(&old) {
+            self.state.trust.set_policy(policy(&effective));
+            report.applied.push("peer.access");
+        }
+        // SIGHUP also means "logrotate moved the file" (the usual postrotate).
+        if let Some(log) = self.state.trust.audit_log()
+            && let Err(e) = log.reopen()
+        {
+            tracing::error!(path = %log.config().path.display(), "reopening the audit log: {e}");
+        }
         *self.in_force.lock() = Some(effective);
         Ok(report)
     }
@@ -325,6 +383,18 @@ pub async fn serve_api(
     api::serve::serve(listener, router, cfg, cancel).await;
 }
 
+/// The access rules of the configured peers and the isolation mode.
+fn policy(config: &Config) -> Policy {
+    Policy {
+        peers: config
+            .peers
+            .iter()
+            .map(|p| (p.public_key.to_bytes(), p.access.clone()))
+            .collect(),
+        isolation: config.api.isolation,
+    }
+}
+
 fn manager_config(api: &config::Api, state_dir: Option<PathBuf>) -> ManagerConfig {
     ManagerConfig {
         max_running: api.max_running,
@@ -337,6 +407,9 @@ fn manager_config(api: &config::Api, state_dir: Option<PathBuf>) -> ManagerConfi
         state_dir,
         log_max_bytes: api.log_max_bytes,
         state_max_bytes: api.state_max_bytes,
+        default_limits: api.default_limits,
+        max_limits: api.max_limits,
+        cgroups: api.cgroups,
     }
 }
 
@@ -346,6 +419,10 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
     if new.interface.addresses != old.interface.addresses {
         new.interface.addresses = old.interface.addresses.clone();
         restart.push("interface.address");
+    }
+    if new.audit != old.audit {
+        new.audit.clone_from(&old.audit);
+        restart.push("audit");
     }
     macro_rules! keep {
         ($($section:ident . $field:ident),* $(,)?) => {$(
@@ -377,6 +454,9 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
         api.state_dir,
         api.log_max_bytes,
         api.state_max_bytes,
+        api.default_limits,
+        api.max_limits,
+        api.cgroups,
         files.max_write_bytes,
         files.max_edit_files,
         files.fsync,

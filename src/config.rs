@@ -47,6 +47,8 @@ pub struct Config {
     pub log: Log,
     /// `[metrics]`: the opt-in host listener for Prometheus; off when the section is absent.
     pub metrics: Metrics,
+    /// `[audit]`: the audit log of who did what (agent role); `None` without the section.
+    pub audit: Option<crate::trust::AuditConfig>,
     /// Non-fatal findings (loose key permissions, no peers), one sentence each, to be logged.
     pub warnings: Vec<String>,
     /// Peers whose `endpoint` host name did not resolve at load (their `endpoint` is `None`
@@ -221,6 +223,7 @@ impl Config {
             files: Files::default(),
             log: Log::default(),
             metrics: Metrics::default(),
+            audit: None,
             warnings: Vec::new(),
             pending_endpoints: Vec::new(),
         }
@@ -271,6 +274,18 @@ pub struct Api {
     pub idle_timeout: Duration,
     /// `send_timeout`: a response the client does not read for this long closes the connection.
     pub send_timeout: Duration,
+    /// `default_limits`: per-command limits of commands that ask for none (inline table of
+    /// `memory_bytes`, `cpu_seconds`, `open_files`, `file_size_bytes`, `processes`).
+    pub default_limits: crate::proc::Limits,
+    /// `max_limits`: ceilings; a start asking for more is refused (400), and a command that
+    /// asks for nothing and has no default gets the ceiling.
+    pub max_limits: crate::proc::Limits,
+    /// `cgroups`: use a delegated cgroup v2 subtree for per-command groups when one is found
+    /// (the agent moves itself into a leaf group `agent` of its own cgroup).
+    pub cgroups: bool,
+    /// `isolation`: `"none"` (every peer sees every process) or `"peer"` (a peer sees and acts
+    /// on only the processes it started; other ids answer 404).
+    pub isolation: crate::trust::Isolation,
 }
 
 impl Api {
@@ -304,7 +319,8 @@ impl Default for Api {
     /// `state_dir` unset (the default directory), `log_max_bytes` 64 MiB, `state_max_bytes`
     /// 1 GiB, `header_timeout` 10 s, `body_timeout` 10 s, `body_min_rate` 4096 B/s,
     /// `idle_timeout` 75 s (above the SDK's 60 s pool idle time, so clients close idle
-    /// connections first), `send_timeout` 60 s.
+    /// connections first), `send_timeout` 60 s, no `default_limits` or `max_limits`, `cgroups`
+    /// on (used only where delegated), `isolation` "none".
     fn default() -> Self {
         Api {
             port: 4,
@@ -325,6 +341,10 @@ impl Default for Api {
             body_min_rate: 4096,
             idle_timeout: Duration::from_secs(75),
             send_timeout: Duration::from_secs(60),
+            default_limits: crate::proc::Limits::default(),
+            max_limits: crate::proc::Limits::default(),
+            cgroups: true,
+            isolation: crate::trust::Isolation::None,
         }
     }
 }
@@ -346,6 +366,8 @@ pub struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// `persistent_keepalive` in seconds; 0 or absent = off (`None`).
     pub persistent_keepalive: Option<u16>,
+    /// `allow`, `run_as`, `users`: what this peer may do on an agent (absent `allow` = all).
+    pub access: crate::trust::Access,
 }
 
 impl Peer {
@@ -609,6 +631,7 @@ impl fmt::Debug for Peer {
             .field("allowed_ips", &self.allowed_ips)
             .field("endpoint", &self.endpoint)
             .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -625,6 +648,7 @@ struct RawConfig {
     files: Option<Value>,
     log: Option<Value>,
     metrics: Option<Value>,
+    audit: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -665,6 +689,10 @@ struct RawApi {
     body_min_rate: Option<Value>,
     idle_timeout: Option<Value>,
     send_timeout: Option<Value>,
+    default_limits: Option<Value>,
+    max_limits: Option<Value>,
+    cgroups: Option<Value>,
+    isolation: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -677,6 +705,18 @@ struct RawPeer {
     allowed_ips: Option<Value>,
     endpoint: Option<Value>,
     persistent_keepalive: Option<Value>,
+    allow: Option<Value>,
+    run_as: Option<Value>,
+    users: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<Value>,
+    max_bytes: Option<Value>,
+    keep: Option<Value>,
+    fail_closed: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -789,6 +829,10 @@ fn parse_inner(
         Some(metrics) => cx.metrics(metrics)?,
         None => Metrics::default(),
     };
+    let audit = match raw.audit {
+        Some(audit) => Some(cx.audit(audit)?),
+        None => None,
+    };
     if peers.is_empty() {
         cx.warnings.push(format!(
             "{}: no [[peer]] configured; nothing can reach this node and it can reach nobody",
@@ -803,6 +847,7 @@ fn parse_inner(
         files,
         log,
         metrics,
+        audit,
         warnings: cx.warnings,
         pending_endpoints: cx.pending_endpoints,
     };
@@ -1281,6 +1326,16 @@ impl Cx<'_> {
             4096,
             i64::MAX,
         )?;
+        let default_limits = self.limits(field!(api, raw.default_limits))?;
+        let max_limits = self.limits(field!(api, raw.max_limits))?;
+        for (limit, value) in default_limits.iter() {
+            if let Some(max) = max_limits.get(limit).filter(|max| value > *max) {
+                return Err(self.invalid(
+                    &format!("api.default_limits.{limit}"),
+                    format!("{value} is above api.max_limits.{limit} ({max})"),
+                ));
+            }
+        }
         if max_tracked < max_running {
             return Err(self.invalid(
                 "api.max_tracked",
@@ -1322,7 +1377,129 @@ impl Cx<'_> {
             )?,
             idle_timeout: self.positive_duration(field!(api, raw.idle_timeout), d.idle_timeout)?,
             send_timeout: self.positive_duration(field!(api, raw.send_timeout), d.send_timeout)?,
+            default_limits,
+            max_limits,
+            cgroups: self.bool_or(field!(api, raw.cgroups), d.cgroups)?,
+            isolation: match &raw.isolation {
+                None => d.isolation,
+                Some(value) => {
+                    let key = "api.isolation";
+                    let text = self.string(key, value)?;
+                    crate::trust::Isolation::parse(text).ok_or_else(|| {
+                        self.invalid(key, format!("{text:?}: use \"none\" or \"peer\""))
+                    })?
+                }
+            },
         })
+    }
+
+    fn audit(&mut self, value: Value) -> Result<crate::trust::AuditConfig, ConfigError> {
+        use crate::trust::AuditConfig;
+        let raw: RawAudit = self.section("audit", value)?;
+        let key = "audit.path";
+        let Some(path) = self.path_or(field!(audit, raw.path))? else {
+            return Err(self.missing(key));
+        };
+        Ok(AuditConfig {
+            path,
+            max_bytes: self.int_or(
+                field!(audit, raw.max_bytes),
+                AuditConfig::DEFAULT_MAX_BYTES,
+                4096,
+                i64::MAX,
+            )?,
+            keep: self.int_or(field!(audit, raw.keep), AuditConfig::DEFAULT_KEEP, 0, 1000)?,
+            fail_closed: self.bool_or(field!(audit, raw.fail_closed), true)?,
+        })
+    }
+
+    /// `allow`, `run_as` and `users` of one `[[peer]]`.
+    fn access(&self, path: &str, raw: &RawPeer) -> Result<crate::trust::Access, ConfigError> {
+        use crate::trust::{Access, Permission, Permissions};
+        let allow = match &raw.allow {
+            None => None,
+            Some(value) => {
+                let key = join(path, "allow");
+                let mut set = Permissions::default();
+                for (i, item) in self.list(&key, value)?.iter().enumerate() {
+                    let item_key = format!("{key}[{i}]");
+                    let text = self.string(&item_key, item)?;
+                    let p = Permission::parse(text).ok_or_else(|| {
+                        self.invalid(
+                            &item_key,
+                            format!(
+                                "{text:?} is not a permission; use {}",
+                                Permission::ALL
+                                    .map(|p| format!("{:?}", p.as_str()))
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
+                    set.insert(p);
+                }
+                Some(set)
+            }
+        };
+        let user_name = |key: &str, value: &Value| -> Result<String, ConfigError> {
+            let text = self.string(key, value)?;
+            if text.is_empty() || text.len() > 64 || text.contains(['/', ':', '\0', ' ']) {
+                return Err(self.invalid(key, format!("{text:?} is not a user name")));
+            }
+            Ok(text.to_owned())
+        };
+        let run_as = match &raw.run_as {
+            None => None,
+            Some(value) => Some(user_name(&join(path, "run_as"), value)?),
+        };
+        let mut users = Vec::new();
+        if let Some(value) = &raw.users {
+            let key = join(path, "users");
+            for (i, item) in self.list(&key, value)?.iter().enumerate() {
+                let name = user_name(&format!("{key}[{i}]"), item)?;
+                if !users.contains(&name) {
+                    users.push(name);
+                }
+            }
+        }
+        Ok(Access {
+            allow,
+            run_as,
+            users,
+        })
+    }
+
+    /// An inline table of limits by name, each a positive integer.
+    fn limits(
+        &self,
+        (key, value): (&str, Option<&Value>),
+    ) -> Result<crate::proc::Limits, ConfigError> {
+        let mut out = crate::proc::Limits::default();
+        let Some(value) = value else { return Ok(out) };
+        let Some(table) = value.as_table() else {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "expected a table like {{ memory_bytes = 1073741824 }}, found {}",
+                    describe(value)
+                ),
+            ));
+        };
+        for (name, v) in table {
+            let Some(limit) = crate::proc::Limit::parse(name) else {
+                return Err(ConfigError::UnknownKey {
+                    file: self.file.to_owned(),
+                    key: join(key, name),
+                    expected: crate::proc::Limit::ALL
+                        .iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            let n = self.int(&join(key, name), v, 1, i64::MAX)?;
+            out.set(limit, Some(n as u64));
+        }
+        Ok(out)
     }
 
     /// A duration that must be above zero (a zero timeout would refuse everything).
@@ -1573,6 +1750,7 @@ impl Cx<'_> {
             0,
             65535,
         )?;
+        let access = self.access(path, &raw)?;
         Ok(Peer {
             name,
             public_key,
@@ -1580,6 +1758,7 @@ impl Cx<'_> {
             allowed_ips,
             endpoint,
             persistent_keepalive: (keepalive != 0).then_some(keepalive),
+            access,
         })
     }
 
@@ -2411,10 +2590,28 @@ mod tests {
             agent.api,
             Api {
                 allowed_sources: Some(sources),
+                isolation: crate::trust::Isolation::Peer,
                 ..Api::default()
             }
         );
+        let audit = agent.audit.as_ref().unwrap();
+        assert_eq!(
+            (audit.max_bytes, audit.keep, audit.fail_closed),
+            (
+                crate::trust::AuditConfig::DEFAULT_MAX_BYTES,
+                crate::trust::AuditConfig::DEFAULT_KEEP,
+                true
+            )
+        );
         assert_eq!(agent.peers.len(), 2);
+        {
+            use crate::trust::Permission::*;
+            let a = &agent.peer_by_name("control-1").unwrap().access;
+            assert!([Run, Read, Signal, Files].into_iter().all(|p| a.allows(p)));
+            assert!(!a.allows(Metrics));
+            let b = &agent.peer_by_name("control-2").unwrap().access;
+            assert!(b.allows(Read) && !b.allows(Run) && !b.allows(Signal));
+        }
         let control_1 = agent.peer_by_name("control-1").unwrap();
         assert_eq!(control_1.persistent_keepalive, Some(25));
         assert!(control_1.endpoint.is_some());
@@ -2448,5 +2645,67 @@ mod tests {
                 .iter()
                 .any(|net| net.contains(agent.interface.addresses[0]))
         );
+    }
+
+    #[test]
+    fn trust_keys() {
+        use crate::trust::{Isolation, Permission};
+        let key = keys::encode_public(&keys::public_key(&keys::generate()));
+        let text = |extra_api: &str, peer: &str, audit: &str| {
+            format!(
+                "[interface]\nprivate_key = \"{}\"\naddress = [\"10.0.0.1\"]\n[api]\n{extra_api}\n\
+                 [[peer]]\npublic_key = \"{key}\"\nallowed_ips = [\"10.0.0.2\"]\n{peer}\n{audit}",
+                keys::encode_private(&keys::generate())
+            )
+        };
+        let parse = |t: String| Config::parse(&t, Path::new("/etc/wgagent/a.toml"));
+        let c = parse(text(
+            "isolation = \"peer\"",
+            "allow = [\"read\", \"signal\", \"read\"]\nrun_as = \"sandbox\"\nusers = [\"a\", \"b\", \"a\"]",
+            "[audit]\npath = \"audit.log\"\nmax_bytes = 4096\nkeep = 0\nfail_closed = false",
+        ))
+        .unwrap();
+        assert_eq!(c.api.isolation, Isolation::Peer);
+        let a = &c.peers[0].access;
+        assert!(a.allows(Permission::Read) && a.allows(Permission::Signal));
+        assert!(!a.allows(Permission::Run));
+        assert_eq!(a.run_as.as_deref(), Some("sandbox"));
+        assert_eq!(a.users, ["a", "b"]);
+        let audit = c.audit.unwrap();
+        assert_eq!(
+            audit.path,
+            Path::new("/etc/wgagent/audit.log"),
+            "relative to the file"
+        );
+        assert_eq!(
+            (audit.max_bytes, audit.keep, audit.fail_closed),
+            (4096, 0, false)
+        );
+
+        // Defaults: full access, no run-as, no isolation, no audit log.
+        let c = parse(text("", "", "")).unwrap();
+        assert_eq!(c.peers[0].access, crate::trust::Access::default());
+        assert_eq!(c.api.isolation, Isolation::None);
+        assert!(c.audit.is_none());
+
+        let err = |t: String| parse(t).unwrap_err().to_string();
+        let e = err(text("", "allow = [\"write\"]", ""));
+        assert!(
+            e.contains("peer[0].allow[0]") && e.contains("\"write\" is not a permission"),
+            "{e}"
+        );
+        let e = err(text("isolation = \"tenant\"", "", ""));
+        assert!(
+            e.contains("api.isolation") && e.contains("\"none\" or \"peer\""),
+            "{e}"
+        );
+        let e = err(text("", "run_as = \"a b\"", ""));
+        assert!(e.contains("peer[0].run_as"), "{e}");
+        let e = err(text("", "", "[audit]\nkeep = 3"));
+        assert!(e.contains("audit.path"), "{e}");
+        let e = err(text("", "", "[audit]\npath = \"/x\"\nmax_bytes = 10"));
+        assert!(e.contains("audit.max_bytes"), "{e}");
+        let e = err(text("", "", "[audit]\npath = \"/x\"\nrotate = 1"));
+        assert!(e.contains("audit.rotate"), "{e}");
     }
 }

@@ -21,6 +21,8 @@
 //!   daemon's socket, or any connector.
 //! - [`control`]: the control daemon (`wgagent control`): a long-lived control node serving
 //!   the CLI and local HTTP clients on a Unix socket, forwarding to agents through the tunnel.
+//! - [`trust`]: who is calling (the WireGuard peer), per-peer permissions, run-as users,
+//!   isolation, the audit log.
 //! - [`tool`]: LLM-facing tools and the MCP server.
 //! - [`cli`]: the `wgagent` command line.
 
@@ -40,4 +42,5 @@ pub mod netstack;
 pub mod node;
 pub mod proc;
 pub mod tool;
+pub mod trust;
 pub mod wg;

@@ -100,6 +100,7 @@ impl From<&PeerConfig> for crate::config::Peer {
             allowed_ips: p.allowed_ips.clone(),
             endpoint: p.endpoint,
             persistent_keepalive: p.persistent_keepalive,
+            access: Default::default(),
         }
     }
 }

@@ -229,6 +229,16 @@ async fn wire_types_match_the_schemas() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("undocumented"));
 }
 
+fn full_limits() -> ProcessLimits {
+    ProcessLimits {
+        memory_bytes: Some(1 << 30),
+        cpu_seconds: Some(60),
+        open_files: Some(1024),
+        file_size_bytes: Some(1 << 20),
+        processes: Some(64),
+    }
+}
+
 /// Example values per schema name: every wire type fully populated (struct literals, so a new
 /// field is a compile error here until it is added, and then a schema error until the document
 /// has it), minimal values, and real answers of the router.
@@ -248,6 +258,8 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
             timeout_ms: Some(1000),
             stdin: Some("pipe".into()),
             pty: Some(TerminalSize { rows: 24, cols: 80 }),
+            user: Some("alice".into()),
+            limits: Some(full_limits()),
         }),
     );
     add(
@@ -307,6 +319,12 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
         output_bytes: Some(4),
         log_start: Some(0),
         log_error: Some("disk full".into()),
+        started_by: Some(StartedBy {
+            peer: "control-0".into(),
+            public_key: "k".into(),
+        }),
+        user: Some("alice".into()),
+        limits: Some(full_limits()),
     };
     add(
         "ListProcessesResponse",

@@ -201,7 +201,7 @@ async fn agent_under_systemd_with_json_logs_and_a_watched_config() {
         // Every line is one JSON object with the fields a log pipeline needs; the process
         // start line carries the process id.
         let log = agent.log();
-        let mut started = false;
+        let (mut started, mut exited) = (false, false);
         for line in log.lines() {
             let v: Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
@@ -211,10 +211,17 @@ async fn agent_under_systemd_with_json_logs_and_a_watched_config() {
             assert!(v["fields"]["message"].is_string(), "{line}");
             if v["fields"]["message"] == "process started" {
                 assert_eq!(v["fields"]["id"], id.as_str(), "{line}");
+                assert_eq!(v["fields"]["peer"], "control", "{line}");
                 started = true;
             }
+            if v["fields"]["message"] == "process exited" {
+                assert_eq!(v["fields"]["id"], id.as_str(), "{line}");
+                assert_eq!(v["fields"]["peer"], "control", "{line}");
+                assert_eq!(v["fields"]["reason"], "exited", "{line}");
+                exited = true;
+            }
         }
-        assert!(started, "no process start line:\n{log}");
+        assert!(started && exited, "no process start or exit line:\n{log}");
         assert!(
             log.contains("\"level\":\"WARN\"") && log.contains("is ignored"),
             "the overridden key is not reported:\n{log}"

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as AxumResponse};
 
 use super::types::Response;
-use crate::proc::ProcError;
+use crate::proc::{ProcError, UserError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -38,9 +38,16 @@ impl From<ProcError> for ApiError {
     fn from(e: ProcError) -> Self {
         use std::error::Error;
         let status = match &e {
-            ProcError::EmptyCommand | ProcError::InvalidEnv(_) | ProcError::WorkdirMissing(_) => {
+            ProcError::EmptyCommand
+            | ProcError::InvalidEnv(_)
+            | ProcError::WorkdirMissing(_)
+            | ProcError::WorkdirUnusable { .. }
+            | ProcError::Limit(_)
+            | ProcError::User(UserError::Unknown(_) | UserError::NotRoot(_)) => {
                 StatusCode::BAD_REQUEST
             }
+            ProcError::User(UserError::Lookup(..)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProcError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProcError::TooManyRunning(_) | ProcError::TooManyTracked(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -56,7 +63,10 @@ impl From<ProcError> for ApiError {
             ProcError::NotFound(_) => StatusCode::NOT_FOUND,
             ProcError::Spawn(_) | ProcError::Signal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let detail = e.source().map(|s| s.to_string());
+        let detail = match &e {
+            ProcError::Refused(why) => Some(why.clone()),
+            _ => e.source().map(|s| s.to_string()),
+        };
         Self {
             status,
             message: e.to_string(),

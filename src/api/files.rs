@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use super::file_types::*;
+use super::trust::Ctx;
 use super::{ApiError, AppState};
 use crate::files::lines::{LineLimits, LineRange};
 use crate::files::{
@@ -82,20 +83,30 @@ struct Facts {
     after: Vec<String>,
 }
 
-/// Runs one request of operation `op` and reports its outcome: the single place per route for
-/// the permission check and the audit record.
+/// Runs one request of operation `op` and reports its outcome: the single place per route
+/// where the audit record gets the facts (the permission was checked by `api::trust` before,
+/// from [`FileOp::permission`]'s rule).
 async fn handle(
     op: FileOp,
+    ctx: &Ctx,
     work: impl Future<Output = Result<(Response, Facts), FileApiError>>,
 ) -> Response {
     match work.await {
         Ok((resp, facts)) => {
             record(op, &facts, resp.status());
+            ctx.note(|e| {
+                e.paths = Some(facts.paths);
+                e.bytes = Some(facts.bytes);
+                e.hash_before = Some(facts.before);
+                e.hash_after = Some(facts.after);
+            });
             resp
         }
         Err(e) => {
             record(op, &Facts::default(), e.status());
-            e.into_response()
+            let resp = e.into_response();
+            ctx.note(|e| e.error = Some(format!("status {}", resp.status().as_u16())));
+            resp
         }
     }
 }
@@ -276,10 +287,12 @@ struct LinesQuery {
 
 async fn list_directory(
     State(st): State<AppState>,
+    ctx: Ctx,
     q: Result<Query<PathQuery>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    handle(FileOp::List, async move {
+    let files = st.files.as_user(ctx.run_as());
+    handle(FileOp::List, &ctx, async move {
         let q = query(q)?;
         // The reference SDK always sends a body; an empty one is taken as `{}`.
         let req: LsRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -287,8 +300,7 @@ async fn list_directory(
         } else {
             serde_json::from_slice(&body).map_err(ApiError::invalid_json)?
         };
-        let listing = st
-            .files
+        let listing = files
             .list(ListRequest {
                 path: q.path,
                 components: req.path,
@@ -330,11 +342,13 @@ async fn list_directory(
 
 async fn resolve_path(
     State(st): State<AppState>,
+    ctx: Ctx,
     q: Result<Query<PathQuery>, QueryRejection>,
 ) -> Response {
-    handle(FileOp::Resolve, async move {
+    let files = st.files.as_user(ctx.run_as());
+    handle(FileOp::Resolve, &ctx, async move {
         let path = required(query(q)?.path)?;
-        let resolved = st.files.resolve(&path).await?;
+        let resolved = files.resolve(&path).await?;
         let resolved_path = resolved.display().to_string();
         let facts = Facts {
             paths: vec![path],
@@ -350,14 +364,16 @@ async fn resolve_path(
 
 async fn read_file(
     State(st): State<AppState>,
+    ctx: Ctx,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Response {
-    handle(FileOp::Read, async move {
+    let files = st.files.as_user(ctx.run_as());
+    handle(FileOp::Read, &ctx, async move {
         let q = query(q)?;
         let offset = number("offset", q.offset.as_deref(), 0)?;
         let limit = number("limit", q.limit.as_deref(), 0)?;
         let path = required(q.path)?;
-        let rf = st.files.open_read(&path, offset, limit).await?;
+        let rf = files.open_read(&path, offset, limit).await?;
         let file = tokio::fs::File::from_std(rf.file).take(rf.len);
         let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
             file, READ_CHUNK,
@@ -384,9 +400,11 @@ async fn read_file(
 
 async fn read_file_lines(
     State(st): State<AppState>,
+    ctx: Ctx,
     q: Result<Query<LinesQuery>, QueryRejection>,
 ) -> Response {
-    handle(FileOp::ReadLines, async move {
+    let files = st.files.as_user(ctx.run_as());
+    handle(FileOp::ReadLines, &ctx, async move {
         let q = query(q)?;
         let d = LineLimits::default();
         let range = LineRange {
@@ -410,7 +428,7 @@ async fn read_file_lines(
             ),
         };
         let path = required(q.path)?;
-        let (resp, etag) = match st.files.read_lines(&path, range, limits).await {
+        let (resp, etag) = match files.read_lines(&path, range, limits).await {
             Ok(r) => (
                 ReadFileLinesResponse {
                     success: true,
@@ -458,11 +476,13 @@ fn usize_of(n: u64, default: usize) -> usize {
 
 async fn write_file(
     State(st): State<AppState>,
+    ctx: Ctx,
     q: Result<Query<PathQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(FileOp::Write, async move {
+    let files = st.files.as_user(ctx.run_as());
+    handle(FileOp::Write, &ctx, async move {
         let path = required(query(q)?.path)?;
         let text = |name| {
             headers
@@ -471,7 +491,7 @@ async fn write_file(
         };
         let pre = Precondition::from_headers(text(header::IF_MATCH), text(header::IF_NONE_MATCH))
             .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-        let limit = st.files.limits().max_write_bytes;
+        let limit = files.limits().max_write_bytes;
         let declared = text(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         if let Some(n) = declared.filter(|&n| n > limit) {
             return Err(FilesError::TooLarge {
@@ -481,7 +501,7 @@ async fn write_file(
             }
             .into());
         }
-        let mut w = st.files.begin_write(&path).await?;
+        let mut w = files.begin_write(&path).await?;
         let mut body = body;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -513,9 +533,10 @@ async fn write_file(
     .await
 }
 
-async fn edit_files(State(st): State<AppState>, body: Body) -> Response {
-    handle(FileOp::Edit, async move {
-        let limit = st.files.limits().max_write_bytes;
+async fn edit_files(State(st): State<AppState>, ctx: Ctx, body: Body) -> Response {
+    let files = st.files.as_user(ctx.run_as());
+    handle(FileOp::Edit, &ctx, async move {
+        let limit = files.limits().max_write_bytes;
         let bytes =
             http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
                 .collect()
@@ -553,7 +574,7 @@ async fn edit_files(State(st): State<AppState>, body: Body) -> Response {
                 if_match: f.if_match.filter(|m| !m.trim().is_empty()),
             })
             .collect();
-        let outcomes: Vec<EditOutcome> = st.files.edit(specs, req.include_diff).await?;
+        let outcomes: Vec<EditOutcome> = files.edit(specs, req.include_diff).await?;
         let facts = Facts {
             paths: outcomes.iter().map(|o| o.path.clone()).collect(),
             bytes: outcomes.iter().map(|o| o.bytes).sum(),

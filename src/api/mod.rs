@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod procio;
 pub mod serve;
+pub mod trust;
 pub mod types;
 pub mod validate;
 
@@ -72,6 +73,8 @@ pub struct AppState {
     pub files: crate::files::Files,
     /// What `GET /metrics` exports; the API records its requests into `metrics.api`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Who is calling and what they may do; the audit log.
+    pub trust: crate::trust::Trust,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
                     .with_api()
                     .with_processes(&manager),
             ),
+            trust: crate::trust::Trust::default(),
             manager,
         }
     }
@@ -104,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(openapi::routes())
         .merge(metrics::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            trust::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -118,10 +126,22 @@ pub fn router(state: AppState) -> Router {
 
 async fn start(
     State(st): State<AppState>,
+    ctx: trust::Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StartProcessResponse>, ApiError> {
     let req: StartProcessRequest = decode(body)?;
     validate::start_request(&req)?;
+    ctx.note(|e| {
+        e.command = Some(req.command.clone());
+        e.workdir.clone_from(&req.workdir);
+        e.env_keys = Some(req.env.keys().cloned().collect());
+        e.user.clone_from(&req.user);
+        e.limits = req
+            .limits
+            .as_ref()
+            .and_then(|l| serde_json::to_value(l).ok());
+    });
+    let user = run_as_user(&st, &ctx, req.user.as_deref().filter(|u| !u.is_empty()))?;
     let stdin = match (req.stdin.as_deref(), req.pty) {
         (_, Some(TerminalSize { rows, cols })) if rows == 0 || cols == 0 => {
             return Err(ApiError::new(
@@ -149,16 +169,81 @@ async fn start(
         idempotency_key: req.idempotency_key.filter(|k| !k.is_empty()),
         timeout: req.timeout_ms.map(Duration::from_millis),
         stdin,
+        limits: req.limits.map(Into::into).unwrap_or_default(),
+        user,
+        started_by: ctx.caller.started_by(),
     };
-    let id = st.manager.start(spec)?;
+    let spec = StartSpec {
+        // Under isolation a key belongs to the peer that used it: another peer's key must not
+        // reveal (or replay) that peer's process.
+        idempotency_key: match (st.trust.isolation(), ctx.caller.public_key()) {
+            (crate::trust::Isolation::Peer, Some(key)) => {
+                spec.idempotency_key.map(|k| format!("{key}:{k}"))
+            }
+            _ => spec.idempotency_key,
+        },
+        ..spec
+    };
+    let id = match &ctx.audit {
+        None => st.manager.start(spec),
+        Some(audit) => st.manager.start_gated(spec, &mut |facts| {
+            audit.note(|e| {
+                e.process_id = Some(facts.id.to_string());
+                e.workdir = Some(facts.workdir.display().to_string());
+                e.user = Some(facts.user.to_owned());
+                e.limits = Some(ProcessLimits::from(*facts.limits))
+                    .filter(|l| !l.is_empty())
+                    .and_then(|l| serde_json::to_value(l).ok());
+            });
+            audit.write_now(StatusCode::OK)
+        }),
+    }
+    .inspect_err(|e| ctx.note(|a| a.error = Some(e.to_string())))?;
     Ok(Json(StartProcessResponse {
         id: id.to_string(),
         started: true,
     }))
 }
 
-async fn list(State(st): State<AppState>) -> Json<ListProcessesResponse> {
-    let processes = st.manager.list().into_iter().map(process_info).collect();
+/// The user a start runs as: the one asked for, if this peer may ask for it (`run_as` or
+/// `users`); else the peer's `run_as`; else the agent's own user (`None`).
+fn run_as_user(
+    st: &AppState,
+    ctx: &trust::Ctx,
+    requested: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(access) = ctx.caller.access() else {
+        return Ok(requested.map(str::to_owned));
+    };
+    let Some(user) = requested else {
+        return Ok(access.run_as.clone());
+    };
+    // The agent's own user only for a peer that runs as the agent anyway: a peer with
+    // `run_as` must never escape to the agent's user (root) by asking for it.
+    let own = access.run_as.is_none() && user == st.manager.agent_user().name;
+    // An agent that cannot switch users answers 400 for any other user (the manager says why).
+    if !own && !access.may_run_as(user) && crate::proc::is_root() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Peer \"{}\" may not run commands as user \"{user}\".",
+                ctx.caller.label()
+            ),
+        )
+        .with_detail("the user is not in this peer's `users` list (nor its `run_as`)"));
+    }
+    Ok(Some(user.to_owned()))
+}
+
+async fn list(State(st): State<AppState>, ctx: trust::Ctx) -> Json<ListProcessesResponse> {
+    let isolation = st.trust.isolation();
+    let processes = st
+        .manager
+        .list()
+        .into_iter()
+        .filter(|s| ctx.sees(isolation, s.started_by.as_ref()))
+        .map(process_info)
+        .collect();
     Json(ListProcessesResponse { processes })
 }
 
@@ -190,6 +275,7 @@ async fn output(
 
 async fn signal(
     State(st): State<AppState>,
+    ctx: trust::Ctx,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Response>, ApiError> {
@@ -210,6 +296,7 @@ async fn signal(
             ),
         ));
     };
+    ctx.note(|e| e.signal = Some(sig.as_str().to_owned()));
     st.manager.signal(&id, sig)?;
     Ok(Json(Response {
         message: format!("Signal \"{}\" sent to process \"{}\".", sig.as_str(), id),
@@ -236,6 +323,8 @@ async fn health(State(st): State<AppState>) -> Json<HealthResponse> {
         uptime_seconds: st.started.elapsed().as_secs(),
         processes_running: st.manager.running_count(),
         instance_id: Some(st.manager.instance_id().to_owned()),
+        limits_mode: Some(st.manager.enforcement().mode().to_owned()),
+        limits_detail: Some(st.manager.enforcement().describe()),
     })
 }
 
@@ -265,9 +354,10 @@ async fn source_filter(State(st): State<AppState>, req: Request, next: Next) -> 
     };
     if let Some(peer) = refused {
         let who = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        return ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
-            .with_detail(format!("source {who} is outside api.allowed_sources"))
-            .into_response();
+        let err = ApiError::new(StatusCode::FORBIDDEN, "Caller address is not allowed.")
+            .with_detail(format!("source {who} is outside api.allowed_sources"));
+        trust::record_refusal(&st, &req, &err, "allowed_sources");
+        return err.into_response();
     }
     next.run(req).await
 }
@@ -322,5 +412,11 @@ fn process_info(s: Snapshot) -> ProcessInfo {
         output_bytes: Some(s.output_bytes),
         log_start: Some(s.log_start),
         log_error: s.log_error,
+        started_by: s.started_by.map(|b| StartedBy {
+            peer: b.peer,
+            public_key: b.public_key,
+        }),
+        user: Some(s.user).filter(|u| !u.is_empty()),
+        limits: Some(ProcessLimits::from(s.limits)).filter(|l| !l.is_empty()),
     }
 }

@@ -289,6 +289,7 @@ fn follow_stream(
 
 async fn stdin(
     State(st): State<AppState>,
+    ctx: super::trust::Ctx,
     Path(id): Path<String>,
     query: Result<Query<StdinQuery>, QueryRejection>,
     body: Body,
@@ -312,6 +313,7 @@ async fn stdin(
         match lease.write(&chunk, timeout).await {
             Ok(()) => {}
             Err(ProcError::StdinTimeout { id, after, written }) => {
+                ctx.note(|e| e.bytes = Some(written));
                 let message = format!(
                     "Process \"{id}\" did not read its stdin within {} ms; {written} bytes were written.",
                     after.as_millis()
@@ -328,6 +330,8 @@ async fn stdin(
     if q.close {
         lease.close().await;
     }
+    // The audit record gets the byte count, never the bytes.
+    ctx.note(|e| e.bytes = Some(lease.written));
     Ok(Json(StdinResponse {
         written: lease.written,
     })

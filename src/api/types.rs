@@ -30,6 +30,75 @@ pub struct StartProcessRequest {
     /// Ext: run on a new pseudo-terminal of this size (stdin, stdout and stderr).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty: Option<TerminalSize>,
+    /// Ext: run as this user (from the peer's `users` list; the agent must run as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Ext: resource limits of this command (each capped by the agent's `[api] max_limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ProcessLimits>,
+}
+
+/// Per-command resource limits (ext). Signed on the wire so that a negative value gets an
+/// error naming the limit rather than a JSON type error; unknown names are refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessLimits {
+    /// Address space per process, bytes (`RLIMIT_AS`; with cgroup v2 also `memory.max` for
+    /// the whole command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    /// CPU time per process, seconds (`RLIMIT_CPU`: `SIGXCPU`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<i64>,
+    /// File descriptors per process (`RLIMIT_NOFILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<i64>,
+    /// Largest file a process may write, bytes (`RLIMIT_FSIZE`: `SIGXFSZ`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size_bytes: Option<i64>,
+    /// Processes (`RLIMIT_NPROC` of the user; with cgroup v2 `pids.max` of the command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<i64>,
+}
+
+impl From<ProcessLimits> for crate::proc::RequestedLimits {
+    fn from(l: ProcessLimits) -> Self {
+        use crate::proc::Limit;
+        let mut r = Self::default();
+        r.set(Limit::MemoryBytes, l.memory_bytes);
+        r.set(Limit::CpuSeconds, l.cpu_seconds);
+        r.set(Limit::OpenFiles, l.open_files);
+        r.set(Limit::FileSizeBytes, l.file_size_bytes);
+        r.set(Limit::Processes, l.processes);
+        r
+    }
+}
+
+impl From<crate::proc::Limits> for ProcessLimits {
+    fn from(l: crate::proc::Limits) -> Self {
+        use crate::proc::Limit;
+        let get = |k| l.get(k).map(|v: u64| i64::try_from(v).unwrap_or(i64::MAX));
+        Self {
+            memory_bytes: get(Limit::MemoryBytes),
+            cpu_seconds: get(Limit::CpuSeconds),
+            open_files: get(Limit::OpenFiles),
+            file_size_bytes: get(Limit::FileSizeBytes),
+            processes: get(Limit::Processes),
+        }
+    }
+}
+
+impl ProcessLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Who started a process (ext): the WireGuard peer whose session carried the start request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedBy {
+    pub peer: String,
+    pub public_key: String,
 }
 
 /// A terminal size: start field `pty` and `POST /{id}/resize` body.
@@ -78,6 +147,15 @@ pub struct ProcessInfo {
     /// Ext: why the log stopped (e.g. disk full); the head+tail output is unaffected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_error: Option<String>,
+    /// Ext: the peer that started the process (absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<StartedBy>,
+    /// Ext: the user the process runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Ext: the limits in force (requested, else defaults, else maximums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ProcessLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +272,13 @@ pub struct HealthResponse {
     /// Ext: new at every agent start ("agent restarted" vs "record unknown").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// Ext: how per-command limits are enforced: `"cgroup_v2"` (rlimits per process and a
+    /// cgroup per command) or `"rlimits"` (per process only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_mode: Option<String>,
+    /// Ext: one sentence on the enforcement, with why cgroup v2 is not used when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_detail: Option<String>,
 }
 
 /// Longest `wait=true` the server honours, and its default.

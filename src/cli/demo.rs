@@ -42,6 +42,7 @@ pub async fn run() -> anyhow::Result<()> {
         // Like a NAT'd agent: no endpoint; it learns the control peer's from its handshake.
         endpoint: None,
         persistent_keepalive: None,
+        access: Default::default(),
     });
     let agent = Agent::start(&cfg).await.context("starting the agent")?;
     let agent_udp = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), agent.udp_addr().port());

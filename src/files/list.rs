@@ -96,6 +96,9 @@ impl Files {
 
 /// The home directory of the user the operation runs as.
 fn home_dir() -> Result<PathBuf, FilesError> {
+    if let Some(h) = super::creds::home() {
+        return Ok(h);
+    }
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
     }

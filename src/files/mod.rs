@@ -2,9 +2,9 @@
 //! write a file atomically, apply search/replace edits to several files at once.
 //!
 //! Owns: all filesystem work of the file API, behind one type, [`Files`], whose blocking
-//! operations all pass through one choke point (`Files::run`): that is where a later change can
-//! switch the credentials a peer's file operations run with (per-thread `setfsuid`/`setfsgid`,
-//! or handing the closure to a helper process running as that user) without touching callers.
+//! operations all pass through one choke point (`Files::run`): that is where a peer's file
+//! operations take its `run_as` user's filesystem identity (per-thread `setfsuid`/`setfsgid`
+//! and supplementary groups, `creds`), without touching callers.
 //! Pure parts are sans-IO modules: [`edit`] (search/replace with whitespace tolerance and hints),
 //! [`lines`] (numbered pages), [`hash`] (content hashes and preconditions), [`path`] (cleaning),
 //! [`diff`] (unified diffs).
@@ -17,6 +17,7 @@
 //! changed under it and writes nothing (`Changed`).
 
 mod apply;
+mod creds;
 pub mod diff;
 pub mod edit;
 mod error;
@@ -78,6 +79,9 @@ pub const MAX_LIST_ENTRIES: usize = 10_000;
 #[derive(Clone)]
 pub struct Files {
     inner: Arc<Inner>,
+    /// Operations run with this user's filesystem identity (a peer's `run_as`); `None`: the
+    /// agent's own.
+    run_as: Option<Arc<str>>,
 }
 
 struct Inner {
@@ -100,6 +104,17 @@ impl Files {
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 slots: Semaphore::new(CONCURRENT_OPS),
             }),
+            run_as: None,
+        }
+    }
+
+    /// The same operations (shared limits, locks and slots), run as user `name` (see
+    /// `creds`): permission checks and the owner of new files are that user's. `None`, or the
+    /// agent's own user: as the agent.
+    pub fn as_user(&self, name: Option<&str>) -> Files {
+        Files {
+            inner: self.inner.clone(),
+            run_as: name.map(Arc::from),
         }
     }
 
@@ -108,8 +123,8 @@ impl Files {
     }
 
     /// Runs blocking filesystem work on the blocking pool, at most [`CONCURRENT_OPS`] at a
-    /// time. The one place file operations execute: credentials for a peer's `run_as` user
-    /// would be assumed and dropped here.
+    /// time. The one place file operations execute: the `run_as` user's filesystem identity is
+    /// assumed on the pool thread for the operation and dropped after it (`creds`).
     async fn run<T, F>(&self, op: F) -> Result<T, FilesError>
     where
         T: Send + 'static,
@@ -122,9 +137,16 @@ impl Files {
             .await
             .map_err(|_| internal("closed"))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || op(&inner))
-            .await
-            .map_err(|e| internal(&e.to_string()))?
+        let run_as = self.run_as.clone();
+        tokio::task::spawn_blocking(move || {
+            let _as = match run_as.as_deref() {
+                Some(name) => creds::assume(name)?,
+                None => None,
+            };
+            op(&inner)
+        })
+        .await
+        .map_err(|e| internal(&e.to_string()))?
     }
 }
 

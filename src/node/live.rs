@@ -137,6 +137,12 @@ impl Node {
         self.inner.wg_counters.owner(addr)
     }
 
+    /// The current peer with this stable id (the id a connection's packets arrived with);
+    /// `None` once it was removed.
+    pub fn peer_by_id(&self, id: crate::wg::PeerId) -> Option<PeerIdentity> {
+        self.inner.wg_counters.peer_by_id(id)
+    }
+
     /// The current peers, in the order they were added.
     pub fn peers(&self) -> Vec<PeerStats> {
         self.inner.wg_counters.snapshot().peers

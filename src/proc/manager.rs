@@ -24,13 +24,18 @@ use tokio::net::unix::pipe;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::cgroup::{CommandGroup, Enforcement};
 use super::fdio;
+use super::limits::{Limit, LimitError, Limits, RequestedLimits};
 use super::log::Log;
-use super::record::{Ending, Exit, Input, NewRecord, ProcessId, Record, Snapshot, StdinMode};
-use super::spawn::{self, Host, Prepared, Priority, Stack, Stdio};
+use super::record::{
+    Ending, Exit, Input, NewRecord, ProcessId, Record, Snapshot, StartedBy, StdinMode,
+};
+use super::spawn::{self, Host, Prepared, Priority, SpawnFailure, Stack, Stage, Stdio};
 use super::state::StateDir;
 use super::supervise::{Spawned, Tree, signal_tree, supervise};
 use super::supervisor;
+use super::user::{User, UserError};
 
 /// Limits and defaults for the manager.
 #[derive(Debug, Clone)]
@@ -59,6 +64,14 @@ pub struct ManagerConfig {
     /// Log bytes kept in all: the oldest exited processes' logs are deleted first; a running
     /// process's log never is.
     pub state_max_bytes: u64,
+    /// Limits of commands that ask for none (each one separately).
+    pub default_limits: Limits,
+    /// Ceilings: a request above one is refused; a command that asks for nothing and has no
+    /// default gets the ceiling.
+    pub max_limits: Limits,
+    /// Use a delegated cgroup v2 subtree when one is found (see `cgroup`). Detection moves the
+    /// calling process into a leaf group, so only the agent turns it on.
+    pub cgroups: bool,
 }
 
 impl Default for ManagerConfig {
@@ -77,6 +90,9 @@ impl Default for ManagerConfig {
             state_dir: None,
             log_max_bytes: 64 << 20,
             state_max_bytes: 1 << 30,
+            default_limits: Limits::default(),
+            max_limits: Limits::default(),
+            cgroups: false,
         }
     }
 }
@@ -91,6 +107,25 @@ pub struct StartSpec {
     pub idempotency_key: Option<String>,
     pub timeout: Option<Duration>,
     pub stdin: StdinMode,
+    /// Resource limits asked for (resolved against the configured defaults and maximums).
+    pub limits: RequestedLimits,
+    /// Run as this user (the agent must be root unless it is the agent's own user). `None`:
+    /// the agent's user.
+    pub user: Option<String>,
+    /// The peer whose request this is, recorded with the process.
+    pub started_by: Option<StartedBy>,
+}
+
+/// What a start is about to do, shown to the gate of [`Manager::start_gated`] just before the
+/// spawn (every check has passed).
+#[derive(Debug)]
+pub struct StartFacts<'a> {
+    pub id: &'a ProcessId,
+    pub workdir: &'a Path,
+    pub user: &'a str,
+    pub limits: &'a Limits,
+    /// An earlier request with the same idempotency key started `id`: nothing is spawned.
+    pub replayed: bool,
 }
 
 /// Signals the API can send (always to the whole process group).
@@ -147,6 +182,23 @@ pub enum ProcError {
     InvalidEnv(String),
     #[error("Working directory \"{0}\" does not exist or is not a directory.")]
     WorkdirMissing(PathBuf),
+    /// The directory exists but the command's user cannot enter it.
+    #[error("Working directory \"{dir}\" cannot be entered as user \"{user}\".")]
+    WorkdirUnusable {
+        dir: PathBuf,
+        user: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// An unknown user or an agent that cannot switch users (400); a failed lookup (500).
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The start's gate (the audit log) refused: nothing was started. A retry may help once
+    /// the cause (e.g. a full disk) is fixed.
+    #[error("The request could not be recorded in the audit log; nothing was done.")]
+    Refused(String),
     /// Retry after a process has exited.
     #[error("Too many running processes (limit {0}); wait for one to exit or signal one.")]
     TooManyRunning(usize),
@@ -200,6 +252,9 @@ struct Inner {
     limits: Mutex<(usize, usize)>,
     priority: Priority,
     host: Host,
+    /// The user the agent runs as.
+    me: User,
+    enforcement: Enforcement,
     state_dir: StateDir,
     instance_id: String,
     state: Mutex<State>,
@@ -296,6 +351,14 @@ impl Manager {
         if !st.records.is_empty() {
             tracing::info!(records = st.records.len(), dir = %dir.root().display(), "restored exited processes");
         }
+        let enforcement = Enforcement::detect(cfg.cgroups);
+        if cfg.cgroups {
+            tracing::info!(
+                mode = enforcement.mode(),
+                "per-command limits: {}",
+                enforcement.describe()
+            );
+        }
         // Records of processes that were running when the previous agent died are saved as
         // ended by agent_shutdown now that they are restored that way.
         for rec in st.records.values() {
@@ -307,6 +370,8 @@ impl Manager {
                 cfg,
                 priority,
                 host: Host::probe(),
+                me: User::current(),
+                enforcement,
                 state_dir: dir,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 state: Mutex::new(st),
@@ -340,6 +405,16 @@ impl Manager {
         &self.inner.cfg
     }
 
+    /// How per-command limits are enforced (rlimits, or rlimits and cgroup v2 groups).
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.inner.enforcement
+    }
+
+    /// The user the agent runs as (commands run as this user unless told otherwise).
+    pub fn agent_user(&self) -> &User {
+        &self.inner.me
+    }
+
     /// `(max_running, max_tracked)` in force now.
     pub fn limits(&self) -> (usize, usize) {
         *self.inner.limits.lock()
@@ -354,12 +429,33 @@ impl Manager {
     /// Starts a process, or returns the one an earlier request with the same idempotency key
     /// started. Must be called inside a tokio runtime.
     pub fn start(&self, spec: StartSpec) -> Result<ProcessId, ProcError> {
+        self.start_gated(spec, &mut |_| Ok(()))
+    }
+
+    /// Like [`start`](Self::start), but `gate` sees what is about to happen after every check
+    /// passed and right before the spawn (or the idempotent replay), and can refuse: then
+    /// nothing is started and the start fails with [`ProcError::Refused`]. The audit log writes
+    /// its record here, so no command runs without one.
+    pub fn start_gated(
+        &self,
+        spec: StartSpec,
+        gate: &mut dyn FnMut(&StartFacts<'_>) -> Result<(), String>,
+    ) -> Result<ProcessId, ProcError> {
         if spec.command.is_empty() {
             return Err(ProcError::EmptyCommand);
         }
         validate_env(&spec.env)?;
-        let workdir = self.resolve_workdir(spec.workdir.as_deref())?;
-        let fingerprint = fingerprint(&spec, &workdir);
+        let limits = Limits::resolve(
+            &spec.limits,
+            &self.inner.cfg.default_limits,
+            &self.inner.cfg.max_limits,
+        )?;
+        let switch_to = self.resolve_user(spec.user.as_deref())?;
+        let user_name = switch_to
+            .as_ref()
+            .map_or_else(|| self.inner.me.name.clone(), |u| u.name.clone());
+        let workdir = self.resolve_workdir(spec.workdir.as_deref(), switch_to.as_ref())?;
+        let fingerprint = fingerprint(&spec, &workdir, &user_name, &limits);
 
         // The lock is held across the (synchronous) fork/exec so that limits and idempotency
         // keys are decided atomically; it is never held across an `.await`.
@@ -372,7 +468,16 @@ impl Manager {
         {
             let rec = &st.records[id];
             if rec.request_fingerprint == fingerprint {
-                return Ok(id.clone());
+                let id = id.clone();
+                gate(&StartFacts {
+                    id: &id,
+                    workdir: &rec.workdir,
+                    user: &rec.user,
+                    limits: &rec.limits,
+                    replayed: true,
+                })
+                .map_err(ProcError::Refused)?;
+                return Ok(id);
             }
             return Err(ProcError::IdempotencyConflict(key.clone()));
         }
@@ -388,10 +493,33 @@ impl Manager {
             }
         }
 
-        let (spawned, input) = self
-            .spawn(&mut st, &spec, &workdir)
-            .inspect_err(|_| self.inner.counters.spawn_failed())?;
         let id = ProcessId::new_random();
+        gate(&StartFacts {
+            id: &id,
+            workdir: &workdir,
+            user: &user_name,
+            limits: &limits,
+            replayed: false,
+        })
+        .map_err(ProcError::Refused)?;
+        let cgroup = self.command_group(&id, &limits)?;
+        let procs = cgroup.as_ref().map(CommandGroup::procs);
+        let target = Target {
+            workdir: &workdir,
+            user: switch_to.as_ref(),
+            limits,
+            cgroup_procs: procs.as_deref(),
+        };
+        let (spawned, input) = match self.spawn(&mut st, &spec, &target) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(g) = &cgroup {
+                    g.remove();
+                }
+                self.inner.counters.spawn_failed();
+                return Err(self.spawn_error(e, &workdir, &user_name));
+            }
+        };
         let log = Log::create(
             self.inner.state_dir.log_path(id.as_str()),
             self.inner.cfg.log_max_bytes,
@@ -407,6 +535,10 @@ impl Manager {
             supervisor: spawned.supervisor,
             log,
             input,
+            user: user_name,
+            limits,
+            started_by: spec.started_by.clone(),
+            cgroup,
         }));
         st.records.insert(id.clone(), rec.clone());
         st.order.push_back(id.clone());
@@ -415,7 +547,8 @@ impl Manager {
         }
         drop(st);
 
-        tracing::info!(id = %id, pid = spawned.pid, "process started");
+        let peer = spec.started_by.as_ref().map_or("-", |b| b.peer.as_str());
+        tracing::info!(id = %id, pid = spawned.pid, peer, "process started");
         self.inner.counters.started();
         let grace = self.inner.cfg.kill_grace;
         let deadline = spec.timeout.map(|t| Instant::now() + t);
@@ -431,13 +564,66 @@ impl Manager {
         Ok(id)
     }
 
+    /// The user to switch to for `requested` (`None`: stay the agent's user).
+    fn resolve_user(&self, requested: Option<&str>) -> Result<Option<User>, ProcError> {
+        let Some(name) = requested.filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        if name == self.inner.me.name {
+            return Ok(None);
+        }
+        let user = User::lookup(name)?;
+        if user.uid == self.inner.me.uid {
+            return Ok(None);
+        }
+        if !super::user::is_root() {
+            return Err(UserError::NotRoot(name.to_owned()).into());
+        }
+        Ok(Some(user))
+    }
+
+    /// A cgroup v2 group for the command when limits apply that a group enforces for the whole
+    /// command (memory, processes) and the agent has a delegated subtree.
+    fn command_group(
+        &self,
+        id: &ProcessId,
+        limits: &Limits,
+    ) -> Result<Option<CommandGroup>, ProcError> {
+        let Some(cgroups) = self.inner.enforcement.cgroups() else {
+            return Ok(None);
+        };
+        if limits.get(Limit::MemoryBytes).is_none() && limits.get(Limit::Processes).is_none() {
+            return Ok(None);
+        }
+        cgroups
+            .create(id.as_str(), limits)
+            .map(Some)
+            .map_err(ProcError::Spawn)
+    }
+
+    /// A working directory the user could not enter is the caller's mistake; the rest are
+    /// OS failures.
+    fn spawn_error(&self, e: ProcError, workdir: &Path, user: &str) -> ProcError {
+        match e {
+            ProcError::Spawn(io) => match SpawnFailure::of(&io) {
+                Some(f) if f.stage == Stage::Workdir => ProcError::WorkdirUnusable {
+                    dir: workdir.to_owned(),
+                    user: user.to_owned(),
+                    source: f.os_error(),
+                },
+                _ => ProcError::Spawn(io),
+            },
+            other => other,
+        }
+    }
+
     /// Prepares and spawns the command, directly or under a supervisor, with its stdin as asked.
     /// Called with the state lock held (it guards the reused clone stack).
     fn spawn(
         &self,
         st: &mut State,
         spec: &StartSpec,
-        workdir: &Path,
+        target: &Target<'_>,
     ) -> Result<(Spawned, Input), ProcError> {
         let inner = &self.inner;
         let sp = ProcError::Spawn;
@@ -449,11 +635,16 @@ impl Manager {
         };
         let prepared = Prepared::new(
             &inner.host,
-            &spec.command,
-            workdir,
-            &spec.env,
-            defaults,
-            inner.priority,
+            &spawn::Command {
+                command: &spec.command,
+                workdir: target.workdir,
+                env: &spec.env,
+                defaults,
+                priority: inner.priority,
+                limits: target.limits,
+                user: target.user,
+                cgroup_procs: target.cgroup_procs,
+            },
         )
         .map_err(sp)?;
         let null = inner
@@ -699,14 +890,23 @@ impl Manager {
         }
     }
 
-    fn resolve_workdir(&self, requested: Option<&Path>) -> Result<PathBuf, ProcError> {
-        let base = self
-            .inner
-            .cfg
-            .default_workdir
-            .clone()
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/"));
+    /// The request's directory (relative to the base), else the base: the home of the user
+    /// the command switches to, else `default_workdir`, else the agent's `$HOME`.
+    fn resolve_workdir(
+        &self,
+        requested: Option<&Path>,
+        user: Option<&User>,
+    ) -> Result<PathBuf, ProcError> {
+        let base = match user {
+            Some(u) => u.home.clone(),
+            None => self
+                .inner
+                .cfg
+                .default_workdir
+                .clone()
+                .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("/")),
+        };
         let dir = match requested {
             Some(p) if !p.as_os_str().is_empty() => base.join(p),
             _ => base,
@@ -776,23 +976,38 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ProcError> {
     Ok(())
 }
 
+/// Where and how one command runs, resolved.
+struct Target<'a> {
+    workdir: &'a Path,
+    user: Option<&'a User>,
+    limits: Limits,
+    cgroup_procs: Option<&'a Path>,
+}
+
 /// A stable hash of the request (FNV-1a over its JSON form), so idempotency keys keep working
-/// across agent versions and restarts.
-fn fingerprint(spec: &StartSpec, workdir: &Path) -> u64 {
+/// across agent versions and restarts. The user and limits count only when set, so records of
+/// agents before them keep their fingerprints.
+fn fingerprint(spec: &StartSpec, workdir: &Path, user: &str, limits: &Limits) -> u64 {
     let stdin = match spec.stdin {
         StdinMode::Null => "null".to_owned(),
         StdinMode::Pipe => "pipe".to_owned(),
         StdinMode::Pty { rows, cols } => format!("pty {rows}x{cols}"),
     };
-    let text = serde_json::json!([
+    let mut parts = serde_json::json!([
         spec.command,
         workdir,
         spec.env,
         spec.background,
         spec.timeout.map(|t| t.as_millis() as u64),
         stdin,
-    ])
-    .to_string();
+    ]);
+    if spec.user.is_some() || !limits.is_empty() {
+        let named: BTreeMap<&str, u64> = limits.iter().map(|(l, v)| (l.name(), v)).collect();
+        if let Some(a) = parts.as_array_mut() {
+            a.push(serde_json::json!([user, named]));
+        }
+    }
+    let text = parts.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
@@ -807,7 +1022,6 @@ fn on_exit(inner: &Weak<Inner>, rec: &Arc<Record>) {
     let Some(inner) = inner.upgrade() else { return };
     if let Some(exit) = rec.exit() {
         inner.counters.exited(exit.reason.as_str());
-        tracing::info!(id = %rec.id, pid = rec.pid, code = exit.code, signal = exit.signal, reason = exit.reason.as_str(), "process exited");
     }
     let mut dropped = Vec::new();
     {

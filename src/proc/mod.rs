@@ -3,11 +3,15 @@
 //! `head_tail` is sans-IO; `spawn` does the clone/exec details; `supervisor` is the process that
 //! owns a command's tree; `manager` owns the table of records and `supervise` the task per
 //! process; `record` is one tracked process; `log` its full output on disk; `state` the state
-//! directory (logs and persisted records); `fdio` async reads/writes on pipes and ptys.
+//! directory (logs and persisted records); `fdio` async reads/writes on pipes and ptys;
+//! `limits` per-command resource limits, `cgroup` their cgroup v2 groups, `user` the users
+//! commands run as.
 
+pub mod cgroup;
 pub mod counters;
 pub mod fdio;
 pub mod head_tail;
+pub mod limits;
 pub mod log;
 pub mod manager;
 pub mod record;
@@ -15,8 +19,12 @@ pub mod spawn;
 pub mod state;
 mod supervise;
 pub mod supervisor;
+pub mod user;
 
+pub use cgroup::Enforcement;
 pub use head_tail::{HeadTailBuffer, Rendered, Truncation};
+pub use limits::{Limit, LimitError, Limits, RequestedLimits};
 pub use log::{Gone, Log};
 pub use manager::{Manager, ManagerConfig, ProcError, Signal, StartSpec, StdinLease};
-pub use record::{Exit, ExitReason, ProcessId, Record, Snapshot, StdinMode};
+pub use record::{Exit, ExitReason, ProcessId, Record, Snapshot, StartedBy, StdinMode};
+pub use user::{User, UserError, is_root};

@@ -12,8 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::CommandGroup;
 use super::fdio;
 use super::head_tail::HeadTailBuffer;
+use super::limits::{Limit, Limits};
 use super::log::Log;
 use super::state::{Meta, MetaExit, SavedOutput};
 
@@ -54,6 +58,10 @@ pub enum ExitReason {
     TimedOut,
     /// The agent shut down and ended the group.
     AgentShutdown,
+    /// A limit's signal ended it (`SIGXCPU`: `cpu_seconds`, `SIGXFSZ`: `file_size_bytes`).
+    LimitExceeded,
+    /// The OOM killer ended it inside its cgroup (`memory_bytes` with cgroup v2 only).
+    OomKilled,
 }
 
 impl ExitReason {
@@ -63,6 +71,8 @@ impl ExitReason {
             "signaled" => Self::Signaled,
             "timed_out" => Self::TimedOut,
             "agent_shutdown" => Self::AgentShutdown,
+            "limit_exceeded" => Self::LimitExceeded,
+            "oom_killed" => Self::OomKilled,
             _ => return None,
         })
     }
@@ -73,6 +83,8 @@ impl ExitReason {
             Self::Signaled => "signaled",
             Self::TimedOut => "timed_out",
             Self::AgentShutdown => "agent_shutdown",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::OomKilled => "oom_killed",
         }
     }
 }
@@ -95,6 +107,15 @@ pub(crate) enum Ending {
     None,
     TimedOut,
     AgentShutdown,
+}
+
+/// The WireGuard peer whose request started a process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StartedBy {
+    /// The peer's configured name, else the first characters of its key.
+    pub peer: String,
+    /// The peer's public key, base64.
+    pub public_key: String,
 }
 
 /// How a process's stdin is connected.
@@ -144,6 +165,15 @@ pub struct Record {
     pub(crate) kill_requested: AtomicBool,
     /// Some member of the tree is still alive (always false without tree tracking once exited).
     pub(crate) tree_alive: AtomicBool,
+    /// The user the command runs as.
+    pub user: String,
+    /// The effective limits.
+    pub limits: Limits,
+    /// The peer that started it; `None` when the caller was not a WireGuard peer (the router
+    /// called directly) or the record comes from an older agent.
+    pub started_by: Option<StartedBy>,
+    /// Its cgroup v2 group, if it has one (removed once the tree is gone).
+    pub(crate) cgroup: Option<CommandGroup>,
 }
 
 /// A point-in-time copy of a record's state, for listing.
@@ -159,6 +189,9 @@ pub struct Snapshot {
     pub output_bytes: u64,
     pub log_start: u64,
     pub log_error: Option<String>,
+    pub user: String,
+    pub limits: Limits,
+    pub started_by: Option<StartedBy>,
 }
 
 /// Everything a new record is made of.
@@ -173,6 +206,10 @@ pub(crate) struct NewRecord {
     pub supervisor: Option<i32>,
     pub log: Log,
     pub input: Input,
+    pub user: String,
+    pub limits: Limits,
+    pub started_by: Option<StartedBy>,
+    pub cgroup: Option<CommandGroup>,
 }
 
 impl Record {
@@ -194,6 +231,10 @@ impl Record {
             supervisor: n.supervisor,
             kill_requested: AtomicBool::new(false),
             tree_alive: AtomicBool::new(true),
+            user: n.user,
+            limits: n.limits,
+            started_by: n.started_by,
+            cgroup: n.cgroup,
         }
     }
 
@@ -236,6 +277,10 @@ impl Record {
             supervisor: None,
             kill_requested: AtomicBool::new(false),
             tree_alive: AtomicBool::new(false),
+            user: m.user.clone().unwrap_or_default(),
+            limits: limits_from_names(&m.limits),
+            started_by: m.started_by.clone(),
+            cgroup: None,
         })
     }
 
@@ -260,6 +305,13 @@ impl Record {
             log_error: self.log.error(),
             idempotency_key: self.idempotency_key.clone(),
             fingerprint: self.request_fingerprint,
+            user: Some(self.user.clone()).filter(|u| !u.is_empty()),
+            started_by: self.started_by.clone(),
+            limits: self
+                .limits
+                .iter()
+                .map(|(l, v)| (l.name().to_owned(), v))
+                .collect(),
         }
     }
 
@@ -297,8 +349,21 @@ impl Record {
             output_bytes: self.output.total_written(),
             log_start: self.log.start(),
             log_error: self.log.error(),
+            user: self.user.clone(),
+            limits: self.limits,
+            started_by: self.started_by.clone(),
         }
     }
+}
+
+fn limits_from_names(names: &std::collections::BTreeMap<String, u64>) -> Limits {
+    let mut out = Limits::default();
+    for (name, v) in names {
+        if let Some(l) = Limit::parse(name) {
+            out.set(l, Some(*v));
+        }
+    }
+    out
 }
 
 fn to_ms(t: SystemTime) -> u64 {

@@ -3,15 +3,26 @@
 //! does), so the cost does not grow with the agent's memory.
 //!
 //! Owns: the prepared command (argv, the merged environment, workdir, priority, the signals to
-//! reset), the child's steps between clone and `exec` (new session, controlling terminal for a
-//! pty, stdio, nice, OOM score, default dispositions, empty signal mask, workdir), and reporting
-//! their failures back. Leaves to the caller: the pipes or pty, reaping, signalling, and whether
-//! a supervisor sits in between (`supervisor`).
+//! reset, rlimits, the user's credentials, the cgroup to join), the child's steps between clone
+//! and `exec` (new session, controlling terminal for a pty, stdio, nice, OOM score, cgroup,
+//! rlimits, then groups/gid/uid, workdir as that user, default dispositions, empty signal mask),
+//! and reporting their failures back. Leaves to the caller: the pipes or pty, reaping,
+//! signalling, looking the user up (`user`, before the clone) and whether a supervisor sits in
+//! between (`supervisor`).
 //!
 //! The child shares the parent's memory until `exec`, so it only makes raw system calls on
 //! data prepared beforehand, and writes its errors into a report the parent reads once the
 //! clone returns (the parent is suspended until then). All signals are blocked around the
 //! clone so that no handler of the agent (tokio's) can run in the child.
+//!
+//! Credentials are changed with the raw `setgroups`/`setgid`/`setuid` system calls, never the
+//! libc wrappers: glibc applies those to every thread of the process (it signals each one), and
+//! in a `CLONE_VM` child "every thread" is the agent's. The kernel's calls change only the
+//! calling task, which here is the child alone. Order matters: the cgroup and the rlimits are
+//! set while still privileged (joining a cgroup needs write access to it; raising nothing is
+//! needed, but setting them as the user could fail), the supplementary groups and the gid
+//! before the uid (afterwards there is no privilege left to change them), and the working
+//! directory is entered as the user, so its permissions are the user's.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
@@ -23,6 +34,9 @@ use std::process::ExitStatus;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+use super::limits::{Limits, Rlimits};
+use super::user::User;
 
 /// Priority adjustments applied in the child before `exec`.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +108,26 @@ impl Host {
     }
 }
 
+/// What to spawn, before it is turned into C strings.
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    /// Run as `sh -c command`.
+    pub command: &'a str,
+    pub workdir: &'a Path,
+    /// Over the agent's environment (and `defaults`): the request wins.
+    pub env: &'a BTreeMap<String, String>,
+    /// Over the agent's environment, under `env` (e.g. a pty's `TERM`).
+    pub defaults: &'a [(&'a str, &'a str)],
+    pub priority: Priority,
+    pub limits: Limits,
+    /// Switch to this user (groups, gid, uid) before `exec`; `None` keeps the agent's. Its
+    /// `HOME`, `USER`, `LOGNAME` and `SHELL` go under `defaults`, and the agent's private
+    /// variables (systemd's notification socket, credentials) are not passed on.
+    pub user: Option<&'a User>,
+    /// A `cgroup.procs` file the child writes itself into (while still privileged).
+    pub cgroup_procs: Option<&'a Path>,
+}
+
 /// A command ready to be spawned: every string already a C string, every pointer array built.
 /// Raw pointers make it `!Send`: it lives inside one `start` call.
 pub struct Prepared {
@@ -108,19 +142,15 @@ pub struct Prepared {
     oom_text: [u8; 16],
     oom_len: usize,
     ignored: Vec<i32>,
+    rlimits: Rlimits,
+    /// (uid, gid, supplementary groups) to switch to.
+    creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    cgroup_procs: Option<CString>,
 }
 
 impl Prepared {
-    /// `sh -c command` in `workdir` with the agent's environment, `defaults` over it (e.g. a
-    /// pty's `TERM`), and `env` over both (the request wins).
-    pub fn new(
-        host: &Host,
-        command: &str,
-        workdir: &Path,
-        env: &BTreeMap<String, String>,
-        defaults: &[(&str, &str)],
-        priority: Priority,
-    ) -> io::Result<Self> {
+    /// Builds every C string and pointer array the child will use.
+    pub fn new(host: &Host, cmd: &Command<'_>) -> io::Result<Self> {
         let cstr =
             |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
         let mut merged: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
@@ -129,10 +159,16 @@ impl Prepared {
         for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
             merged.remove(std::ffi::OsStr::new(k));
         }
-        for (k, v) in defaults {
+        if let Some(user) = cmd.user {
+            merged.retain(|k, _| !k.to_str().is_some_and(User::is_agent_private_env));
+            for (k, v) in user.identity_env() {
+                merged.insert(OsString::from(k), OsString::from(v));
+            }
+        }
+        for (k, v) in cmd.defaults {
             merged.insert(OsString::from(k), OsString::from(v));
         }
-        for (k, v) in env {
+        for (k, v) in cmd.env {
             merged.insert(OsString::from(k), OsString::from(v));
         }
         let mut envp = Vec::with_capacity(merged.len());
@@ -143,30 +179,37 @@ impl Prepared {
             kv.extend_from_slice(v.as_bytes());
             envp.push(cstr(&kv)?);
         }
-        let argv = vec![cstr(b"sh")?, cstr(b"-c")?, cstr(command.as_bytes())?];
+        let argv = vec![cstr(b"sh")?, cstr(b"-c")?, cstr(cmd.command.as_bytes())?];
         let mut argv_ptrs: Vec<_> = argv.iter().map(|s| s.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<_> = envp.iter().map(|s| s.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
         let mut oom_text = [0u8; 16];
         let mut oom_len = 0;
-        if let Some(v) = priority.oom_score_adj {
+        if let Some(v) = cmd.priority.oom_score_adj {
             let s = format!("{v}\n");
             oom_len = s.len().min(oom_text.len());
             oom_text[..oom_len].copy_from_slice(&s.as_bytes()[..oom_len]);
         }
+        let cgroup_procs = match cmd.cgroup_procs {
+            Some(p) => Some(cstr(p.as_os_str().as_bytes())?),
+            None => None,
+        };
         Ok(Self {
             path: cstr(host.sh.as_os_str().as_bytes())?,
             _argv: argv,
             argv_ptrs,
             _envp: envp,
             envp_ptrs,
-            workdir: cstr(workdir.as_os_str().as_bytes())?,
-            nice: priority.nice.unwrap_or(0),
-            has_nice: priority.nice.is_some(),
+            workdir: cstr(cmd.workdir.as_os_str().as_bytes())?,
+            nice: cmd.priority.nice.unwrap_or(0),
+            has_nice: cmd.priority.nice.is_some(),
             oom_text,
             oom_len,
             ignored: host.ignored.clone(),
+            rlimits: cmd.limits.rlimits(),
+            creds: cmd.user.map(|u| (u.uid, u.gid, u.groups.clone())),
+            cgroup_procs,
         })
     }
 }
@@ -191,6 +234,9 @@ pub enum Stage {
     Workdir = 4,
     Exec = 5,
     Clone = 6,
+    Cgroup = 7,
+    Limits = 8,
+    User = 9,
 }
 
 impl Stage {
@@ -201,6 +247,9 @@ impl Stage {
             3 => Self::Stdio,
             4 => Self::Workdir,
             5 => Self::Exec,
+            7 => Self::Cgroup,
+            8 => Self::Limits,
+            9 => Self::User,
             _ => Self::Clone,
         }
     }
@@ -213,6 +262,9 @@ impl Stage {
             Self::Workdir => "entering the working directory",
             Self::Exec => "executing sh",
             Self::Clone => "creating the process",
+            Self::Cgroup => "joining the command's cgroup",
+            Self::Limits => "setting resource limits",
+            Self::User => "switching to the user",
         }
     }
 }
@@ -248,14 +300,44 @@ impl Report {
         errors
     }
 
+    /// The failure as an `io::Error` carrying a [`SpawnFailure`] (the manager tells a working
+    /// directory the user cannot enter, the caller's mistake, from an OS failure).
     pub fn into_error(self) -> io::Error {
-        let e = io::Error::from_raw_os_error(self.errno);
-        io::Error::new(
-            e.kind(),
-            format!("{}: {e}", Stage::from_i32(self.stage).describe()),
-        )
+        let failure = SpawnFailure {
+            stage: Stage::from_i32(self.stage),
+            errno: self.errno,
+        };
+        io::Error::new(failure.os_error().kind(), failure)
     }
 }
+
+/// Where and why the child failed before `exec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnFailure {
+    pub stage: Stage,
+    pub errno: i32,
+}
+
+impl SpawnFailure {
+    pub fn os_error(&self) -> io::Error {
+        io::Error::from_raw_os_error(self.errno)
+    }
+
+    /// The failure inside `e`, if `e` came from [`Report::into_error`].
+    pub fn of(e: &io::Error) -> Option<SpawnFailure> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<SpawnFailure>())
+            .copied()
+    }
+}
+
+impl std::fmt::Display for SpawnFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.stage.describe(), self.os_error())
+    }
+}
+
+impl std::error::Error for SpawnFailure {}
 
 /// A small stack for clone children, with a guard page below it. Reused across spawns.
 pub struct Stack {
@@ -406,6 +488,37 @@ unsafe fn child_steps(cmd: &Prepared, stdio: Stdio, report: &mut Report) -> (Sta
                     std::ptr::write_volatile(&raw mut report.oom_errno, errno());
                 }
                 libc::close(fd);
+            }
+        }
+        if let Some(procs) = &cmd.cgroup_procs {
+            // "0" moves the writer itself.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return (Stage::Cgroup, errno());
+            }
+            let r = libc::write(fd, c"0".as_ptr().cast(), 1);
+            let e = errno();
+            libc::close(fd);
+            if r < 0 {
+                return (Stage::Cgroup, e);
+            }
+        }
+        for &(resource, soft, hard) in cmd.rlimits.items.iter().take(cmd.rlimits.len) {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(resource, &lim) == -1 {
+                return (Stage::Limits, errno());
+            }
+        }
+        if let Some((uid, gid, groups)) = &cmd.creds {
+            // Raw system calls: the libc wrappers would change every thread of the agent.
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) == -1
+                || libc::syscall(libc::SYS_setgid, *gid) == -1
+                || libc::syscall(libc::SYS_setuid, *uid) == -1
+            {
+                return (Stage::User, errno());
             }
         }
         if libc::chdir(cmd.workdir.as_ptr()) == -1 {

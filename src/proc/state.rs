@@ -177,6 +177,15 @@ pub struct Meta {
     pub log_error: Option<String>,
     pub idempotency_key: Option<String>,
     pub fingerprint: u64,
+    /// The user the command ran as (absent in records of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The peer that started it (absent: unknown, or an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<super::record::StartedBy>,
+    /// Effective limits by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub limits: std::collections::BTreeMap<String, u64>,
 }
 
 impl Meta {
@@ -242,6 +251,12 @@ mod tests {
             log_error: None,
             idempotency_key: Some("k".into()),
             fingerprint: 7,
+            user: Some("nobody".into()),
+            started_by: Some(crate::proc::StartedBy {
+                peer: "ctl".into(),
+                public_key: "k=".into(),
+            }),
+            limits: [("cpu_seconds".to_owned(), 5)].into(),
         }
     }
 
@@ -266,6 +281,9 @@ mod tests {
         let (metas, warnings) = state.load();
         assert_eq!(metas.len(), 1);
         assert_eq!(metas[0].output.decode().unwrap().head, b"hi\n");
+        assert_eq!(metas[0].user.as_deref(), Some("nobody"));
+        assert_eq!(metas[0].started_by.as_ref().unwrap().peer, "ctl");
+        assert_eq!(metas[0].limits["cpu_seconds"], 5);
         assert!(
             warnings
                 .iter()

@@ -143,6 +143,9 @@ pub(crate) async fn supervise(
             on_exit(&rec);
         }
         if recorded && tree_gone {
+            if let Some(group) = &rec.cgroup {
+                group.remove();
+            }
             break;
         }
         let (sup_wait, status_pipe) = match &mut tree {
@@ -231,8 +234,9 @@ async fn read_msg(
 
 fn record_exit(rec: &Record, status: Option<std::io::Result<std::process::ExitStatus>>) {
     let ending = *rec.ending.lock();
+    let oom_kills = rec.cgroup.as_ref().map_or(0, |g| g.oom_kills());
     let exit = match status {
-        Some(Ok(st)) => exit_from_status(st, ending),
+        Some(Ok(st)) => exit_from_status(st, ending, oom_kills),
         Some(Err(e)) => {
             tracing::warn!(id = %rec.id, "waiting for process failed: {e}");
             Exit {
@@ -244,7 +248,16 @@ fn record_exit(rec: &Record, status: Option<std::io::Result<std::process::ExitSt
         }
         None => unreachable_exit(),
     };
-    tracing::info!(id = %rec.id, code = exit.code, reason = exit.reason.as_str(), "process exited");
+    let peer = rec.started_by.as_ref().map_or("-", |b| b.peer.as_str());
+    tracing::info!(
+        id = %rec.id,
+        pid = rec.pid,
+        peer,
+        code = exit.code,
+        signal = exit.signal,
+        reason = exit.reason.as_str(),
+        "process exited"
+    );
     rec.set_exit(exit);
 }
 
@@ -268,18 +281,26 @@ fn unreachable_exit() -> Exit {
     }
 }
 
-fn exit_from_status(st: std::process::ExitStatus, ending: Ending) -> Exit {
+/// The exit as reported: a deadline or shutdown the agent enforced comes first, then an OOM
+/// kill in the command's cgroup (when the shell did not succeed), then a limit's signal.
+fn exit_from_status(st: std::process::ExitStatus, ending: Ending, oom_kills: u64) -> Exit {
     use std::os::unix::process::ExitStatusExt;
     let forced = match ending {
         Ending::None => None,
         Ending::TimedOut => Some(ExitReason::TimedOut),
         Ending::AgentShutdown => Some(ExitReason::AgentShutdown),
     };
-    let (code, signal, natural) = match (st.code(), st.signal()) {
+    let (code, signal, mut natural) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None, ExitReason::Exited),
+        (None, Some(s)) if s == libc::SIGXCPU || s == libc::SIGXFSZ => {
+            (-1, Some(signal_name(s)), ExitReason::LimitExceeded)
+        }
         (None, Some(s)) => (-1, Some(signal_name(s)), ExitReason::Signaled),
         (None, None) => (-1, None, ExitReason::Exited),
     };
+    if oom_kills > 0 && code != 0 {
+        natural = ExitReason::OomKilled;
+    }
     Exit {
         code,
         signal,

@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::routing::RouteTable;
 use super::uapi::PeerState;
-use super::{IpNetwork, PeerIdentity, PublicKey};
+use super::{IpNetwork, PeerId, PeerIdentity, PublicKey};
 
 /// Live counters and peer view of one device; obtain with [`super::Device::counters`].
 pub struct Counters {
@@ -27,6 +27,8 @@ pub struct Counters {
     /// Who owns each allowed-IP prefix: the same longest-prefix table the data path routes
     /// with, kept in step by the device, for identity lookups from other tasks.
     owners: RwLock<RouteTable<Arc<PeerCounters>>>,
+    /// Current peers by their stable id, for identifying the peer a connection arrived from.
+    by_id: RwLock<std::collections::HashMap<PeerId, Arc<PeerCounters>>>,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -156,6 +158,7 @@ impl Counters {
             device: DeviceCounters::default(),
             peers: RwLock::new(Vec::new()),
             owners: RwLock::new(RouteTable::default()),
+            by_id: RwLock::default(),
         }
     }
 
@@ -192,6 +195,18 @@ impl Counters {
         })
     }
 
+    /// The current peer with this id (`None` once it was removed). Live, like [`owner`].
+    ///
+    /// [`owner`]: Counters::owner
+    pub fn peer_by_id(&self, id: PeerId) -> Option<PeerIdentity> {
+        let peer = self.by_id.read().get(&id).cloned()?;
+        let name = peer.info.lock().name.clone();
+        Some(PeerIdentity {
+            name,
+            public_key: peer.public_key,
+        })
+    }
+
     /// Number of current peers.
     pub fn peer_count(&self) -> usize {
         self.peers.read().len()
@@ -201,8 +216,13 @@ impl Counters {
         self.peers.write().push(peer);
     }
 
+    pub(crate) fn set_id(&self, id: PeerId, peer: &Arc<PeerCounters>) {
+        self.by_id.write().insert(id, Arc::clone(peer));
+    }
+
     pub(crate) fn remove_peer(&self, peer: &Arc<PeerCounters>) {
         self.peers.write().retain(|p| !Arc::ptr_eq(p, peer));
+        self.by_id.write().retain(|_, p| !Arc::ptr_eq(p, peer));
     }
 
     pub(crate) fn set_owner(&self, network: IpNetwork, peer: &Arc<PeerCounters>) {
@@ -367,6 +387,18 @@ mod tests {
         let names: Vec<_> = c.snapshot().peers.into_iter().map(|p| p.name).collect();
         assert_eq!(names, [Some("a".to_owned()), Some("d".to_owned())]);
         assert_eq!(c.peer_count(), 2);
+    }
+
+    #[test]
+    fn peer_by_id_follows_add_and_remove() {
+        let c = Counters::new();
+        let a = peer(1, Some("a"));
+        c.add_peer(Arc::clone(&a));
+        c.set_id(PeerId(7), &a);
+        assert_eq!(c.peer_by_id(PeerId(7)).unwrap().name.as_deref(), Some("a"));
+        assert!(c.peer_by_id(PeerId(8)).is_none());
+        c.remove_peer(&a);
+        assert!(c.peer_by_id(PeerId(7)).is_none());
     }
 
     #[test]

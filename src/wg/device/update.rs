@@ -210,6 +210,7 @@ impl Device {
         self.counters.add_peer(Arc::clone(&counters));
         let id = PeerId(self.next_id);
         self.next_id += 1;
+        self.counters.set_id(id, &counters);
         let peer = Peer {
             id,
             tunn: self.new_tunn(section.public_key, preshared_key, index),
