@@ -437,6 +437,8 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
         interface.tcp_buffer,
         interface.max_connections_per_peer,
         interface.tcp_memory,
+        interface.max_connections,
+        interface.handshake_rate_limit,
         interface.name,
         interface.uapi,
         interface.uapi_socket,

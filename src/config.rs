@@ -94,6 +94,14 @@ pub struct Interface {
     /// `tcp_memory`: budget in bytes for the committed socket buffer memory of all tunnel TCP
     /// connections; new connections are refused while it is spent.
     pub tcp_memory: usize,
+    /// `max_connections`: tunnel TCP connections (sockets) of the node in all, ours and
+    /// inbound; beyond it connects fail and inbound connections are refused.
+    pub max_connections: usize,
+    /// `handshake_rate_limit`: WireGuard handshake messages verified per second before the node
+    /// answers with cookie replies (the DoS defence of the protocol). `None` = the role's
+    /// default: [`Interface::DEFAULT_HANDSHAKE_RATE_LIMIT`] for an agent,
+    /// [`Interface::DEFAULT_CONTROL_HANDSHAKE_RATE_LIMIT`] for the control daemon.
+    pub handshake_rate_limit: Option<u64>,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
     /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
@@ -133,6 +141,19 @@ impl Interface {
     pub const DEFAULT_TCP_MEMORY: usize = 64 * 1024 * 1024;
     /// Allowed `tcp_memory` values: 1 MiB ..= 64 GiB.
     pub const TCP_MEMORY_RANGE: (usize, usize) = (1 << 20, 64 << 30);
+    /// Default `max_connections`: 1,024 sockets.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Allowed `max_connections` values.
+    pub const MAX_CONNECTIONS_RANGE: (usize, usize) = (16, 65_536);
+    /// Default `handshake_rate_limit` of an agent: 200 counted passes per second (each
+    /// handshake message is counted twice, so ~100 messages/s): an agent has a few peers.
+    pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = crate::wg::DEFAULT_HANDSHAKE_RATE_LIMIT;
+    /// Default `handshake_rate_limit` of the control daemon: 4,000 (~2,000 handshake
+    /// messages/s, ~40 % of one core here), so that 10,000 agents re-handshake within seconds
+    /// after a daemon restart instead of queueing behind cookie replies (BENCHMARKS.md §5.4).
+    pub const DEFAULT_CONTROL_HANDSHAKE_RATE_LIMIT: u64 = 4_000;
+    /// Allowed `handshake_rate_limit` values.
+    pub const HANDSHAKE_RATE_LIMIT_RANGE: (u64, u64) = (10, 1_000_000);
     /// Default `name` of an agent: `wgagent0` (so `wg show wgagent0`).
     pub const DEFAULT_NAME: &'static str = "wgagent0";
     /// Default `name` of the control daemon.
@@ -212,6 +233,8 @@ impl Config {
                 private_key_path: None,
                 max_connections_per_peer: Interface::DEFAULT_MAX_CONNECTIONS_PER_PEER,
                 tcp_memory: Interface::DEFAULT_TCP_MEMORY,
+                max_connections: Interface::DEFAULT_MAX_CONNECTIONS,
+                handshake_rate_limit: None,
                 name: None,
                 uapi: true,
                 uapi_socket: None,
@@ -614,6 +637,8 @@ impl fmt::Debug for Interface {
             .field("tcp_buffer", &self.tcp_buffer)
             .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("tcp_memory", &self.tcp_memory)
+            .field("max_connections", &self.max_connections)
+            .field("handshake_rate_limit", &self.handshake_rate_limit)
             .field("name", &self.name)
             .field("uapi", &self.uapi)
             .field("uapi_socket", &self.uapi_socket)
@@ -662,6 +687,8 @@ struct RawInterface {
     tcp_buffer: Option<Value>,
     max_connections_per_peer: Option<Value>,
     tcp_memory: Option<Value>,
+    max_connections: Option<Value>,
+    handshake_rate_limit: Option<Value>,
     name: Option<Value>,
     uapi: Option<Value>,
     uapi_socket: Option<Value>,
@@ -1127,6 +1154,23 @@ impl Cx<'_> {
             min as i64,
             max as i64,
         )?;
+        let (min, max) = Interface::MAX_CONNECTIONS_RANGE;
+        let max_connections = self.int_or(
+            field!(interface, raw.max_connections),
+            Interface::DEFAULT_MAX_CONNECTIONS,
+            min as i64,
+            max as i64,
+        )?;
+        let (min, max) = Interface::HANDSHAKE_RATE_LIMIT_RANGE;
+        let handshake_rate_limit = match &raw.handshake_rate_limit {
+            None => None,
+            Some(_) => Some(self.int_or(
+                field!(interface, raw.handshake_rate_limit),
+                Interface::DEFAULT_HANDSHAKE_RATE_LIMIT,
+                min as i64,
+                max as i64,
+            )?),
+        };
         let name = match &raw.name {
             None => None,
             Some(value) => {
@@ -1150,6 +1194,8 @@ impl Cx<'_> {
             private_key_path,
             max_connections_per_peer,
             tcp_memory,
+            max_connections,
+            handshake_rate_limit,
             name,
             uapi,
             uapi_socket,
@@ -2040,6 +2086,8 @@ mod tests {
         assert_eq!(config.interface.tcp_buffer, 524_288);
         assert_eq!(config.interface.max_connections_per_peer, 64);
         assert_eq!(config.interface.tcp_memory, 64 << 20);
+        assert_eq!(config.interface.max_connections, 1024);
+        assert_eq!(config.interface.handshake_rate_limit, None);
         assert_eq!(config.api, Api::default());
         assert_eq!(config.control, Control::default());
         assert_eq!(config.files, Files::default());
@@ -2070,7 +2118,7 @@ mod tests {
              [files]\nmax_write_bytes = 2048\nmax_edit_files = 3\nfsync = false\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
-            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536\nmax_connections_per_peer = 8\ntcp_memory = 1048576"),
+            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536\nmax_connections_per_peer = 8\ntcp_memory = 1048576\nmax_connections = 64\nhandshake_rate_limit = 5000"),
             peer("name = \"c1\"\npreshared_key = \"PSK\"\nendpoint = \"control.test:51820\"\npersistent_keepalive = 25")
                 .replace("\"PSK\"", &format!("\"{PSK}\"")),
         );
@@ -2082,6 +2130,8 @@ mod tests {
         assert_eq!(config.interface.tcp_buffer, 65536);
         assert_eq!(config.interface.max_connections_per_peer, 8);
         assert_eq!(config.interface.tcp_memory, 1 << 20);
+        assert_eq!(config.interface.max_connections, 64);
+        assert_eq!(config.interface.handshake_rate_limit, Some(5000));
         let api = &config.api;
         assert_eq!(api.port, 8);
         assert_eq!(
@@ -2211,6 +2261,8 @@ mod tests {
             (interface("tcp_buffer = 1024"), "interface.tcp_buffer", "out of range"),
             (interface("max_connections_per_peer = 0"), "interface.max_connections_per_peer", "out of range 1..=1024"),
             (interface("tcp_memory = 1000"), "interface.tcp_memory", "out of range"),
+            (interface("max_connections = 8"), "interface.max_connections", "out of range 16..=65536"),
+            (interface("handshake_rate_limit = 0"), "interface.handshake_rate_limit", "out of range 10..=1000000"),
             (with_api("header_timeout = 0"), "api.header_timeout", "greater than zero"),
             (with_api("idle_timeout = \"0s\""), "api.idle_timeout", "greater than zero"),
             (with_api("body_min_rate = -1"), "api.body_min_rate", "out of range"),

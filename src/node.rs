@@ -52,11 +52,31 @@ pub struct NodeConfig {
     /// How long `connect` waits for the TCP handshake (which includes the WireGuard handshake
     /// when there is no session yet).
     pub connect_timeout: Duration,
-    /// Connections per peer and the socket memory budget (`Default` for the defaults).
-    pub limits: netstack::Limits,
+    /// Connections in all and per peer, the socket memory budget and the handshake rate
+    /// (`Default` for the agent's defaults).
+    pub limits: Limits,
     pub peers: Vec<PeerConfig>,
 }
 
+/// A node's admission limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The netstack's: connections in all and per peer, socket memory.
+    pub netstack: netstack::Limits,
+    /// See [`wg::DeviceConfig::handshake_rate_limit`].
+    pub handshake_rate_limit: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            netstack: netstack::Limits::default(),
+            handshake_rate_limit: wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        }
+    }
+}
+
+/// The agent's node; the control daemon raises the handshake rate default for its role.
 impl From<&crate::config::Config> for NodeConfig {
     fn from(cfg: &crate::config::Config) -> Self {
         let peers = cfg.peers.iter().map(PeerConfig::from).collect();
@@ -67,9 +87,16 @@ impl From<&crate::config::Config> for NodeConfig {
             mtu: usize::from(cfg.interface.mtu),
             tcp_buffer: cfg.interface.tcp_buffer,
             connect_timeout: cfg.control.connect_timeout,
-            limits: netstack::Limits {
-                max_connections_per_peer: cfg.interface.max_connections_per_peer,
-                memory_budget: cfg.interface.tcp_memory,
+            limits: Limits {
+                netstack: netstack::Limits {
+                    max_connections: cfg.interface.max_connections,
+                    max_connections_per_peer: cfg.interface.max_connections_per_peer,
+                    memory_budget: cfg.interface.tcp_memory,
+                },
+                handshake_rate_limit: cfg
+                    .interface
+                    .handshake_rate_limit
+                    .unwrap_or(crate::config::Interface::DEFAULT_HANDSHAKE_RATE_LIMIT),
             },
             peers,
         }
@@ -185,6 +212,7 @@ impl Node {
         let device = Device::new(DeviceConfig {
             private_key: cfg.private_key.clone(),
             peers: cfg.peers,
+            handshake_rate_limit: cfg.limits.handshake_rate_limit,
         })?;
         let ns_cfg = NetstackConfig {
             mtu: cfg.mtu,
@@ -192,7 +220,7 @@ impl Node {
             connect_timeout: cfg.connect_timeout,
             ..NetstackConfig::new(cfg.addresses)
         }
-        .with_limits(cfg.limits);
+        .with_limits(cfg.limits.netstack);
         let netstack = Netstack::new(ns_cfg)?;
         let udp = wg::udp::bind_udp(cfg.listen_port).map_err(|source| NodeError::Bind {
             port: cfg.listen_port,
@@ -589,7 +617,7 @@ mod tests {
             mtu: 1280,
             tcp_buffer: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
-            limits: netstack::Limits::default(),
+            limits: Limits::default(),
             peers: vec![PeerConfig {
                 name: None,
                 public_key: PublicKey::from(peer),

@@ -241,6 +241,58 @@ async fn signal_right_after_start_is_never_lost() {
     }
 }
 
+/// A group signal that reaches the shell while it forks with every signal blocked (dash does
+/// so around its `vfork`) ends the shell once it unblocks, but never reaches the child it just
+/// forked: the signal was pending in the parent only. `signal hangup` right after a start hit
+/// that window now and then under load and left `sleep 300` running. The window is made
+/// deterministic here: Python blocks SIGHUP, says so, waits for the signal to be pending,
+/// forks the command, then unblocks and dies of it. The engine passes the signal on to the
+/// group members started since it was sent.
+#[tokio::test]
+async fn hangup_pending_in_a_forking_shell_reaches_the_forked_command() {
+    let script = "import os, signal, time\n\
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])\n\
+        print('blocked', flush=True)\n\
+        while signal.SIGHUP not in signal.sigpending(): time.sleep(0.01)\n\
+        if os.fork() == 0:\n\
+        \x20   signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGHUP])\n\
+        \x20   os.execvp('sleep', ['sleep', '300'])\n\
+        time.sleep(0.2)\n\
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGHUP])\n\
+        time.sleep(30)\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fork.py");
+    std::fs::write(&file, script).unwrap();
+    for tracking in [true, false] {
+        let m = Manager::new(ManagerConfig {
+            tree_tracking: tracking,
+            ..Default::default()
+        });
+        let id = m
+            .start(spec(&format!("exec python3 {}", file.display())))
+            .unwrap();
+        let mut blocked = false;
+        for _ in 0..500 {
+            if m.get(&id).unwrap().output.render().text.contains("blocked") {
+                blocked = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(blocked, "python never blocked SIGHUP");
+        m.signal(&id, Signal::Hangup).unwrap();
+        let exit = m.wait(&id, Duration::from_secs(20)).await.unwrap();
+        let pid = m.get(&id).unwrap().pid;
+        assert!(
+            exit.is_some(),
+            "tracking {tracking}: the forked command never got the hangup; group {pid}: {:?}",
+            group_members(pid)
+        );
+        assert_eq!(exit.unwrap().signal, Some("SIGHUP"));
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn interrupt_reaches_a_settled_command() {
     let m = Manager::new(ManagerConfig::default());

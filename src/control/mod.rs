@@ -129,6 +129,11 @@ impl Daemon {
             }
         };
         let mut node_cfg = NodeConfig::from(cfg);
+        // Thousands of agents handshake with the daemon (all at once after a restart).
+        node_cfg.limits.handshake_rate_limit = cfg
+            .interface
+            .handshake_rate_limit
+            .unwrap_or(crate::config::Interface::DEFAULT_CONTROL_HANDSHAKE_RATE_LIMIT);
         if let Some(dir) = &opts.state_dir {
             let saved = state::load(dir);
             let mut seeded = 0;

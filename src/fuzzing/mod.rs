@@ -10,28 +10,32 @@
 //! Targets: [`wg_datagram`] (the WireGuard device's datagram path), [`netstack_input`] (inbound
 //! IP packets into the TCP/IP stack), [`head_tail`] (the output buffer against a model),
 //! [`config`] (configuration parsing), [`shell`] (the tool layer's `sh` tokenizer),
-//! [`http_api`] (the API router with arbitrary method, target, headers and body).
+//! [`http_api`] (the API router with arbitrary method, target, headers and body), [`uapi`] (the
+//! WireGuard UAPI protocol with every `set` applied to a device).
 //! [`seeds`] builds the initial corpora.
 
 mod http;
 mod net;
 mod text;
+mod uapi;
 
 pub use self::http::http_api;
 pub use self::net::{netstack_input, wg_datagram};
 pub use self::text::{config, head_tail, shell};
+pub use self::uapi::uapi;
 
 /// A target body: arbitrary bytes in, a panic on a finding.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its fuzz target and corpus directory.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("wg_datagram", wg_datagram),
     ("netstack_input", netstack_input),
     ("head_tail", head_tail),
     ("config", config),
     ("shell", shell),
     ("http_api", http_api),
+    ("uapi", uapi),
 ];
 
 /// Initial inputs for `target` (written to `fuzz/corpus/<target>/` by the corpus test's
@@ -44,6 +48,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "config" => text::config_seeds(),
         "shell" => text::shell_seeds(),
         "http_api" => http::seeds(),
+        "uapi" => uapi::seeds(),
         _ => Vec::new(),
     }
 }

@@ -56,6 +56,7 @@ fn device() -> Device {
                 Some(SocketAddr::from(([10, 0, 0, 2], 51820))),
             ),
         ],
+        handshake_rate_limit: wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
     })
     .expect("constant configuration")
 }

@@ -58,6 +58,8 @@ pub struct PeerTag(pub u64);
 /// elsewhere or keeps its default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// See [`NetstackConfig::max_sockets`].
+    pub max_connections: usize,
     /// See [`NetstackConfig::max_connections_per_peer`].
     pub max_connections_per_peer: usize,
     /// See [`NetstackConfig::memory_budget`].
@@ -65,10 +67,11 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 64 connections per peer, a 64 MiB memory budget (as [`NetstackConfig::default`]).
+    /// 1,024 connections, 64 per peer, a 64 MiB memory budget (as [`NetstackConfig::default`]).
     fn default() -> Self {
         let d = NetstackConfig::default();
         Self {
+            max_connections: d.max_sockets,
             max_connections_per_peer: d.max_connections_per_peer,
             memory_budget: d.memory_budget,
         }
@@ -146,6 +149,7 @@ impl NetstackConfig {
     /// These settings with `limits` applied.
     pub fn with_limits(self, limits: Limits) -> Self {
         Self {
+            max_sockets: limits.max_connections,
             max_connections_per_peer: limits.max_connections_per_peer,
             memory_budget: limits.memory_budget,
             ..self

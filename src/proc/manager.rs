@@ -828,6 +828,7 @@ impl Manager {
         if signal.is_tree_wide() {
             return signal_tree(&rec, signal.to_nix()).map_err(ProcError::Signal);
         }
+        rec.sent_signal(signal.to_nix() as i32);
         match spawn::signal_group(rec.pid, signal.to_nix()) {
             // The group is gone but the record is still draining its pipe: nothing to signal.
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),

@@ -174,6 +174,17 @@ pub struct Record {
     pub started_by: Option<StartedBy>,
     /// Its cgroup v2 group, if it has one (removed once the tree is gone).
     pub(crate) cgroup: Option<CommandGroup>,
+    /// The last signal sent to the shell's group (or tree) through the API, timeout or
+    /// shutdown, with when it was sent: see [`Record::sent_signal`].
+    pub(crate) sent: Mutex<Option<SentSignal>>,
+}
+
+/// A signal the agent sent, and when (clock ticks since boot, the clock of a process's start
+/// time in `/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentSignal {
+    pub signo: i32,
+    pub since_tick: u64,
 }
 
 /// A point-in-time copy of a record's state, for listing.
@@ -235,6 +246,24 @@ impl Record {
             limits: n.limits,
             started_by: n.started_by,
             cgroup: n.cgroup,
+            sent: Mutex::new(None),
+        }
+    }
+
+    /// Notes that `signo` is about to be sent, for the shell's exit to check (a shell that dies
+    /// of it while forking leaves a child that never got it: `supervise` passes it on). A
+    /// repeated signal keeps the earliest time.
+    pub(crate) fn sent_signal(&self, signo: i32) {
+        let now = super::spawn::boot_ticks();
+        let mut sent = self.sent.lock();
+        match &mut *sent {
+            Some(s) if s.signo == signo => s.since_tick = s.since_tick.min(now),
+            other => {
+                *other = Some(SentSignal {
+                    signo,
+                    since_tick: now,
+                })
+            }
         }
     }
 
@@ -281,6 +310,7 @@ impl Record {
             limits: limits_from_names(&m.limits),
             started_by: m.started_by.clone(),
             cgroup: None,
+            sent: Mutex::new(None),
         })
     }
 

@@ -669,6 +669,76 @@ pub fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) -> nix::Result<
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal)
 }
 
+/// Clock ticks (`_SC_CLK_TCK`) since boot: the clock and unit of a process's start time in
+/// `/proc/<pid>/stat` (field 22), rounded down the same way.
+pub fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into our timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0;
+    }
+    let ns = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+    ns / (1_000_000_000 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as u64 } else { 100 }
+}
+
+/// Sends `signal` to every live member of the process group `pgid` that was started at or
+/// after `since_tick` ([`boot_ticks`]); returns how many were signalled.
+///
+/// Why: a group signal reaches the members that exist when it is sent. A shell that forks
+/// with every signal blocked (dash blocks them around its `vfork`) and receives the signal in
+/// that window dies of it once it unblocks, but the child it just forked never got it: the
+/// signal was pending in the parent only. A process started after the signal was sent cannot
+/// have received it, so the caller passes it on to exactly those (and, within one clock tick,
+/// possibly to one that did). Scans `/proc`: only called when a shell died of such a signal.
+pub fn signal_group_members_since(
+    pgid: u32,
+    signal: nix::sys::signal::Signal,
+    since_tick: u64,
+) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut sent = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may contain spaces and parentheses).
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let (Some(state), Some(group), Some(start)) =
+            (fields.first(), fields.get(2), fields.get(19))
+        else {
+            continue;
+        };
+        if *state == "Z" || group.parse::<u32>() != Ok(pgid) {
+            continue;
+        }
+        if start.parse::<u64>().is_ok_and(|t| t >= since_tick) && signal_pid(pid, signal).is_ok() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
 /// Sends `signal` to one process.
 pub fn signal_pid(pid: i32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)

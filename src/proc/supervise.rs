@@ -54,6 +54,7 @@ impl Tree {
 /// tracking, else the process group. Marks the kill so the record waits for the tree.
 pub(crate) fn signal_tree(rec: &Record, sig: NixSignal) -> nix::Result<()> {
     rec.kill_requested.store(true, Ordering::Release);
+    rec.sent_signal(sig as i32);
     let r = match rec.supervisor {
         Some(sup) if rec.tree_alive() => {
             let tree_sig = if sig == NixSignal::SIGKILL {
@@ -124,6 +125,7 @@ pub(crate) async fn supervise(
                     }
                     _ => Err(std::io::Error::other("process supervisor exited early")),
                 });
+                // The tree is gone: nobody left to pass a signal on to.
             }
         }
         if tree_gone || tree_empty {
@@ -157,6 +159,9 @@ pub(crate) async fn supervise(
             st = sup_wait.wait(), if !tree_gone => {
                 tree_gone = true;
                 if direct {
+                    if let Ok(st) = &st {
+                        pass_on_signal(&rec, *st);
+                    }
                     status = Some(st);
                     if !eof {
                         orphan_check = Some(Instant::now() + Duration::from_millis(500));
@@ -172,8 +177,12 @@ pub(crate) async fn supervise(
                     let f = supervisor::decode(&msg);
                     if f[0] == supervisor::MSG_EXITED {
                         use std::os::unix::process::ExitStatusExt;
-                        status = Some(Ok(std::process::ExitStatus::from_raw(f[1])));
+                        let st = std::process::ExitStatus::from_raw(f[1]);
                         tree_empty = f[2] == 1;
+                        if !tree_empty {
+                            pass_on_signal(&rec, st);
+                        }
+                        status = Some(Ok(st));
                         if !eof {
                             orphan_check = Some(Instant::now() + Duration::from_millis(500));
                         }
@@ -214,6 +223,35 @@ pub(crate) async fn supervise(
             }
         }
     }
+}
+
+/// When the shell died of the signal the agent last sent, passes that signal on to the members
+/// of its group started since: they missed it (see `spawn::signal_group_members_since`).
+/// Without this, `signal hangup` right after a start could end `sh` and leave the command it
+/// was forking running.
+fn pass_on_signal(rec: &Record, st: std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(sent) = *rec.sent.lock() else {
+        return;
+    };
+    if st.signal() != Some(sent.signo) {
+        return;
+    }
+    let Ok(sig) = NixSignal::try_from(sent.signo) else {
+        return;
+    };
+    let (pgid, id) = (rec.pid, rec.id.clone());
+    // A /proc scan: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let n = spawn::signal_group_members_since(pgid, sig, sent.since_tick);
+        if n > 0 {
+            tracing::info!(
+                %id,
+                processes = n,
+                "{sig} ended the shell while it was starting a command; passed on to its group"
+            );
+        }
+    });
 }
 
 /// Reads one status message; `Ok(false)` on EOF.

@@ -34,12 +34,6 @@ mod update;
 /// unique index selection fast.
 pub(crate) const MAX_PEERS: usize = 1 << 16;
 
-/// Limit of the shared handshake rate limiter, per second. Each handshake message passes the
-/// limiter twice (our pre-check, then again inside `Tunn::decapsulate`), so this admits about
-/// 100 handshake messages a second before cookies are required (boringtun's device uses 100
-/// with a single pass).
-const HANDSHAKE_RATE_LIMIT: u64 = 200;
-
 /// Size of the one reusable scratch buffer. boringtun panics if its destination is smaller
 /// than the source plus 32 bytes or smaller than 148 bytes; a UDP datagram is at most 65,507
 /// bytes, and we refuse anything larger than this buffer before calling into boringtun.
@@ -70,6 +64,8 @@ pub struct Device {
     /// Allowed-IP prefix → receiver index of its owner.
     routes: RouteTable<u32>,
     rate_limiter: Arc<RateLimiter>,
+    /// The limiter's limit, for a new one when the key changes.
+    handshake_rate_limit: u64,
     counters: Arc<Counters>,
     /// Reused for every encapsulation and decapsulation: no allocation per packet.
     scratch: Box<[u8]>,
@@ -149,7 +145,8 @@ impl Device {
             }
         }
         let mut device = Device {
-            rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT)),
+            rate_limiter: Arc::new(RateLimiter::new(&public_key, cfg.handshake_rate_limit)),
+            handshake_rate_limit: cfg.handshake_rate_limit,
             private_key: cfg.private_key,
             public_key,
             peers: HashMap::with_capacity(cfg.peers.len()),

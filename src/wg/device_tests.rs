@@ -116,6 +116,7 @@ pub(super) fn node(key: &StaticSecret, port: u16, peers: Vec<PeerConfig>) -> Nod
     let dev = Device::new(DeviceConfig {
         private_key: key.clone(),
         peers,
+        handshake_rate_limit: crate::wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
     })
     .unwrap();
     Node {
@@ -548,6 +549,7 @@ fn config_errors_are_typed() {
         Device::new(DeviceConfig {
             private_key: me.clone(),
             peers,
+            handshake_rate_limit: crate::wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
         })
     };
     assert!(matches!(

@@ -75,12 +75,22 @@ impl std::fmt::Debug for PeerConfig {
     }
 }
 
+/// Default limit of the shared handshake rate limiter, per second. Each handshake message
+/// passes the limiter twice (our pre-check, then again inside `Tunn::decapsulate`), so this
+/// admits about 100 handshake messages a second before cookies are required (boringtun's device
+/// uses 100 with a single pass): right for an agent with a few peers.
+pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = 200;
+
 /// Everything [`Device::new`] needs.
 pub struct DeviceConfig {
     /// Our static private key.
     pub private_key: StaticSecret,
     /// The peers; their order is the order of [`Stats::peers`].
     pub peers: Vec<PeerConfig>,
+    /// Counted handshake passes per second before the device answers with cookie replies
+    /// ([`DEFAULT_HANDSHAKE_RATE_LIMIT`]; a control daemon serving thousands of agents needs
+    /// more, or a restart makes them queue behind cookies).
+    pub handshake_rate_limit: u64,
 }
 
 /// A change to a running device, applied by [`Device::apply`] all at once or not at all.

@@ -275,6 +275,7 @@ mod tests {
                     endpoint: ep,
                     persistent_keepalive: None,
                 }],
+                handshake_rate_limit: crate::wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
             };
             let mut a = Device::new(cfg(&ka, &kb, "10.0.0.2/32", Some(b_addr))).unwrap();
             let mut b = Device::new(cfg(&kb, &ka, "10.0.0.1/32", None)).unwrap();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
 
-use super::{Device, HANDSHAKE_RATE_LIMIT, MAX_PEERS, Peer, unique_indices};
+use super::{Device, MAX_PEERS, Peer, unique_indices};
 use crate::wg::counters::{PeerCounters, PeerInfo};
 use crate::wg::{
     AllowedIpChange, Applied, DeviceUpdate, IpNetwork, PeerId, PeerUpdate, PublicKey, StaticSecret,
@@ -183,7 +183,7 @@ impl Device {
         }
         // wireguard-go does the same: a node is never its own peer.
         self.remove_peer(public.as_bytes(), applied);
-        self.rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        self.rate_limiter = Arc::new(RateLimiter::new(&public, self.handshake_rate_limit));
         for peer in self.peers.values_mut() {
             peer.tunn
                 .set_static_private(key.clone(), public, Some(Arc::clone(&self.rate_limiter)));
