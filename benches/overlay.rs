@@ -7,6 +7,9 @@
 //! 2. API request rate: keep-alive `GET /api/v0/processes/list` on 16 HTTP/1 connections,
 //!    through the tunnel vs the same router on plain loopback TCP.
 //! 3. Round-trip latency of `GET /api/v0/health` on one warm connection, tunnel vs loopback TCP.
+//! 5. (`metrics`, named only) the cost of Prometheus scraping on the API rate: the 16-connection
+//!    rate with a scraper fetching `GET /metrics` through the tunnel every second vs without,
+//!    rounds alternating in the same run.
 //! 4. RSS of a real agent process (`wgagent agent` code path, this binary re-executed): idle,
 //!    and with 100 open keep-alive connections from a control node; idle `wireguard-go` as a
 //!    reference.
@@ -193,6 +196,19 @@ fn parent() {
                 });
             }
             Err(e) => println!("  API benches FAILED: {e:#}"),
+        }
+    }
+    if only.iter().any(|o| o == "metrics") {
+        match rt.block_on(limited(metrics_cost())) {
+            Ok((quiet, scraped)) => rows.push(Row {
+                name: "API GET processes/list, 16 conns, scrape /metrics every 1 s",
+                ours: Some(scraped),
+                baseline_name: "same, no scrape",
+                baseline: Some(quiet),
+                unit: "req/s",
+                goal: ">= 0.95",
+            }),
+            Err(e) => println!("  metrics cost FAILED: {e:#}"),
         }
     }
     if want("rss") {
@@ -1435,6 +1451,68 @@ async fn api_benches() -> Result<ApiFigures> {
         tunnel,
         loopback,
     })
+}
+
+/// Rounds of the metrics-cost comparison (each: one round without, one with scraping).
+const METRICS_ROUNDS: u32 = 4;
+const METRICS_ROUND: Duration = Duration::from_secs(3);
+
+/// (req/s without scraping, req/s with a scrape of `/metrics` through the tunnel every second).
+async fn metrics_cost() -> Result<(f64, f64)> {
+    let (agent, control) = node_pair().await?;
+    let api_cfg = config::Api {
+        port: API_PORT,
+        ..config::Api::default()
+    };
+    let server = Agent::attach(agent.clone(), &api_cfg)?;
+    let manager = server.manager().clone();
+    for i in 0..8 {
+        let id = manager.start(StartSpec {
+            command: format!("echo process-{i}"),
+            ..Default::default()
+        })?;
+        manager.wait(&id, Duration::from_secs(10)).await?;
+    }
+    let api_addr = SocketAddr::new(ip(AGENT_IP), API_PORT);
+    let mut conns = Vec::new();
+    for _ in 0..RATE_CONNS {
+        conns.push(Http::over(control.connect(api_addr).await?).await?);
+    }
+    let mut scraper = Http::over(control.connect(api_addr).await?).await?;
+    let list = "/api/v0/processes/list";
+    let (mut quiet_n, mut quiet_t, mut busy_n, mut busy_t) = (0, Duration::ZERO, 0, Duration::ZERO);
+    let mut scrapes = 0u32;
+    let mut scrape_bytes = 0;
+    for _ in 0..METRICS_ROUNDS {
+        let (c, n, t) = request_round(conns, list, METRICS_ROUND).await?;
+        (conns, quiet_n, quiet_t) = (c, quiet_n + n, quiet_t + t);
+        let end = Instant::now() + METRICS_ROUND;
+        let scraping = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let (mut k, mut bytes) = (0u32, 0usize);
+            loop {
+                every.tick().await;
+                if Instant::now() >= end {
+                    break;
+                }
+                bytes = scraper.get("/metrics").await?;
+                k += 1;
+            }
+            anyhow::Ok((scraper, k, bytes))
+        });
+        let (c, n, t) = request_round(conns, list, METRICS_ROUND).await?;
+        (conns, busy_n, busy_t) = (c, busy_n + n, busy_t + t);
+        let (s, k, bytes) = scraping.await??;
+        (scraper, scrapes, scrape_bytes) = (s, scrapes + k, bytes);
+    }
+    let quiet = quiet_n as f64 / quiet_t.as_secs_f64();
+    let busy = busy_n as f64 / busy_t.as_secs_f64();
+    println!(
+        "metrics: {scrapes} scrapes of {scrape_bytes} bytes; API rate without {quiet:.0} req/s, \
+         with {busy:.0} req/s"
+    );
+    drop(server);
+    Ok((quiet, busy))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ pub struct Agent {
     in_force: Mutex<Option<Config>>,
     shutdown_grace: Mutex<Duration>,
     uapi_path: Option<PathBuf>,
+    /// Cancels the background lookups of the configuration in force (`node::resolve_later`).
+    resolving: Mutex<CancellationToken>,
+    /// The host address `[metrics] listen` is served on, if configured.
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Why an agent could not start or reload. `Node` and `Uapi` at start are fixed by changing the
@@ -63,6 +67,13 @@ pub enum AgentError {
     /// choose another.
     #[error("process state: {0}")]
     StateDir(#[source] crate::proc::ProcError),
+    /// `[metrics] listen` could not be bound (in use, not an address of this host).
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// This agent was attached to a node with [`Agent::attach`]; only agents started from a
     /// configuration can reload one.
     #[error("this agent was not started from a configuration; it cannot reload one")]
@@ -140,6 +151,14 @@ impl Agent {
             audit,
         );
         let mut agent = Agent::assemble(node, manager, &config.api, &config.files, trust)?;
+        if let Some(addr) = config.metrics.listen {
+            let metrics = agent.state.metrics.clone();
+            let cancel = agent.cancel.clone();
+            let bound = crate::metrics::listen::serve(addr, metrics, &agent.tracker, cancel)
+                .await
+                .map_err(|source| AgentError::Metrics { addr, source })?;
+            agent.metrics_addr = Some(bound);
+        }
         agent.uapi_path = listener.as_ref().map(|l| l.path().to_owned());
         if let Some(listener) = listener {
             let handler = Arc::new(agent.node.clone());
@@ -148,6 +167,12 @@ impl Agent {
                 .spawn(uapi::serve(listener, handler, agent.cancel.clone()));
         }
         *agent.in_force.lock() = Some(config.clone());
+        node::resolve_later(
+            &agent.node,
+            &config.pending_endpoints,
+            &agent.tracker,
+            &agent.resolving.lock(),
+        );
         tracing::info!(
             public_key = %keys::encode_public(&agent.node.public_key()),
             addresses = ?agent.node.addresses(),
@@ -183,14 +208,21 @@ impl Agent {
         files: &config::Files,
         trust: Trust,
     ) -> Result<Agent, AgentError> {
+        let serve_cfg = api::serve::ServeConfig::from_api(api_cfg);
         let mut state = AppState::new(manager.clone());
+        state.metrics = Arc::new(
+            crate::metrics::Metrics::new()
+                .with_api()
+                .with_server(serve_cfg.counters.clone())
+                .with_processes(&manager)
+                .with_node(&node),
+        );
         state.trust = trust;
         *state.allowed_sources.write() = api_cfg.allowed_sources.clone().unwrap_or_default();
         state.files = crate::files::Files::new((*files).into());
         let router = api::router(state.clone());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let serve_cfg = api::serve::ServeConfig::from_api(api_cfg);
         for listener in node.listen(api_cfg.port)? {
             tracker.spawn(serve_api(
                 listener,
@@ -203,11 +235,13 @@ impl Agent {
             node,
             manager,
             state,
+            resolving: Mutex::new(cancel.child_token()),
             cancel,
             tracker,
             in_force: Mutex::new(None),
             shutdown_grace: Mutex::new(api_cfg.shutdown_grace),
             uapi_path: None,
+            metrics_addr: None,
         })
     }
 
@@ -245,6 +279,14 @@ impl Agent {
             *self.shutdown_grace.lock() = api.shutdown_grace;
             report.applied.push("api.shutdown_grace");
         }
+        let resolving = self.cancel.child_token();
+        std::mem::replace(&mut *self.resolving.lock(), resolving.clone()).cancel();
+        node::resolve_later(
+            &self.node,
+            &effective.pending_endpoints,
+            &self.tracker,
+            &resolving,
+        );
         let access = |c: &Config| -> Vec<_> { c.peers.iter().map(|p| p.access.clone()).collect() };
         if api.isolation != old.api.isolation || access(&effective) != access(&old) {
             self.state.trust.set_policy(policy(&effective));
@@ -310,6 +352,11 @@ impl Agent {
     /// The tunnel addresses the API is served on.
     pub fn addresses(&self) -> &[IpAddr] {
         self.node.addresses()
+    }
+
+    /// The host address the metrics listener is bound to (`[metrics] listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The UAPI socket being served, if any.
@@ -415,5 +462,6 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
         files.max_write_bytes,
         files.max_edit_files,
         files.fsync,
+        metrics.listen,
     );
 }

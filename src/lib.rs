@@ -4,6 +4,7 @@
 //! The map (one module per concern):
 //! - [`keys`]: x25519 keys, base64 as `wg genkey`/`wg pubkey` write them.
 //! - [`config`]: TOML → typed configuration, validation, warnings.
+//! - [`duration`]: the one duration grammar of configs, flags and tools.
 //! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
 //!   timers, counters (sans-IO), plus the UDP socket setup and GSO/GRO batching.
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
@@ -13,6 +14,8 @@
 //!   shutdown.
 //! - [`proc`]: the head-tail output buffer and the process manager (process groups, limits).
 //! - [`files`]: workspace files: list, resolve, read (bytes, lines), atomic write, edits.
+//! - [`metrics`]: Prometheus metrics of the node, the processes and the API; the opt-in host
+//!   listener that serves only `/metrics`.
 //! - [`api`]: the axum router for the process API and its wire types (shared with `client`).
 //! - [`client`]: the Rust SDK (`AgentConn`) used by control replicas, over a node, the control
 //!   daemon's socket, or any connector.
@@ -29,10 +32,12 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod duration;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod metrics;
 pub mod netstack;
 pub mod node;
 pub mod proc;

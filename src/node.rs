@@ -16,6 +16,7 @@
 mod driver;
 mod live;
 mod reload;
+mod resolve;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +35,7 @@ pub use self::driver::DriverCounters;
 use self::live::Command;
 use self::live::Published;
 pub use self::reload::{bind_uapi, uapi_path};
+pub use self::resolve::resolve_later;
 
 /// Everything a node needs to join the overlay.
 pub struct NodeConfig {
@@ -280,6 +282,12 @@ impl Node {
             gro_receives: d.gro_receives.load(Ordering::Relaxed),
             recv_truncated: d.recv_truncated.load(Ordering::Relaxed),
         }
+    }
+
+    /// The data path's heartbeat: timer ticks so far (see [`DriverCounters::timer_ticks`]).
+    /// Cheap enough to read every second.
+    pub fn heartbeat(&self) -> u64 {
+        self.inner.driver.timer_ticks.load(Ordering::Relaxed)
     }
 
     /// Stops the data path (for every clone); true if it finished within `deadline`.

@@ -9,6 +9,8 @@
 pub mod error;
 pub mod file_types;
 pub mod files;
+pub mod metrics;
+pub mod openapi;
 pub mod procio;
 pub mod serve;
 pub mod trust;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub allowed_sources: Arc<parking_lot::RwLock<Vec<ip_network::IpNetwork>>>,
     /// The workspace file operations (`[files]` limits).
     pub files: crate::files::Files,
+    /// What `GET /metrics` exports; the API records its requests into `metrics.api`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Who is calling and what they may do; the audit log.
     pub trust: crate::trust::Trust,
 }
@@ -76,11 +80,16 @@ pub struct AppState {
 impl AppState {
     pub fn new(manager: Manager) -> Self {
         Self {
-            manager,
             started: Instant::now(),
             allowed_sources: Arc::default(),
             files: crate::files::Files::default(),
+            metrics: Arc::new(
+                crate::metrics::Metrics::new()
+                    .with_api()
+                    .with_processes(&manager),
+            ),
             trust: crate::trust::Trust::default(),
+            manager,
         }
     }
 }
@@ -97,6 +106,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v0/health", get(health))
         .merge(procio::routes())
         .merge(files::routes())
+        .merge(openapi::routes())
+        .merge(metrics::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             trust::authorize,
@@ -105,6 +116,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), source_filter))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -129,6 +129,11 @@ pub const RULES: &[(&str, &str, Rule)] = &[
         "/metrics",
         r(Permission::Metrics, false, "read metrics"),
     ),
+    (
+        "GET",
+        "/api/v0/openapi.json",
+        r(Permission::Read, false, "read the API description"),
+    ),
 ];
 
 /// The rule of a matched route. A route missing from [`RULES`] needs `run` and is audited

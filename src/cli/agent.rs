@@ -3,56 +3,112 @@
 //! Signals: SIGTERM and SIGINT shut down gracefully (process groups first, no child left
 //! behind); SIGHUP re-reads FILE and applies the difference live (`Agent::reload`), including
 //! the log level. An invalid file is logged with the same error as at start and changes nothing.
+//! `--watch-config` does the same when FILE or the key file changes (a Kubernetes ConfigMap or
+//! Secret update). Under systemd it reports readiness, reloads and shutdown and feeds the
+//! watchdog (see `service`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::reload;
-use tracing_subscriber::util::SubscriberInitExt;
 
+use super::logging::LogControl;
+use super::service::{self, ConfigWatch};
 use crate::agent::Agent;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::keys;
 
 /// Time the API and UAPI servers and the node get to stop after the processes have.
 const SERVERS_STOP: Duration = Duration::from_secs(10);
 
-pub async fn run(path: &Path) -> anyhow::Result<()> {
+/// The `agent` verb's options besides the configuration file.
+#[derive(Debug, Default)]
+pub struct AgentFlags {
+    /// `--private-key-file`: the key comes from here, not from the file (systemd credentials).
+    pub private_key_file: Option<PathBuf>,
+    /// `--log-format`: overrides `[log] format`.
+    pub log_format: Option<LogFormat>,
+    /// `--watch-config`: reload when the file (or the key file) changes, as on SIGHUP.
+    pub watch_config: bool,
+}
+
+pub async fn run(path: &Path, flags: AgentFlags) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives during start-up must still mean a clean exit, and
     // a SIGHUP must never kill the agent.
     let mut signals = Signals::install()?;
-    let cfg = Config::load(path)?;
-    let log = LogControl::init(&cfg.log.level);
+    let key = flags.private_key_file.as_deref();
+    let cfg = Config::load_with_key(path, key)?;
+    let log = LogControl::init(&cfg.log.level, flags.log_format.unwrap_or(cfg.log.format));
     for w in &cfg.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
     let agent = Agent::start(&cfg).await.context("starting the agent")?;
+    let mut watch = flags.watch_config.then(|| {
+        ConfigWatch::new(
+            path,
+            cfg.interface.private_key_path.as_deref(),
+            service::WATCH_EVERY,
+        )
+    });
+    let background = tokio_util::sync::CancellationToken::new();
+    service::watchdog(agent.node().clone(), background.clone());
+    service::ready(&format!(
+        "serving the API on {:?}, WireGuard on UDP port {}",
+        agent.addresses(),
+        agent.udp_addr().port()
+    ));
     let mut level = cfg.log.level.clone();
     let stop = loop {
-        match signals.next().await {
-            Signal::Reload => reload(&agent, path, &log, &mut level).await,
+        let why = tokio::select! {
+            s = signals.next() => s,
+            () = changed(&mut watch) => Signal::Reload("the configuration file changed"),
+        };
+        match why {
+            Signal::Reload(why) => {
+                service::reloading();
+                let key_path = reload(&agent, path, key, why, &log, &mut level).await;
+                if let (Some(watch), Some(key_path)) = (watch.as_mut(), key_path) {
+                    watch.set_key(key_path.as_deref());
+                }
+                service::ready("running");
+            }
             Signal::Stop(name) => break name,
         }
     };
+    service::stopping();
     tracing::info!(signal = stop, "shutting down: terminating process groups");
     if !agent.shutdown(agent.shutdown_grace() + SERVERS_STOP).await {
         tracing::warn!("shutdown did not finish in time");
     }
+    background.cancel();
     tracing::info!("agent stopped");
     Ok(())
 }
 
-/// SIGHUP: re-read the file and apply it; on any error keep what is in force.
-async fn reload(agent: &Agent, path: &Path, log: &LogControl, level: &mut String) {
-    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-    let cfg = match Config::load(path) {
+/// Resolves when the watched files changed; never without `--watch-config`.
+async fn changed(watch: &mut Option<ConfigWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGHUP (or a watched file changed): re-read the file and apply it; on any error keep what
+/// is in force. Returns the key file of the configuration now in force (`None`: unchanged).
+async fn reload(
+    agent: &Agent,
+    path: &Path,
+    key: Option<&Path>,
+    why: &str,
+    log: &LogControl,
+    level: &mut String,
+) -> Option<Option<PathBuf>> {
+    tracing::info!(config = %path.display(), "{why}: reloading the configuration");
+    let cfg = match Config::load_with_key(path, key) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!("reload refused, the previous configuration stays in force: {e}");
-            return;
+            return None;
         }
     };
     for w in &cfg.warnings {
@@ -62,7 +118,7 @@ async fn reload(agent: &Agent, path: &Path, log: &LogControl, level: &mut String
         Ok(report) => report,
         Err(e) => {
             tracing::error!("reload refused, the previous configuration stays in force: {e}");
-            return;
+            return None;
         }
     };
     if cfg.log.level != *level {
@@ -89,55 +145,12 @@ async fn reload(agent: &Agent, path: &Path, log: &LogControl, level: &mut String
             path.display()
         );
     }
-}
-
-/// The process-wide log filter, replaceable at run time.
-struct LogControl {
-    handle: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
-    /// `RUST_LOG` was set: it wins over the file, at start and on reload.
-    from_env: bool,
-}
-
-impl LogControl {
-    /// Logs to stderr (colour only on a terminal) at `RUST_LOG` if set, else at `level`.
-    fn init(level: &str) -> LogControl {
-        use std::io::IsTerminal;
-        let env = std::env::var("RUST_LOG")
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        let filter = env
-            .as_deref()
-            .and_then(|v| EnvFilter::try_new(v).ok())
-            .unwrap_or_else(|| EnvFilter::new(level));
-        let (filter, handle) = reload::Layer::new(filter);
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal());
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .try_init();
-        LogControl {
-            handle,
-            from_env: env.is_some(),
-        }
-    }
-
-    fn set(&self, level: &str) {
-        if self.from_env {
-            tracing::info!("RUST_LOG is set; it overrides the new [log] level {level:?}");
-            return;
-        }
-        // Validated when the file was loaded.
-        match self.handle.reload(EnvFilter::new(level)) {
-            Ok(()) => tracing::info!(level, "log level changed"),
-            Err(e) => tracing::warn!("cannot change the log level: {e}"),
-        }
-    }
+    Some(cfg.interface.private_key_path)
 }
 
 enum Signal {
-    Reload,
+    /// Re-read the configuration; why.
+    Reload(&'static str),
     Stop(&'static str),
 }
 
@@ -161,7 +174,7 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => Signal::Stop("SIGTERM"),
             _ = self.int.recv() => Signal::Stop("SIGINT"),
-            _ = self.hup.recv() => Signal::Reload,
+            _ = self.hup.recv() => Signal::Reload("SIGHUP"),
         }
     }
 }

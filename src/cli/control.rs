@@ -285,6 +285,10 @@ pub struct DaemonFlags {
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub state_dir: Option<PathBuf>,
+    /// `--log-format`: overrides `[log] format`.
+    pub log_format: Option<crate::config::LogFormat>,
+    /// `--watch-config`: reload when the file (or its key file) changes, as on SIGHUP.
+    pub watch_config: bool,
 }
 
 /// `wgagent control`: runs the daemon until SIGTERM or SIGINT.
@@ -295,6 +299,10 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let cfg = load(config)?;
+    let log = super::logging::LogControl::init(
+        &cfg.log.level,
+        flags.log_format.unwrap_or(cfg.log.format),
+    );
     let mut opts = DaemonOptions::from_config(&cfg);
     if let Some(s) = flags.socket {
         opts.socket = s;
@@ -314,15 +322,46 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
         socket = %d.socket().display(),
         "control daemon up"
     );
+    let mut watch = flags.watch_config.then(|| {
+        super::service::ConfigWatch::new(
+            config,
+            cfg.interface.private_key_path.as_deref(),
+            super::service::WATCH_EVERY,
+        )
+    });
+    let background = tokio_util::sync::CancellationToken::new();
+    super::service::watchdog(d.node().clone(), background.clone());
+    super::service::ready(&format!("control daemon up on {}", d.socket().display()));
+    let mut level = cfg.log.level.clone();
     let signal = loop {
+        let watched = async {
+            match watch.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(config, &d).await,
+            _ = hup.recv() => {}
+            () = watched => {}
         }
+        super::service::reloading();
+        if let Some(new) = reload(config, &d).await {
+            if new.log.level != level {
+                log.set(&new.log.level);
+                level = new.log.level.clone();
+            }
+            if let Some(w) = watch.as_mut() {
+                w.set_key(new.interface.private_key_path.as_deref());
+            }
+        }
+        super::service::ready("running");
     };
+    super::service::stopping();
     tracing::info!(signal, "control daemon shutting down");
     let clean = d.shutdown(Duration::from_secs(10)).await;
+    background.cancel();
     tracing::info!(clean, "control daemon stopped");
     Ok(())
 }
@@ -330,27 +369,34 @@ pub async fn daemon(config: &Path, flags: DaemonFlags) -> anyhow::Result<()> {
 /// SIGHUP: re-reads the config and applies it live: peers (added, updated, removed by the same
 /// rule as an agent's reload), private key, port, agent names and addresses. An invalid file,
 /// or peers the node refuses, are logged with the precise error and the running config stays.
-async fn reload(config: &Path, d: &Daemon) {
+/// Returns the configuration now in force, `None` if the reload was refused.
+async fn reload(config: &Path, d: &Daemon) -> Option<Config> {
     let cfg = match Config::load(config) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!("SIGHUP: {e}; keeping the running configuration");
-            return;
+            return None;
         }
     };
     for w in &cfg.warnings {
         tracing::warn!("{}: {w}", config.display());
     }
     match d.reload(&cfg).await {
-        Ok(p) => tracing::info!(
-            added = p.added.len(),
-            updated = p.updated.len(),
-            removed = p.removed.len(),
-            key_changed = p.key_changed,
-            "SIGHUP: configuration reloaded from {}",
-            config.display()
-        ),
-        Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+        Ok(p) => {
+            tracing::info!(
+                added = p.added.len(),
+                updated = p.updated.len(),
+                removed = p.removed.len(),
+                key_changed = p.key_changed,
+                "SIGHUP: configuration reloaded from {}",
+                config.display()
+            );
+            Some(cfg)
+        }
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
+            None
+        }
     }
 }
 

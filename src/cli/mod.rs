@@ -6,7 +6,12 @@
 mod agent;
 mod control;
 mod demo;
+mod docs;
 mod files;
+mod health;
+mod import;
+mod logging;
+mod service;
 mod stream;
 
 use std::path::PathBuf;
@@ -29,6 +34,12 @@ enum Command {
         /// Agent configuration file (TOML).
         #[arg(long, short, env = "WGAGENT_CONFIG")]
         config: PathBuf,
+        /// Read the private key from this file instead of the configuration's
+        /// `private_key[_file]` (e.g. a systemd credential: `%d/agent.key`).
+        #[arg(long, value_name = "FILE")]
+        private_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Start an agent and a control peer in this process over a real WireGuard tunnel on
     /// 127.0.0.1, run a command through the API, print what happened, exit.
@@ -46,7 +57,8 @@ enum Command {
         /// Extra environment variable for the command (repeatable).
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
-        /// Terminate the command's process group after this long ("30s", "5m", or seconds).
+        /// Terminate the command's process tree after this long: seconds ("90", "1.5") or
+        /// units ("500ms", "30s", "5m", "1h30m").
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
         /// Start it and print its process id instead of waiting.
@@ -186,9 +198,49 @@ enum Command {
         /// [control] state_dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        service: ServiceArgs,
     },
-    /// Generate a private key (base64), like `wg genkey`.
+    /// Check a running node: with --local, ask the agent or control daemon of the
+    /// configuration on this machine, through its WireGuard UAPI socket, whether it is up and
+    /// its data path is alive (exit 0) or not (exit 1). For probes (Kubernetes exec probes,
+    /// scripts).
+    Health {
+        /// Check the node running on this machine (the only mode so far).
+        #[arg(long, required = true)]
+        local: bool,
+        /// Its configuration file: says where the UAPI socket is.
+        #[arg(long, short, env = "WGAGENT_CONFIG")]
+        config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a private key (base64), like `wg genkey`; warns when stdout is a file others
+    /// can read.
     Genkey,
+    /// Print a shell completion script (e.g. `wgagent completions bash >
+    /// /etc/bash_completion.d/wgagent`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write one page per verb into a directory.
+    Man {
+        /// Write wgagent.1 and wgagent-VERB.1 here (e.g. /usr/local/share/man/man1) instead of
+        /// printing wgagent.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Convert a wg-quick configuration (wg0.conf) to a wgagent configuration (TOML).
+    Import {
+        /// The wg-quick file (`[Interface]` and `[Peer]` sections).
+        file: PathBuf,
+        /// Write the TOML here (a new file, mode 0600: it holds the private key) instead of
+        /// to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
     Pubkey,
 }
@@ -211,6 +263,26 @@ struct ControlArgs {
     direct: bool,
 }
 
+/// Options of the long-lived roles (`agent`, `control`).
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    /// Log lines as human text or as one JSON object per line (overrides `[log] format`).
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Reload when the configuration file or the private key file changes (checked every
+    /// 2 s; for Kubernetes ConfigMaps and Secrets), as on SIGHUP.
+    #[arg(long)]
+    watch_config: bool,
+}
+
+impl ServiceArgs {
+    fn log_format(&self) -> Option<crate::config::LogFormat> {
+        self.log_format
+            .as_deref()
+            .and_then(crate::config::LogFormat::parse)
+    }
+}
+
 impl ControlArgs {
     fn link(self) -> control::Link {
         control::Link {
@@ -222,7 +294,7 @@ impl ControlArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::parse_duration(s).map_err(|e| e.to_string())
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Opens a session to `agent` and runs `f` on it; the node is shut down afterwards.
@@ -246,8 +318,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Genkey => {
+            warn_if_stdout_world_accessible();
             report(crate::keys::genkey(&mut std::io::stdout().lock()).map_err(Into::into))
         }
+        Command::Completions { shell } => report(docs::completions(shell)),
+        Command::Man { dir } => report(docs::man(dir.as_deref())),
+        Command::Import { file, output } => report(import::run(&file, output.as_deref())),
         Command::Pubkey => report(
             crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
                 .map_err(Into::into),
@@ -354,12 +430,14 @@ pub fn main() -> ExitCode {
             socket,
             socket_group,
             state_dir,
+            service,
         } => {
-            init_tracing();
             let overrides = control::DaemonFlags {
                 socket,
                 socket_group,
                 state_dir,
+                log_format: service.log_format(),
+                watch_config: service.watch_config,
             };
             report(runtime().and_then(|rt| rt.block_on(control::daemon(&config, overrides))))
         }
@@ -370,8 +448,25 @@ pub fn main() -> ExitCode {
             report(runtime().and_then(|rt| rt.block_on(demo::run())))
         }
         // The agent sets up its own (reloadable) logging from its config.
-        Command::Agent { config } => {
-            report(runtime().and_then(|rt| rt.block_on(agent::run(&config))))
+        Command::Agent {
+            config,
+            private_key_file,
+            service,
+        } => {
+            let flags = agent::AgentFlags {
+                private_key_file,
+                log_format: service.log_format(),
+                watch_config: service.watch_config,
+            };
+            report(runtime().and_then(|rt| rt.block_on(agent::run(&config, flags))))
+        }
+        Command::Health {
+            local: _,
+            config,
+            json,
+        } => {
+            init_tracing_quiet();
+            report(health::local(&config, json))
         }
     }
 }
@@ -396,13 +491,31 @@ fn init_tracing_quiet() {
 /// Logs go to stderr, colour only on a terminal; `RUST_LOG` overrides `default`.
 fn init_tracing_with(default: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = logging::filter(spec.as_deref().unwrap_or(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// `wg genkey`'s warning, word for word: a private key written to a regular file that others
+/// may read.
+fn warn_if_stdout_world_accessible() {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    if let Ok(st) = nix::sys::stat::fstat(stdout.as_fd()) {
+        let mode = st.st_mode;
+        if mode & libc::S_IFMT == libc::S_IFREG && mode & libc::S_IRWXO != 0 {
+            eprintln!(
+                "Warning: writing to world accessible file.\n\
+                 Consider setting the umask to 077 and trying again."
+            );
+        }
+    }
 }
 
 /// One clear line on stderr and exit code 1 for any error.

@@ -87,6 +87,13 @@ pub enum ControlError {
     /// The WireGuard UAPI socket is served by another live node, or something is in the way.
     #[error(transparent)]
     Uapi(#[from] BindError),
+    /// `[metrics] listen` could not be bound.
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running daemon. Dropping it stops serving (use [`Daemon::shutdown`] to wait for that).
@@ -163,6 +170,19 @@ impl Daemon {
         if let Some(dir) = opts.state_dir.clone() {
             tracker.spawn(save_endpoints(shared.clone(), dir, cancel.clone()));
         }
+        node::resolve_later(&shared.node, &cfg.pending_endpoints, &tracker, &cancel);
+        // The same per-peer families as an agent's, on the host only (no tunnel API here).
+        if let Some(addr) = cfg.metrics.listen {
+            let metrics = crate::metrics::Metrics::new().with_node(&shared.node);
+            let served =
+                crate::metrics::listen::serve(addr, Arc::new(metrics), &tracker, cancel.clone())
+                    .await;
+            if let Err(source) = served {
+                cancel.cancel();
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(ControlError::Metrics { addr, source });
+            }
+        }
         if let Some(l) = uapi_listener {
             let handler = Arc::new(shared.node.as_ref().clone());
             tracker.spawn(uapi::serve(l, handler, cancel.clone()));
@@ -225,6 +245,14 @@ impl Daemon {
             .update(self.shared.node.file_update(&old, cfg))
             .await?;
         self.set_agents(cfg);
+        // Names still unresolved in the new file (a task per name ends once it resolves or
+        // its peer has an endpoint, so earlier reloads' tasks for the same name stop too).
+        node::resolve_later(
+            &self.shared.node,
+            &cfg.pending_endpoints,
+            &self.tracker,
+            &self.cancel,
+        );
         *self.in_force.lock() = cfg.clone();
         Ok(applied)
     }

@@ -65,6 +65,9 @@ pub struct DriverCounters {
     pub gro_receives: AtomicU64,
     /// Receives the kernel cut short (larger than our 64 KiB slot); their data was dropped.
     pub recv_truncated: AtomicU64,
+    /// Timer ticks the data path ran (every 250 ms while it makes progress): the heartbeat
+    /// that feeds systemd's watchdog. A data path that is stuck stops ticking.
+    pub timer_ticks: AtomicU64,
 }
 
 /// Everything the data-path task owns besides the device, built by `Node::start`.
@@ -110,6 +113,7 @@ pub(super) async fn run(parts: Parts) {
             device.update_timers(now.into_std(), SystemTime::now());
             io.dispatch(&mut device);
             ticks += 1;
+            io.counters.timer_ticks.fetch_add(1, Ordering::Relaxed);
             if ticks.is_multiple_of(4) {
                 device.reset_rate_limiter();
             }

@@ -19,6 +19,13 @@
 
 use std::fmt;
 
+/// `setrlimit`'s resource type: an enum typedef in glibc, a plain `int` in musl (the static
+/// container binary).
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
 /// One kind of limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
@@ -61,7 +68,7 @@ impl Limit {
     /// The rlimit resource and the (soft, hard) pair for `value`. CPU gets one second of
     /// headroom in the hard limit so that `SIGXCPU` (reported as `limit_exceeded`) comes
     /// before the hard limit's `SIGKILL`.
-    fn rlimit(self, value: u64) -> (libc::__rlimit_resource_t, u64, u64) {
+    fn rlimit(self, value: u64) -> (RlimitResource, u64, u64) {
         match self {
             Self::MemoryBytes => (libc::RLIMIT_AS, value, value),
             Self::CpuSeconds => (libc::RLIMIT_CPU, value, value.saturating_add(1)),
@@ -182,7 +189,7 @@ impl RequestedLimits {
 /// A fixed array of rlimits, built before the clone (the child must not allocate).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Rlimits {
-    pub(crate) items: [(libc::__rlimit_resource_t, u64, u64); 5],
+    pub(crate) items: [(RlimitResource, u64, u64); 5],
     pub(crate) len: usize,
 }
 

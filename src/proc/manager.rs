@@ -263,6 +263,8 @@ struct Inner {
     /// even by SIGKILL) they kill their trees.
     death: Option<(OwnedFd, OwnedFd)>,
     null: Option<OwnedFd>,
+    /// Starts, spawn failures and exits, for metrics.
+    counters: super::counters::ProcCounters,
 }
 
 #[derive(Default)]
@@ -376,8 +378,14 @@ impl Manager {
                 tracker: TaskTracker::new(),
                 death,
                 null,
+                counters: Default::default(),
             }),
         }
+    }
+
+    /// Lifetime counters (starts, spawn failures, exits by reason), for metrics.
+    pub fn counters(&self) -> &super::counters::ProcCounters {
+        &self.inner.counters
     }
 
     /// A UUID new at every manager (agent) start, so a control can tell "agent restarted"
@@ -508,6 +516,7 @@ impl Manager {
                 if let Some(g) = &cgroup {
                     g.remove();
                 }
+                self.inner.counters.spawn_failed();
                 return Err(self.spawn_error(e, &workdir, &user_name));
             }
         };
@@ -538,7 +547,9 @@ impl Manager {
         }
         drop(st);
 
-        tracing::info!(id = %id, pid = spawned.pid, "process started");
+        let peer = spec.started_by.as_ref().map_or("-", |b| b.peer.as_str());
+        tracing::info!(id = %id, pid = spawned.pid, peer, "process started");
+        self.inner.counters.started();
         let grace = self.inner.cfg.kill_grace;
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let weak = Arc::downgrade(&self.inner);
@@ -1010,6 +1021,9 @@ fn fingerprint(spec: &StartSpec, workdir: &Path, user: &str, limits: &Limits) ->
 /// persist its record.
 fn on_exit(inner: &Weak<Inner>, rec: &Arc<Record>) {
     let Some(inner) = inner.upgrade() else { return };
+    if let Some(exit) = rec.exit() {
+        inner.counters.exited(exit.reason.as_str());
+    }
     let mut dropped = Vec::new();
     {
         let st = inner.state.lock();

@@ -8,6 +8,7 @@
 //! commands run as.
 
 pub mod cgroup;
+pub mod counters;
 pub mod fdio;
 pub mod head_tail;
 pub mod limits;

@@ -154,6 +154,11 @@ impl Prepared {
         let cstr =
             |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
         let mut merged: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        // The agent's own line to systemd: a command must not report READY or feed the
+        // watchdog on the agent's behalf.
+        for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            merged.remove(std::ffi::OsStr::new(k));
+        }
         if let Some(user) = cmd.user {
             merged.retain(|k, _| !k.to_str().is_some_and(User::is_agent_private_env));
             for (k, v) in user.identity_env() {

@@ -286,7 +286,16 @@ fn record_exit(rec: &Record, status: Option<std::io::Result<std::process::ExitSt
         }
         None => unreachable_exit(),
     };
-    tracing::info!(id = %rec.id, code = exit.code, reason = exit.reason.as_str(), "process exited");
+    let peer = rec.started_by.as_ref().map_or("-", |b| b.peer.as_str());
+    tracing::info!(
+        id = %rec.id,
+        pid = rec.pid,
+        peer,
+        code = exit.code,
+        signal = exit.signal,
+        reason = exit.reason.as_str(),
+        "process exited"
+    );
     rec.set_exit(exit);
 }
 

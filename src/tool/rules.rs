@@ -76,96 +76,25 @@ fn parse_optional(v: Option<&Value>, default: Duration, what: &str) -> Result<Du
     }
 }
 
-/// A duration given as a JSON number of seconds, a string holding one (`"30"`, `"2.5"`), or Go
-/// duration syntax (`"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"1.5h"`; also `us`, `ns`, and the
-/// words `sec`, `min`, `hour` and their plurals). At most [`MAX_DURATION`]; never negative.
+/// A duration given as a JSON number of seconds or a string in the grammar of
+/// [`crate::duration`] (`"30"`, `"2.5"`, `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"1.5h"`,
+/// `"90 seconds"`). At most [`MAX_DURATION`]; never negative.
 pub fn parse_duration(v: &Value) -> Result<Duration, String> {
-    let secs = match v {
-        Value::Number(n) => n.as_f64().ok_or("not a number")?,
-        Value::String(s) => {
-            let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-            match s.parse::<f64>() {
-                Ok(n)
-                    if s.bytes()
-                        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')) =>
-                {
-                    n
-                }
-                _ => go_duration_secs(&s)?,
-            }
-        }
+    let d = match v {
+        Value::Number(n) => crate::duration::from_secs_f64(n.as_f64().ok_or("not a number")?)
+            .map_err(|e| e.reason)?,
+        Value::String(s) => crate::duration::parse(s).map_err(|e| e.reason)?,
         _ => return Err("expected a string or a number".to_owned()),
     };
-    if !secs.is_finite() {
-        return Err("out of range".to_owned());
-    }
-    if secs < 0.0 {
-        return Err("must not be negative".to_owned());
-    }
-    if secs > MAX_DURATION.as_secs_f64() {
+    if d > MAX_DURATION {
         return Err("longer than the 24h maximum".to_owned());
     }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Go's `time.ParseDuration` grammar: `[+]` then one or more `<decimal><unit>`.
-fn go_duration_secs(s: &str) -> Result<f64, String> {
-    if s.is_empty() {
-        return Err("empty".to_owned());
-    }
-    if s.starts_with('-') {
-        return Err("must not be negative".to_owned());
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return Err("expected a number".to_owned());
-    }
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("expected a number at {rest:?}"))?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "" => return Err(format!("missing unit after {num}")),
-            u => return Err(format!("unknown unit {u:?}")),
-        };
-        rest = &rest[unit_len..];
-        total += num * scale;
-    }
-    Ok(total)
+    Ok(d)
 }
 
 /// Go-style rendering of a duration for messages: `500ms`, `10s`, `1m30s`, `2h0m0s`.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (h, m) = (ms / 3_600_000, (ms / 60_000) % 60);
-    let s = (ms % 60_000) as f64 / 1000.0;
-    let s = if s.fract() == 0.0 {
-        format!("{s:.0}s")
-    } else {
-        format!("{s}s")
-    };
-    match (h, m) {
-        (0, 0) => s,
-        (0, m) => format!("{m}m{s}"),
-        (h, m) => format!("{h}h{m}m{s}"),
-    }
+    crate::duration::format(d)
 }
 
 /// The agent's name for a signal, accepting the usual spellings (`SIGTERM`, `TERM`, `int`…).

@@ -20,12 +20,23 @@ impl AgentProc {
     /// paths such as `state_dir`) and starts the agent on it with `env` (and no `RUST_LOG`
     /// unless `env` sets one). Does not wait for it to come up.
     pub fn start(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> AgentProc {
+        AgentProc::start_args(dir, config_text, &[], env)
+    }
+
+    /// [`AgentProc::start`] with more arguments after `agent --config FILE`.
+    pub fn start_args(
+        dir: &Path,
+        config_text: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> AgentProc {
         let config = dir.join("agent.toml");
         let text = config_text.replace("@DIR@", dir.to_str().unwrap());
         std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgagent"));
         cmd.args(["agent", "--config"])
             .arg(&config)
+            .args(args)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -155,6 +155,12 @@ impl Http {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
             .unwrap();
+        // A keep-alive connection takes the next request only once the previous exchange is
+        // fully done on its side.
+        tokio::time::timeout(T, self.send.ready())
+            .await
+            .unwrap()
+            .unwrap();
         let resp = tokio::time::timeout(T, self.send.send_request(req))
             .await
             .unwrap()
@@ -164,6 +170,47 @@ impl Http {
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+impl Http {
+    /// A GET with extra headers; status, `Content-Type` and the body as text.
+    pub async fn get_text(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let mut req = hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", "agent");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        // A keep-alive connection takes the next request only once the previous exchange is
+        // fully done on its side.
+        tokio::time::timeout(T, self.send.ready())
+            .await
+            .unwrap()
+            .unwrap();
+        let resp = tokio::time::timeout(T, self.send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&bytes).into_owned(),
         )
     }
 }

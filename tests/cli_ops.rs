@@ -1,0 +1,244 @@
+//! The operator-facing CLI verbs, through the real binary: `completions` (scripts the shells
+//! accept), `man` (one page per verb), `genkey`'s warning about readable key files, and
+//! `import` of a real wg-quick file.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::process::{Command, Output, Stdio};
+
+fn wgagent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn completions_are_scripts_the_shells_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, checker) in [
+        ("bash", Some(["bash", "-n"])),
+        ("zsh", Some(["zsh", "-n"])),
+        ("fish", Some(["fish", "--no-execute"])),
+        ("elvish", None),
+        ("powershell", None),
+    ] {
+        let out = wgagent(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["exec", "import", "timeout", "completions"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+        let Some([program, flag]) = checker else {
+            continue;
+        };
+        if !have(program) {
+            println!("{shell}: {program} is not installed; syntax not checked");
+            continue;
+        }
+        let path = dir.path().join(format!("wgagent.{shell}"));
+        std::fs::write(&path, &script).unwrap();
+        let check = Command::new(program).arg(flag).arg(&path).output().unwrap();
+        assert!(
+            check.status.success(),
+            "{program} {flag} refuses the {shell} completion: {}",
+            text(&check.stderr)
+        );
+    }
+    let out = wgagent(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_pages_for_the_command_and_every_verb() {
+    let out = wgagent(&["man"]);
+    assert!(out.status.success());
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH wgagent 1"), "{page}");
+    assert!(page.contains("genkey") && page.contains("import"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = wgagent(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    for verb in [
+        "agent",
+        "exec",
+        "control",
+        "import",
+        "completions",
+        "man",
+        "genkey",
+    ] {
+        let path = dir.path().join(format!("wgagent-{verb}.1"));
+        assert!(listed.contains(&path.display().to_string()), "{listed:?}");
+        let page = std::fs::read_to_string(&path).unwrap();
+        assert!(page.contains(&format!(".TH wgagent-{verb} 1")), "{page}");
+        assert!(
+            page.contains(&format!("wgagent {verb}")),
+            "synopsis of {verb}: {page}"
+        );
+    }
+    let exec = std::fs::read_to_string(dir.path().join("wgagent-exec.1")).unwrap();
+    assert!(exec.contains("\\-\\-timeout"), "{exec}");
+    if have("man") {
+        let out = Command::new("man")
+            .args(["-l", dir.path().join("wgagent-exec.1").to_str().unwrap()])
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("wgagent exec"));
+    }
+}
+
+#[test]
+fn genkey_warns_like_wg_when_others_can_read_the_key() {
+    const WARNING: &str = "Warning: writing to world accessible file.\n\
+                           Consider setting the umask to 077 and trying again.\n";
+    let dir = tempfile::tempdir().unwrap();
+    let genkey_into = |mode: u32| {
+        let path = dir.path().join(format!("key-{mode:o}"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .unwrap();
+        // The mode given to open is reduced by the umask: set it exactly.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+            .arg("genkey")
+            .stdout(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let key = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(key.trim().len(), 44, "{key:?}");
+        text(&out.stderr)
+    };
+    assert_eq!(genkey_into(0o644), WARNING);
+    assert_eq!(genkey_into(0o604), WARNING);
+    // As wg: only "world accessible" counts; group-readable and private files get no warning.
+    assert_eq!(genkey_into(0o640), "");
+    assert_eq!(genkey_into(0o600), "");
+    // A pipe is not a file.
+    let out = wgagent(&["genkey"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn import_converts_a_wg_quick_file_that_wg_quick_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = text(&wgagent(&["genkey"]).stdout).trim().to_owned();
+    let peer_key = text(&wgagent(&["genkey"]).stdout).trim().to_owned();
+    let peer_pub = pubkey(&peer_key);
+    let conf = dir.path().join("wg0.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Interface]\nPrivateKey = {key}\nAddress = 10.77.0.2/24\nListenPort = 0\nMTU = 1420\n\
+             DNS = 10.77.0.1\nPostUp = echo up\n\n# the control replica\n[Peer]\n\
+             PublicKey = {peer_pub}\nAllowedIPs = 10.77.0.1/32\nEndpoint = 127.0.0.1:51999\n\
+             PersistentKeepalive = 25\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if have("wg-quick") && have("bash") {
+        // wg-quick's own parser accepts the file (strip drops its own keys, keeps the rest).
+        let out = Command::new("wg-quick")
+            .args(["strip", conf.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wg-quick strip: {}",
+            text(&out.stderr)
+        );
+    }
+    let toml = dir.path().join("agent.toml");
+    let out = wgagent(&[
+        "import",
+        conf.to_str().unwrap(),
+        "--output",
+        toml.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let findings = text(&out.stderr);
+    assert!(
+        findings.contains("DNS has no equivalent") && findings.contains("PostUp"),
+        "{findings}"
+    );
+    let mode = std::fs::metadata(&toml).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the imported file holds the private key");
+    let cfg = wgagent::config::Config::load(&toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.interface.addresses,
+        ["10.77.0.2".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(cfg.interface.mtu, 1420);
+    assert_eq!(
+        wgagent::keys::encode_private(&cfg.interface.private_key),
+        key
+    );
+    let peer = &cfg.peers[0];
+    assert_eq!(wgagent::keys::encode_public(&peer.public_key), peer_pub);
+    assert_eq!(peer.persistent_keepalive, Some(25));
+    assert_eq!(peer.endpoint, Some("127.0.0.1:51999".parse().unwrap()));
+
+    // An existing output file is never overwritten.
+    let out = wgagent(&[
+        "import",
+        conf.to_str().unwrap(),
+        "--output",
+        toml.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("must not exist yet"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A broken file names its line.
+    std::fs::write(&conf, "[Interface]\nPrivateKey = x\nAdress = 10.0.0.1\n").unwrap();
+    let out = wgagent(&["import", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("line 3: unknown [Interface] key \"Adress\""));
+}
+
+fn pubkey(private: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{private}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout).trim().to_owned()
+}
