@@ -242,3 +242,58 @@ fn pubkey(private: &str) -> String {
     let out = child.wait_with_output().unwrap();
     text(&out.stdout).trim().to_owned()
 }
+
+/// `check` loads a file as the agent would, without starting anything: a good file prints the
+/// key, addresses, peers and listeners (text and JSON); a bad one exits 1 naming the key.
+#[test]
+fn check_validates_a_config_and_says_what_would_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = text(&wgagent(&["genkey"]).stdout).trim().to_owned();
+    let public = pubkey(&private);
+    let peer_private = text(&wgagent(&["genkey"]).stdout).trim().to_owned();
+    let peer_public = pubkey(&peer_private);
+    let good = dir.path().join("agent.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[interface]\nprivate_key = \"{private}\"\naddress = [\"100.64.0.10\"]\nlisten_port = 51820\n\
+             uapi = false\n\n[api]\nport = 4\n\n[[peer]]\nname = \"c1\"\npublic_key = \"{peer_public}\"\n\
+             allowed_ips = [\"100.64.0.1/32\"]\nendpoint = \"127.0.0.1:51821\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = wgagent(&["check", "--config", good.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains(&public), "{stdout}");
+    assert!(stdout.contains("100.64.0.10:4"), "{stdout}");
+    assert!(
+        stdout.contains(&peer_public) && stdout.contains("c1"),
+        "{stdout}"
+    );
+
+    let out = wgagent(&["check", "--json", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["public_key"], public.as_str());
+    assert_eq!(v["addresses"][0], "100.64.0.10");
+    assert_eq!(v["listen"]["wireguard_udp_port"], 51820);
+    assert_eq!(v["listen"]["uapi_socket_agent"], serde_json::Value::Null);
+    assert_eq!(v["listen"]["host_tcp_api"], false);
+    assert_eq!(v["peers"][0]["endpoint"], "127.0.0.1:51821");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[interface]\nprivate_key = \"{private}\"\naddress = [\"100.64.0.10\"]\nmtu = 100\n"
+        ),
+    )
+    .unwrap();
+    let out = wgagent(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("mtu"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

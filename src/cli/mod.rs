@@ -4,6 +4,7 @@
 //! Leaves to the library: everything else. `anyhow` is used here only.
 
 mod agent;
+mod check;
 mod control;
 mod demo;
 mod docs;
@@ -243,6 +244,17 @@ enum Command {
     },
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
     Pubkey,
+    /// Validate a configuration file without starting anything: print the public key,
+    /// addresses, peers, warnings and what the node would listen on; exit 1 with the precise
+    /// error when the file is invalid.
+    Check {
+        /// The configuration file (agent or control).
+        #[arg(long, short, env = "WGAGENT_CONFIG")]
+        config: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options shared by the control-side verbs.
@@ -324,6 +336,7 @@ pub fn main() -> ExitCode {
         Command::Completions { shell } => report(docs::completions(shell)),
         Command::Man { dir } => report(docs::man(dir.as_deref())),
         Command::Import { file, output } => report(import::run(&file, output.as_deref())),
+        Command::Check { config, json } => report(check::run(&config, json)),
         Command::Pubkey => report(
             crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
                 .map_err(Into::into),
