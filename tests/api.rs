@@ -114,6 +114,13 @@ async fn start_validation() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["message"].as_str().unwrap().contains("valid JSON"));
     assert!(v["detail"].is_string());
+    // Valid JSON of the wrong type is a JSON error too (as API.md and the Coder agent say),
+    // not an empty request.
+    for body in ["[]", "[\"true\"]", "\"true\"", " 7"] {
+        let (s, v) = api.raw(Method::POST, "/api/v0/processes/start", body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["message"], "Request body must be valid JSON.", "{body}");
+    }
     let (s, v) = api
         .post(
             "/api/v0/processes/start",

@@ -387,6 +387,11 @@ fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T,
             ApiError::new(e.status(), "Could not read the request body.").with_detail(e.body_text())
         }
     })?;
+    // Every body this decodes is a JSON object; serde would also take an array as a struct's
+    // fields in order (so `[]` became an empty start request and "Command is required.").
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_json("expected a JSON object"));
+    }
     serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
 }
 
