@@ -34,6 +34,10 @@ pub async fn run() -> anyhow::Result<()> {
     // No UAPI socket: the demo must never collide with a real agent's `wgagent0` on this host.
     cfg.interface.uapi = false;
     cfg.api.port = API_PORT;
+    // Its own throw-away process state: never the real agent's directory (which a running agent
+    // locks), and no records piling up from earlier demos. Removed when the demo returns.
+    let state = tempfile::tempdir().context("creating the demo's state directory")?;
+    cfg.api.state_dir = Some(state.path().to_owned());
     cfg.peers.push(config::Peer {
         name: Some("control".into()),
         public_key: control_pub,
