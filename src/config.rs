@@ -102,6 +102,12 @@ pub struct Interface {
     /// default: [`Interface::DEFAULT_HANDSHAKE_RATE_LIMIT`] for an agent,
     /// [`Interface::DEFAULT_CONTROL_HANDSHAKE_RATE_LIMIT`] for the control daemon.
     pub handshake_rate_limit: Option<u64>,
+    /// `idle_session_timeout`: drop a peer's WireGuard session (~11 KB of keys) after this
+    /// long without data (keepalives do not count); its endpoint, counters and last-handshake
+    /// time are kept, and the next packet to it handshakes again (one extra round trip).
+    /// `Some(ZERO)` = never. `None` = the role's default: never for an agent,
+    /// [`Interface::DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT`] for the control daemon.
+    pub idle_session_timeout: Option<Duration>,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
     /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
@@ -154,6 +160,11 @@ impl Interface {
     pub const DEFAULT_CONTROL_HANDSHAKE_RATE_LIMIT: u64 = 4_000;
     /// Allowed `handshake_rate_limit` values.
     pub const HANDSHAKE_RATE_LIMIT_RANGE: (u64, u64) = (10, 1_000_000);
+    /// Default `idle_session_timeout` of the control daemon: 2 minutes. A fleet is mostly
+    /// idle, and a session costs ~11 KB per peer (BENCHMARKS.md §5.1); an agent in use keeps
+    /// its session between commands, and the first request after two quiet minutes pays one
+    /// handshake round trip. An agent keeps its few sessions (default: never dropped).
+    pub const DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(120);
     /// Default `name` of an agent: `wgagent0` (so `wg show wgagent0`).
     pub const DEFAULT_NAME: &'static str = "wgagent0";
     /// Default `name` of the control daemon.
@@ -235,6 +246,7 @@ impl Config {
                 tcp_memory: Interface::DEFAULT_TCP_MEMORY,
                 max_connections: Interface::DEFAULT_MAX_CONNECTIONS,
                 handshake_rate_limit: None,
+                idle_session_timeout: None,
                 name: None,
                 uapi: true,
                 uapi_socket: None,
@@ -639,6 +651,7 @@ impl fmt::Debug for Interface {
             .field("tcp_memory", &self.tcp_memory)
             .field("max_connections", &self.max_connections)
             .field("handshake_rate_limit", &self.handshake_rate_limit)
+            .field("idle_session_timeout", &self.idle_session_timeout)
             .field("name", &self.name)
             .field("uapi", &self.uapi)
             .field("uapi_socket", &self.uapi_socket)
@@ -689,6 +702,7 @@ struct RawInterface {
     tcp_memory: Option<Value>,
     max_connections: Option<Value>,
     handshake_rate_limit: Option<Value>,
+    idle_session_timeout: Option<Value>,
     name: Option<Value>,
     uapi: Option<Value>,
     uapi_socket: Option<Value>,
@@ -1171,6 +1185,18 @@ impl Cx<'_> {
                 max as i64,
             )?),
         };
+        let idle_session_timeout = match &raw.idle_session_timeout {
+            None => None,
+            Some(_) => {
+                let field = field!(interface, raw.idle_session_timeout);
+                let key = field.0;
+                let t = self.duration_or(field, Duration::ZERO)?;
+                if !t.is_zero() && t < Duration::from_secs(1) {
+                    return Err(self.invalid(key, "must be 0 (never) or at least 1s"));
+                }
+                Some(t)
+            }
+        };
         let name = match &raw.name {
             None => None,
             Some(value) => {
@@ -1196,6 +1222,7 @@ impl Cx<'_> {
             tcp_memory,
             max_connections,
             handshake_rate_limit,
+            idle_session_timeout,
             name,
             uapi,
             uapi_socket,
@@ -2088,6 +2115,7 @@ mod tests {
         assert_eq!(config.interface.tcp_memory, 64 << 20);
         assert_eq!(config.interface.max_connections, 1024);
         assert_eq!(config.interface.handshake_rate_limit, None);
+        assert_eq!(config.interface.idle_session_timeout, None);
         assert_eq!(config.api, Api::default());
         assert_eq!(config.control, Control::default());
         assert_eq!(config.files, Files::default());
@@ -2118,7 +2146,7 @@ mod tests {
              [files]\nmax_write_bytes = 2048\nmax_edit_files = 3\nfsync = false\n\
              {}[[peer]]\nname = \"c2\"\npublic_key = \"{P2}\"\nallowed_ips = [\"fd00::/64\", \"10.0.0.0/8\"]\n\
              endpoint = \"[::1]:51821\"\npersistent_keepalive = 0\n",
-            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536\nmax_connections_per_peer = 8\ntcp_memory = 1048576\nmax_connections = 64\nhandshake_rate_limit = 5000"),
+            interface("listen_port = 51820\nmtu = 1420\ntcp_buffer = 65536\nmax_connections_per_peer = 8\ntcp_memory = 1048576\nmax_connections = 64\nhandshake_rate_limit = 5000\nidle_session_timeout = \"5m\""),
             peer("name = \"c1\"\npreshared_key = \"PSK\"\nendpoint = \"control.test:51820\"\npersistent_keepalive = 25")
                 .replace("\"PSK\"", &format!("\"{PSK}\"")),
         );
@@ -2132,6 +2160,10 @@ mod tests {
         assert_eq!(config.interface.tcp_memory, 1 << 20);
         assert_eq!(config.interface.max_connections, 64);
         assert_eq!(config.interface.handshake_rate_limit, Some(5000));
+        assert_eq!(
+            config.interface.idle_session_timeout,
+            Some(Duration::from_secs(300))
+        );
         let api = &config.api;
         assert_eq!(api.port, 8);
         assert_eq!(
@@ -2263,6 +2295,8 @@ mod tests {
             (interface("tcp_memory = 1000"), "interface.tcp_memory", "out of range"),
             (interface("max_connections = 8"), "interface.max_connections", "out of range 16..=65536"),
             (interface("handshake_rate_limit = 0"), "interface.handshake_rate_limit", "out of range 10..=1000000"),
+            (interface("idle_session_timeout = \"500ms\""), "interface.idle_session_timeout", "0 (never) or at least 1s"),
+            (interface("idle_session_timeout = -1"), "interface.idle_session_timeout", "negative"),
             (with_api("header_timeout = 0"), "api.header_timeout", "greater than zero"),
             (with_api("idle_timeout = \"0s\""), "api.idle_timeout", "greater than zero"),
             (with_api("body_min_rate = -1"), "api.body_min_rate", "out of range"),
@@ -2632,6 +2666,7 @@ mod tests {
         );
         assert!(agent.interface.uapi && agent.interface.uapi_socket.is_none());
         assert!(!agent.interface.replace_peers_on_reload);
+        assert_eq!(agent.interface.idle_session_timeout, Some(Duration::ZERO));
         assert_eq!(agent.log, Log::default());
         // Every documented default in the example matches `Api::default()`.
         let sources = vec![
@@ -2674,6 +2709,10 @@ mod tests {
 
         let control = Config::load(&dir.join("control.example.toml")).unwrap();
         assert_eq!(control.control, Control::default());
+        assert_eq!(
+            control.interface.idle_session_timeout,
+            Some(Interface::DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT)
+        );
         assert_eq!(control.interface.listen_port, 51820);
         assert_eq!(
             control.interface.name.as_deref(),

@@ -63,6 +63,9 @@ pub struct Limits {
     pub netstack: netstack::Limits,
     /// See [`wg::DeviceConfig::handshake_rate_limit`].
     pub handshake_rate_limit: u64,
+    /// Drop a peer's WireGuard session after this long without data (`None`: never; the
+    /// agent's default). See [`wg::Device::set_idle_session_timeout`].
+    pub idle_session_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
         Self {
             netstack: netstack::Limits::default(),
             handshake_rate_limit: wg::DEFAULT_HANDSHAKE_RATE_LIMIT,
+            idle_session_timeout: None,
         }
     }
 }
@@ -95,6 +99,7 @@ impl From<&crate::config::Config> for NodeConfig {
                     .interface
                     .handshake_rate_limit
                     .unwrap_or(crate::config::Interface::DEFAULT_HANDSHAKE_RATE_LIMIT),
+                idle_session_timeout: cfg.interface.idle_session_timeout.filter(|t| !t.is_zero()),
             },
             peers,
         }
@@ -187,11 +192,12 @@ pub struct NodeStats {
 impl Node {
     /// Binds the UDP socket and starts the data path. Must be called inside a tokio runtime.
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
-        let device = Device::new(DeviceConfig {
+        let mut device = Device::new(DeviceConfig {
             private_key: cfg.private_key.clone(),
             peers: cfg.peers,
             handshake_rate_limit: cfg.limits.handshake_rate_limit,
         })?;
+        device.set_idle_session_timeout(cfg.limits.idle_session_timeout);
         let ns_cfg = NetstackConfig {
             mtu: cfg.mtu,
             tcp_buffer: cfg.tcp_buffer,

@@ -398,7 +398,8 @@ fn status(shared: &Shared) -> Status {
                 + p.drop_decrypt
                 + p.drop_replay
                 + p.drop_malformed
-                + p.drop_rate_limited,
+                + p.drop_rate_limited
+                + p.drop_no_session,
         })
         .collect();
     let c = &shared.counters;

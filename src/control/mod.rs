@@ -134,6 +134,14 @@ impl Daemon {
             .interface
             .handshake_rate_limit
             .unwrap_or(crate::config::Interface::DEFAULT_CONTROL_HANDSHAKE_RATE_LIMIT);
+        // Most of a fleet is idle most of the time: sessions cost ~11 KB each.
+        node_cfg.limits.idle_session_timeout = cfg
+            .interface
+            .idle_session_timeout
+            .or(Some(
+                crate::config::Interface::DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT,
+            ))
+            .filter(|t| !t.is_zero());
         if let Some(dir) = &opts.state_dir {
             let saved = state::load(dir);
             let mut seeded = 0;

@@ -104,6 +104,7 @@ mod tests {
             drop_replay: 0,
             drop_malformed: 0,
             drop_rate_limited: 0,
+            drop_no_session: 0,
         };
         let stats = Stats {
             device: Default::default(),

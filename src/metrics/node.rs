@@ -64,6 +64,19 @@ impl Collector for NodeCollector {
             "Configured WireGuard peers",
             wg.peers.len() as f64,
         )?;
+        gauge(
+            e,
+            "wgagent_wireguard_sessions",
+            "Peers holding a WireGuard session now (created on first use, dropped after \
+             idle_session_timeout without data)",
+            wg.device.sessions as f64,
+        )?;
+        counter(
+            e,
+            "wgagent_wireguard_sessions_dropped_idle",
+            "Sessions dropped because the peer carried no data for idle_session_timeout",
+            wg.device.sessions_dropped_idle,
+        )?;
         counters(
             e,
             "wgagent_wireguard_peer_received_bytes",
@@ -132,6 +145,7 @@ impl Collector for NodeCollector {
                     ("replay", p.drop_replay),
                     ("malformed", p.drop_malformed),
                     ("rate_limited", p.drop_rate_limited),
+                    ("no_session", p.drop_no_session),
                 ]
                 .map(|(r, v)| (peer_reason(l, r), v))
             })
@@ -140,7 +154,8 @@ impl Collector for NodeCollector {
             e,
             "wgagent_wireguard_peer_dropped_packets",
             "Packets of the peer dropped, by reason: no_endpoint (nowhere to send), allowed_ips \
-             (inner source not the peer's), decrypt, replay, malformed, rate_limited",
+             (inner source not the peer's), decrypt, replay, malformed, rate_limited, no_session \
+             (its session was dropped as idle)",
             drops,
         )?;
         let d = &wg.device;

@@ -56,6 +56,11 @@ pub struct DeviceStats {
     pub invalid_mac: u64,
     /// Handshake messages refused by the shared rate limiter (answered with a cookie reply).
     pub rate_limited: u64,
+    /// Peers holding a session (a boringtun `Tunn`) now, as of the last timer tick: peers get
+    /// one on first use and lose it after `idle_session_timeout` without data.
+    pub sessions: u64,
+    /// Sessions dropped because their peer carried no data for `idle_session_timeout`.
+    pub sessions_dropped_idle: u64,
 }
 
 /// Traffic, drops and current settings of one peer.
@@ -94,6 +99,9 @@ pub struct PeerStats {
     pub drop_malformed: u64,
     /// Handshake messages from this peer answered with a cookie reply by its session.
     pub drop_rate_limited: u64,
+    /// Data (keepalives mostly), responses and cookie replies that arrived after this node
+    /// dropped the peer's session as idle; the peer's next handshake replaces it.
+    pub drop_no_session: u64,
 }
 
 #[derive(Default)]
@@ -104,6 +112,15 @@ pub(crate) struct DeviceCounters {
     pub(crate) malformed: AtomicU64,
     pub(crate) invalid_mac: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    sessions: AtomicU64,
+    pub(crate) sessions_dropped_idle: AtomicU64,
+}
+
+impl DeviceCounters {
+    /// Publishes the number of peers holding a session.
+    pub(crate) fn set_sessions(&self, n: usize) {
+        self.sessions.store(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// One peer's counters and published settings. Created when the peer is added, dropped from
@@ -125,6 +142,7 @@ pub(crate) struct PeerCounters {
     pub(crate) drop_replay: AtomicU64,
     pub(crate) drop_malformed: AtomicU64,
     pub(crate) drop_rate_limited: AtomicU64,
+    pub(crate) drop_no_session: AtomicU64,
 }
 
 /// The settings of a peer that other tasks may read.
@@ -173,6 +191,8 @@ impl Counters {
                 malformed: get(&d.malformed),
                 invalid_mac: get(&d.invalid_mac),
                 rate_limited: get(&d.rate_limited),
+                sessions: get(&d.sessions),
+                sessions_dropped_idle: get(&d.sessions_dropped_idle),
             },
             peers: self.peers.read().iter().map(|p| p.snapshot()).collect(),
         }
@@ -263,6 +283,7 @@ impl PeerCounters {
             drop_replay: AtomicU64::new(0),
             drop_malformed: AtomicU64::new(0),
             drop_rate_limited: AtomicU64::new(0),
+            drop_no_session: AtomicU64::new(0),
         }
     }
 
@@ -314,6 +335,7 @@ impl PeerCounters {
             drop_replay: get(&self.drop_replay),
             drop_malformed: get(&self.drop_malformed),
             drop_rate_limited: get(&self.drop_rate_limited),
+            drop_no_session: get(&self.drop_no_session),
         }
     }
 

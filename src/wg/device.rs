@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
@@ -27,6 +28,7 @@ use boringtun::noise::{HandshakeInit, Packet, Tunn, TunnResult};
 
 use super::counters::{PeerCounters, add, bump};
 use super::routing::RouteTable;
+use super::session::{IdlePolicy, Keys, Session};
 use super::{
     Counters, DeviceConfig, DeviceUpdate, IpNetwork, Output, PeerId, PeerUpdate, PublicKey,
     StaticSecret, WgError, key_label,
@@ -75,6 +77,8 @@ pub struct Device {
     scratch: Box<[u8]>,
     /// The next [`PeerId`] to hand out.
     next_id: u64,
+    /// Drop a peer's session after this long without data (see [`super::session`]).
+    idle_session_timeout: Option<Duration>,
     /// Results of the calls since the last [`Device::poll_output`] drained them.
     outputs: Outputs,
 }
@@ -125,9 +129,8 @@ impl Outputs {
 /// One peer's session state, owned by the device.
 struct Peer {
     id: PeerId,
-    /// Built without a persistent keepalive: the device sends those itself, so that the
-    /// interval can change without a new session.
-    tunn: Tunn,
+    /// The boringtun `Tunn`, created on first use and dropped when idle.
+    session: Session,
     /// Configured endpoint, then the source of the latest authenticated datagram.
     endpoint: Option<SocketAddr>,
     name: Option<String>,
@@ -204,6 +207,7 @@ impl Device {
             counters: Arc::new(Counters::new()),
             scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
             next_id: 0,
+            idle_session_timeout: None,
             outputs: Outputs::default(),
         };
         let update = DeviceUpdate {
@@ -279,10 +283,27 @@ impl Device {
             return;
         };
         let pc = Arc::clone(&peer.counters);
+        // An initiation creates the session; anything else needs the one it belongs to.
+        let new_session = kind == Kind::Init && !peer.session.is_live();
+        let tunn = if kind == Kind::Init {
+            let keys = Keys {
+                private_key,
+                rate_limiter,
+            };
+            let key = pc.public_key();
+            peer.session
+                .get_or_create(&keys, key, peer.preshared_key, index)
+        } else if let Some(tunn) = peer.session.tunn() {
+            tunn
+        } else {
+            bump(&pc.drop_no_session);
+            tracing::debug!(peer = %peer.label, %src, ?kind, "dropped datagram for a session dropped as idle");
+            return;
+        };
 
         let mut authenticated = false;
         let mut flush = false;
-        match peer.tunn.decapsulate(Some(src.ip()), datagram, scratch) {
+        match tunn.decapsulate(Some(src.ip()), datagram, scratch) {
             TunnResult::Done => {
                 // A keepalive (authenticated) or a stored cookie reply (not authenticated).
                 authenticated = kind == Kind::Data;
@@ -299,6 +320,7 @@ impl Device {
                 transmit(out, &pc, src, reply);
                 if matches!(kind, Kind::Init | Kind::Response) {
                     bump(&pc.handshakes);
+                    peer.session.handshake_completed();
                     peer.traffic_waiting = false;
                     peer.expired = false;
                     tracing::debug!(peer = %peer.label, %src, ?kind, "handshake completed");
@@ -326,18 +348,25 @@ impl Device {
             }
         }
 
+        if new_session && !authenticated {
+            // Not a handshake after all: no session is kept for it.
+            peer.session.reset();
+        }
         if authenticated {
             add(&pc.rx_bytes, datagram.len());
-            if peer.endpoint != Some(src) {
+            // A new session has not seen the peer's last initiation timestamp, so this one may
+            // be a replay: the endpoint is learnt from the data that follows (the initiator
+            // sends a keepalive at once), which only the key's owner can produce.
+            if !new_session && peer.endpoint != Some(src) {
                 tracing::debug!(peer = %peer.label, from = ?peer.endpoint, to = %src, "peer endpoint changed");
                 peer.endpoint = Some(src);
                 pc.set_endpoint(Some(src));
             }
         }
-        if flush {
+        if flush && let Some(tunn) = peer.session.tunn() {
             // Packets queued while the handshake was in progress go out now.
             for _ in 0..MAX_DRAIN {
-                match peer.tunn.decapsulate(None, &[], scratch) {
+                match tunn.decapsulate(None, &[], scratch) {
                     TunnResult::WriteToNetwork(d) => transmit(out, &pc, src, d),
                     _ => break,
                 }
@@ -350,7 +379,17 @@ impl Device {
     /// Without a session it is queued (up to 256 per peer, boringtun's limit) and a handshake
     /// starts.
     pub fn send_ip_packet(&mut self, packet: &[u8]) {
-        let dc = &self.counters.device;
+        let Device {
+            private_key,
+            peers,
+            routes,
+            rate_limiter,
+            counters,
+            scratch,
+            outputs,
+            ..
+        } = self;
+        let dc = &counters.device;
         let Some(dst) = Tunn::dst_address(packet) else {
             bump(&dc.malformed);
             tracing::debug!(
@@ -365,10 +404,9 @@ impl Device {
             return;
         }
         // Every route names a current peer (the update code keeps them in step).
-        let Some(peer) = self
-            .routes
+        let Some((index, peer)) = routes
             .lookup(dst)
-            .and_then(|index| self.peers.get_mut(index))
+            .and_then(|&index| peers.get_mut(&index).map(|p| (index, p)))
         else {
             bump(&dc.no_route);
             tracing::debug!(%dst, "dropped outgoing packet: no peer's allowed IPs contain it");
@@ -380,12 +418,19 @@ impl Device {
             tracing::debug!(peer = %peer.label, %dst, "dropped outgoing packet: peer has no endpoint yet");
             return;
         };
-        match peer.tunn.encapsulate(packet, &mut self.scratch) {
+        let keys = Keys {
+            private_key,
+            rate_limiter,
+        };
+        let tunn = peer
+            .session
+            .get_or_create(&keys, pc.public_key(), peer.preshared_key, index);
+        match tunn.encapsulate(packet, scratch) {
             TunnResult::WriteToNetwork(d) => {
                 if d.first() == Some(&MSG_INIT) {
                     peer.traffic_waiting = true;
                 }
-                transmit(&mut self.outputs, pc, endpoint, d);
+                transmit(outputs, pc, endpoint, d);
             }
             // Queued behind a handshake already in progress.
             TunnResult::Done => peer.traffic_waiting = true,
@@ -403,24 +448,46 @@ impl Device {
     /// and re-initiated whenever their connection expires (a NAT'd agent must dial itself);
     /// so are peers that had traffic queued when the connection expired.
     pub fn update_timers(&mut self, now: Instant, wall: SystemTime) {
-        let scratch = &mut self.scratch;
-        let out = &mut self.outputs;
-        for peer in self.peers.values_mut() {
+        let Device {
+            private_key,
+            rate_limiter,
+            peers,
+            counters,
+            scratch,
+            outputs: out,
+            idle_session_timeout,
+            ..
+        } = self;
+        let keys = Keys {
+            private_key,
+            rate_limiter,
+        };
+        let mut live = 0;
+        for (&index, peer) in peers.iter_mut() {
             let pc = Arc::clone(&peer.counters);
             let pc = &*pc;
             if !peer.started {
                 peer.started = true;
                 if let (Some(secs), Some(ep)) = (peer.keepalive, peer.endpoint)
-                    && let TunnResult::WriteToNetwork(d) =
-                        peer.tunn.format_handshake_initiation(scratch, false)
+                    && let TunnResult::WriteToNetwork(d) = peer
+                        .session
+                        .get_or_create(&keys, pc.public_key(), peer.preshared_key, index)
+                        .format_handshake_initiation(scratch, false)
                 {
                     tracing::debug!(peer = %peer.label, endpoint = %ep, "initiating handshake");
                     transmit(out, pc, ep, d);
                     peer.keepalive_due = Some(now + Duration::from_secs(secs.into()));
+                    live += 1;
                     continue;
                 }
             }
-            match peer.tunn.update_timers(scratch) {
+            let Some(tunn) = peer.session.tunn() else {
+                // No session: only a persistent keepalive (which creates one) or nothing.
+                persistent_keepalive(peer, &keys, index, now, scratch, out);
+                live += usize::from(peer.session.is_live());
+                continue;
+            };
+            match tunn.update_timers(scratch) {
                 TunnResult::Done => {}
                 TunnResult::WriteToNetwork(d) => match peer.endpoint {
                     Some(ep) => transmit(out, pc, ep, d),
@@ -434,7 +501,7 @@ impl Device {
                     let wanted = peer.keepalive.is_some() || peer.traffic_waiting;
                     if let (true, Some(ep)) = (wanted, peer.endpoint)
                         && let TunnResult::WriteToNetwork(d) =
-                            peer.tunn.format_handshake_initiation(scratch, false)
+                            tunn.format_handshake_initiation(scratch, false)
                     {
                         // Queued traffic earns one more attempt; keepalive peers retry forever.
                         peer.traffic_waiting = false;
@@ -447,15 +514,33 @@ impl Device {
                     tracing::debug!(peer = %peer.label, result = ?other, "timer error");
                 }
             }
-            persistent_keepalive(peer, now, scratch, out);
-            if let Some(at) = peer
-                .tunn
+            if let Some(at) = tunn
                 .time_since_last_handshake()
                 .and_then(|age| wall.checked_sub(age))
             {
                 pc.set_last_handshake(at);
             }
+            persistent_keepalive(peer, &keys, index, now, scratch, out);
+            let policy = IdlePolicy {
+                timeout: *idle_session_timeout,
+                pinned: peer.keepalive.is_some() || peer.traffic_waiting,
+            };
+            let packets =
+                pc.rx_packets.load(Ordering::Relaxed) + pc.tx_packets.load(Ordering::Relaxed);
+            if peer.session.tick(now, packets, policy) {
+                bump(&counters.device.sessions_dropped_idle);
+                tracing::debug!(peer = %peer.label, "session dropped: idle");
+            }
+            live += usize::from(peer.session.is_live());
         }
+        counters.device.set_sessions(live);
+    }
+
+    /// Drops a peer's session (its boringtun `Tunn`, ~11 KB) after this long without data;
+    /// `None` (the default) keeps sessions. The next packet to the peer handshakes again.
+    /// See [`super::session`].
+    pub fn set_idle_session_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_session_timeout = timeout.filter(|t| !t.is_zero());
     }
 
     /// The next result of the calls so far, oldest first; `None` when all were taken. Drain
@@ -543,7 +628,14 @@ impl Device {
 
 /// Sends a persistent keepalive when one is due. Without a session this starts a handshake
 /// (the empty packet waits in the session queue), which is how a NAT'd agent keeps dialling.
-fn persistent_keepalive(peer: &mut Peer, now: Instant, scratch: &mut [u8], out: &mut Outputs) {
+fn persistent_keepalive(
+    peer: &mut Peer,
+    keys: &Keys<'_>,
+    index: u32,
+    now: Instant,
+    scratch: &mut [u8],
+    out: &mut Outputs,
+) {
     let Some(secs) = peer.keepalive else { return };
     let due = *peer.keepalive_due.get_or_insert(now);
     if now < due {
@@ -554,7 +646,11 @@ fn persistent_keepalive(peer: &mut Peer, now: Instant, scratch: &mut [u8], out: 
         bump(&peer.counters.drop_no_endpoint);
         return;
     };
-    if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&[], scratch) {
+    let key = peer.counters.public_key();
+    let tunn = peer
+        .session
+        .get_or_create(keys, key, peer.preshared_key, index);
+    if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&[], scratch) {
         tracing::trace!(peer = %peer.label, "persistent keepalive");
         transmit(out, &peer.counters, ep, d);
     }

@@ -27,6 +27,7 @@ mod counters;
 mod device;
 pub mod gso;
 mod routing;
+mod session;
 pub mod uapi;
 pub mod udp;
 
@@ -34,6 +35,8 @@ pub mod udp;
 mod device_tests;
 #[cfg(test)]
 mod live_tests;
+#[cfg(test)]
+mod session_tests;
 
 use std::net::SocketAddr;
 

@@ -7,16 +7,16 @@
 //!
 //! What an update keeps: a peer's session survives changes of its allowed IPs, endpoint,
 //! keepalive and name (nothing in the `Tunn` depends on them). A new pre-shared key needs a new
-//! `Tunn` (boringtun has no setter), so it starts a new session; a new private key re-keys
-//! every `Tunn` in place, which drops every session.
+//! `Tunn` (boringtun has no setter), so the old one is dropped and the next is created with
+//! it; a new private key re-keys every live `Tunn` in place, which drops every session (peers
+//! without a `Tunn` get one with the new key when they next need it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
 
-use super::{Device, MAX_PEERS, Peer, unique_indices};
+use super::{Device, MAX_PEERS, Peer, Session, unique_indices};
 use crate::wg::counters::{PeerCounters, PeerInfo};
 use crate::wg::{
     AllowedIpChange, Applied, DeviceUpdate, IpNetwork, PeerId, PeerUpdate, PublicKey, StaticSecret,
@@ -185,8 +185,9 @@ impl Device {
         self.remove_peer(public.as_bytes(), applied);
         self.rate_limiter = Arc::new(RateLimiter::new(&public, self.handshake_rate_limit));
         for peer in self.peers.values_mut() {
-            peer.tunn
-                .set_static_private(key.clone(), public, Some(Arc::clone(&self.rate_limiter)));
+            if let Some(tunn) = peer.session.tunn() {
+                tunn.set_static_private(key.clone(), public, Some(Arc::clone(&self.rate_limiter)));
+            }
             // Keepalive peers handshake again at the next tick; others on their next packet.
             peer.started = false;
             peer.traffic_waiting = false;
@@ -213,7 +214,7 @@ impl Device {
         self.counters.set_id(id, &counters);
         let peer = Peer {
             id,
-            tunn: self.new_tunn(section.public_key, preshared_key, index),
+            session: Session::default(),
             endpoint: None,
             name: None,
             label,
@@ -230,33 +231,10 @@ impl Device {
         self.peers.insert(index, peer);
     }
 
-    fn new_tunn(&self, peer: PublicKey, preshared_key: Option<[u8; 32]>, index: u32) -> Tunn {
-        // No keepalive inside boringtun: see `Peer::tunn`.
-        Tunn::new(
-            self.private_key.clone(),
-            peer,
-            preshared_key,
-            None,
-            index,
-            Some(Arc::clone(&self.rate_limiter)),
-        )
-    }
-
     /// Applies one section to an existing peer; true if anything changed.
     fn update_peer(&mut self, index: u32, section: &PeerUpdate, applied: &mut Tally) -> bool {
         let mut changed = self.update_allowed_ips(index, &section.allowed_ips, applied);
         let preshared = section.preshared_key.map(nonzero);
-        let fresh_tunn = match preshared {
-            Some(psk)
-                if self
-                    .peers
-                    .get(&index)
-                    .is_some_and(|p| p.preshared_key != psk) =>
-            {
-                Some((psk, self.new_tunn(section.public_key, psk, index)))
-            }
-            _ => None,
-        };
         let Some(peer) = self.peers.get_mut(&index) else {
             return changed;
         };
@@ -269,10 +247,12 @@ impl Device {
                 .unwrap_or_else(|| key_label(&section.public_key));
             changed = true;
         }
-        if let Some((psk, tunn)) = fresh_tunn {
+        if let Some(psk) = preshared
+            && peer.preshared_key != psk
+        {
             // The old session is dropped with the old Tunn; the next packet (or the next tick,
-            // for keepalive peers) handshakes with the new key.
-            peer.tunn = tunn;
+            // for keepalive peers) handshakes with the new key in a new one.
+            peer.session.reset();
             peer.preshared_key = psk;
             peer.started = false;
             peer.traffic_waiting = false;
