@@ -72,16 +72,15 @@ async fn an_idle_agent_loses_its_session_and_the_next_exec_handshakes_again() {
     write_key(&dir.path().join("agent.key"), &agent.secret);
     let control_port = free_udp_port();
     // `wg show` needs the daemon's UAPI socket in /var/run/wireguard (root).
-    let wg_show = netns::missing_prerequisites(&["wg"])
-        .or_else(|| {
-            std::fs::create_dir_all("/var/run/wireguard")
-                .err()
-                .map(|e| format!("cannot create /var/run/wireguard: {e}"))
-        })
-        .map_or(true, |why| {
-            println!("SKIP control_idle (wg show part only): {why}");
-            false
-        });
+    let skip = netns::missing_prerequisites(&["wg"]).or_else(|| {
+        std::fs::create_dir_all("/var/run/wireguard")
+            .err()
+            .map(|e| format!("cannot create /var/run/wireguard: {e}"))
+    });
+    if let Some(why) = &skip {
+        println!("SKIP control_idle (the wg show part only): {why}");
+    }
+    let wg_show = skip.is_none();
     let ifname = format!("wgi{}", std::process::id() % 10_000_000);
     let text = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {control_port}\n\
