@@ -264,7 +264,9 @@ async fn run() {
         }
         keys_lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    conn.signal(&id, "kill").await.unwrap();
+    conn.signal(&id, wgagent::signal::Signal::Kill)
+        .await
+        .unwrap();
     let (k50, k99) = (pct(&mut keys_lat, 0.5), pct(&mut keys_lat, 0.99));
     println!(
         "| keystroke echoed by a pty (`exec -t` path, n=200) | p50 {k50:.0} µs, p99 {k99:.0} µs | API round trip: p50 {rtt50:.0} µs | {:.2} |",

@@ -5,6 +5,7 @@
 //! - [`keys`]: x25519 keys, base64 as `wg genkey`/`wg pubkey` write them.
 //! - [`config`]: TOML → typed configuration, validation, warnings.
 //! - [`duration`]: the one duration grammar of configs, flags and tools.
+//! - [`signal`]: the one signal vocabulary (`kill`, `terminate`, ...) of API, tools and CLI.
 //! - [`wg`]: multi-peer WireGuard on boringtun's `noise` core: peer table, cryptokey routing,
 //!   timers, counters (sans-IO), plus the UDP socket setup and GSO/GRO batching.
 //! - [`netstack`]: TCP/IP over smoltcp bridged to tokio `AsyncRead`/`AsyncWrite`.
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod netstack;
 pub mod node;
 pub mod proc;
+pub mod signal;
 pub mod tool;
 pub mod trust;
 pub mod wg;

@@ -287,7 +287,7 @@ async fn signal(
             "Signal is required.",
         ));
     }
-    let Some(sig) = Signal::parse(&req.signal) else {
+    let Some(sig) = Signal::from_wire(&req.signal) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(

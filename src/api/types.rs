@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::signal::Signal;
+
 /// `POST /api/v0/processes/start` body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartProcessRequest {
@@ -204,11 +206,23 @@ pub struct OutputQuery {
     pub timeout_ms: Option<u64>,
 }
 
+/// Body of `POST /api/v0/processes/{id}/signal`. The field stays text on the wire type so the
+/// agent can answer an empty and an unknown name with their own messages; both ends type it
+/// as [`Signal`] (`SignalProcessRequest::new`, [`Signal::from_wire`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalProcessRequest {
     /// Absent is treated like empty: "Signal is required.".
     #[serde(default)]
     pub signal: String,
+}
+
+impl SignalProcessRequest {
+    /// The request for `signal`, with its API name.
+    pub fn new(signal: Signal) -> Self {
+        Self {
+            signal: signal.as_str().to_owned(),
+        }
+    }
 }
 
 /// Body of successful signal/delete responses and of every error.

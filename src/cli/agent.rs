@@ -61,10 +61,10 @@ pub async fn run(path: &Path, flags: AgentFlags) -> anyhow::Result<()> {
     let stop = loop {
         let why = tokio::select! {
             s = signals.next() => s,
-            () = changed(&mut watch) => Signal::Reload("the configuration file changed"),
+            () = changed(&mut watch) => Received::Reload("the configuration file changed"),
         };
         match why {
-            Signal::Reload(why) => {
+            Received::Reload(why) => {
                 service::reloading();
                 let key_path = reload(&agent, path, key, why, &log, &mut level).await;
                 if let (Some(watch), Some(key_path)) = (watch.as_mut(), key_path) {
@@ -72,7 +72,7 @@ pub async fn run(path: &Path, flags: AgentFlags) -> anyhow::Result<()> {
                 }
                 service::ready("running");
             }
-            Signal::Stop(name) => break name,
+            Received::Stop(name) => break name,
         }
     };
     service::stopping();
@@ -148,7 +148,9 @@ async fn reload(
     Some(cfg.interface.private_key_path)
 }
 
-enum Signal {
+/// What a signal the agent received asks of it (not [`crate::signal::Signal`], the
+/// vocabulary of signals sent to processes).
+enum Received {
     /// Re-read the configuration; why.
     Reload(&'static str),
     Stop(&'static str),
@@ -170,11 +172,11 @@ impl Signals {
         })
     }
 
-    async fn next(&mut self) -> Signal {
+    async fn next(&mut self) -> Received {
         tokio::select! {
-            _ = self.term.recv() => Signal::Stop("SIGTERM"),
-            _ = self.int.recv() => Signal::Stop("SIGINT"),
-            _ = self.hup.recv() => Signal::Reload("SIGHUP"),
+            _ = self.term.recv() => Received::Stop("SIGTERM"),
+            _ = self.int.recv() => Received::Stop("SIGINT"),
+            _ = self.hup.recv() => Received::Reload("SIGHUP"),
         }
     }
 }

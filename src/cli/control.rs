@@ -678,7 +678,7 @@ pub async fn logs(s: &Session, id: &str, from: u64, follow: bool) -> anyhow::Res
     Ok(())
 }
 
-pub async fn signal(s: &Session, id: &str, sig: &str) -> anyhow::Result<()> {
+pub async fn signal(s: &Session, id: &str, sig: crate::signal::Signal) -> anyhow::Result<()> {
     let r = s.conn.signal(id, sig).await.map_err(|e| s.explain(e))?;
     println!("{}", r.message);
     Ok(())

@@ -117,8 +117,9 @@ enum Command {
         control: ControlArgs,
         agent: String,
         id: String,
-        #[arg(value_parser = ["kill", "terminate", "interrupt", "hangup"])]
-        signal: String,
+        /// kill, terminate, interrupt or hangup; also as kill(1) spells them, in any case
+        /// (SIGTERM, TERM, 15).
+        signal: crate::signal::Signal,
     },
     /// Forget an exited process.
     Rm {
@@ -399,7 +400,7 @@ pub fn main() -> ExitCode {
             id,
             signal,
         } => report(with_session(control, &agent, async |s| {
-            control::signal(s, &id, &signal).await
+            control::signal(s, &id, signal).await
         })),
         Command::Rm { control, agent, id } => report(with_session(control, &agent, async |s| {
             control::rm(s, &id).await

@@ -24,6 +24,8 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+/// The signal vocabulary of [`AgentConn::signal`].
+pub use crate::signal::Signal;
 pub use connect::{BoxConnector, Connect, Stream, TcpConnector};
 pub use daemon::{DAEMON_ERROR_HEADER, DaemonConnector};
 pub use error::ClientError;
@@ -143,13 +145,11 @@ impl<C: Connect> AgentConn<C> {
         self.call(Method::GET, path, None, wait).await
     }
 
-    /// `POST /api/v0/processes/{id}/signal`; `signal` is one of `kill`, `terminate`,
-    /// `interrupt`, `hangup` (the agent validates it).
-    pub async fn signal(&self, id: &str, signal: &str) -> Result<Response, ClientError> {
-        let body = serde_json::to_vec(&SignalProcessRequest {
-            signal: signal.to_owned(),
-        })
-        .map_err(ClientError::Decode)?;
+    /// `POST /api/v0/processes/{id}/signal` (`"kill".parse()`, `"SIGTERM".parse()`, ... give
+    /// a [`Signal`]; its API name is sent).
+    pub async fn signal(&self, id: &str, signal: Signal) -> Result<Response, ClientError> {
+        let body =
+            serde_json::to_vec(&SignalProcessRequest::new(signal)).map_err(ClientError::Decode)?;
         let path = format!("/api/v0/processes/{}/signal", encode_segment(id));
         self.call(Method::POST, path, Some(body), None).await
     }

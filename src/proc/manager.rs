@@ -128,48 +128,13 @@ pub struct StartFacts<'a> {
     pub replayed: bool,
 }
 
-/// Signals the API can send (always to the whole process group).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Kill,
-    Terminate,
-    Interrupt,
-    Hangup,
-}
+/// The signals a caller can send: the one vocabulary of [`crate::signal`], re-exported here
+/// where the manager's callers look for it.
+pub use crate::signal::Signal;
 
-impl Signal {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "kill" => Self::Kill,
-            "terminate" => Self::Terminate,
-            "interrupt" => Self::Interrupt,
-            "hangup" => Self::Hangup,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kill => "kill",
-            Self::Terminate => "terminate",
-            Self::Interrupt => "interrupt",
-            Self::Hangup => "hangup",
-        }
-    }
-
-    /// Kill and terminate reach the whole tree; interrupt and hangup the process group.
-    fn is_tree_wide(self) -> bool {
-        matches!(self, Self::Kill | Self::Terminate)
-    }
-
-    fn to_nix(self) -> NixSignal {
-        match self {
-            Self::Kill => NixSignal::SIGKILL,
-            Self::Terminate => NixSignal::SIGTERM,
-            Self::Interrupt => NixSignal::SIGINT,
-            Self::Hangup => NixSignal::SIGHUP,
-        }
-    }
+/// Kill and terminate reach the whole tree; interrupt and hangup the process group.
+fn is_tree_wide(signal: Signal) -> bool {
+    matches!(signal, Signal::Kill | Signal::Terminate)
 }
 
 /// Errors from the manager. Each maps to one HTTP status in `api`.
@@ -822,10 +787,10 @@ impl Manager {
     pub fn signal(&self, id: &ProcessId, signal: Signal) -> Result<(), ProcError> {
         let rec = self.get(id)?;
         let leftovers = rec.supervisor.is_some() && rec.tree_alive();
-        if !(rec.is_running() || leftovers && signal.is_tree_wide()) {
+        if !(rec.is_running() || leftovers && is_tree_wide(signal)) {
             return Err(ProcError::NotRunning(id.clone()));
         }
-        if signal.is_tree_wide() {
+        if is_tree_wide(signal) {
             return signal_tree(&rec, signal.to_nix()).map_err(ProcError::Signal);
         }
         rec.sent_signal(signal.to_nix() as i32);

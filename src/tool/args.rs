@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::rules::{parse_signal, parse_timeout, parse_wait};
+use super::rules::{parse_timeout, parse_wait};
+use crate::signal::Signal;
 
 /// `execute`'s arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +54,18 @@ impl OutputArgs {
     }
 }
 
-/// `process_signal`'s arguments; `signal` is the agent's name for it.
+/// `process_signal`'s arguments; the signal in any spelling [`Signal`] reads (`SIGINT`, `int`…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalArgs {
     pub process_id: String,
-    pub signal: &'static str,
+    pub signal: Signal,
 }
 
 impl SignalArgs {
     pub fn parse(obj: &Map<String, Value>) -> Result<Self, String> {
         let process_id = required_str(obj, "process_id")?;
         let raw = required_str(obj, "signal")?;
-        let signal = parse_signal(&raw).ok_or_else(|| {
+        let signal = raw.parse::<Signal>().map_err(|_| {
             format!(
                 "invalid signal {raw:?}: signal must be one of \"interrupt\", \"terminate\", \
                  \"hangup\", \"kill\""
@@ -145,7 +146,7 @@ mod tests {
             "process_id is required"
         );
         let s = SignalArgs::parse(&obj(json!({"process_id": "p", "signal": "SIGINT"}))).unwrap();
-        assert_eq!(s.signal, "interrupt");
+        assert_eq!(s.signal, Signal::Interrupt);
         let e = SignalArgs::parse(&obj(json!({"process_id": "p", "signal": "stop"}))).unwrap_err();
         assert!(e.contains("signal must be one of"), "{e}");
         let e = SignalArgs::parse(&obj(json!({"signal": "kill"}))).unwrap_err();

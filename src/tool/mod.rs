@@ -30,6 +30,7 @@ pub use schema::ToolDef;
 
 use crate::api::types::{MAX_WAIT_MS, ProcessOutputResponse, StartProcessRequest};
 use crate::client::{AgentConn, ClientError, Connect};
+use crate::signal::Signal;
 use command::{FILE_DUMP_NOTE, is_file_dump, strip_background};
 use rules::{MAX_OUTPUT_BYTES, non_interactive_env};
 
@@ -264,13 +265,13 @@ impl<C: Connect> Tools<C> {
         }
     }
 
-    /// `process_signal`: sends `signal` (the agent's name for it) to the process group, then
-    /// waits up to [`SIGNAL_SETTLE`] for the exit so the answer can carry the final output.
+    /// `process_signal`: sends `signal` to the process group, then waits up to
+    /// [`SIGNAL_SETTLE`] for the exit so the answer can carry the final output.
     pub async fn process_signal(
         &self,
         conn: &AgentConn<C>,
         id: &str,
-        signal: &str,
+        signal: Signal,
     ) -> ExecuteResult {
         let t0 = Instant::now();
         let message = match conn.signal(id, signal).await {
@@ -279,9 +280,9 @@ impl<C: Connect> Tools<C> {
         };
         match wait_for_exit(conn, id, t0 + SIGNAL_SETTLE).await {
             Ok(r) if !r.running => {
-                ExecuteResult::signalled(&message, Some(r), id, signal, t0.elapsed())
+                ExecuteResult::signalled(&message, Some(r), id, signal.as_str(), t0.elapsed())
             }
-            _ => ExecuteResult::signalled(&message, None, id, signal, t0.elapsed()),
+            _ => ExecuteResult::signalled(&message, None, id, signal.as_str(), t0.elapsed()),
         }
     }
 }

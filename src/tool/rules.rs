@@ -1,4 +1,4 @@
-//! Pure rules of the LLM tools: argument parsing (durations, signals), the non-interactive
+//! Pure rules of the LLM tools: argument parsing (durations), the non-interactive
 //! environment, and the output cap. No IO, no clock.
 
 use std::collections::BTreeMap;
@@ -95,19 +95,6 @@ pub fn parse_duration(v: &Value) -> Result<Duration, String> {
 /// Go-style rendering of a duration for messages: `500ms`, `10s`, `1m30s`, `2h0m0s`.
 pub fn format_duration(d: Duration) -> String {
     crate::duration::format(d)
-}
-
-/// The agent's name for a signal, accepting the usual spellings (`SIGTERM`, `TERM`, `int`…).
-pub fn parse_signal(s: &str) -> Option<&'static str> {
-    let lower = s.trim().to_ascii_lowercase();
-    let bare = lower.strip_prefix("sig").unwrap_or(&lower);
-    match bare {
-        "kill" => Some("kill"),
-        "terminate" | "term" => Some("terminate"),
-        "interrupt" | "int" => Some("interrupt"),
-        "hangup" | "hup" => Some("hangup"),
-        _ => None,
-    }
 }
 
 /// Caps `text` at `max` bytes without losing its end: when longer, keeps the head and the tail
@@ -247,19 +234,6 @@ mod tests {
         assert_eq!(f(1_500), "1.5s");
         assert_eq!(f(90_000), "1m30s");
         assert_eq!(f(3_600_000), "1h0m0s");
-    }
-
-    #[test]
-    fn signals_accept_common_spellings() {
-        assert_eq!(parse_signal("kill"), Some("kill"));
-        assert_eq!(parse_signal("SIGKILL"), Some("kill"));
-        assert_eq!(parse_signal("TERM"), Some("terminate"));
-        assert_eq!(parse_signal("terminate"), Some("terminate"));
-        assert_eq!(parse_signal("SigInt"), Some("interrupt"));
-        assert_eq!(parse_signal("hup"), Some("hangup"));
-        assert_eq!(parse_signal("stop"), None);
-        assert_eq!(parse_signal("9"), None);
-        assert_eq!(parse_signal(""), None);
     }
 
     #[test]
