@@ -297,3 +297,47 @@ fn check_validates_a_config_and_says_what_would_listen() {
     assert!(stderr.contains("mtu"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// The documented exit codes of command lines wgagent does not run: help and version 0, usage
+/// errors 2 (clap's, like grep's), and 255 under `exec`, where 2 could be the command's own code.
+#[test]
+fn help_exits_0_usage_errors_2_and_exec_usage_errors_255() {
+    for (args, code) in [
+        (&["--help"][..], 0),
+        (&["--version"], 0),
+        (&["help", "exec"], 0),
+        (&["exec", "--help"], 0),
+        (&["signal", "-h"], 0),
+        (&[], 2),
+        (&["frobnicate"], 2),
+        (&["ps"], 2),
+        (&["ps", "dev", "--bogus"], 2),
+        (&["signal", "dev", "ID", "stop"], 2),
+        (&["check"], 2),
+        (&["exec", "dev"], 255),
+        (&["exec", "--bogus", "dev", "--", "true"], 255),
+        (&["exec", "dev", "--timeout", "soon", "--", "true"], 255),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+            .args(args)
+            .env_remove("WGAGENT_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "wgagent {args:?}: {}",
+            text(&out.stderr)
+        );
+        if code == 0 {
+            assert!(!out.stdout.is_empty() && out.stderr.is_empty(), "{args:?}");
+        } else {
+            let err = text(&out.stderr);
+            assert!(out.stdout.is_empty(), "{args:?}");
+            assert!(err.contains("Usage:") || err.contains("--help"), "{args:?}: {err}");
+        }
+    }
+    let out = wgagent(&["signal", "dev", "ID", "stop"]);
+    assert!(text(&out.stderr).contains("unknown signal \"stop\""));
+}

@@ -50,7 +50,7 @@ enum Command {
     Exec {
         #[command(flatten)]
         control: ControlArgs,
-        /// Agent: a peer name from the config, or a tunnel address (optionally ADDR:PORT).
+        #[arg(help = AGENT_HELP)]
         agent: String,
         /// Working directory on the agent (default: the agent's default directory or $HOME).
         #[arg(long)]
@@ -78,6 +78,7 @@ enum Command {
     Ps {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
@@ -87,7 +88,9 @@ enum Command {
     Output {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
+        #[arg(help = ID_HELP)]
         id: String,
         /// Wait (server-side, up to 5 minutes) until the process exits.
         #[arg(long)]
@@ -95,6 +98,7 @@ enum Command {
         /// Print the full output live from the start, until the process exits.
         #[arg(long, short = 'f', conflicts_with_all = ["wait", "json"])]
         follow: bool,
+        /// Print the API's JSON (output, truncation, running, exit code) instead of the text.
         #[arg(long)]
         json: bool,
     },
@@ -102,7 +106,9 @@ enum Command {
     Logs {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
+        #[arg(help = ID_HELP)]
         id: String,
         /// First byte to print (absolute offset since the process started).
         #[arg(long, default_value_t = 0)]
@@ -115,7 +121,9 @@ enum Command {
     Signal {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
+        #[arg(help = ID_HELP)]
         id: String,
         /// kill, terminate, interrupt or hangup; also as kill(1) spells them, in any case
         /// (SIGTERM, TERM, 15).
@@ -125,13 +133,16 @@ enum Command {
     Rm {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
+        #[arg(help = ID_HELP)]
         id: String,
     },
     /// Print a file of an agent (raw bytes, streamed).
     Cat {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
         /// Absolute path on the agent.
         path: String,
@@ -146,6 +157,7 @@ enum Command {
     Put {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
         /// Absolute path on the agent; missing parent directories are created.
         path: String,
@@ -164,6 +176,7 @@ enum Command {
     Ls {
         #[command(flatten)]
         control: ControlArgs,
+        #[arg(help = AGENT_HELP)]
         agent: String,
         /// Absolute path on the agent.
         path: String,
@@ -258,6 +271,12 @@ enum Command {
     },
 }
 
+/// Help of every verb's AGENT argument.
+const AGENT_HELP: &str =
+    "Agent: a peer name from the config, or a tunnel address (optionally ADDR:PORT).";
+/// Help of every verb's process ID argument.
+const ID_HELP: &str = "Process id, as `exec --background` or `ps` print it.";
+
 /// Options shared by the control-side verbs.
 #[derive(Debug, clap::Args)]
 struct ControlArgs {
@@ -328,7 +347,15 @@ fn with_session<T>(
 
 /// Parses arguments, runs the verb, and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version to stdout, usage errors to stderr, as clap prints them.
+            let _ = e.print();
+            let verb = std::env::args_os().nth(1);
+            return ExitCode::from(usage_exit_code(e.kind(), verb.as_deref()));
+        }
+    };
     match cli.command {
         Command::Genkey => {
             warn_if_stdout_world_accessible();
@@ -364,7 +391,7 @@ pub fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("wgagent: {}", one_line(&e));
-                    ExitCode::from(255)
+                    ExitCode::from(EXEC_FAILED)
                 }
             }
         }
@@ -485,6 +512,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The exit code of a command line clap did not run: 0 for `--help`/`--version` (and `help`);
+/// 2 for a usage error (an unknown, missing or invalid argument), as clap, grep and most Unix
+/// tools do; but 255 under `exec`, whose other codes are the command's own: a 2 there could be
+/// the command's, and scripts tell "wgagent failed" by 255 (as with ssh).
+fn usage_exit_code(kind: clap::error::ErrorKind, verb: Option<&std::ffi::OsStr>) -> u8 {
+    use clap::error::ErrorKind;
+    match kind {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ if verb.is_some_and(|v| v == "exec") => EXEC_FAILED,
+        _ => USAGE,
+    }
+}
+
+/// `exec`'s code when wgagent itself failed (not the command).
+const EXEC_FAILED: u8 = 255;
+/// Any verb's code for a command line it cannot run (`exec`: [`EXEC_FAILED`]).
+const USAGE: u8 = 2;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -558,4 +603,58 @@ fn one_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    /// Walks the whole command tree as users see it (built: with `help`, `--help`,
+    /// `--version`): every verb has an about, every shown flag and positional a help text.
+    #[test]
+    fn every_verb_and_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        walk(&cmd, "wgagent", &mut missing, &mut seen);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        assert!(seen > 60, "the walk saw only {seen} arguments");
+    }
+
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>, seen: &mut usize) {
+        let has = |s: Option<&clap::builder::StyledStr>| {
+            s.is_some_and(|s| !s.to_string().trim().is_empty())
+        };
+        if !has(cmd.get_about()) && !has(cmd.get_long_about()) {
+            missing.push(path.to_owned());
+        }
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            *seen += 1;
+            if !has(arg.get_help()) && !has(arg.get_long_help()) {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing, seen);
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2_but_255_under_exec() {
+        let exec = Some(std::ffi::OsStr::new("exec"));
+        let ps = Some(std::ffi::OsStr::new("ps"));
+        assert_eq!(usage_exit_code(ErrorKind::DisplayHelp, exec), 0);
+        assert_eq!(usage_exit_code(ErrorKind::DisplayVersion, None), 0);
+        assert_eq!(usage_exit_code(ErrorKind::UnknownArgument, ps), 2);
+        assert_eq!(usage_exit_code(ErrorKind::InvalidSubcommand, None), 2);
+        assert_eq!(
+            usage_exit_code(ErrorKind::MissingRequiredArgument, exec),
+            255
+        );
+        assert_eq!(usage_exit_code(ErrorKind::ValueValidation, exec), 255);
+    }
 }
