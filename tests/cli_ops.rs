@@ -335,7 +335,10 @@ fn help_exits_0_usage_errors_2_and_exec_usage_errors_255() {
         } else {
             let err = text(&out.stderr);
             assert!(out.stdout.is_empty(), "{args:?}");
-            assert!(err.contains("Usage:") || err.contains("--help"), "{args:?}: {err}");
+            assert!(
+                err.contains("Usage:") || err.contains("--help"),
+                "{args:?}: {err}"
+            );
         }
     }
     let out = wgagent(&["signal", "dev", "ID", "stop"]);

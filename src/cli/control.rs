@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 
-use super::stream;
+use super::{json, stream};
 use crate::api::types::{ProcessInfo, StartProcessRequest, TerminalSize};
 use crate::client::{AgentConn, AgentOptions, BoxConnector, ClientError, DaemonConnector};
 use crate::config::Config;
@@ -482,6 +482,8 @@ pub struct ExecArgs {
     pub background: bool,
     /// Interactive terminal (`-t`).
     pub tty: bool,
+    /// Print one JSON object ([`super::json::Exec`]) instead of the live output.
+    pub json: bool,
     pub command: Vec<String>,
 }
 /// Runs a command; returns the exit code to exit with (the process's, 128+signal if killed).
@@ -512,11 +514,18 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
     };
     let id = s.conn.start(&req).await.map_err(|e| s.explain(e))?.id;
     if a.background {
-        println!("{id}");
+        if a.json {
+            json::print(&json::Exec::started(id))?;
+        } else {
+            println!("{id}");
+        }
         return Ok(0);
     }
-    // Output live, as it is written (the log, not the head+tail view).
-    let streamed = if a.tty {
+    // Output live, as it is written (the log, not the head+tail view); with --json only the
+    // final object.
+    let streamed = if a.json {
+        Ok(())
+    } else if a.tty {
         stream::interactive(&s.conn, &id).await
     } else {
         stream::copy_output(&s.conn, &id, 0)
@@ -541,7 +550,7 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
         print!("{}", out.output);
     }
     let code = out.exit_code.unwrap_or(-1);
-    if code >= 0 {
+    if code >= 0 && !a.json {
         return Ok(u8::try_from(code).unwrap_or(255));
     }
     let info = s
@@ -550,6 +559,12 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
         .await
         .ok()
         .and_then(|l| l.processes.into_iter().find(|p| p.id == id));
+    if a.json {
+        json::print(&json::Exec::finished(id, out, info.as_ref()))?;
+    }
+    if code >= 0 {
+        return Ok(u8::try_from(code).unwrap_or(255));
+    }
     let sig = info
         .as_ref()
         .and_then(|p| p.exit_signal.as_deref())
@@ -678,14 +693,35 @@ pub async fn logs(s: &Session, id: &str, from: u64, follow: bool) -> anyhow::Res
     Ok(())
 }
 
-pub async fn signal(s: &Session, id: &str, sig: crate::signal::Signal) -> anyhow::Result<()> {
+pub async fn signal(
+    s: &Session,
+    id: &str,
+    sig: crate::signal::Signal,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let r = s.conn.signal(id, sig).await.map_err(|e| s.explain(e))?;
-    println!("{}", r.message);
-    Ok(())
+    done(id, Some(sig), r.message, as_json)
 }
 
-pub async fn rm(s: &Session, id: &str) -> anyhow::Result<()> {
+pub async fn rm(s: &Session, id: &str, as_json: bool) -> anyhow::Result<()> {
     let r = s.conn.remove(id).await.map_err(|e| s.explain(e))?;
-    println!("{}", r.message);
+    done(id, None, r.message, as_json)
+}
+
+fn done(
+    id: &str,
+    signal: Option<crate::signal::Signal>,
+    message: String,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        let id = id.to_owned();
+        return json::print(&json::Done {
+            id,
+            signal,
+            message,
+        });
+    }
+    println!("{message}");
     Ok(())
 }

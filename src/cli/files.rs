@@ -1,20 +1,68 @@
 //! File verbs: `cat` (stream a file to stdout), `put` (stream stdin into a file, atomically),
-//! `ls` (list a directory; `--json` for scripts).
+//! `ls` (list a directory); each with `--json` for scripts.
 
 use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt;
 
 use super::control::Session;
+use super::json;
 use crate::api::file_types::{LsFile, LsRequest};
 use crate::client::WriteCondition;
 
-/// `wgagent cat AGENT PATH`: the file's bytes on stdout, as they arrive.
-pub async fn cat(s: &Session, path: &str, offset: u64, limit: u64) -> anyhow::Result<()> {
+/// The most `cat --json` holds in memory to put into its one object.
+const JSON_MAX_BYTES: u64 = 16 << 20;
+
+/// `wgagent cat AGENT PATH`: the file's bytes on stdout, as they arrive; with `--json`, one
+/// object with the bytes (at most [`JSON_MAX_BYTES`]) and the file's size and hash.
+pub async fn cat(
+    s: &Session,
+    path: &str,
+    offset: u64,
+    limit: u64,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let mut download = s
         .conn
         .read_file(path, offset, limit)
         .await
         .map_err(|e| s.explain(e))?;
+    if as_json {
+        if download.len.is_some_and(|n| n > JSON_MAX_BYTES) {
+            bail!(
+                "{path}: {} bytes are more than --json holds ({JSON_MAX_BYTES}); use --limit, or \
+                 cat without --json",
+                download.len.unwrap_or_default()
+            );
+        }
+        let (content_type, hash, file_size) = (
+            download.content_type.clone(),
+            download.hash.clone(),
+            download.file_size,
+        );
+        let bytes = download
+            .bytes(JSON_MAX_BYTES as usize)
+            .await
+            .map_err(|e| s.explain(e))?;
+        let size = bytes.len() as u64;
+        let (content, content_base64) = match String::from_utf8(bytes) {
+            Ok(text) => (Some(text), None),
+            Err(e) => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
+                (None, Some(b64))
+            }
+        };
+        return json::print(&json::File {
+            path: path.to_owned(),
+            offset,
+            size,
+            file_size,
+            hash,
+            content_type,
+            content,
+            content_base64,
+        });
+    }
     let mut out = tokio::io::stdout();
     while let Some(chunk) = download.chunk().await {
         let chunk = chunk.map_err(|e| s.explain(e))?;

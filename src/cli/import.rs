@@ -242,13 +242,22 @@ pub fn convert(text: &str) -> Result<Imported, ImportError> {
 }
 
 /// `wgagent import FILE [--output OUT]`.
-pub fn run(file: &Path, output: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(file: &Path, output: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
     let imported = convert(&text).with_context(|| file.display().to_string())?;
-    for f in &imported.findings {
-        eprintln!("wgagent: {}: {f}", file.display());
+    if !as_json {
+        for f in &imported.findings {
+            eprintln!("wgagent: {}: {f}", file.display());
+        }
     }
     match output {
+        None if as_json => {
+            return super::json::print(&super::json::Import {
+                toml: Some(imported.toml),
+                output: None,
+                findings: imported.findings,
+            });
+        }
         None => print!("{}", imported.toml),
         Some(out) => {
             use std::io::Write;
@@ -262,6 +271,13 @@ pub fn run(file: &Path, output: Option<&Path>) -> anyhow::Result<()> {
                 .with_context(|| format!("{} (it must not exist yet)", out.display()))?;
             f.write_all(imported.toml.as_bytes())
                 .with_context(|| out.display().to_string())?;
+            if as_json {
+                return super::json::print(&super::json::Import {
+                    toml: None,
+                    output: Some(out.display().to_string()),
+                    findings: imported.findings,
+                });
+            }
         }
     }
     Ok(())

@@ -11,6 +11,8 @@ mod docs;
 mod files;
 mod health;
 mod import;
+mod json;
+mod keys;
 mod logging;
 mod service;
 mod stream;
@@ -69,6 +71,10 @@ enum Command {
         /// terminal is put in raw mode, keystrokes and window-size changes are forwarded.
         #[arg(short = 't', long = "tty")]
         tty: bool,
+        /// Print one JSON object when the command has finished (id, exit code, signal, reason,
+        /// head and tail of the output) instead of the live output; with --background, the id.
+        #[arg(long, conflicts_with = "tty")]
+        json: bool,
         /// The command: one argument is run with `sh -c` as it is; several are quoted and
         /// joined first, so they arrive as the words they are here.
         #[arg(last = true, required = true)]
@@ -128,6 +134,9 @@ enum Command {
         /// kill, terminate, interrupt or hangup; also as kill(1) spells them, in any case
         /// (SIGTERM, TERM, 15).
         signal: crate::signal::Signal,
+        /// Print {id, signal, message} as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Forget an exited process.
     Rm {
@@ -137,6 +146,9 @@ enum Command {
         agent: String,
         #[arg(help = ID_HELP)]
         id: String,
+        /// Print {id, message} as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a file of an agent (raw bytes, streamed).
     Cat {
@@ -152,6 +164,10 @@ enum Command {
         /// Print at most this many bytes (0: to the end).
         #[arg(long, default_value_t = 0)]
         limit: u64,
+        /// Print one JSON object: the content (text, or base64 when not UTF-8; at most 16 MiB),
+        /// size, the file's size and SHA-256.
+        #[arg(long)]
+        json: bool,
     },
     /// Write stdin into a file of an agent, atomically (readers see the old or the new file).
     Put {
@@ -233,7 +249,11 @@ enum Command {
     },
     /// Generate a private key (base64), like `wg genkey`; warns when stdout is a file others
     /// can read.
-    Genkey,
+    Genkey {
+        /// Print {private_key, public_key} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (e.g. `wgagent completions bash >
     /// /etc/bash_completion.d/wgagent`).
     Completions {
@@ -255,9 +275,16 @@ enum Command {
         /// to stdout.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Print {toml, output, findings} as JSON (findings then go there, not to stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
-    Pubkey,
+    Pubkey {
+        /// Print {public_key} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file without starting anything: print the public key,
     /// addresses, peers, warnings and what the node would listen on; exit 1 with the precise
     /// error when the file is invalid.
@@ -357,18 +384,17 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Genkey => {
+        Command::Genkey { json } => {
             warn_if_stdout_world_accessible();
-            report(crate::keys::genkey(&mut std::io::stdout().lock()).map_err(Into::into))
+            report(keys::genkey(json))
         }
         Command::Completions { shell } => report(docs::completions(shell)),
         Command::Man { dir } => report(docs::man(dir.as_deref())),
-        Command::Import { file, output } => report(import::run(&file, output.as_deref())),
+        Command::Import { file, output, json } => {
+            report(import::run(&file, output.as_deref(), json))
+        }
         Command::Check { config, json } => report(check::run(&config, json)),
-        Command::Pubkey => report(
-            crate::keys::pubkey(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
-                .map_err(Into::into),
-        ),
+        Command::Pubkey { json } => report(keys::pubkey(json)),
         Command::Exec {
             control,
             agent,
@@ -377,6 +403,7 @@ pub fn main() -> ExitCode {
             timeout,
             background,
             tty,
+            json,
             command,
         } => {
             let args = control::ExecArgs {
@@ -385,6 +412,7 @@ pub fn main() -> ExitCode {
                 timeout,
                 background,
                 tty,
+                json,
                 command,
             };
             match with_session(control, &agent, async |s| control::exec(s, args).await) {
@@ -426,11 +454,17 @@ pub fn main() -> ExitCode {
             agent,
             id,
             signal,
+            json,
         } => report(with_session(control, &agent, async |s| {
-            control::signal(s, &id, signal).await
+            control::signal(s, &id, signal, json).await
         })),
-        Command::Rm { control, agent, id } => report(with_session(control, &agent, async |s| {
-            control::rm(s, &id).await
+        Command::Rm {
+            control,
+            agent,
+            id,
+            json,
+        } => report(with_session(control, &agent, async |s| {
+            control::rm(s, &id, json).await
         })),
         Command::Cat {
             control,
@@ -438,8 +472,9 @@ pub fn main() -> ExitCode {
             path,
             offset,
             limit,
+            json,
         } => report(with_session(control, &agent, async |s| {
-            files::cat(s, &path, offset, limit).await
+            files::cat(s, &path, offset, limit, json).await
         })),
         Command::Put {
             control,
