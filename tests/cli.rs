@@ -235,6 +235,110 @@ async fn error_lines() {
     assert_ne!(o.code, 0, "clap rejects unknown signals");
 }
 
+/// Every control verb's `--json`: one object on stdout, parsed here; the exit code stays the
+/// verb's (exec: the command's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_verbs_speak_json() {
+    let e = setup().await;
+    let o = e
+        .run(&["exec", "dev", "--json", "--", "echo out; exit 3"])
+        .await;
+    assert_eq!(o.code, 3, "the command's code, as without --json");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["finished"], true);
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["exit_reason"], "exited");
+    assert_eq!(v["output"], "out\n");
+    assert_eq!(v["id"].as_str().unwrap().len(), 36);
+
+    let o = e.run(&["exec", "dev", "--json", "--", "kill -9 $$"]).await;
+    assert_eq!(o.code, 128 + 9);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (v["exit_code"].as_i64(), v["exit_signal"].as_str()),
+        (Some(-1), Some("SIGKILL"))
+    );
+
+    let o = e
+        .run(&["exec", "dev", "--json", "--background", "--", "sleep 300"])
+        .await;
+    assert_eq!(o.code, 0);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["finished"], false);
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    // kill(1)'s spelling on the command line; the API name in the answer.
+    let o = e.run(&["signal", "dev", &id, "SIGTERM", "--json"]).await;
+    assert_eq!(o.code, 0);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["signal"], "terminate");
+    assert_eq!(
+        v["message"],
+        format!("Signal \"terminate\" sent to process \"{id}\".")
+    );
+    e.run(&["output", "dev", &id, "--wait"]).await;
+    let o = e.run(&["rm", "dev", &id, "--json"]).await;
+    assert_eq!(o.code, 0);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert!(v.get("signal").is_none() && v["message"].is_string(), "{v}");
+
+    // Files: text, bytes that are not UTF-8, and an error (stdout stays empty).
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("a.txt");
+    std::fs::write(&text, "héllo\n").unwrap();
+    let o = e
+        .run(&["cat", "dev", text.to_str().unwrap(), "--json"])
+        .await;
+    assert_eq!(o.code, 0);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["content"], "héllo\n");
+    assert_eq!(v["size"], 7);
+    assert_eq!(v["file_size"], 7);
+    // The hash is the one `put --if-match` takes (stdin is empty here: the file is emptied).
+    let hash = v["hash"].as_str().unwrap().to_owned();
+    let path = text.to_str().unwrap();
+    let o = e
+        .run(&["put", "dev", path, "--if-match", &hash, "--json"])
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let put: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert!(put.is_object());
+    assert_eq!(std::fs::read(&text).unwrap(), b"");
+    let bin = dir.path().join("b.bin");
+    std::fs::write(&bin, [0x41, 0xff, 0x00]).unwrap();
+    let o = e
+        .run(&[
+            "cat",
+            "dev",
+            bin.to_str().unwrap(),
+            "--json",
+            "--offset",
+            "1",
+        ])
+        .await;
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (v["offset"].as_u64(), v["size"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(v.get("content").is_none());
+    assert_eq!(v["content_base64"], "/wA=");
+    let o = e
+        .run(&["cat", "dev", bin.to_str().unwrap(), "--json"])
+        .await;
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["content_base64"], "Qf8A");
+    let o = e.run(&["cat", "dev", "/does/not/exist", "--json"]).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stdout.is_empty() && o.stderr.starts_with("wgagent: "),
+        "{}",
+        o.stderr
+    );
+}
+
 #[test]
 fn help_lists_every_verb() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgagent"))

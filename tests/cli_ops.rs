@@ -344,3 +344,61 @@ fn help_exits_0_usage_errors_2_and_exec_usage_errors_255() {
     let out = wgagent(&["signal", "dev", "ID", "stop"]);
     assert!(text(&out.stderr).contains("unknown signal \"stop\""));
 }
+
+/// `--json` of the local verbs: `genkey`, `pubkey` and `import` print one object each, parsed
+/// here and checked against the text verbs.
+#[test]
+fn genkey_pubkey_and_import_speak_json() {
+    use std::io::Write;
+    let out = wgagent(&["genkey", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let private = v["private_key"].as_str().unwrap().to_owned();
+    let public = v["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(pubkey(&private), public, "the pair matches wgagent pubkey");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+        .args(["pubkey", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{private}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({ "public_key": public }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("wg0.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Interface]\nPrivateKey = {private}\nAddress = 10.77.0.2/24\nDNS = 10.77.0.1\n\n\
+             [Peer]\nPublicKey = {public}\nAllowedIPs = 10.77.0.1/32\n"
+        ),
+    )
+    .unwrap();
+    let out = wgagent(&["import", "--json", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "findings go into the object");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["toml"].as_str().unwrap().contains("10.77.0.2"), "{v}");
+    assert!(v["findings"][0].as_str().unwrap().contains("DNS"), "{v}");
+    assert!(v.get("output").is_none());
+
+    let toml = dir.path().join("agent.toml");
+    let (c, t) = (conf.to_str().unwrap(), toml.to_str().unwrap());
+    let out = wgagent(&["import", "--json", c, "-o", t]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["output"], t);
+    assert!(v.get("toml").is_none(), "the key is in the file only");
+    assert!(
+        std::fs::read_to_string(&toml)
+            .unwrap()
+            .contains("10.77.0.2")
+    );
+}
