@@ -284,6 +284,42 @@ async fn control_verbs_speak_json() {
     assert_eq!(v["id"], id.as_str());
     assert!(v.get("signal").is_none() && v["message"].is_string(), "{v}");
 
+    // Streams are NDJSON: text pieces at their offsets, then the end.
+    let o = e
+        .run(&[
+            "exec",
+            "dev",
+            "--json",
+            "--",
+            "printf 'h\\303\\251llo\\n'; printf '\\377'",
+        ])
+        .await;
+    let id = serde_json::from_str::<Value>(&o.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for args in [
+        &["logs", "dev", &id, "--json"][..],
+        &["logs", "dev", &id, "--json", "--follow"],
+        &["output", "dev", &id, "--json", "--follow"],
+        &["logs", "dev", &id, "--json", "--from", "1"],
+    ] {
+        let o = e.run(args).await;
+        assert_eq!(o.code, 0, "{args:?}");
+        let lines: Vec<Value> = o
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let first = if args.contains(&"--from") { 1 } else { 0 };
+        assert_eq!(lines[0]["offset"], first, "{args:?}");
+        assert_eq!(lines.last().unwrap(), &serde_json::json!({"end": 8}));
+        let text: String = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+        assert_eq!(text, &"héllo\n"[first..], "{args:?}");
+        let bytes: Vec<&str> = lines.iter().filter_map(|l| l["base64"].as_str()).collect();
+        assert_eq!(bytes, ["/w=="], "{args:?}");
+    }
+
     // Files: text, bytes that are not UTF-8, and an error (stdout stays empty).
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("a.txt");

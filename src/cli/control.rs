@@ -528,7 +528,7 @@ pub async fn exec(s: &Session, a: ExecArgs) -> anyhow::Result<u8> {
     } else if a.tty {
         stream::interactive(&s.conn, &id).await
     } else {
-        stream::copy_output(&s.conn, &id, 0)
+        stream::copy_output(&s.conn, &id, 0, false)
             .await
             .map(|_| ())
             .map_err(|e| s.explain(e))
@@ -658,7 +658,7 @@ pub async fn output(
     json: bool,
 ) -> anyhow::Result<()> {
     if follow {
-        stream::copy_output(&s.conn, id, 0)
+        stream::copy_output(&s.conn, id, 0, json)
             .await
             .map_err(|e| s.explain(e))?;
         return Ok(());
@@ -679,14 +679,21 @@ pub async fn output(
     Ok(())
 }
 
-/// `wgagent logs AGENT ID [--from N] [--follow]`: the raw log from byte N.
-pub async fn logs(s: &Session, id: &str, from: u64, follow: bool) -> anyhow::Result<()> {
+/// `wgagent logs AGENT ID [--from N] [--follow] [--json]`: the raw log from byte N (NDJSON
+/// lines with `--json`).
+pub async fn logs(
+    s: &Session,
+    id: &str,
+    from: u64,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     if follow {
-        stream::copy_output(&s.conn, id, from)
+        stream::copy_output(&s.conn, id, from, json)
             .await
             .map_err(|e| s.explain(e))?;
     } else {
-        stream::print_log(&s.conn, id, from)
+        stream::print_log(&s.conn, id, from, json)
             .await
             .map_err(|e| s.explain(e))?;
     }

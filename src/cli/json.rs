@@ -6,7 +6,10 @@
 //! the agent's API already answers with an object (`ps`, `output`, `ls`, `put`), that object is
 //! printed as it is. The objects here are for the verbs whose answer is built by the CLI.
 //!
-//! Leaves to the verbs: when to print (after the work is done, once).
+//! Streams (`logs --json`, `output --follow --json`) are NDJSON instead, one compact object
+//! per line as the bytes arrive ([`Chunks`]), so a reader acts on each line at once.
+//!
+//! Leaves to the verbs: when to print (after the work is done, once; or per chunk).
 
 use serde::Serialize;
 
@@ -127,4 +130,206 @@ pub struct Import {
     pub output: Option<String>,
     /// Keys without an equivalent, addresses dropped, ... (on stderr without `--json`).
     pub findings: Vec<String>,
+}
+
+/// One NDJSON line of a byte stream (`logs --json`, `output --follow --json`).
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Line {
+    /// Bytes from absolute offset `offset`, valid UTF-8.
+    Text { offset: u64, text: String },
+    /// Bytes from `offset` that are not UTF-8, in base64 (standard alphabet, padded).
+    Bytes { offset: u64, base64: String },
+    /// Bytes `[from, to)` the agent no longer retains: skipped (a slow reader on a fast writer).
+    Skipped { skipped: Range },
+    /// The last line: the offset reached (`logs --from` resumes there).
+    End { end: u64 },
+}
+
+/// A byte range `[from, to)`.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Range {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// Turns a byte stream into [`Line`]s: text where the bytes are UTF-8, base64 where they are
+/// not. A character cut between two pieces is carried to the next line, so text stays text.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    /// Offset of the first byte of `pending`.
+    at: u64,
+    /// The end of the last piece: at most 3 bytes of a character begun but not finished.
+    pending: Vec<u8>,
+}
+
+impl Chunks {
+    /// Starts at absolute offset `at`.
+    pub fn new(at: u64) -> Self {
+        Self {
+            at,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The lines for `bytes`, which follow what came before: the UTF-8 part as text, then,
+    /// from the first byte that is not UTF-8, the rest of the piece in base64. Empty when all
+    /// of it waits for the rest of a character.
+    #[must_use]
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Line> {
+        self.pending.extend_from_slice(bytes);
+        let (valid, rest) = match std::str::from_utf8(&self.pending) {
+            Ok(_) => (self.pending.len(), Rest::None),
+            // An unfinished character at the end: wait for its other bytes.
+            Err(e) if e.error_len().is_none() => (e.valid_up_to(), Rest::Wait),
+            Err(e) => (e.valid_up_to(), Rest::Bytes),
+        };
+        let mut lines = Vec::new();
+        if valid > 0 {
+            lines.push(self.take(valid));
+        }
+        if rest == Rest::Bytes {
+            lines.push(self.take(self.pending.len()));
+        }
+        lines
+    }
+
+    /// Bytes `[from, to)` were skipped; what was pending before them is flushed first.
+    #[must_use]
+    pub fn skip(&mut self, to: u64) -> Vec<Line> {
+        let mut lines: Vec<Line> = self.finish_pending().into_iter().collect();
+        lines.push(Line::Skipped {
+            skipped: Range { from: self.at, to },
+        });
+        self.at = to;
+        lines
+    }
+
+    /// The stream ended: what is pending (an unfinished character, as bytes), then the end.
+    #[must_use]
+    pub fn finish(mut self) -> Vec<Line> {
+        let mut lines: Vec<Line> = self.finish_pending().into_iter().collect();
+        lines.push(Line::End { end: self.at });
+        lines
+    }
+
+    fn finish_pending(&mut self) -> Option<Line> {
+        (!self.pending.is_empty()).then(|| self.take(self.pending.len()))
+    }
+
+    /// The first `n` pending bytes as a line.
+    fn take(&mut self, n: usize) -> Line {
+        let offset = self.at;
+        let rest = self.pending.split_off(n);
+        let bytes = std::mem::replace(&mut self.pending, rest);
+        self.at += n as u64;
+        match String::from_utf8(bytes) {
+            Ok(text) => Line::Text { offset, text },
+            Err(e) => {
+                use base64::Engine as _;
+                let base64 = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
+                Line::Bytes { offset, base64 }
+            }
+        }
+    }
+}
+
+/// What follows the UTF-8 part of a piece.
+#[derive(PartialEq)]
+enum Rest {
+    None,
+    /// The start of a character whose other bytes are still to come.
+    Wait,
+    /// Bytes that are not UTF-8.
+    Bytes,
+}
+
+/// Prints one NDJSON line.
+pub fn print_line(line: &Line) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, line)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(offset: u64, t: &str) -> Line {
+        Line::Text {
+            offset,
+            text: t.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_character_cut_between_pieces_stays_text() {
+        let mut c = Chunks::new(10);
+        let e = "é".as_bytes();
+        assert_eq!(c.push(b"ab"), [text(10, "ab")]);
+        assert_eq!(c.push(&[b'c', e[0]]), [text(12, "c")]);
+        assert_eq!(c.push(&[e[1], b'\n']), [text(13, "é\n")]);
+        let euro = "€".as_bytes();
+        assert_eq!(c.push(&euro[..1]), [], "waits for the rest");
+        assert_eq!(c.push(&euro[1..2]), []);
+        assert_eq!(c.push(&euro[2..]), [text(16, "€")]);
+        assert_eq!(c.finish(), [Line::End { end: 19 }]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_base64_and_offsets_add_up() {
+        let mut c = Chunks::new(0);
+        assert_eq!(
+            c.push(&[0x41, 0xff, 0x00]),
+            [
+                text(0, "A"),
+                Line::Bytes {
+                    offset: 1,
+                    base64: "/wA=".into()
+                }
+            ]
+        );
+        assert_eq!(
+            c.push(&[0xff]),
+            [Line::Bytes {
+                offset: 3,
+                base64: "/w==".into()
+            }]
+        );
+        assert_eq!(c.push(b"o"), [text(4, "o")]);
+        // An unfinished character at the very end is given as bytes.
+        assert_eq!(c.push(&"é".as_bytes()[..1]), []);
+        assert_eq!(
+            c.skip(100),
+            [
+                Line::Bytes {
+                    offset: 5,
+                    base64: "ww==".into()
+                },
+                Line::Skipped {
+                    skipped: Range { from: 6, to: 100 }
+                }
+            ]
+        );
+        assert_eq!(c.push(b"x"), [text(100, "x")]);
+        assert_eq!(c.finish(), [Line::End { end: 101 }]);
+    }
+
+    #[test]
+    fn lines_are_the_documented_objects() {
+        let json = |l: &Line| serde_json::to_value(l).unwrap();
+        assert_eq!(
+            json(&text(3, "a")),
+            serde_json::json!({"offset": 3, "text": "a"})
+        );
+        assert_eq!(
+            json(&Line::Skipped {
+                skipped: Range { from: 1, to: 2 }
+            }),
+            serde_json::json!({"skipped": {"from": 1, "to": 2}})
+        );
+        assert_eq!(json(&Line::End { end: 9 }), serde_json::json!({"end": 9}));
+    }
 }

@@ -102,9 +102,10 @@ enum Command {
         #[arg(long)]
         wait: bool,
         /// Print the full output live from the start, until the process exits.
-        #[arg(long, short = 'f', conflicts_with_all = ["wait", "json"])]
+        #[arg(long, short = 'f', conflicts_with = "wait")]
         follow: bool,
-        /// Print the API's JSON (output, truncation, running, exit code) instead of the text.
+        /// Print the API's JSON (output, truncation, running, exit code) instead of the text;
+        /// with --follow, NDJSON lines as the output arrives (like logs --json).
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +123,10 @@ enum Command {
         /// Keep printing as the process writes, until it exits.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// NDJSON, one line per piece: {"offset", "text"} (or "base64" for bytes that are not
+        /// UTF-8), {"skipped": {"from", "to"}} for bytes no longer retained, last {"end"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a signal to a process's whole process group.
     Signal {
@@ -446,8 +451,9 @@ pub fn main() -> ExitCode {
             id,
             from,
             follow,
+            json,
         } => report(with_session(control, &agent, async |s| {
-            control::logs(s, &id, from, follow).await
+            control::logs(s, &id, from, follow, json).await
         })),
         Command::Signal {
             control,

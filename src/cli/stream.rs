@@ -1,5 +1,5 @@
 //! Live output and interactive terminals for the CLI: `exec` streaming, `output --follow`,
-//! `logs`, and `exec -t` (raw mode, keystrokes forwarded at once, SIGWINCH → resize).
+//! `logs` (raw, or NDJSON with `--json`), and `exec -t` (raw mode, keystrokes forwarded at once, SIGWINCH → resize).
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -8,6 +8,7 @@ use anyhow::anyhow;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::json;
 use crate::client::{AgentConn, ClientError, Connect};
 
 /// The command line for `sh -c`: one argument unchanged, several quoted and joined as a shell
@@ -21,53 +22,113 @@ pub fn command_line(args: &[String]) -> anyhow::Result<String> {
 }
 
 /// Copies the process's output to stdout as it is written, from `from` until the process
-/// exits. Output the agent no longer retains (a slow reader on a fast writer) is skipped with
-/// a note on stderr. Returns the offset reached.
+/// exits: raw bytes, or with `as_json` NDJSON lines ([`json::Line`]). Output the agent no
+/// longer retains (a slow reader on a fast writer) is skipped with a note on stderr (a
+/// `skipped` line in JSON). Returns the offset reached.
 pub async fn copy_output<C: Connect>(
     conn: &AgentConn<C>,
     id: &str,
-    mut from: u64,
+    from: u64,
+    as_json: bool,
 ) -> Result<u64, ClientError> {
-    let mut out = std::io::stdout().lock();
+    let mut out = Sink::new(from, as_json);
     loop {
-        let mut s = std::pin::pin!(conn.follow(id, from));
+        let mut s = std::pin::pin!(conn.follow(id, out.at()));
         let mut restart = None;
         while let Some(item) = s.next().await {
             match item {
                 Ok(bytes) => {
-                    from += bytes.len() as u64;
                     // A closed stdout (`| head`) ends the copy quietly.
-                    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-                        return Ok(from);
+                    if out.write(&bytes).is_err() {
+                        return Ok(out.at());
                     }
                 }
                 Err(ClientError::NotRetained { log_start, .. }) => {
-                    eprintln!(
-                        "\r\nwgagent: {} bytes of output are no longer retained; continuing at byte {log_start}",
-                        log_start - from
-                    );
+                    out.skip(log_start);
                     restart = Some(log_start);
                 }
                 Err(e) => return Err(e),
             }
         }
-        match restart {
-            Some(at) => from = at,
-            None => return Ok(from),
+        if restart.is_none() {
+            return Ok(out.finish());
         }
     }
 }
 
-/// Prints bytes `[from, end)` of the log once (no waiting).
+/// Prints bytes `[from, end)` of the log once (no waiting), raw or as NDJSON lines.
 pub async fn print_log<C: Connect>(
     conn: &AgentConn<C>,
     id: &str,
     from: u64,
+    as_json: bool,
 ) -> Result<(), ClientError> {
     let chunk = conn.log(id, from, None).await?;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&chunk.bytes).and_then(|()| out.flush());
+    let mut out = Sink::new(chunk.from, as_json);
+    if out.write(&chunk.bytes).is_ok() {
+        out.finish();
+    }
     Ok(())
+}
+
+/// Where streamed output goes: stdout as it is, or NDJSON lines.
+struct Sink {
+    /// The offset of the next byte.
+    at: u64,
+    json: Option<json::Chunks>,
+    out: std::io::Stdout,
+}
+
+impl Sink {
+    fn new(at: u64, as_json: bool) -> Self {
+        Self {
+            at,
+            json: as_json.then(|| json::Chunks::new(at)),
+            out: std::io::stdout(),
+        }
+    }
+
+    fn at(&self) -> u64 {
+        self.at
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.at += bytes.len() as u64;
+        match &mut self.json {
+            None => {
+                let mut out = self.out.lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Some(c) => c.push(bytes).iter().try_for_each(json::print_line),
+        }
+    }
+
+    /// Bytes up to `to` are gone.
+    fn skip(&mut self, to: u64) {
+        match &mut self.json {
+            None => eprintln!(
+                "\r\nwgagent: {} bytes of output are no longer retained; continuing at byte {to}",
+                to.saturating_sub(self.at)
+            ),
+            Some(c) => {
+                for l in c.skip(to) {
+                    let _ = json::print_line(&l);
+                }
+            }
+        }
+        self.at = to;
+    }
+
+    /// The end: returns the offset reached.
+    fn finish(self) -> u64 {
+        if let Some(c) = self.json {
+            for l in c.finish() {
+                let _ = json::print_line(&l);
+            }
+        }
+        self.at
+    }
 }
 
 /// The size of the terminal on stdin, if it is one.
@@ -164,7 +225,7 @@ pub async fn interactive<C: Connect>(conn: &AgentConn<C>, id: &str) -> anyhow::R
         }
     };
     tokio::select! {
-        r = copy_output(conn, id, 0) => { r?; }
+        r = copy_output(conn, id, 0, false) => { r?; }
         () = input => {}
         () = resize => {}
     }
