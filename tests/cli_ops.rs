@@ -41,6 +41,14 @@ fn completions_are_scripts_the_shells_accept() {
         for word in ["exec", "import", "timeout", "completions"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
+        // The signal names come from the Signal type's own value parser (clap_complete offers
+        // positional values to bash and zsh only).
+        if matches!(shell, "bash" | "zsh") {
+            assert!(
+                script.contains("hangup"),
+                "{shell} completion lacks the signal names"
+            );
+        }
         let Some([program, flag]) = checker else {
             continue;
         };
