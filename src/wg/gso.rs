@@ -333,7 +333,7 @@ mod sys {
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
 
-    use socket2::SockAddr;
+    use socket2::{SockAddr, SockAddrStorage};
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
@@ -441,8 +441,9 @@ mod sys {
     /// One `recvmsg` into `buf`, with the `UDP_GRO` segment size if the kernel sent one.
     pub(super) fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Got> {
         socket.try_io(Interest::READABLE, || {
-            // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
-            let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+            // SockAddrStorage is repr(transparent) over sockaddr_storage.
+            let mut name = SockAddrStorage::zeroed();
+            // SAFETY: all-zero bytes are a valid msghdr.
             let mut hdr: libc::msghdr = unsafe { zeroed() };
             let mut iov = libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
@@ -450,7 +451,7 @@ mod sys {
             };
             let mut control = ControlBuf([0; 64]);
             hdr.msg_name = (&raw mut name).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_namelen = name.size_of();
             hdr.msg_iov = &raw mut iov;
             hdr.msg_iovlen = 1;
             hdr.msg_control = control.0.as_mut_ptr().cast();
