@@ -11,7 +11,7 @@
 //! endpoint for it. Checked: the first `exec` once the agent reached the daemon, sequential and
 //! concurrent `exec`, both replicas at once, failover after replica 1 is killed with SIGKILL
 //! mid-command, a NAT mapping change (`conntrack -F`), and the error without a daemon. Timing
-//! bounds are generous; the figures are printed and measured properly in `benches/fleet.rs`.
+//! bounds are generous; the figures are printed and measured properly in `benches/fleet/`.
 //! Prints `SKIP nat: <reason>` and passes when not root or a tool is missing.
 
 #[path = "common/netns.rs"]

@@ -18,9 +18,10 @@
 //! block, [`DriverCounters`]). Leaves to `node`: building the parts and the public API; to
 //! `live`: applying peer changes (called between two iterations).
 //!
-//! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (DESIGN.md); every hop
-//! through a channel costs a wake-up. The task owns the device outright (no lock) and shares
-//! the netstack with socket handles through short, never-awaited locks.
+//! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (boringtun-cli
+//! `--threads 1` against its default; BENCHMARKS.md 3.1); every hop through a channel costs a
+//! wake-up. The task owns the device outright (no lock) and shares the netstack with socket
+//! handles through short, never-awaited locks.
 
 use std::collections::VecDeque;
 use std::io;

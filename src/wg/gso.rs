@@ -1,7 +1,7 @@
 //! UDP segmentation offload for the WireGuard socket: GSO on send, GRO on receive (Linux).
 //!
 //! Why: per-datagram kernel work, not the system call entry, is the largest cost of userspace
-//! WireGuard (BENCHMARKS-overlay.md: `sendmmsg`/`recvmmsg` gained nothing). With GSO one
+//! WireGuard (BENCHMARKS.md 3.1, "Prototypes": `sendmmsg`/`recvmmsg` gained nothing). With GSO one
 //! `sendmsg` carries a *run* of equal-size datagrams to one endpoint (a `UDP_SEGMENT` control
 //! message gives the size; only the last may be shorter) and the kernel splits it as late as it
 //! can. A receiver with `UDP_GRO` on gets such runs (and datagrams the kernel coalesced) whole
