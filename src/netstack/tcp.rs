@@ -21,8 +21,9 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{RecvError, State};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::Shared;
+use super::config::PeerTag;
 use super::stack::{ListenerId, Release};
-use super::{PeerTag, Shared};
 
 /// Connects (see [`Netstack::connect`](super::Netstack::connect)).
 pub(super) async fn connect(shared: Arc<Shared>, remote: SocketAddr) -> io::Result<TcpStream> {
