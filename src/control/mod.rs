@@ -105,6 +105,8 @@ pub struct Daemon {
     in_force: parking_lot::Mutex<Config>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Where `[metrics] listen` is bound, if set.
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Daemon {
@@ -180,15 +182,19 @@ impl Daemon {
         }
         node::resolve_later(&shared.node, &cfg.pending_endpoints, &tracker, &cancel);
         // The same per-peer families as an agent's, on the host only (no tunnel API here).
+        let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics.listen {
             let metrics = crate::metrics::Metrics::new().with_node(&shared.node);
             let served =
                 crate::metrics::listen::serve(addr, Arc::new(metrics), &tracker, cancel.clone())
                     .await;
-            if let Err(source) = served {
-                cancel.cancel();
-                let _ = std::fs::remove_file(&opts.socket);
-                return Err(ControlError::Metrics { addr, source });
+            match served {
+                Ok(bound) => metrics_addr = Some(bound),
+                Err(source) => {
+                    cancel.cancel();
+                    let _ = std::fs::remove_file(&opts.socket);
+                    return Err(ControlError::Metrics { addr, source });
+                }
             }
         }
         if let Some(l) = uapi_listener {
@@ -211,7 +217,13 @@ impl Daemon {
             in_force: parking_lot::Mutex::new(cfg.clone()),
             cancel,
             tracker,
+            metrics_addr,
         })
+    }
+
+    /// The host address the metrics listener is bound to (`[metrics] listen`), if any.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn socket(&self) -> &Path {
