@@ -65,7 +65,9 @@ pub struct PendingEndpoint {
     pub public_key: PublicKey,
     /// The peer's name or key prefix, for logs.
     pub label: String,
+    /// The host name as written in `endpoint`.
     pub host: String,
+    /// The endpoint's UDP port.
     pub port: u16,
 }
 

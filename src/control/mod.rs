@@ -72,16 +72,30 @@ impl DaemonOptions {
 /// stops); the rest need a config or filesystem fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The control socket could not be bound or given its mode and group.
     #[error("control socket {}: {source}", path.display())]
     Socket {
+        /// The socket path.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// Another daemon answers on the socket.
     #[error("control socket {} is served by a running daemon; stop it first or choose another --socket", path.display())]
-    InUse { path: PathBuf },
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// `socket_group` names no group, or one this user cannot hand the socket to.
     #[error("socket_group {group:?}: {problem}")]
-    Group { group: String, problem: String },
+    Group {
+        /// The configured group.
+        group: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The WireGuard node could not start (UDP port, keys, addresses).
     #[error("starting the WireGuard node: {0}")]
     Node(#[from] NodeError),
     /// The WireGuard UAPI socket is served by another live node, or something is in the way.
@@ -90,7 +104,9 @@ pub enum ControlError {
     /// `[metrics] listen` could not be bound.
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
+        /// The configured address.
         addr: std::net::SocketAddr,
+        /// Why it could not be bound.
         #[source]
         source: std::io::Error,
     },
@@ -226,10 +242,12 @@ impl Daemon {
         self.metrics_addr
     }
 
+    /// The control socket's path.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
+    /// The daemon's WireGuard node.
     pub fn node(&self) -> &Node {
         &self.shared.node
     }

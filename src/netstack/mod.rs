@@ -97,6 +97,7 @@ impl Shared {
 }
 
 impl Netstack {
+    /// A stack with these settings (checked: ranges, no zero limit, at most two addresses).
     pub fn new(cfg: NetstackConfig) -> Result<Self, NetstackError> {
         cfg.validate()?;
         let inbound = Mutex::new(PacketQueue::new(cfg.queue_packets, cfg.mtu));
@@ -226,6 +227,7 @@ impl Netstack {
         tcp::connect(self.shared.clone(), remote).await
     }
 
+    /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         self.shared.counters.snapshot()
     }
@@ -254,10 +256,12 @@ impl Netstack {
         n
     }
 
+    /// Our tunnel addresses.
     pub fn addresses(&self) -> &[IpAddr] {
         &self.shared.addresses
     }
 
+    /// The IP MTU of the tunnel.
     pub fn mtu(&self) -> usize {
         self.shared.mtu
     }

@@ -98,6 +98,7 @@ impl TcpListener {
         Ok((stream, a.remote))
     }
 
+    /// The address this listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -157,10 +158,12 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
+    /// Our end of the connection.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    /// The remote end of the connection (a tunnel address).
     pub fn peer_addr(&self) -> SocketAddr {
         self.remote
     }
