@@ -259,24 +259,11 @@ fn genkey_pubkey_roundtrip() {
     assert!(out.status.success());
     let private = String::from_utf8(out.stdout).unwrap();
     assert_eq!(private.trim().len(), 44);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(private.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let public = pipe_ok(env!("CARGO_BIN_EXE_wgagent"), &["pubkey"], &private);
     let expected = keys::encode_public(&keys::public_key(
         &keys::decode_private(private.trim()).unwrap(),
     ));
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
+    assert_eq!(public.trim(), expected);
     let out = Command::new(env!("CARGO_BIN_EXE_wgagent"))
         .arg("pubkey")
         .stdin(Stdio::piped())

@@ -7,6 +7,7 @@
 //! ```
 //! Prints `SKIP interop_live: <reason>` and passes when not root or a tool is missing.
 
+mod common;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pipe_ok;
 use netns::{Lab, STEP, wait_for};
 
 const AGENT_PORT: &str = "51820";
@@ -43,9 +45,9 @@ fn a_wireguard_go_peer_added_with_wg_set_reaches_the_api() {
     let dir = lab.dir.path().to_owned();
     let wgagent = env!("CARGO_BIN_EXE_wgagent");
     let agent_key = run_ok(Command::new(wgagent).arg("genkey"));
-    let agent_pub = pipe(wgagent, "pubkey", &agent_key);
+    let agent_pub = pipe_ok(wgagent, &["pubkey"], &agent_key);
     let peer_key = run_ok(Command::new("wg").arg("genkey"));
-    let peer_pub = pipe("wg", "pubkey", &peer_key);
+    let peer_pub = pipe_ok("wg", &["pubkey"], &peer_key);
     let peer_key_file = dir.join("peer.key");
     std::fs::write(&peer_key_file, &peer_key).unwrap();
 
@@ -185,24 +187,4 @@ fn run_ok(cmd: &mut Command) -> String {
     let out = netns::run(cmd.stdin(Stdio::null()), STEP);
     assert!(out.ok(), "{cmd:?}: {out:?}");
     out.stdout
-}
-
-/// `<program> pubkey` with `input` on stdin.
-fn pipe(program: &str, verb: &str, input: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .arg(verb)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
 }

@@ -296,3 +296,31 @@ pub async fn agent_and_two_controls() -> (
     .await;
     (agent, c1, c2)
 }
+
+/// Runs `program args…` with `input` on its stdin (closed after it) and returns its output
+/// (stdout captured, stderr inherited). `input` must be small: it is written before stdout is
+/// read.
+pub fn pipe(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// [`pipe`], which must succeed; its stdout.
+pub fn pipe_ok(program: &str, args: &[&str], input: &str) -> String {
+    let out = pipe(program, args, input);
+    assert!(out.status.success(), "{program} {args:?}: {:?}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
