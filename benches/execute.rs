@@ -8,52 +8,23 @@
 //! 2. Throughput: 8 control peers (8 WireGuard nodes, like 8 replicas) each calling `execute true`
 //!    in a loop for a fixed time against one agent, vs 8 threads spawning `sh -c true` locally.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{ip, node, peer};
 use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions};
 use wgagent::config;
 use wgagent::keys;
-use wgagent::node::{Node, NodeConfig};
 use wgagent::tool::{ExecuteArgs, Tools};
-use wgagent::wg::{IpNetwork, PeerConfig};
 
 const LATENCY_RUNS: usize = 300;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
 const CLIENTS: usize = 8;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn peer(key: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: None,
-        public_key: key,
-        preshared_key: None,
-        allowed_ips: vec![allowed.parse::<IpNetwork>().unwrap()],
-        endpoint,
-        persistent_keepalive: None,
-    }
-}
-
-async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
-    Node::start(NodeConfig {
-        private_key: secret,
-        addresses: vec![ip(addr)],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: std::time::Duration::from_secs(10),
-        limits: Default::default(),
-        peers,
-    })
-    .await
-    .unwrap()
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

@@ -10,9 +10,12 @@
 //! 3. write-file of a 16 MiB body through the SDK (atomic, fsync'd) vs local `cp` of the same
 //!    file, and `cp` followed by `sync FILE` (what our write also does).
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{ip, node, peer};
 use serde_json::json;
 use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions, WriteCondition};
@@ -20,42 +23,10 @@ use wgagent::config;
 use wgagent::files::lines::{LineLimits, LineRange};
 use wgagent::files::{EditSpec, Files, OwnedEdit};
 use wgagent::keys;
-use wgagent::node::{Node, NodeConfig};
 use wgagent::tool::Tools;
-use wgagent::wg::{IpNetwork, PeerConfig};
 
 const RUNS: usize = 300;
 const WRITE_RUNS: usize = 15;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn peer(key: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: None,
-        public_key: key,
-        preshared_key: None,
-        allowed_ips: vec![allowed.parse::<IpNetwork>().unwrap()],
-        endpoint,
-        persistent_keepalive: None,
-    }
-}
-
-async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
-    Node::start(NodeConfig {
-        private_key: secret,
-        addresses: vec![ip(addr)],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: Duration::from_secs(10),
-        limits: Default::default(),
-        peers,
-    })
-    .await
-    .unwrap()
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

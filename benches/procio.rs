@@ -8,47 +8,23 @@
 //!
 //! Run: `cargo bench --bench procio` (prints a Markdown table).
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{node, peer};
 use futures_util::StreamExt;
 use wgagent::api::types::{StartProcessRequest, TerminalSize};
 use wgagent::api::{self, AppState};
 use wgagent::client::{AgentConn, AgentOptions};
 use wgagent::keys;
-use wgagent::node::{Node, NodeConfig, NodeConnector};
+use wgagent::node::NodeConnector;
 use wgagent::proc::{Manager, ManagerConfig};
-use wgagent::wg::PeerConfig;
 
 type Conn = AgentConn<NodeConnector>;
-
-fn peer(public: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: None,
-        public_key: public,
-        preshared_key: None,
-        allowed_ips: vec![allowed.parse().unwrap()],
-        endpoint,
-        persistent_keepalive: None,
-    }
-}
-
-async fn node(secret: wgagent::wg::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
-    Node::start(NodeConfig {
-        private_key: secret,
-        addresses: vec![addr.parse::<IpAddr>().unwrap()],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: Duration::from_secs(10),
-        limits: Default::default(),
-        peers,
-    })
-    .await
-    .unwrap()
-}
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
