@@ -14,6 +14,8 @@
 //! bounds are generous; the figures are printed and measured properly in `benches/fleet/`.
 //! Prints `SKIP nat: <reason>` and passes when not root or a tool is missing.
 
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -32,18 +34,9 @@ const KEEPALIVE: u64 = 3;
 #[test]
 fn agent_behind_nat_through_two_control_daemons() {
     let t0 = Instant::now();
-    if let Some(why) = netns::missing_prerequisites(&["ip", "nft", "conntrack", "curl", "sysctl"]) {
-        println!("SKIP nat: {why}");
+    let why_not = netns::missing_prerequisites(&["ip", "nft", "conntrack", "curl", "sysctl"]);
+    let Some((mut lab, p)) = lab::open("nat", why_not, "wgn", "p") else {
         return;
-    }
-    let mut lab = Lab::new("wgn");
-    let p = match lab.namespace("p") {
-        Ok(ns) => ns,
-        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
-            println!("SKIP nat: cannot create a network namespace: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
     };
     let [r, u] = ["r", "u"].map(|s| lab.namespace(s).expect("namespace"));
     lab.veth(&p, "vp", "10.77.1.2/24", &r, "vr", "10.77.1.1/24");
@@ -334,16 +327,8 @@ fn write(path: &Path, text: &str) {
 /// `wgagent genkey` into `path` (0600); returns the public key.
 fn genkey(path: &Path) -> String {
     let wgagent = env!("CARGO_BIN_EXE_wgagent");
-    let out = netns::run(
-        Command::new(wgagent).arg("genkey").stdin(Stdio::null()),
-        STEP,
-    );
-    assert!(out.ok(), "{out:?}");
-    write(path, &out.stdout);
-    let key = std::fs::File::open(path).unwrap();
-    let out = netns::run(Command::new(wgagent).arg("pubkey").stdin(key), STEP);
-    assert!(out.ok(), "{out:?}");
-    out.stdout.trim().to_owned()
+    lab::genkey(wgagent, path);
+    lab::pubkey(wgagent, path)
 }
 
 /// The CLI through the daemon on `socket`, with no config file at all.
