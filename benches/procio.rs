@@ -10,17 +10,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{node, peer};
 use futures_util::StreamExt;
 use wgagent::api::types::{StartProcessRequest, TerminalSize};
 use wgagent::api::{self, AppState};
 use wgagent::client::{AgentConn, AgentOptions};
-use wgagent::keys;
 use wgagent::node::NodeConnector;
 use wgagent::proc::{Manager, ManagerConfig};
 
@@ -78,29 +75,11 @@ async fn until<
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {
-    let (ak, ck) = (keys::generate(), keys::generate());
-    let agent = node(
-        ak.clone(),
-        "100.64.0.10",
-        vec![peer(keys::public_key(&ck), "100.64.0.1/32", None)],
-    )
-    .await;
-    let ep = SocketAddr::new("127.0.0.1".parse().unwrap(), agent.udp_addr().port());
-    let control = node(
-        ck,
-        "100.64.0.1",
-        vec![peer(keys::public_key(&ak), "100.64.0.10/32", Some(ep))],
-    )
-    .await;
+    let (agent, control) = common::agent_and_control().await;
     let manager = Manager::new(ManagerConfig {
         max_running: 256,
         log_max_bytes: 512 << 20,
