@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{API, curl, genkey, http, pubkey};
+use lab::{genkey, http, pubkey};
 use netns::{Lab, Out, STEP, wait_for};
 use serde_json::Value;
 
@@ -283,18 +283,7 @@ allowed_ips = ["100.64.0.1/32"]
     };
     lab::wireguard_go_peer(&mut lab, &peer);
 
-    let mut health = None;
-    for _ in 0..6 {
-        let out = curl(
-            &lab,
-            &b,
-            &["--max-time", "5", &format!("{API}/api/v0/health")],
-        );
-        if out.ok() {
-            health = Some(out);
-            break;
-        }
-    }
+    let health = lab::health(&lab, &b, 6, |_| {});
     let health = health.unwrap_or_else(|| panic!("no answer through the tunnel: {}", logs()));
     let health: Value = serde_json::from_str(&health.stdout).expect("health JSON");
     assert_eq!(health["status"], "ok", "{health}");

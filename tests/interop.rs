@@ -130,22 +130,12 @@ persistent_keepalive = 25
 
     // 1. wireguard-go initiates: start a process, list it, read its output.
     let first = Instant::now();
-    let mut health = None;
-    for _ in 0..6 {
-        let out = curl(
-            &lab,
-            &b,
-            &["--max-time", "5", &format!("{API}/api/v0/health")],
-        );
-        if out.ok() {
-            health = Some(out);
-            break;
-        }
+    let health = lab::health(&lab, &b, 6, |out| {
         println!(
             "interop: first request not answered yet: {}",
             out.stderr.trim()
         );
-    }
+    });
     let health = health.expect("no answer from the agent through wireguard-go within 30 s");
     assert_eq!(json(&health)["status"], "ok");
     println!(

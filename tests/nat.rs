@@ -19,8 +19,6 @@ mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,7 +61,7 @@ fn agent_behind_nat_through_two_control_daemons() {
     let agent_pub = genkey(&dir.join("agent.key"));
     let c1_pub = genkey(&dir.join("c1.key"));
     let c2_pub = genkey(&dir.join("c2.key"));
-    write(
+    lab::write_new(
         &dir.join("agent.toml"),
         &format!(
             "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\nuapi = false\n\n\
@@ -76,7 +74,7 @@ fn agent_behind_nat_through_two_control_daemons() {
     );
     let sockets: Vec<PathBuf> = (1..=2).map(|i| dir.join(format!("c{i}.sock"))).collect();
     for i in 1..=2 {
-        write(
+        lab::write_new(
             &dir.join(format!("c{i}.toml")),
             &format!(
                 "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\nuapi = false\n\n\
@@ -312,16 +310,6 @@ fn split_nft(rule: &str) -> Vec<&str> {
         rest = rest[end..].trim_start();
     }
     out
-}
-
-fn write(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// `wgagent genkey` into `path` (0600); returns the public key.

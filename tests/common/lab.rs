@@ -63,14 +63,19 @@ pub fn genkey(program: impl AsRef<OsStr>, path: &Path) -> String {
     );
     assert!(out.ok(), "{program:?} genkey: {out:?}");
     let key = out.stdout.trim().to_owned();
+    write_new(path, &format!("{key}\n"));
+    key
+}
+
+/// Writes `text` to `path`, a new file with mode 0600 (a key, or a config that holds one).
+pub fn write_new(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .unwrap();
-    f.write_all(format!("{key}\n").as_bytes()).unwrap();
-    key
+    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// `<program> pubkey` (`wgagent` or `wg`) of the private key stored in `path`.
@@ -172,4 +177,19 @@ pub fn http(lab: &Lab, ns: &str, path: &str, body: Option<&str>) -> (u16, Value)
     let out = curl_api(lab, ns, path, body, "15", Duration::from_secs(20));
     assert!(out.ok(), "curl {path} from {ns}: {out:?}");
     status_and_json(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// `GET /api/v0/health` from `ns` (curl `--max-time 5`), up to `tries` times until one is
+/// answered (the first may wait out wireguard-go's handshake retry); `missed` sees each failed
+/// try. The answered output, or `None`.
+pub fn health(lab: &Lab, ns: &str, tries: usize, mut missed: impl FnMut(&Out)) -> Option<Out> {
+    let url = format!("{API}/api/v0/health");
+    for _ in 0..tries {
+        let out = curl(lab, ns, &["--max-time", "5", &url]);
+        if out.ok() {
+            return Some(out);
+        }
+        missed(&out);
+    }
+    None
 }
