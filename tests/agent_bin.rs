@@ -156,23 +156,24 @@ fn tcp_sockets(pid: i32) -> Vec<(String, String)> {
     out
 }
 
+/// A control node (100.64.0.1, key `ck`) that dials the agent binary's UDP port.
+async fn control_of(agent: &Agent, ak: &Keypair, ck: &Keypair) -> wgagent::node::Node {
+    let endpoint = SocketAddr::new(ip("127.0.0.1"), agent.udp_port);
+    node(
+        ck.secret.clone(),
+        "100.64.0.1",
+        0,
+        vec![peer(ak.public, "100.64.0.10/32", Some(endpoint), None)],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn no_host_tcp_listener_and_sigterm_leaves_no_child() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let (ak, ck) = (keypair(), keypair());
         let mut agent = start_agent(&ak, &ck);
-        let control = node(
-            ck.secret.clone(),
-            "100.64.0.1",
-            0,
-            vec![peer(
-                ak.public,
-                "100.64.0.10/32",
-                Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_port)),
-                None,
-            )],
-        )
-        .await;
+        let control = control_of(&agent, &ak, &ck).await;
         let mut h = Http::connect(&control, api_addr()).await.unwrap();
         let (s, v) = h
             .call(
@@ -277,18 +278,7 @@ fn genkey_pubkey_roundtrip() {
 async fn escapes_die_with_agent(sig: nix::sys::signal::Signal, tag: usize) {
     let (ak, ck) = (keypair(), keypair());
     let mut agent = start_agent(&ak, &ck);
-    let control = node(
-        ck.secret.clone(),
-        "100.64.0.1",
-        0,
-        vec![peer(
-            ak.public,
-            "100.64.0.10/32",
-            Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_port)),
-            None,
-        )],
-    )
-    .await;
+    let control = control_of(&agent, &ak, &ck).await;
     let mut h = Http::connect(&control, api_addr()).await.unwrap();
     let esc = tree_helpers::Escapes::new(tag);
     let (s, v) = h

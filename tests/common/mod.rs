@@ -261,6 +261,18 @@ pub fn api_addr() -> SocketAddr {
     SocketAddr::new(ip(AGENT_IP), API_PORT)
 }
 
+/// A control daemon for `cfg` serving its local socket at `socket` (no socket group, 16
+/// connections, no state directory).
+pub async fn start_daemon(cfg: &Config, socket: &std::path::Path) -> wgagent::control::Daemon {
+    let options = wgagent::control::DaemonOptions {
+        socket: socket.to_owned(),
+        socket_group: None,
+        max_connections: 16,
+        state_dir: None,
+    };
+    wgagent::control::Daemon::start(cfg, options).await.unwrap()
+}
+
 /// An agent that knows two control peers (100.64.0.1 and 100.64.0.2), and those two peers.
 pub async fn agent_and_two_controls() -> (
     wgagent::node::Node,
