@@ -82,14 +82,15 @@ fn setup(
         );
         let (priv_path, public) = key(&format!("peer{k}"));
         let ifname = format!("{}w{k}", lab.tag);
+        let (ep, address) = (endpoint(k), format!("100.64.0.{k}/24"));
         let peer = lab::Peer {
             ns: &ns,
             ifname: &ifname,
             key_file: &priv_path,
             listen_port: None,
             agent_pub: &agent_pub,
-            endpoint: Some(&endpoint(k)),
-            address: &format!("100.64.0.{k}/24"),
+            endpoint: Some(ep.as_str()),
+            address: &address,
         };
         lab::wireguard_go_peer(&mut lab, &peer);
         peer_blocks.push_str(&format!(
