@@ -155,16 +155,7 @@ impl Http {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
             .unwrap();
-        // A keep-alive connection takes the next request only once the previous exchange is
-        // fully done on its side.
-        tokio::time::timeout(T, self.send.ready())
-            .await
-            .unwrap()
-            .unwrap();
-        let resp = tokio::time::timeout(T, self.send.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
+        let resp = self.exchange(req).await;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (
@@ -175,6 +166,22 @@ impl Http {
 }
 
 impl Http {
+    /// Sends `req` once the connection is ready for it (a keep-alive connection takes the next
+    /// request only once the previous exchange is fully done on its side), bounded by `T`.
+    async fn exchange(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        tokio::time::timeout(T, self.send.ready())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(T, self.send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// A GET with extra headers; status, `Content-Type` and the body as text.
     pub async fn get_text(
         &mut self,
@@ -189,16 +196,7 @@ impl Http {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(Bytes::new())).unwrap();
-        // A keep-alive connection takes the next request only once the previous exchange is
-        // fully done on its side.
-        tokio::time::timeout(T, self.send.ready())
-            .await
-            .unwrap()
-            .unwrap();
-        let resp = tokio::time::timeout(T, self.send.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
+        let resp = self.exchange(req).await;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
