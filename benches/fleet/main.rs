@@ -22,6 +22,7 @@
 //!   daemon's socket (`AgentConn<DaemonConnector>`), and the `wgagent exec` binary through the
 //!   daemon, same agent, same run.
 
+mod idle;
 mod sim;
 
 use std::io::{BufRead, BufReader};
@@ -55,6 +56,17 @@ fn main() {
         rt.block_on(sim::run(n, seed, control, control_pub));
         return;
     }
+    if args.first().map(String::as_str) == Some("--idle-variant") {
+        let timeout = args[1].clone();
+        let n: usize = args[2].parse().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(idle::variant(&timeout, n));
+        return;
+    }
     let mut agents = vec![1000, 10000];
     let mut only: Option<String> = None;
     let mut i = 0;
@@ -82,6 +94,11 @@ fn main() {
     if want("fleet") {
         for n in &agents {
             rt.block_on(fleet(*n));
+        }
+    }
+    if want("idle") {
+        for n in &agents {
+            idle::compare(*n);
         }
     }
     if want("replicas") {
@@ -136,6 +153,9 @@ fn free_udp_port() -> u16 {
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
@@ -147,8 +167,20 @@ fn fleet_config(
     port: u16,
     state: &Path,
 ) -> Config {
+    fleet_config_with(n, seed, secret, port, state, "")
+}
+
+/// [`fleet_config`] with more `[interface]` lines.
+fn fleet_config_with(
+    n: usize,
+    seed: u64,
+    secret: &keys::StaticSecret,
+    port: u16,
+    state: &Path,
+    interface: &str,
+) -> Config {
     let mut text = format!(
-        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\nuapi = false\n\n\
+        "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nlisten_port = {port}\nuapi = false\n{interface}\n\
          [control]\nstate_dir = \"{}\"\n",
         keys::encode_private(secret),
         state.display()
