@@ -299,6 +299,14 @@ async fn health_via_daemon(socket: &Path, n: usize) -> (f64, u64, Duration) {
                     send = Some(s);
                 }
                 let Some(s) = send.as_mut() else { continue };
+                // hyper refuses ("canceled") a request sent before the connection is ready
+                // again after the previous response: that counted as failed requests before.
+                if s.ready().await.is_err() {
+                    send = None;
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("agent {i}: connection to the daemon socket closed");
+                    continue;
+                }
                 let req =
                     hyper::Request::get(format!("/agents/{}:4/api/v0/health", sim::agent_ip(i)))
                         .header("host", "x")
@@ -309,9 +317,21 @@ async fn health_via_daemon(socket: &Path, n: usize) -> (f64, u64, Duration) {
                 {
                     Ok(Ok(r)) => {
                         let st = r.status();
-                        r.into_body().collect().await.is_ok() && st == 200
+                        let body = r.into_body().collect().await;
+                        if st != 200 {
+                            // The daemon's JSON error says why (unreachable, timeout, ...).
+                            let b = body.map(|b| b.to_bytes()).unwrap_or_default();
+                            eprintln!("agent {i}: {st} {}", String::from_utf8_lossy(&b));
+                        }
+                        st == 200
                     }
-                    _ => {
+                    Ok(Err(e)) => {
+                        eprintln!("agent {i}: {e}");
+                        send = None;
+                        false
+                    }
+                    Err(_) => {
+                        eprintln!("agent {i}: no answer within 20 s");
                         send = None;
                         false
                     }
