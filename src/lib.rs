@@ -28,7 +28,7 @@
 //! - [`cli`]: the `wgagent` command line.
 
 pub mod agent;
-// Public items without docs remain in api, files, proc, tool and trust (`cargo clippy` with
+// Public items without docs remain in api, files, proc and trust (`cargo clippy` with
 // `-W missing_docs` lists them); remove each allow once its module is documented.
 #[allow(missing_docs)]
 pub mod api;
@@ -51,7 +51,6 @@ pub mod node;
 #[allow(missing_docs)]
 pub mod proc;
 pub mod signal;
-#[allow(missing_docs)]
 pub mod tool;
 #[allow(missing_docs)]
 pub mod trust;

@@ -11,9 +11,15 @@ use crate::signal::Signal;
 /// `execute`'s arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecuteArgs {
+    /// The command line, run as `sh -c <command>`. Required.
     pub command: String,
+    /// How long the call waits for the command to finish before answering with a
+    /// `background_process_id` (the command keeps running). Default 10 s; never zero; at most
+    /// 24 h.
     pub timeout: Duration,
+    /// Directory to run in; `None` (absent or blank) means the agent's default.
     pub workdir: Option<String>,
+    /// Start and answer at once, without waiting for the command. Default false.
     pub run_in_background: bool,
 }
 
@@ -28,6 +34,7 @@ impl ExecuteArgs {
         }
     }
 
+    /// Reads the model's arguments; `Err` is a message for the model naming the bad argument.
     pub fn parse(obj: &Map<String, Value>) -> Result<Self, String> {
         Ok(Self {
             command: required_str(obj, "command")?,
@@ -41,11 +48,15 @@ impl ExecuteArgs {
 /// `process_output`'s arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputArgs {
+    /// The process's id (from `execute`'s `background_process_id` or `process_list`). Required.
     pub process_id: String,
+    /// How long to wait for the process to exit before answering with its output so far.
+    /// Default 10 s; zero answers at once; at most 24 h.
     pub wait: Duration,
 }
 
 impl OutputArgs {
+    /// Reads the model's arguments; `Err` is a message for the model naming the bad argument.
     pub fn parse(obj: &Map<String, Value>) -> Result<Self, String> {
         Ok(Self {
             process_id: required_str(obj, "process_id")?,
@@ -57,11 +68,15 @@ impl OutputArgs {
 /// `process_signal`'s arguments; the signal in any spelling [`Signal`] reads (`SIGINT`, `int`…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalArgs {
+    /// The process's id (from `execute` or `process_list`). Required.
     pub process_id: String,
+    /// The signal to send to the process's group. Required.
     pub signal: Signal,
 }
 
 impl SignalArgs {
+    /// Reads the model's arguments; `Err` is a message for the model that lists the accepted
+    /// signal names.
     pub fn parse(obj: &Map<String, Value>) -> Result<Self, String> {
         let process_id = required_str(obj, "process_id")?;
         let raw = required_str(obj, "signal")?;

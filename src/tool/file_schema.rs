@@ -6,9 +6,13 @@ use serde_json::json;
 
 use super::schema::{ToolDef, object};
 
+/// Tool name: read a text file as numbered lines, paged, with its content hash.
 pub const READ_FILE: &str = "read_file";
+/// Tool name: create a file or replace it whole (optionally only if its hash still matches).
 pub const WRITE_FILE: &str = "write_file";
+/// Tool name: exact-text replacements in one or more files, applied all or nothing.
 pub const EDIT_FILES: &str = "edit_files";
+/// Tool name: a directory's entries with kinds and sizes.
 pub const LIST_DIRECTORY: &str = "list_directory";
 
 const READ_DESC: &str = "Read a text file on the agent machine. Returns its lines numbered \

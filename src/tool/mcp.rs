@@ -53,6 +53,8 @@ pub struct McpServer<C: Connect> {
 }
 
 impl<C: Connect> McpServer<C> {
+    /// Serves `tools`; their definitions are converted to MCP's `Tool` once, here, and listed
+    /// as is on every `tools/list`.
     pub fn new(tools: Tools<C>) -> Self {
         let defs = tools.definitions().into_iter().map(to_mcp).collect();
         Self {

@@ -55,7 +55,11 @@ pub enum ToolError {
 /// arguments, unknown tool or agent), which MCP reports as `isError`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolReply {
+    /// The answer: an [`ExecuteResult`] or a file tool's result; either way an object with
+    /// `success`, `wall_duration_ms` and, on failure, `error`.
     pub value: Value,
+    /// True only when the call itself was invalid; a command that failed or timed out, or an
+    /// agent that refused, is a normal answer (`false`) whose JSON says so.
     pub is_error: bool,
 }
 

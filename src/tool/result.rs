@@ -23,8 +23,11 @@ pub struct ExecuteResult {
     pub exit_code: i32,
     /// Time the tool call took, in milliseconds.
     pub wall_duration_ms: u64,
+    /// Why the call did not succeed (timeout, unknown process, agent unreachable), for the
+    /// model; absent on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How `output` was cut (original, retained and omitted byte counts); absent when whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<ProcessTruncation>,
     /// Advice for the model: how to follow up, or a better tool to use.

@@ -4,15 +4,21 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+/// Tool name: run a shell command, waiting up to a timeout (or not at all, in background).
 pub const EXECUTE: &str = "execute";
+/// Tool name: a process's output and state, waiting up to `wait` for it to exit.
 pub const PROCESS_OUTPUT: &str = "process_output";
+/// Tool name: the processes the agent tracks, running and finished.
 pub const PROCESS_LIST: &str = "process_list";
+/// Tool name: send a signal to a process's group.
 pub const PROCESS_SIGNAL: &str = "process_signal";
 
 /// One tool's definition (MCP `Tool` / function-calling shape).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolDef {
+    /// The name the model calls the tool by (one of the `*` constants here or in `file_schema`).
     pub name: &'static str,
+    /// What the tool does and when to use it, written for the model.
     pub description: String,
     /// A JSON Schema object (`{"type": "object", "properties": …, "required": …}`).
     pub input_schema: Value,
