@@ -28,7 +28,7 @@
 //! - [`cli`]: the `wgagent` command line.
 
 pub mod agent;
-// Public items without docs remain in api, files, proc and trust (`cargo clippy` with
+// Public items without docs remain in api, files and proc (`cargo clippy` with
 // `-W missing_docs` lists them); remove each allow once its module is documented.
 #[allow(missing_docs)]
 pub mod api;
@@ -52,7 +52,6 @@ pub mod node;
 pub mod proc;
 pub mod signal;
 pub mod tool;
-#[allow(missing_docs)]
 pub mod trust;
 // To be removed after the data-path restructuring of node and wg lands.
 #[allow(missing_docs)]

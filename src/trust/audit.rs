@@ -34,9 +34,12 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// 64 MiB per file: with [`Self::DEFAULT_KEEP`], at most 384 MiB on disk.
     pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+    /// Rotated files kept by default.
     pub const DEFAULT_KEEP: u32 = 5;
 
+    /// The log at `path` with the default rotation, failing closed.
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
@@ -55,30 +58,42 @@ pub struct Entry {
     pub time: String,
     /// The peer's name (else the start of its key); `"local"` without a tunnel.
     pub peer: String,
+    /// The peer's public key, base64; absent without a tunnel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
     /// The caller's tunnel address and port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The HTTP method (`POST`, `DELETE`, ...).
     pub method: String,
     /// The request path (as sent; query strings excluded).
     pub route: String,
+    /// The HTTP status of the response (for a process start written before the process runs:
+    /// 200, the status it is about to get).
     pub status: u16,
     /// The permission the request needed, on denials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied: Option<String>,
+    /// The process acted on (or started).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_id: Option<String>,
+    /// The command line of a start, as requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// The working directory of a start: as requested, then as resolved once it is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// The names of the environment variables a start set (never their values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env_keys: Option<Vec<String>>,
+    /// The user a process runs as: as requested, then as resolved (`run_as`, `users`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The resource limits of a start (the API's `limits` object), as requested, then as
+    /// applied after defaults and maxima.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<serde_json::Value>,
+    /// The signal sent, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
     /// Files written or edited.
@@ -87,8 +102,11 @@ pub struct Entry {
     /// Bytes written (files, stdin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Content hashes of the files before a write or edit (a write that created its file has
+    /// none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash_before: Option<Vec<String>>,
+    /// Content hashes of the files after a write or edit, in the order of `paths`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash_after: Option<Vec<String>>,
     /// Why the request failed, when it did (the error message, never request content).
@@ -127,10 +145,12 @@ impl AuditLog {
         })
     }
 
+    /// The configuration it was opened with.
     pub fn config(&self) -> &AuditConfig {
         &self.cfg
     }
 
+    /// Whether a failed write must fail the request ([`AuditConfig::fail_closed`]).
     pub fn fail_closed(&self) -> bool {
         self.cfg.fail_closed
     }

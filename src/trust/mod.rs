@@ -39,6 +39,7 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission, in the order they are listed and printed.
     pub const ALL: [Permission; 5] = [
         Self::Run,
         Self::Read,
@@ -47,6 +48,7 @@ impl Permission {
         Self::Metrics,
     ];
 
+    /// The name used in `[[peer]] allow`, 403 bodies and audit lines.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Run => "run",
@@ -57,6 +59,8 @@ impl Permission {
         }
     }
 
+    /// The permission named `s` ([`Self::as_str`]'s spelling, lower case only); `None` for
+    /// anything else.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
@@ -77,20 +81,24 @@ impl fmt::Display for Permission {
 pub struct Permissions(u8);
 
 impl Permissions {
+    /// Every permission (what a peer without `allow` has).
     pub fn all() -> Self {
         Self::ALL_SET
     }
 
     const ALL_SET: Permissions = Permissions(0b1_1111);
 
+    /// Whether `p` is in the set.
     pub fn contains(self, p: Permission) -> bool {
         self.0 & p.bit() != 0
     }
 
+    /// Adds `p` (a no-op when it is already in).
     pub fn insert(&mut self, p: Permission) {
         self.0 |= p.bit();
     }
 
+    /// The permissions in the set, in [`Permission::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Permission> {
         Permission::ALL
             .into_iter()
@@ -128,6 +136,7 @@ pub struct Access {
 }
 
 impl Access {
+    /// Whether the peer may do `p`: always when `allow` is absent.
     pub fn allows(&self, p: Permission) -> bool {
         self.allow.is_none_or(|a| a.contains(p))
     }
@@ -149,6 +158,7 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    /// The mode named by the config value (`"none"` or `"peer"`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "none" => Some(Self::None),
@@ -157,6 +167,7 @@ impl Isolation {
         }
     }
 
+    /// The config spelling ([`Self::parse`]'s inverse).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -168,7 +179,9 @@ impl Isolation {
 /// The rules in force: access per peer public key, isolation. Replaced as a whole on reload.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// The configured peers' access, by raw public key. Peers absent here have full access.
     pub peers: HashMap<[u8; 32], Access>,
+    /// Whether peers see each other's processes.
     pub isolation: Isolation,
 }
 
@@ -185,13 +198,19 @@ impl Policy {
 pub enum Caller {
     /// A WireGuard peer (the one whose session carried the connection), with its rules.
     Peer {
+        /// The peer's key and configured name.
         identity: PeerIdentity,
+        /// The connection's source: the peer's tunnel address and port.
         addr: SocketAddr,
+        /// The peer's rules, as they were when the request was identified.
         access: Access,
     },
     /// The router was called without a tunnel behind it (in-process use, tests, the plain-TCP
     /// baseline bench): there is no peer, and nothing to restrict.
-    Local { addr: Option<SocketAddr> },
+    Local {
+        /// The connection's source, when the transport reports one (a plain TCP socket).
+        addr: Option<SocketAddr>,
+    },
 }
 
 impl Caller {
@@ -203,6 +222,7 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may do `p`; a local caller may do everything.
     pub fn allows(&self, p: Permission) -> bool {
         match self {
             Self::Peer { access, .. } => access.allows(p),
@@ -210,6 +230,7 @@ impl Caller {
         }
     }
 
+    /// The peer's public key, base64; `None` for a local caller.
     pub fn public_key(&self) -> Option<String> {
         match self {
             Self::Peer { identity, .. } => Some(keys::encode_public(&identity.public_key)),
@@ -217,6 +238,7 @@ impl Caller {
         }
     }
 
+    /// The connection's source address, when known.
     pub fn addr(&self) -> Option<SocketAddr> {
         match self {
             Self::Peer { addr, .. } => Some(*addr),
@@ -224,6 +246,7 @@ impl Caller {
         }
     }
 
+    /// The peer's rules; `None` for a local caller, who has no restrictions.
     pub fn access(&self) -> Option<&Access> {
         match self {
             Self::Peer { access, .. } => Some(access),
@@ -254,6 +277,8 @@ fn peer_label(identity: &PeerIdentity) -> String {
 /// when the transport knows it, else by the caller's tunnel address (cryptokey routing already
 /// guarantees that only that peer's session can carry packets from it).
 pub trait Identify: Send + Sync {
+    /// The peer for a connection from `addr` that arrived through peer `peer_id` (when the
+    /// transport knows it); `None` when no current peer matches.
     fn identify(&self, addr: IpAddr, peer_id: Option<u64>) -> Option<PeerIdentity>;
 }
 
@@ -284,10 +309,13 @@ struct Inner {
 /// Why a connection has no caller identity behind a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unidentified {
+    /// The connection's source address, for the log line.
     pub addr: SocketAddr,
 }
 
 impl Trust {
+    /// `identify`: `None` when the router is not behind a tunnel (every caller is then
+    /// [`Caller::Local`]); `audit`: the opened log, `None` when `[audit]` is not configured.
     pub fn new(
         identify: Option<Arc<dyn Identify>>,
         policy: Policy,
@@ -324,6 +352,7 @@ impl Trust {
         })
     }
 
+    /// The rules in force now (a snapshot: a later reload does not change it).
     pub fn policy(&self) -> Arc<Policy> {
         self.inner.policy.read().clone()
     }
@@ -334,10 +363,12 @@ impl Trust {
         *self.inner.policy.write() = Arc::new(policy);
     }
 
+    /// The isolation mode in force now.
     pub fn isolation(&self) -> Isolation {
         self.inner.policy.read().isolation
     }
 
+    /// The audit log; `None` when auditing is off.
     pub fn audit_log(&self) -> Option<Arc<AuditLog>> {
         self.inner.audit.clone()
     }
