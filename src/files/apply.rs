@@ -18,16 +18,22 @@ use super::{ContentHash, EDIT_TOTAL_FACTOR, Files, FilesError, Precondition, dif
 /// One file's edits, as requested.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EditSpec {
+    /// The file, absolute (symbolic links are followed).
     pub path: String,
+    /// Applied in order, each to the result of the previous one; at least one.
     pub edits: Vec<OwnedEdit>,
     /// The content hash the file must have (from an earlier read); `None`: any.
     pub if_match: Option<String>,
 }
 
+/// An [`Edit`] that owns its text (what a request deserialises into).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OwnedEdit {
+    /// See [`Edit::search`].
     pub search: String,
+    /// See [`Edit::replace`].
     pub replace: String,
+    /// See [`Edit::replace_all`].
     pub replace_all: bool,
 }
 
@@ -41,8 +47,11 @@ pub struct EditOutcome {
     /// Unified diff against the content before the edits (`None` unless asked for; `""` when
     /// the edits changed nothing).
     pub diff: Option<String>,
+    /// The content hash before the edits.
     pub before: ContentHash,
+    /// The content hash after the edits (what a later `if_match` must give).
     pub after: ContentHash,
+    /// The size of the new content, in bytes.
     pub bytes: u64,
 }
 

@@ -17,7 +17,12 @@ pub enum FilesError {
     Relative(String),
     /// A path the OS cannot take (a NUL byte). Fix the request.
     #[error("invalid path {path:?}: {why}")]
-    InvalidPath { path: String, why: &'static str },
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Nothing at that path (or a missing parent directory). Retrying helps only once it exists.
     #[error("file does not exist: {}", .0.display())]
     NotFound(PathBuf),
@@ -38,7 +43,14 @@ pub enum FilesError {
     SymlinkLoop(PathBuf),
     /// Larger than a configured bound. Not retryable as is: send less, or raise the bound.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { what: String, size: u64, limit: u64 },
+    TooLarge {
+        /// What was too large: a file's path, "the file content", or "an edit of N files".
+        what: String,
+        /// Its size in bytes (for an edit of too many files, the number of files).
+        size: u64,
+        /// The bound it exceeded, in the same unit as `size`.
+        limit: u64,
+    },
     /// The request cannot be carried out as given (a search that does not match, no edits, …).
     /// The message says what to change.
     #[error("{0}")]
@@ -47,9 +59,11 @@ pub enum FilesError {
     /// since the caller read it. Read it again (the current hash is given) and redo the change.
     #[error("{}", precondition_message(path, current.as_ref(), expected))]
     PreconditionFailed {
+        /// The file (symbolic links resolved).
         path: PathBuf,
         /// `None`: the file does not exist.
         current: Option<ContentHash>,
+        /// What the caller required, as sent (`If-Match` value or `if_match`).
         expected: String,
     },
     /// The file changed on disk (outside the agent's own writes) while an edit was computed;
@@ -59,15 +73,20 @@ pub enum FilesError {
     /// The file system is full or over quota. Retry after freeing space.
     #[error("no space left to write {}: {source}", path.display())]
     NoSpace {
+        /// The file being written.
         path: PathBuf,
+        /// The OS error (`ENOSPC` or `EDQUOT`).
         #[source]
         source: io::Error,
     },
     /// Any other OS error.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// The operation that failed (`open`, `stat`, `rename`, ...), for the message.
         op: &'static str,
+        /// The file or directory it was applied to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },

@@ -78,14 +78,17 @@ impl FromStr for ContentHash {
 pub struct Hasher(Sha256);
 
 impl Hasher {
+    /// A hasher that has seen nothing yet.
     pub fn new() -> Self {
         Self(Sha256::new())
     }
 
+    /// Feeds the next piece of content.
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
 
+    /// The hash of everything fed, equal to [`ContentHash::of`] the whole content.
     pub fn finish(self) -> ContentHash {
         ContentHash(self.0.finalize().into())
     }
@@ -105,7 +108,9 @@ pub enum Precondition {
     /// `raw` is what the caller sent, for messages. Weak tags (`W/"…"`) and tags that are not
     /// content hashes are kept out of `hashes`: they never match (RFC 9110 strong comparison).
     OneOf {
+        /// The acceptable hashes; empty when none of the tags was a strong content hash.
         hashes: Vec<ContentHash>,
+        /// The header or argument value as sent.
         raw: String,
     },
 }

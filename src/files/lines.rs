@@ -42,8 +42,11 @@ pub struct LineRange {
 /// A page of numbered lines: `"<n>\t<line>"` joined with `\n`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Page {
+    /// Lines in the whole file (a final line without `\n` counts).
     pub total_lines: u64,
+    /// Lines in this page.
     pub lines_read: u64,
+    /// The numbered lines, each cut at the configured line length.
     pub content: String,
     /// The line to ask for next, when lines remain after this page.
     pub next_offset: Option<u64>,

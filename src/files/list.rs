@@ -14,37 +14,54 @@ use super::{Files, FilesError, MAX_LIST_ENTRIES, path};
 /// root or the home directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListRequest {
+    /// An absolute directory; when given (and non-empty) the other fields are ignored.
     pub path: Option<String>,
+    /// Path components joined under the base that `relativity` names (`..` is resolved
+    /// lexically).
     pub components: Vec<String>,
+    /// The base of `components`.
     pub relativity: Relativity,
 }
 
+/// The base directory of [`ListRequest::components`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Relativity {
+    /// None given: an error unless `path` is set.
     #[default]
     Unspecified,
+    /// `/`.
     Root,
+    /// The home directory of the user the operation runs as.
     Home,
 }
 
 /// A listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
+    /// The directory listed (absolute, cleaned; symbolic links not resolved).
     pub path: PathBuf,
+    /// Directories first, then the rest, each group by name; at most `MAX_LIST_ENTRIES`.
     pub entries: Vec<Entry>,
     /// Entries in the directory (more than `entries.len()` when the listing was cut).
     pub total: usize,
 }
 
+/// One directory entry, described without following symbolic links.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The file name (lossily converted when it is not UTF-8).
     pub name: String,
+    /// The listed directory joined with the name.
     pub path: PathBuf,
+    /// A directory (a symbolic link to one is not).
     pub is_dir: bool,
+    /// A symbolic link.
     pub is_symlink: bool,
     /// `None` when the entry vanished or could not be stat-ed after it was listed.
     pub size: Option<u64>,
+    /// Permission bits (`mode & 0o7777`: setuid, setgid, sticky, rwx); `None` as for `size`.
     pub mode: Option<u32>,
+    /// Last modification, in seconds since the Unix epoch; `None` as for `size`.
     pub modified_unix: Option<i64>,
 }
 

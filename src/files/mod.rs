@@ -97,6 +97,7 @@ impl Default for Files {
 }
 
 impl Files {
+    /// File operations under `limits`, as the agent's own user.
     pub fn new(limits: Limits) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -118,6 +119,7 @@ impl Files {
         }
     }
 
+    /// The bounds in force.
     pub fn limits(&self) -> Limits {
         self.inner.limits
     }

@@ -11,7 +11,9 @@ use super::{ContentHash, Files, FilesError, hash::Hasher, path};
 /// An open file positioned at the requested offset, with what the response headers need.
 #[derive(Debug)]
 pub struct ReadFile {
+    /// The open file, positioned at the requested offset; read at most `len` bytes from it.
     pub file: File,
+    /// The path read (absolute, cleaned; symbolic links not resolved).
     pub path: PathBuf,
     /// The whole file's size.
     pub size: u64,
@@ -27,8 +29,11 @@ pub struct ReadFile {
 /// A page of lines and what it was cut from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinesRead {
+    /// The lines asked for.
     pub page: Page,
+    /// The whole file's size in bytes.
     pub file_size: u64,
+    /// The whole file's content hash (what a later write or edit can require).
     pub hash: ContentHash,
 }
 

@@ -33,8 +33,11 @@ pub struct PendingWrite {
 /// A committed write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {
+    /// The file written (symbolic links resolved).
     pub path: PathBuf,
+    /// The new content's hash.
     pub hash: ContentHash,
+    /// Bytes written (the new file's size).
     pub bytes: u64,
     /// The hash of what was replaced; `None` when the file was created.
     pub previous: Option<ContentHash>,

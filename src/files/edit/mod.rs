@@ -31,8 +31,12 @@ use splice::{build_replacement, dominant_ending, internal_ending, rewrite_intern
 /// One edit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edit<'a> {
+    /// The text to find; non-empty. Matched exactly first, then with the whitespace
+    /// tolerance described in the module doc.
     pub search: &'a str,
+    /// What to put in its place (empty deletes it).
     pub replace: &'a str,
+    /// Replace every match instead of requiring exactly one.
     pub replace_all: bool,
 }
 
@@ -40,20 +44,28 @@ pub struct Edit<'a> {
 /// models key on their first sentence).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
+    /// `search` is empty. Fix the request.
     #[error("search string must not be empty; include the text you want to match")]
     EmptySearch,
     #[error(
         "search string matches {0} occurrences (expected exactly 1). Include more surrounding \
          context to make the match unique, or set replace_all to true"
     )]
+    /// `search` matches this many places (more than one) and `replace_all` is off. Retry
+    /// with more context in `search`, or with `replace_all`.
     Ambiguous(usize),
-    /// `hint` is empty or a sentence to append.
+    /// `search` matches nowhere, even with the whitespace tolerance. Read the file again and
+    /// retry with its current text.
     #[error(
         "search string not found in file. Verify the search string matches the file content \
          exactly, including whitespace and indentation{}",
         if hint.is_empty() { String::new() } else { format!(". {hint}") }
     )]
-    NotFound { hint: String },
+    NotFound {
+        /// What nearly matched (see [`hint`]), a sentence appended to the message; empty
+        /// when nothing did.
+        hint: String,
+    },
     /// `search` and `replace` use different line endings (the caller wants to change them), so
     /// only an exact match counts.
     #[error(
