@@ -7,14 +7,19 @@ use axum::response::{IntoResponse, Response as AxumResponse};
 use super::types::Response;
 use crate::proc::{ProcError, UserError};
 
+/// A failed request: the status and the `{message, detail?}` body it is answered with.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// One sentence for the caller (the body's `message`).
     pub message: String,
+    /// The underlying cause (the body's `detail`), when there is one.
     pub detail: Option<String>,
 }
 
 impl ApiError {
+    /// An error without `detail`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -23,11 +28,14 @@ impl ApiError {
         }
     }
 
+    /// Adds the underlying cause.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }
 
+    /// The 400 for a body that is not valid JSON or not the expected shape; `detail` is the
+    /// parser's message.
     pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "Request body must be valid JSON.")
             .with_detail(detail.to_string())

@@ -25,6 +25,7 @@ pub struct LsRequest {
     /// Components under the base, e.g. `["repos", "coder"]`.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub path: Vec<String>,
+    /// Where `path` starts.
     #[serde(default)]
     pub relativity: LsRelativity,
 }
@@ -37,15 +38,19 @@ pub enum LsRelativity {
     #[default]
     #[serde(rename = "")]
     Unspecified,
+    /// `/`.
     Root,
+    /// The home directory of the user the request runs as.
     Home,
 }
 
+/// `list-directory` answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LsResponse {
     /// The listed directory's components.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub absolute_path: Vec<String>,
+    /// The listed directory as one absolute path.
     pub absolute_path_string: String,
     /// Directories first, then files, each by name.
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -58,9 +63,12 @@ pub struct LsResponse {
     pub truncated: bool,
 }
 
+/// One entry of a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LsFile {
+    /// The file name.
     pub name: String,
+    /// The entry's absolute path (the directory joined with `name`).
     pub absolute_path_string: String,
     /// From `lstat`: a symbolic link to a directory is not a directory here.
     pub is_dir: bool,
@@ -81,6 +89,7 @@ pub struct LsFile {
 /// `GET /api/v0/resolve-path` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvePathResponse {
+    /// The absolute path with symbolic links resolved in the part that exists.
     pub resolved_path: String,
 }
 
@@ -88,16 +97,22 @@ pub struct ResolvePathResponse {
 /// as the reference answers (only malformed queries are `400`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadFileLinesResponse {
+    /// False when the read failed; `error` says why.
     pub success: bool,
+    /// The whole file's size in bytes.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub file_size: u64,
+    /// Lines in the whole file.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub total_lines: u64,
+    /// Lines in `content`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lines_read: u64,
     /// `"<n>\t<line>"` joined with `\n`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content: String,
+    /// Why the read failed (too large, not found, a page over the limits, ...); empty on
+    /// success.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
     /// **ext**: the whole file's content hash (also the `ETag` header); pass it as `if_match`
@@ -112,9 +127,13 @@ pub struct ReadFileLinesResponse {
 /// The limits the reference SDK sends with every line read (query parameters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadFileLinesLimits {
+    /// Largest file to read, bytes (the agent also caps it at its `max_write_bytes`).
     pub max_file_size: u64,
+    /// Longer lines are cut to this many bytes.
     pub max_line_bytes: u64,
+    /// Most lines in one answer.
     pub max_response_lines: u64,
+    /// Most bytes of `content` in one answer.
     pub max_response_bytes: u64,
 }
 
@@ -134,6 +153,7 @@ impl Default for ReadFileLinesLimits {
 /// `POST /api/v0/write-file` answer: the reference's `{message}` plus **ext** fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteFileResponse {
+    /// A sentence saying what was written where.
     pub message: String,
     /// **ext**: the new content's hash (also the `ETag` header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,20 +163,27 @@ pub struct WriteFileResponse {
     pub bytes: Option<u64>,
 }
 
+/// One search/replace edit (matching rules: `files::edit`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEdit {
+    /// The text to find; must match exactly one place unless `replace_all`.
     #[serde(default)]
     pub search: String,
+    /// What to put in its place.
     #[serde(default)]
     pub replace: String,
+    /// Replace every match.
     #[serde(default, skip_serializing_if = "is_false")]
     pub replace_all: bool,
 }
 
+/// One file's edits in an `edit-files` request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEdits {
+    /// The file, absolute.
     #[serde(default)]
     pub path: String,
+    /// Applied in order, each to the result of the previous one.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub edits: Vec<FileEdit>,
     /// **ext**: the content hash the file must still have (from a read); 412 otherwise.
@@ -167,6 +194,7 @@ pub struct FileEdits {
 /// `POST /api/v0/edit-files` body. All files are edited, or none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEditRequest {
+    /// The files to edit; at most `[files] max_edit_files`.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub files: Vec<FileEdits>,
     /// Ask for a unified diff (and, **ext**, the new hash) per file.
@@ -178,12 +206,15 @@ pub struct FileEditRequest {
 /// edited file in request order, under the path the caller gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEditResponse {
+    /// Per-file results; absent without `include_diff`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileEditResult>>,
 }
 
+/// One edited file's result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEditResult {
+    /// The path as the request gave it.
     pub path: String,
     /// Empty when the edits changed nothing.
     #[serde(default)]
@@ -197,11 +228,15 @@ pub struct FileEditResult {
 /// and `current_hash` (absent when the file does not exist).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileErrorResponse {
+    /// What went wrong, for a human or a model.
     pub message: String,
+    /// The underlying cause, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// **ext**, on 412: the file whose hash did not match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// **ext**, on 412: its current content hash; absent when the file does not exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_hash: Option<String>,
 }

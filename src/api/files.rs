@@ -44,11 +44,17 @@ pub fn routes() -> Router<AppState> {
 /// A file operation: the unit of permission and audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {
+    /// `list-directory`.
     List,
+    /// `resolve-path`.
     Resolve,
+    /// `read-file` (bytes).
     Read,
+    /// `read-file-lines`.
     ReadLines,
+    /// `write-file`.
     Write,
+    /// `edit-files`.
     Edit,
 }
 
@@ -62,6 +68,7 @@ impl FileOp {
         }
     }
 
+    /// The route's last path segment, the `route` field of its log lines.
     pub fn route(self) -> &'static str {
         match self {
             Self::List => "list-directory",
@@ -125,7 +132,9 @@ fn record(op: FileOp, facts: &Facts, status: StatusCode) {
 /// An error of a file route: a file-operation failure or a malformed request.
 #[derive(Debug)]
 pub enum FileApiError {
+    /// The file operation failed; answered with a `FileErrorResponse` body.
     Files(FilesError),
+    /// The request was refused before any file was touched (bad query or body).
     Api(ApiError),
 }
 

@@ -12,6 +12,7 @@ use http::HeaderMap;
 
 use super::AppState;
 
+/// `GET /metrics`: `AppState::metrics` as Prometheus text, or OpenMetrics when `Accept` asks.
 pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
 }

@@ -64,7 +64,9 @@ impl
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct AppState {
+    /// The processes the API starts, lists and acts on.
     pub manager: Manager,
+    /// When the state was created: the origin of `uptime_seconds` in health.
     pub started: Instant,
     /// When non-empty, only callers whose tunnel address is inside one of these may use the API.
     /// Shared and live: a config reload replaces the list for every connection at once.
@@ -78,6 +80,8 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// State around `manager` with defaults: no source restriction, default file limits,
+    /// fresh metrics, no trust rules (every caller local, no audit).
     pub fn new(manager: Manager) -> Self {
         Self {
             started: Instant::now(),

@@ -27,6 +27,7 @@ use crate::proc::{ProcError, ProcessId, Record, StdinLease};
 /// Bytes read from the log file per body chunk.
 const CHUNK: usize = 64 * 1024;
 
+/// The process I/O routes: `GET /{id}/log`, `POST /{id}/stdin`, `POST /{id}/resize`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v0/processes/{id}/log", get(log))
@@ -82,8 +83,11 @@ pub fn parse_range(value: &str) -> Result<Option<ByteRange>, String> {
 /// What to send: bytes `[from, to)` of the log; `to = None` means "until the process exits".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
+    /// First offset to send.
     pub from: u64,
+    /// End offset (exclusive); `None` while following a running process.
     pub to: Option<u64>,
+    /// A `Range` was given: answer 206 with `Content-Range` (unless following).
     pub partial: bool,
 }
 
@@ -91,9 +95,17 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsatisfiable {
     /// Starts before the retained window.
-    BeforeStart { start: u64, end: u64 },
+    BeforeStart {
+        /// The first retained offset (the 416 body's `log_start`).
+        start: u64,
+        /// The log's current end.
+        end: u64,
+    },
     /// Starts at or past what exists (and we are not following a running process).
-    PastEnd { end: u64 },
+    PastEnd {
+        /// The log's current end (`Content-Range: bytes */END`).
+        end: u64,
+    },
 }
 
 /// Decides the bytes to send for `range` over a log retaining `[start, end)`. Sans-IO.

@@ -57,11 +57,17 @@ use crate::netstack::PeerTag;
 /// Limits of [`serve`] (see the module docs for what each does).
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// A request's line and headers must arrive within this; otherwise the connection is
+    /// reset.
     pub header_timeout: Duration,
+    /// Longest pause while a request body arrives, and the grace period of `body_min_rate`;
+    /// a slower body is answered 408 and the connection closed.
     pub body_timeout: Duration,
     /// Bytes per second; 0 turns the minimum rate off (the pause limit stays).
     pub body_min_rate: u64,
+    /// A keep-alive connection with no request in progress is closed after this.
     pub idle_timeout: Duration,
+    /// A response the client does not read for this long closes the connection.
     pub send_timeout: Duration,
     /// Longest lingering close.
     pub linger: Duration,
@@ -132,6 +138,7 @@ pub struct ServeStats {
 }
 
 impl ServeCounters {
+    /// The counts now (each read on its own: not one atomic snapshot of all).
     pub fn snapshot(&self) -> ServeStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ServeStats {
@@ -162,6 +169,7 @@ pub struct Caller {
 
 /// A connection [`serve`] can run: a byte stream that knows its caller and how to close.
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The remote address and, on the tunnel, the peer; read once per connection.
     fn caller(&self) -> Caller;
     /// Close gracefully even with unread data, discarding what still arrives for `limit`.
     fn set_lingering_close(&mut self, limit: Duration);

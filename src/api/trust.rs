@@ -30,6 +30,7 @@ use crate::trust::{AuditLog, Caller, Isolation, Permission};
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
+    /// The permission the caller must have; 403 otherwise.
     pub permission: Permission,
     /// State-changing: every request gets an audit line.
     pub audited: bool,
@@ -197,7 +198,9 @@ fn checked(log: &AuditLog, result: std::io::Result<()>) -> Result<(), String> {
 /// What a handler learns about its request: the caller and the audit slot. Never fails: a
 /// router used without the middleware sees a local caller and no audit.
 pub struct Ctx {
+    /// Who is calling (local when the router runs without the trust middleware).
     pub caller: Caller,
+    /// The request's audit record, when the route is audited and a log is configured.
     pub audit: Option<Audit>,
 }
 
@@ -217,6 +220,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 }
 
 impl Ctx {
+    /// Adds facts to the audit record (a no-op without one); the line is written once the
+    /// response status is known, or earlier with `Audit::write_now`.
     pub fn note(&self, f: impl FnOnce(&mut Entry)) {
         if let Some(a) = &self.audit {
             a.note(f);

@@ -14,10 +14,14 @@ pub struct StartProcessRequest {
     /// Absent is treated like empty, so the answer is "Command is required.", not a JSON error.
     #[serde(default)]
     pub command: String,
+    /// Directory to run in, relative paths under the base: the run-as user's home, else
+    /// `[api] default_workdir`, else the agent's `$HOME` (also the directory when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// Variables set on top of the agent's environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Metadata only: returned in `list`; the process runs the same either way.
     #[serde(default)]
     pub background: bool,
     /// Ext: a retried start with the same key returns the original process.
@@ -91,6 +95,7 @@ impl From<crate::proc::Limits> for ProcessLimits {
 }
 
 impl ProcessLimits {
+    /// No limit set (the wire form is `{}`).
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
@@ -99,48 +104,71 @@ impl ProcessLimits {
 /// Who started a process (ext): the WireGuard peer whose session carried the start request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartedBy {
+    /// The peer's configured name, else the first 8 characters of its key.
     pub peer: String,
+    /// The peer's public key, base64.
     pub public_key: String,
 }
 
 /// A terminal size: start field `pty` and `POST /{id}/resize` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalSize {
+    /// Lines; at least 1.
     pub rows: u16,
+    /// Columns; at least 1.
     pub cols: u16,
 }
 
+/// `POST /api/v0/processes/start` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartProcessResponse {
+    /// The process's id (a UUID v4), for every later call about it.
     pub id: String,
+    /// Always true in a 200 (Coder's shape); a start that fails is an error status.
     pub started: bool,
 }
 
+/// `GET /api/v0/processes/list` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListProcessesResponse {
+    /// Running first, then most recently started first; `[]` when there are none.
     pub processes: Vec<ProcessInfo>,
 }
 
+/// One process as `list` describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
+    /// The process's id.
     pub id: String,
+    /// The command line as started.
     pub command: String,
+    /// The directory it runs in, resolved.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workdir: String,
+    /// As requested at start.
     pub background: bool,
+    /// Not exited yet.
     pub running: bool,
+    /// Absent while running; -1 when killed by a signal (see `exit_signal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Start time, seconds since the Unix epoch.
     pub started_at_unix: i64,
+    /// Exit time, seconds since the Unix epoch; absent while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exited_at_unix: Option<i64>,
     // Extensions below; absent from Coder agents, so all optional on decode.
+    /// Ext: the OS process id of the group leader (`sh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Ext: the signal that killed it (e.g. `"SIGKILL"`), when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_signal: Option<String>,
+    /// Ext: why it ended: `exited`, `signaled`, `timed_out`, `agent_shutdown`,
+    /// `limit_exceeded` or `oom_killed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_reason: Option<String>,
+    /// Ext: total bytes of output written so far (the log's end offset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
     /// Ext: first offset still retained in the log (`output_bytes` is its end).
@@ -160,21 +188,32 @@ pub struct ProcessInfo {
     pub limits: Option<ProcessLimits>,
 }
 
+/// `GET /api/v0/processes/{id}/output` answer. The state is read before the output, so
+/// `running: false` always comes with the complete output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessOutputResponse {
+    /// stdout and stderr merged, head and tail kept (at most 32768 bytes), valid UTF-8.
     pub output: String,
+    /// How `output` differs from what was written; absent when it is all there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<ProcessTruncation>,
+    /// Not exited yet.
     pub running: bool,
+    /// Absent while running; -1 when killed by a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 }
 
+/// How a rendered output was cut.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessTruncation {
+    /// Bytes the process wrote.
     pub original_bytes: u64,
+    /// Bytes of it kept (head and tail).
     pub retained_bytes: u64,
+    /// Bytes dropped from the middle.
     pub omitted_bytes: u64,
+    /// Always `"head_tail"` from this agent.
     pub strategy: String,
     /// Ext: lines capped at 2048 bytes.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -200,8 +239,10 @@ impl From<crate::proc::Truncation> for ProcessTruncation {
 /// Query of `GET /api/v0/processes/{id}/output` (ext).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputQuery {
+    /// Answer only once the process has exited or `timeout_ms` has passed.
     #[serde(default)]
     pub wait: bool,
+    /// The longest `wait`, in milliseconds; default and maximum [`MAX_WAIT_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
@@ -228,7 +269,9 @@ impl SignalProcessRequest {
 /// Body of successful signal/delete responses and of every error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
+    /// One sentence for a human (Coder's messages where Coder has one).
     pub message: String,
+    /// The underlying cause (a JSON or OS error), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -236,20 +279,26 @@ pub struct Response {
 /// Body of a 416 from `/log` (ext): the error plus the first retained offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeNotRetained {
+    /// "Output before byte S is no longer retained."
     pub message: String,
+    /// The first offset still in the log; resume from here.
     pub log_start: u64,
 }
 
 /// Body of a 408 from `/stdin` (ext): the error plus the bytes written before the timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdinTimedOut {
+    /// What happened, for a human.
     pub message: String,
+    /// Bytes of the body the process took before the timeout; resend from there.
     pub written: u64,
 }
 
 /// Query of `GET /api/v0/processes/{id}/log` (ext).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogQuery {
+    /// Keep the body open and stream bytes as they are written, until the process has
+    /// exited and every byte was sent.
     #[serde(default)]
     pub follow: bool,
 }
@@ -257,8 +306,11 @@ pub struct LogQuery {
 /// Query of `POST /api/v0/processes/{id}/stdin` (ext).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdinQuery {
+    /// Close stdin after the body (on a pty: write the end-of-file character, ^D).
     #[serde(default)]
     pub close: bool,
+    /// How long each chunk may wait for room in the pipe, in milliseconds; default
+    /// [`STDIN_TIMEOUT_MS`], at most [`MAX_STDIN_TIMEOUT_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
@@ -266,6 +318,7 @@ pub struct StdinQuery {
 /// `POST /api/v0/processes/{id}/stdin` answer (ext).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdinResponse {
+    /// Bytes of the body written to the process's stdin.
     pub written: u64,
 }
 
@@ -273,15 +326,21 @@ pub struct StdinResponse {
 pub const LOG_START_HEADER: &str = "wgagent-log-start";
 /// Header of a `/log?follow=true` answer: the offset of its first body byte.
 pub const LOG_OFFSET_HEADER: &str = "wgagent-log-offset";
-/// Default and maximum wait for a child to read its stdin.
+/// Default wait for a child to read its stdin (per chunk), in milliseconds.
 pub const STDIN_TIMEOUT_MS: u64 = 30_000;
+/// Longest `timeout_ms` a stdin request may ask for, in milliseconds.
 pub const MAX_STDIN_TIMEOUT_MS: u64 = 300_000;
 
+/// `GET /api/v0/health` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
+    /// `"ok"` whenever the agent answers.
     pub status: String,
+    /// The agent's version (`CARGO_PKG_VERSION`).
     pub version: String,
+    /// Seconds since the API state was created (the agent started).
     pub uptime_seconds: u64,
+    /// Processes not exited yet.
     pub processes_running: usize,
     /// Ext: new at every agent start ("agent restarted" vs "record unknown").
     #[serde(default, skip_serializing_if = "Option::is_none")]
