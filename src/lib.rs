@@ -44,9 +44,6 @@ pub mod netstack;
 // keep that change's merge clean).
 #[allow(missing_docs)]
 pub mod node;
-// Public items without docs remain in proc (`cargo clippy` with `-W missing_docs` lists
-// them); remove its allow once the module is documented.
-#[allow(missing_docs)]
 pub mod proc;
 pub mod signal;
 pub mod tool;

@@ -24,8 +24,12 @@ use super::limits::{Limit, Limits};
 pub enum Enforcement {
     /// rlimits per process plus a cgroup v2 group per command under `root`.
     CgroupV2(Cgroups),
-    /// rlimits per process only; `reason` says why cgroup v2 is not used.
-    Rlimits { reason: String },
+    /// rlimits per process only.
+    Rlimits {
+        /// Why cgroup v2 is not used (turned off, or no usable delegated subtree), for health
+        /// and logs.
+        reason: String,
+    },
 }
 
 impl Enforcement {
@@ -62,6 +66,7 @@ impl Enforcement {
         }
     }
 
+    /// The cgroup hierarchy commands are placed in; `None` with rlimits only.
     pub fn cgroups(&self) -> Option<&Cgroups> {
         match self {
             Self::CgroupV2(c) => Some(c),

@@ -40,6 +40,7 @@ impl ProcCounters {
         *self.exited.lock().entry(reason).or_default() += 1;
     }
 
+    /// The counts now (each read on its own, not one atomic view).
     pub fn snapshot(&self) -> ProcStats {
         ProcStats {
             started: self.started.load(Ordering::Relaxed),

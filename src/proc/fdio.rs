@@ -63,6 +63,7 @@ impl Writer {
         Ok(())
     }
 
+    /// The fd, borrowed: it stays owned (and is closed) by the writer.
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

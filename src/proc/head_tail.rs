@@ -163,8 +163,11 @@ impl HeadTailBuffer {
 /// What [`HeadTailBuffer::export`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
+    /// The first bytes kept.
     pub head: Vec<u8>,
+    /// The last bytes kept, oldest first.
     pub tail: Vec<u8>,
+    /// Bytes written in all (at least `head` + `tail`).
     pub total: u64,
 }
 

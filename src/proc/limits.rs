@@ -29,10 +29,16 @@ type RlimitResource = libc::c_int;
 /// One kind of limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
+    /// Address space per process, bytes (`RLIMIT_AS`; with cgroup v2 also `memory.max` of
+    /// the command).
     MemoryBytes,
+    /// CPU time per process, seconds (`RLIMIT_CPU`, ends it with `SIGXCPU`).
     CpuSeconds,
+    /// File descriptors per process (`RLIMIT_NOFILE`).
     OpenFiles,
+    /// Largest file a process may write, bytes (`RLIMIT_FSIZE`, `SIGXFSZ`).
     FileSizeBytes,
+    /// Processes (`RLIMIT_NPROC` of the user; with cgroup v2 `pids.max` of the command).
     Processes,
 }
 
@@ -57,6 +63,7 @@ impl Limit {
         }
     }
 
+    /// The limit called `name` ([`Self::name`]); `None` for anything else.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|l| l.name() == name)
     }
@@ -100,19 +107,31 @@ pub struct RequestedLimits {
 /// Why requested limits are refused (HTTP 400; the same request will fail again).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
+    /// A negative value, as sent.
     #[error("Limit \"{0}\" must not be negative (got {1}).")]
     Negative(Limit, i64),
+    /// Zero, which would let nothing run.
     #[error("Limit \"{0}\" must be at least 1 (0 would let nothing run).")]
     Zero(Limit),
     #[error("Limit \"{limit}\" ({value}) is above this agent's maximum ({max}).")]
-    AboveMax { limit: Limit, value: u64, max: u64 },
+    /// Above the agent's `max_limits`.
+    AboveMax {
+        /// Which limit.
+        limit: Limit,
+        /// The value asked for.
+        value: u64,
+        /// The configured maximum.
+        max: u64,
+    },
 }
 
 impl Limits {
+    /// The value of `limit` (its unit: see [`Limit`]); `None`: not limited.
     pub fn get(&self, limit: Limit) -> Option<u64> {
         self.values[limit.index()]
     }
 
+    /// Sets (`Some`) or clears (`None`) `limit`.
     pub fn set(&mut self, limit: Limit, value: Option<u64>) {
         self.values[limit.index()] = value;
     }
@@ -123,6 +142,7 @@ impl Limits {
         self
     }
 
+    /// No limit set.
     pub fn is_empty(&self) -> bool {
         self.values.iter().all(Option::is_none)
     }
@@ -173,14 +193,17 @@ impl Limits {
 }
 
 impl RequestedLimits {
+    /// The value asked for, unchecked (may be negative or zero); `None`: not asked for.
     pub fn get(&self, limit: Limit) -> Option<i64> {
         self.values[limit.index()]
     }
 
+    /// Sets (`Some`) or clears (`None`) `limit`, unchecked.
     pub fn set(&mut self, limit: Limit, value: Option<i64>) {
         self.values[limit.index()] = value;
     }
 
+    /// Nothing asked for (the configured defaults apply).
     pub fn is_empty(&self) -> bool {
         self.values.iter().all(Option::is_none)
     }

@@ -85,6 +85,7 @@ impl Log {
         }
     }
 
+    /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -142,6 +143,8 @@ impl Log {
         self.end().min(self.cap)
     }
 
+    /// Why the log stopped taking bytes (a failed write, e.g. a full disk); `None` while it
+    /// works. The head+tail output is unaffected.
     pub fn error(&self) -> Option<String> {
         self.error.lock().clone()
     }

@@ -106,12 +106,22 @@ impl Default for ManagerConfig {
 /// What to start.
 #[derive(Debug, Clone, Default)]
 pub struct StartSpec {
+    /// The command line, run as `sh -c <command>`; must be non-empty.
     pub command: String,
+    /// Directory to run in (relative: under the run-as user's home, else `default_workdir`,
+    /// else the agent's `$HOME`); `None`: that base itself.
     pub workdir: Option<PathBuf>,
+    /// Variables set on top of the agent's environment; names non-empty, no `=` or NUL.
     pub env: BTreeMap<String, String>,
+    /// Metadata only: recorded and listed.
     pub background: bool,
+    /// A retried start with the same key returns the original process instead of starting
+    /// another; the same key with a different request is refused.
     pub idempotency_key: Option<String>,
+    /// Hard deadline: the group is terminated, then killed after a grace period; `None`: no
+    /// deadline.
     pub timeout: Option<Duration>,
+    /// How stdin is connected.
     pub stdin: StdinMode,
     /// Resource limits asked for (resolved against the configured defaults and maximums).
     pub limits: RequestedLimits,
@@ -126,9 +136,13 @@ pub struct StartSpec {
 /// spawn (every check has passed).
 #[derive(Debug)]
 pub struct StartFacts<'a> {
+    /// The id the process will have.
     pub id: &'a ProcessId,
+    /// The directory, resolved.
     pub workdir: &'a Path,
+    /// The user it will run as.
     pub user: &'a str,
+    /// The limits in force after defaults and maximums.
     pub limits: &'a Limits,
     /// An earlier request with the same idempotency key started `id`: nothing is spawned.
     pub replayed: bool,
@@ -149,18 +163,25 @@ pub enum ProcError {
     /// Bad request; retrying the same request will not help.
     #[error("Command is required.")]
     EmptyCommand,
+    /// An environment name that is empty or holds `=` or NUL, or a value with NUL. Fix the
+    /// request.
     #[error("Invalid environment variable: {0}")]
     InvalidEnv(String),
+    /// Fix the request (or create the directory).
     #[error("Working directory \"{0}\" does not exist or is not a directory.")]
     WorkdirMissing(PathBuf),
     /// The directory exists but the command's user cannot enter it.
     #[error("Working directory \"{dir}\" cannot be entered as user \"{user}\".")]
     WorkdirUnusable {
+        /// The resolved directory.
         dir: PathBuf,
+        /// The user the command would run as.
         user: String,
+        /// Why `chdir` failed.
         #[source]
         source: std::io::Error,
     },
+    /// A limit that is negative, zero or above its maximum. Fix the request.
     #[error(transparent)]
     Limit(#[from] LimitError),
     /// An unknown user or an agent that cannot switch users (400); a failed lookup (500).
@@ -173,22 +194,28 @@ pub enum ProcError {
     /// Retry after a process has exited.
     #[error("Too many running processes (limit {0}); wait for one to exit or signal one.")]
     TooManyRunning(usize),
+    /// The table is full of running processes (none exited to evict). Retry after one exits.
     #[error("Too many tracked processes (limit {0}) and none has exited; try again later.")]
     TooManyTracked(usize),
+    /// The key was used for a different request. Use a new key.
     #[error("Idempotency key \"{0}\" was already used for a different request.")]
     IdempotencyConflict(String),
     /// The agent is stopping; another agent or a restart is needed.
     #[error("The agent is shutting down.")]
     ShuttingDown,
+    /// No such id (never started, evicted, or hidden by isolation). Not retryable.
     #[error("Process \"{0}\" not found.")]
     NotFound(ProcessId),
+    /// It has exited, so it cannot be signalled or fed. Not retryable.
     #[error("Process \"{0}\" is not running.")]
     NotRunning(ProcessId),
+    /// A running process's record cannot be deleted. Retry after it exits.
     #[error("Process \"{0}\" is still running; signal it first.")]
     StillRunning(ProcessId),
     /// The OS refused to start the process (a retry may help if it was a resource limit).
     #[error("Failed to start process.")]
     Spawn(#[source] std::io::Error),
+    /// `kill(2)` failed (not because the process had exited). Not retryable.
     #[error("Failed to signal process.")]
     Signal(#[source] nix::Error),
     /// The state directory cannot be used (agent start only).
@@ -200,13 +227,17 @@ pub enum ProcError {
     /// The child did not read its stdin in time; `written` bytes went in.
     #[error("Process \"{id}\" did not read its stdin within {after:?}.")]
     StdinTimeout {
+        /// The process.
         id: ProcessId,
+        /// The time waited for the chunk.
         after: Duration,
+        /// Bytes of the request written before the timeout; resend from there.
         written: u64,
     },
     /// Writing to stdin failed (the child closed its end).
     #[error("Writing to the stdin of process \"{0}\" failed.")]
     StdinWrite(ProcessId, #[source] std::io::Error),
+    /// A resize of a process started without a pty. Not retryable.
     #[error("Process \"{0}\" has no terminal.")]
     NoTerminal(ProcessId),
 }
@@ -736,6 +767,7 @@ impl Manager {
         set_window_size(master.as_raw_fd(), rows, cols).map_err(ProcError::Spawn)
     }
 
+    /// The record of `id`; [`ProcError::NotFound`] when it is not tracked.
     pub fn get(&self, id: &ProcessId) -> Result<Arc<Record>, ProcError> {
         self.inner
             .state
@@ -764,6 +796,7 @@ impl Manager {
         running
     }
 
+    /// Records without an exit yet (what `max_running` bounds).
     pub fn running_count(&self) -> usize {
         self.inner
             .state
@@ -1069,6 +1102,9 @@ impl<'a> StdinLease<'a> {
         })
     }
 
+    /// Writes all of `data`, waiting at most `timeout` for the child to make room; on
+    /// [`ProcError::StdinTimeout`] part of it may have gone in (`written` says how much of the
+    /// whole request).
     pub async fn write(&mut self, data: &[u8], timeout: Duration) -> Result<(), ProcError> {
         let Some(w) = self.guard.as_ref() else {
             return Err(ProcError::NoStdin(self.rec.id.clone(), "stdin was closed"));

@@ -30,6 +30,7 @@ impl ProcessId {
         Self(uuid::Uuid::new_v4().to_string())
     }
 
+    /// The id's text, as the API carries it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -65,6 +66,8 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
+    /// The reason named `s` ([`Self::as_str`]'s spelling, as saved in state files); `None`
+    /// for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "exited" => Self::Exited,
@@ -77,6 +80,7 @@ impl ExitReason {
         })
     }
 
+    /// The API's `exit_reason` value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Exited => "exited",
@@ -96,7 +100,9 @@ pub struct Exit {
     pub code: i32,
     /// Name of the signal that killed the shell (`"SIGKILL"`), if one did.
     pub signal: Option<&'static str>,
+    /// Why it ended.
     pub reason: ExitReason,
+    /// When the exit was recorded (after the output pipe reached EOF).
     pub at: SystemTime,
 }
 
@@ -127,11 +133,17 @@ pub enum StdinMode {
     /// A pipe fed through `POST /stdin`.
     Pipe,
     /// A pseudo-terminal of this size (rows, cols) is stdin, stdout and stderr.
-    Pty { rows: u16, cols: u16 },
+    Pty {
+        /// Lines; at least 1.
+        rows: u16,
+        /// Columns; at least 1.
+        cols: u16,
+    },
 }
 
 /// The process's side of its stdin, for `POST /stdin` and `/resize`.
 pub struct Input {
+    /// How stdin was connected at start.
     pub mode: StdinMode,
     /// `None` once closed (or never opened).
     pub(crate) writer: tokio::sync::Mutex<Option<fdio::Writer>>,
@@ -141,15 +153,23 @@ pub struct Input {
 
 /// One process the manager tracks.
 pub struct Record {
+    /// The id the API knows it by.
     pub id: ProcessId,
+    /// The command line, run as `sh -c <command>`.
     pub command: String,
+    /// The directory it runs in, resolved.
     pub workdir: PathBuf,
+    /// As requested at start (metadata only).
     pub background: bool,
+    /// The shell's pid, which is also its session and process-group id (`setsid`).
     pub pid: u32,
+    /// When the agent started it.
     pub started_at: SystemTime,
+    /// stdout and stderr merged, head and tail kept (what `/output` renders).
     pub output: HeadTailBuffer,
     /// Every byte written, in the state directory.
     pub log: Log,
+    /// Its stdin, for `POST /stdin` and `/resize`.
     pub input: Input,
     /// `None` while running. Set once, after the output pipe reached EOF, so a reader that sees
     /// an exit also sees the complete output.
@@ -190,18 +210,31 @@ pub(crate) struct SentSignal {
 /// A point-in-time copy of a record's state, for listing.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// [`Record::id`].
     pub id: ProcessId,
+    /// [`Record::command`].
     pub command: String,
+    /// [`Record::workdir`].
     pub workdir: PathBuf,
+    /// [`Record::background`].
     pub background: bool,
+    /// [`Record::pid`].
     pub pid: u32,
+    /// [`Record::started_at`].
     pub started_at: SystemTime,
+    /// `None` while running.
     pub exit: Option<Exit>,
+    /// Bytes of output written so far (the log's end offset).
     pub output_bytes: u64,
+    /// First offset still retained in the log.
     pub log_start: u64,
+    /// Why the log stopped (e.g. a full disk), if it did.
     pub log_error: Option<String>,
+    /// [`Record::user`].
     pub user: String,
+    /// [`Record::limits`].
     pub limits: Limits,
+    /// [`Record::started_by`].
     pub started_by: Option<StartedBy>,
 }
 
@@ -350,10 +383,12 @@ impl Record {
         self.tree_alive.load(Ordering::Acquire)
     }
 
+    /// How it ended; `None` while running. Once set, the output is complete.
     pub fn exit(&self) -> Option<Exit> {
         self.exit.borrow().clone()
     }
 
+    /// No exit recorded yet (descendants may outlive the shell: see [`Self::tree_alive`]).
     pub fn is_running(&self) -> bool {
         self.exit.borrow().is_none()
     }
@@ -367,6 +402,7 @@ impl Record {
         self.exit.subscribe()
     }
 
+    /// Copies the state now, for listing.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             id: self.id.clone(),

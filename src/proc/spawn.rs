@@ -81,6 +81,8 @@ pub struct Host {
 }
 
 impl Host {
+    /// Looks at the agent's `PATH` and signal dispositions now; call once at start, before
+    /// anything changes them.
     pub fn probe() -> Self {
         let sh = std::env::var_os("PATH")
             .and_then(|p| {
@@ -113,12 +115,15 @@ impl Host {
 pub struct Command<'a> {
     /// Run as `sh -c command`.
     pub command: &'a str,
+    /// The directory to `chdir` to (resolved by the manager).
     pub workdir: &'a Path,
     /// Over the agent's environment (and `defaults`): the request wins.
     pub env: &'a BTreeMap<String, String>,
     /// Over the agent's environment, under `env` (e.g. a pty's `TERM`).
     pub defaults: &'a [(&'a str, &'a str)],
+    /// Nice value and OOM score applied in the child before `exec`.
     pub priority: Priority,
+    /// Rlimits set in the child before `exec`.
     pub limits: Limits,
     /// Switch to this user (groups, gid, uid) before `exec`; `None` keeps the agent's. Its
     /// `HOME`, `USER`, `LOGNAME` and `SHELL` go under `defaults`, and the agent's private
@@ -217,8 +222,11 @@ impl Prepared {
 /// The child's standard streams. All fds are the parent's and stay open in the parent.
 #[derive(Debug, Clone, Copy)]
 pub struct Stdio {
+    /// Becomes the child's fd 0.
     pub stdin: RawFd,
+    /// Becomes the child's fd 1.
     pub stdout: RawFd,
+    /// Becomes the child's fd 2 (the same pipe as `stdout` for merged output).
     pub stderr: RawFd,
     /// `stdin` is a pty slave to become the controlling terminal of the new session.
     pub tty: bool,
@@ -228,18 +236,28 @@ pub struct Stdio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum Stage {
+    /// `setsid`.
     Session = 1,
+    /// Making the pty the controlling terminal (`TIOCSCTTY`).
     Terminal = 2,
+    /// `dup2` of the standard streams.
     Stdio = 3,
+    /// `chdir` to the working directory.
     Workdir = 4,
+    /// `execve` of `sh`.
     Exec = 5,
+    /// `clone` itself (in the parent), and any code the child does not know.
     Clone = 6,
+    /// Moving itself into the command's cgroup (`cgroup.procs`).
     Cgroup = 7,
+    /// `setrlimit`.
     Limits = 8,
+    /// `setgroups`/`setgid`/`setuid`.
     User = 9,
 }
 
 impl Stage {
+    /// The stage a child reported by number; unknown numbers become [`Stage::Clone`].
     pub fn from_i32(v: i32) -> Self {
         match v {
             1 => Self::Session,
@@ -254,6 +272,7 @@ impl Stage {
         }
     }
 
+    /// What the child was doing, for the error message (`"<stage>: <OS error>"`).
     pub fn describe(self) -> &'static str {
         match self {
             Self::Session => "creating a session",
@@ -273,9 +292,13 @@ impl Stage {
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct Report {
+    /// The [`Stage`] number that failed; 0 when `exec` was reached.
     pub stage: i32,
+    /// The OS error of that stage; 0 when `exec` was reached.
     pub errno: i32,
+    /// Setting the nice value failed with this errno (non-fatal; 0: fine).
     pub nice_errno: i32,
+    /// Writing `oom_score_adj` failed with this errno (non-fatal; 0: fine).
     pub oom_errno: i32,
 }
 
@@ -314,11 +337,14 @@ impl Report {
 /// Where and why the child failed before `exec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpawnFailure {
+    /// The step that failed.
     pub stage: Stage,
+    /// Its OS error number.
     pub errno: i32,
 }
 
 impl SpawnFailure {
+    /// The OS error, for its kind and message.
     pub fn os_error(&self) -> io::Error {
         io::Error::from_raw_os_error(self.errno)
     }
@@ -352,6 +378,7 @@ const STACK_LEN: usize = 64 * 1024;
 const PAGE: usize = 4096;
 
 impl Stack {
+    /// Maps a 64 KiB stack plus a guard page; fails only if `mmap` does.
     pub fn new() -> io::Result<Self> {
         let len = STACK_LEN + PAGE;
         // SAFETY: a fresh private anonymous mapping; the result is checked.
@@ -606,6 +633,7 @@ impl Waiter {
         })
     }
 
+    /// The child being waited for.
     pub fn pid(&self) -> i32 {
         self.pid
     }

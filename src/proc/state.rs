@@ -72,10 +72,12 @@ impl StateDir {
         }
     }
 
+    /// The directory (records in it, logs under `logs/`).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// Where the log of process `id` lives: `<root>/logs/<id>.log`.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.root.join("logs").join(format!("{id}.log"))
     }
@@ -164,18 +166,31 @@ fn is_id(s: &str) -> bool {
 /// One persisted record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
+    /// [`Meta::VERSION`] when written; records of another version are skipped at load.
     pub version: u32,
+    /// The process id (also the file's name).
     pub id: String,
+    /// The command line.
     pub command: String,
+    /// The resolved working directory.
     pub workdir: PathBuf,
+    /// As requested at start.
     pub background: bool,
+    /// The shell's pid (and process-group id).
     pub pid: u32,
+    /// Start time, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// `None`: it was running when this was written.
     pub exit: Option<MetaExit>,
+    /// The head+tail output.
     pub output: SavedOutput,
+    /// The log's end offset (bytes written).
     pub log_end: u64,
+    /// Why the log stopped, if it did.
     pub log_error: Option<String>,
+    /// The start's idempotency key, so a retry after a restart still finds the process.
     pub idempotency_key: Option<String>,
+    /// Fingerprint of the start request, for idempotency-key conflict checks.
     pub fingerprint: u64,
     /// The user the command ran as (absent in records of older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,22 +204,31 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The record format written by this agent.
     pub const VERSION: u32 = META_VERSION;
 }
 
+/// A persisted [`super::Exit`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaExit {
+    /// Exit status, -1 when a signal killed it.
     pub code: i32,
+    /// The signal's name (`"SIGKILL"`), if one killed it.
     pub signal: Option<String>,
+    /// [`super::ExitReason::as_str`].
     pub reason: String,
+    /// Exit time, milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
 
 /// The head+tail buffer, base64 in JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedOutput {
+    /// The first bytes, base64.
     pub head: String,
+    /// The last bytes (oldest first), base64.
     pub tail: String,
+    /// Bytes written in all.
     pub total: u64,
 }
 
@@ -219,6 +243,7 @@ impl From<&Saved> for SavedOutput {
 }
 
 impl SavedOutput {
+    /// The buffer contents; `None` when the base64 is corrupt.
     pub fn decode(&self) -> Option<Saved> {
         Some(Saved {
             head: B64.decode(&self.head).ok()?,

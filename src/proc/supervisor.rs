@@ -36,7 +36,9 @@ use super::spawn::{self, Prepared, Report, Stack, Stdio};
 
 /// Messages on the status pipe, fixed 16 bytes (atomic pipe writes).
 pub const MSG_LEN: usize = 16;
+/// `[MSG_SPAWNED, pid, nice errno, oom errno]`: the command was exec'd.
 pub const MSG_SPAWNED: i32 = 1;
+/// `[MSG_FAILED, stage, errno, 0]`: the command could not be started (see `spawn::Stage`).
 pub const MSG_FAILED: i32 = 2;
 /// `[MSG_EXITED, wait status, 1 if the tree is empty else 0, 0]`.
 pub const MSG_EXITED: i32 = 3;
@@ -49,9 +51,13 @@ const MAX_WALK: usize = 4096;
 
 /// A started supervisor: its pid, the read end of its status pipe, and what it reported.
 pub struct Started {
+    /// The supervisor's pid (signal it with [`KILL_TREE`]).
     pub supervisor: i32,
+    /// The command's shell.
     pub pid: i32,
+    /// The child's report (non-fatal nice/OOM failures).
     pub report: Report,
+    /// Read end of the status pipe; [`MSG_EXITED`] arrives on it.
     pub status: OwnedFd,
 }
 
@@ -131,6 +137,7 @@ pub fn start(cmd: &Prepared, stdio: Stdio, death: RawFd, null: RawFd) -> io::Res
     }
 }
 
+/// The four native-endian `i32`s of a status message.
 pub fn decode(msg: &[u8; MSG_LEN]) -> [i32; 4] {
     let f = |i: usize| i32::from_ne_bytes([msg[i], msg[i + 1], msg[i + 2], msg[i + 3]]);
     [f(0), f(4), f(8), f(12)]

@@ -14,22 +14,30 @@ use std::path::PathBuf;
 /// A user account, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The login name.
     pub name: String,
+    /// User id.
     pub uid: u32,
+    /// Primary group id.
     pub gid: u32,
     /// Supplementary groups (the primary group included), as `initgroups` would set them.
     pub groups: Vec<u32>,
+    /// Home directory (`HOME`, and the base of relative working directories).
     pub home: PathBuf,
+    /// Login shell (`SHELL`; commands still run under `sh -c`).
     pub shell: PathBuf,
 }
 
 /// Why a user cannot be used. `Unknown` is the caller's mistake (400); `Lookup` an OS problem.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
+    /// No such user. Fix the request.
     #[error("User \"{0}\" does not exist on this agent.")]
     Unknown(String),
+    /// The passwd lookup itself failed (500). A retry may help.
     #[error("Looking up user \"{0}\" failed.")]
     Lookup(String, #[source] nix::Error),
+    /// Another user was asked for but the agent is not root (400). Not retryable.
     #[error("Running commands as user \"{0}\" needs an agent running as root.")]
     NotRoot(String),
 }
