@@ -70,7 +70,8 @@ impl OutputArgs {
 pub struct SignalArgs {
     /// The process's id (from `execute` or `process_list`). Required.
     pub process_id: String,
-    /// The signal to send to the process's group. Required.
+    /// The signal to send: to the process's group, or its whole tree for kill and terminate
+    /// (with tree tracking). Required.
     pub signal: Signal,
 }
 

@@ -10,7 +10,7 @@ pub const EXECUTE: &str = "execute";
 pub const PROCESS_OUTPUT: &str = "process_output";
 /// Tool name: the processes the agent tracks, running and finished.
 pub const PROCESS_LIST: &str = "process_list";
-/// Tool name: send a signal to a process's group.
+/// Tool name: send a signal to a process (its group; kill and terminate reach its tree).
 pub const PROCESS_SIGNAL: &str = "process_signal";
 
 /// One tool's definition (MCP `Tool` / function-calling shape).
