@@ -1021,6 +1021,13 @@ async fn oversized_bodies_are_413_and_leave_the_old_file() {
         .edit(json!({"files": [f(&path), f(&path), f(&path)]}))
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Counted in files, not bytes.
+    assert!(
+        r.message()
+            .contains("an edit of 3 files is over the limit of 2 files"),
+        "{}",
+        r.message()
+    );
     let r = api
         .edit(json!({"files": [{"path": s(&path), "edits": [{"search": "z".repeat(5000), "replace": ""}]}]}))
         .await;

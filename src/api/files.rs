@@ -173,7 +173,7 @@ pub fn status_of(e: &FilesError) -> StatusCode {
         | Invalid(_) => StatusCode::BAD_REQUEST,
         NotFound(_) => StatusCode::NOT_FOUND,
         PermissionDenied(_) => StatusCode::FORBIDDEN,
-        TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        TooLarge { .. } | TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         Changed(_) => StatusCode::CONFLICT,
         NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,

@@ -79,10 +79,9 @@ impl Files {
             ));
         }
         if files.len() > limits.max_edit_files {
-            return Err(FilesError::TooLarge {
-                what: format!("an edit of {} files", files.len()),
-                size: files.len() as u64,
-                limit: limits.max_edit_files as u64,
+            return Err(FilesError::TooManyFiles {
+                count: files.len(),
+                limit: limits.max_edit_files,
             });
         }
         self.run(move |inner| {

@@ -44,12 +44,20 @@ pub enum FilesError {
     /// Larger than a configured bound. Not retryable as is: send less, or raise the bound.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
-        /// What was too large: a file's path, "the file content", or "an edit of N files".
+        /// What was too large: a file's path or "the file content".
         what: String,
-        /// Its size in bytes (for an edit of too many files, the number of files).
+        /// Its size in bytes.
         size: u64,
-        /// The bound it exceeded, in the same unit as `size`.
+        /// The bound it exceeded, in bytes.
         limit: u64,
+    },
+    /// An edit names more files than `[files] max_edit_files` allows (413, like `TooLarge`).
+    #[error("an edit of {count} files is over the limit of {limit} files")]
+    TooManyFiles {
+        /// How many files the edit named.
+        count: usize,
+        /// The configured bound (`max_edit_files`).
+        limit: usize,
     },
     /// The request cannot be carried out as given (a search that does not match, no edits, …).
     /// The message says what to change.
