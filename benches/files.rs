@@ -44,6 +44,7 @@ fn peer(key: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>
 
 async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
     Node::start(NodeConfig {
+        threads: 0,
         private_key: secret,
         addresses: vec![ip(addr)],
         listen_port: 0,

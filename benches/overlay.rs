@@ -541,6 +541,7 @@ async fn start_node(
     peers: Vec<PeerConfig>,
 ) -> Result<Node> {
     Ok(Node::start(NodeConfig {
+        threads: 0,
         private_key: secret,
         addresses: vec![ip(addr)],
         listen_port: port,

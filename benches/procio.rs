@@ -37,6 +37,7 @@ fn peer(public: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAd
 
 async fn node(secret: wgagent::wg::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
     Node::start(NodeConfig {
+        threads: 0,
         private_key: secret,
         addresses: vec![addr.parse::<IpAddr>().unwrap()],
         listen_port: 0,

@@ -99,6 +99,7 @@ async fn run() {
         persistent_keepalive: None,
     };
     let control = Node::start(NodeConfig {
+        threads: 0,
         private_key: control_key,
         addresses: vec![ip("100.64.1.1")],
         listen_port: 0,

@@ -1,5 +1,15 @@
-//! The data-path driver: the one task that moves packets between the UDP socket, the
+//! The data-path driver: the task(s) that move packets between the UDP socket, the
 //! WireGuard [`Device`] and the [`Netstack`].
+//!
+//! Two layouts (`[interface] threads`, [`Layout`]):
+//! - **single** (`threads = 1`): one task does everything below in turn. The most CPU-efficient
+//!   (no hand-off between threads), bounded by one core.
+//! - **pipeline** (`threads >= 2`): the same loop runs as the *crypto task* (socket, device,
+//!   timers, commands) without step 2, and a second task, [`run_netstack`], runs smoltcp. The
+//!   two meet at the netstack's own bounded packet queues (inbound: decrypted packets;
+//!   outbound: packets to encrypt) and wake each other with one [`Handoff`] signal per batch,
+//!   so one peer's single stream uses two cores (crypto + syscalls on one, TCP on the other).
+//!   Packet order is unchanged: one task decrypts and one encrypts, and both queues are FIFO.
 //!
 //! Read [`run`] top to bottom; one iteration is:
 //! 1. timers (every 250 ms, first, whatever else is ready: a datagram flood must not starve
@@ -18,9 +28,12 @@
 //! block, [`DriverCounters`]). Leaves to `node`: building the parts and the public API; to
 //! `live`: applying peer changes (called between two iterations).
 //!
-//! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (DESIGN.md); every hop
-//! through a channel costs a wake-up. The task owns the device outright (no lock) and shares
-//! the netstack with socket handles through short, never-awaited locks.
+//! Why no more than two tasks: on 2 vCPUs one data-path thread beat four by about 2×
+//! (DESIGN.md); every hop costs a wake-up, so the pipeline hands over batches, never single
+//! packets. The crypto task owns the device outright (no lock) and shares the netstack with
+//! the netstack task and socket handles through short, never-awaited locks. Peers are not
+//! sharded over several crypto tasks (boringtun's `Tunn` needs `&mut`, and on 2 cores the two
+//! stages already fill both): `threads` above 2 runs the same two tasks.
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +81,39 @@ pub struct DriverCounters {
     /// Timer ticks the data path ran (every 250 ms while it makes progress): the heartbeat
     /// that feeds systemd's watchdog. A data path that is stuck stops ticking.
     pub timer_ticks: AtomicU64,
+    /// Pipeline layout: ticks of the netstack task (every 250 ms while it makes progress), the
+    /// second half of the heartbeat. Stays 0 in the single layout.
+    pub netstack_ticks: AtomicU64,
+}
+
+/// How the data path is laid out over tasks (from `[interface] threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One task does everything (`threads = 1`).
+    Single,
+    /// A crypto task and a netstack task (`threads >= 2`).
+    Pipeline,
+}
+
+impl Layout {
+    /// The layout for `threads` data-path threads (0 counts as 1).
+    pub fn for_threads(threads: usize) -> Layout {
+        if threads >= 2 {
+            Layout::Pipeline
+        } else {
+            Layout::Single
+        }
+    }
+}
+
+/// The pipeline's two wake-up signals. Each stores one permit when nobody waits, so no batch
+/// is missed between two waits; each is sent once per batch, not per packet.
+#[derive(Default)]
+pub(super) struct Handoff {
+    /// Netstack task → crypto task: outbound packets are queued.
+    to_crypto: Notify,
+    /// Crypto task → netstack task: inbound packets are queued, or outbound room was freed.
+    to_netstack: Notify,
 }
 
 /// Everything the data-path task owns besides the device, built by `Node::start`.
@@ -79,6 +125,10 @@ pub(super) struct Parts {
     pub published: Arc<Published>,
     pub cancel: CancellationToken,
     pub counters: Arc<DriverCounters>,
+    /// The smoltcp clock, shared with the netstack task (one time base for the stack).
+    pub clock: Clock,
+    /// `Some` in the pipeline layout: the netstack task polls the stack, not this one.
+    pub handoff: Option<Arc<Handoff>>,
 }
 
 /// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop
@@ -92,6 +142,8 @@ pub(super) async fn run(parts: Parts) {
         published,
         cancel,
         counters,
+        clock,
+        handoff,
     } = parts;
     let mut io = Io {
         tx: live::sender_for(&udp),
@@ -99,7 +151,7 @@ pub(super) async fn run(parts: Parts) {
         netstack: netstack.clone(),
         pending: VecDeque::new(),
         counters,
-        clock: Clock(std::time::Instant::now()),
+        clock,
     };
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
@@ -119,10 +171,14 @@ pub(super) async fn run(parts: Parts) {
             }
             next_tick = (next_tick + TIMER_TICK).max(now);
         }
-        // 2. The netstack.
-        let delay = netstack.poll(io.clock.now());
+        // 2. The netstack (the netstack task's job in the pipeline layout).
+        let delay = match &handoff {
+            None => netstack.poll(io.clock.now()),
+            Some(_) => None,
+        };
         io.flush();
         // 3. Outbound: encrypt what the netstack emitted, while the socket takes it.
+        let mut taken = 0usize;
         let drained = netstack.pop_outbound(|pkt| {
             // Stop taking packets from the stack while the socket is blocked: backpressure.
             // Checked before encrypting: a packet refused here stays queued, so it must not
@@ -132,10 +188,17 @@ pub(super) async fn run(parts: Parts) {
             }
             device.send_ip_packet(pkt);
             io.dispatch(&mut device);
+            taken += 1;
             true
         });
         // End of the iteration's output: the last run goes out now.
         io.flush();
+        if let Some(h) = &handoff
+            && taken > 0
+        {
+            // Room in the outbound queue: a stack blocked on output can go on.
+            h.to_netstack.notify_one();
+        }
         // `drained` is false only when the socket blocked, and so is `backlogged`.
         let blocked = io.backlogged() || !drained;
         if !blocked && delay == Some(Duration::ZERO) {
@@ -164,13 +227,72 @@ pub(super) async fn run(parts: Parts) {
                 if r.is_ok() {
                     io.receive(&mut device, &mut rx);
                     io.flush();
+                    if let Some(h) = &handoff {
+                        // One signal for the whole batch of decrypted packets.
+                        h.to_netstack.notify_one();
+                    }
                 }
             }
-            _ = netstack.wait_for_work() => {}
+            _ = netstack.wait_for_work(), if handoff.is_none() => {}
+            _ = notified(&handoff) => {}
             _ = tokio::time::sleep_until(wake_at) => {}
         }
     }
     tracing::debug!("data path stopped");
+}
+
+/// The crypto task's wake-up from the netstack task; never resolves in the single layout.
+async fn notified(handoff: &Option<Arc<Handoff>>) {
+    match handoff {
+        Some(h) => h.to_crypto.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The pipeline's netstack task: polls smoltcp when the crypto task queued inbound packets or
+/// freed outbound room, when a socket needs it (reads, writes, connects, closes) and when its
+/// TCP timers are due, and signals the crypto task when outbound packets are queued.
+pub(super) async fn run_netstack(
+    netstack: Netstack,
+    handoff: Arc<Handoff>,
+    clock: Clock,
+    cancel: CancellationToken,
+    counters: Arc<DriverCounters>,
+) {
+    let mut next_tick = Instant::now();
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    loop {
+        let now = Instant::now();
+        if now >= next_tick {
+            counters.netstack_ticks.fetch_add(1, Ordering::Relaxed);
+            next_tick = (next_tick + TIMER_TICK).max(now);
+        }
+        let delay = netstack.poll(clock.now());
+        let queued = netstack.outbound_len() > 0;
+        if queued {
+            handoff.to_crypto.notify_one();
+        }
+        if delay == Some(Duration::ZERO) && !queued {
+            // More input is waiting and the outbound queue is empty: go again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // A zero delay with packets queued means "blocked on output": the crypto task signals
+        // once it took some.
+        let wake_at = match delay {
+            Some(d) if !d.is_zero() => Instant::now() + d,
+            _ => far,
+        }
+        .min(next_tick);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = handoff.to_netstack.notified() => {}
+            _ = netstack.wait_for_work() => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+        }
+    }
+    tracing::debug!("netstack task stopped");
 }
 
 /// The data path's side of the UDP socket and the netstack: where the device's outputs go.
@@ -329,10 +451,16 @@ impl Io {
     }
 }
 
-/// Monotonic time for smoltcp, relative to the driver's start.
-struct Clock(std::time::Instant);
+/// Monotonic time for smoltcp, relative to the node's start (one base for every task that
+/// polls the stack: smoltcp's time must never go back).
+#[derive(Clone, Copy)]
+pub(super) struct Clock(std::time::Instant);
 
 impl Clock {
+    pub(super) fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
     fn now(&self) -> smoltcp::time::Instant {
         smoltcp::time::Instant::from_micros(self.0.elapsed().as_micros() as i64)
     }
