@@ -390,9 +390,10 @@ mod tests {
         peer: &StaticSecret,
         peer_ip: &str,
         endpoint: Option<SocketAddr>,
+        threads: usize,
     ) -> Node {
         Node::start(NodeConfig {
-            threads: 0,
+            threads,
             private_key: key.clone(),
             addresses: vec![ip.parse().unwrap()],
             listen_port: 0,
@@ -414,15 +415,22 @@ mod tests {
     }
 
     /// A bulk transfer between two nodes goes through GSO runs and GRO receives, arrives
-    /// intact, and the counters count datagrams, not system calls.
-    #[tokio::test]
+    /// intact, and the counters count datagrams, not system calls: in both layouts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_goes_out_in_gso_runs_and_counts_datagrams() {
+        for threads in [1, 2] {
+            bulk_in_gso_runs(threads).await;
+        }
+    }
+
+    async fn bulk_in_gso_runs(threads: usize) {
         tokio::time::timeout(Duration::from_secs(20), async {
             const BYTES: usize = 4 << 20;
             let (ka, kc) = (secret(), secret());
-            let agent = node(&ka, "10.9.0.2", &kc, "10.9.0.1", None).await;
+            let agent = node(&ka, "10.9.0.2", &kc, "10.9.0.1", None, threads).await;
+            assert_eq!(agent.layout(), Layout::for_threads(threads));
             let to_agent = SocketAddr::from((Ipv4Addr::LOCALHOST, agent.udp_addr().port()));
-            let control = node(&kc, "10.9.0.1", &ka, "10.9.0.2", Some(to_agent)).await;
+            let control = node(&kc, "10.9.0.1", &ka, "10.9.0.2", Some(to_agent), threads).await;
             let mut listener = agent.listen(7000).unwrap().remove(0);
             let reader = tokio::spawn(async move {
                 let (mut s, _) = listener.accept().await.unwrap();

@@ -60,8 +60,19 @@ pub fn peer(
 }
 
 pub async fn node(secret: StaticSecret, addr: &str, port: u16, peers: Vec<PeerConfig>) -> Node {
+    node_with_threads(secret, addr, port, peers, test_threads()).await
+}
+
+/// Like `node`, with this many data-path threads (`[interface] threads`; 0 = the default).
+pub async fn node_with_threads(
+    secret: StaticSecret,
+    addr: &str,
+    port: u16,
+    peers: Vec<PeerConfig>,
+    threads: usize,
+) -> Node {
     Node::start(NodeConfig {
-        threads: test_threads(),
+        threads,
         private_key: secret,
         addresses: vec![ip(addr)],
         listen_port: port,
