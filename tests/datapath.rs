@@ -130,12 +130,13 @@ async fn run_streams(control: Node, id: u8, bytes: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_peers_streams_arrive_in_order_in_both_layouts() {
     const PEERS: u8 = 6;
+    const N: usize = PEERS as usize;
     const BYTES: usize = 1 << 20;
     for (threads, layout) in LAYOUTS {
         tokio::time::timeout(T, async {
             let (agent, controls, _keys) = star(PEERS, threads).await;
             assert_eq!(agent.layout(), layout);
-            let server = serve_streams(&agent, PEERS.into(), BYTES);
+            let server = serve_streams(&agent, N, BYTES);
             let clients: Vec<_> = controls
                 .iter()
                 .enumerate()
@@ -144,9 +145,9 @@ async fn many_peers_streams_arrive_in_order_in_both_layouts() {
             for c in clients {
                 assert_eq!(c.await.unwrap(), BYTES);
             }
-            assert_eq!(server.await.unwrap(), vec![BYTES; PEERS.into()]);
+            assert_eq!(server.await.unwrap(), vec![BYTES; N]);
             let stats = agent.stats();
-            assert_eq!(stats.wg.peers.len(), PEERS.into());
+            assert_eq!(stats.wg.peers.len(), N);
             for p in &stats.wg.peers {
                 assert!(p.rx_packets > (BYTES / 1240) as u64, "{p:?}");
                 assert_eq!((p.drop_decrypt, p.drop_allowed_ips), (0, 0), "{p:?}");
