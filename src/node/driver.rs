@@ -5,11 +5,16 @@
 //! - **single** (`threads = 1`): one task does everything below in turn. The most CPU-efficient
 //!   (no hand-off between threads), bounded by one core.
 //! - **pipeline** (`threads >= 2`): the same loop runs as the *crypto task* (socket, device,
-//!   timers, commands) without step 2, and a second task, [`run_netstack`], runs smoltcp. The
-//!   two meet at the netstack's own bounded packet queues (inbound: decrypted packets;
-//!   outbound: packets to encrypt) and wake each other with one [`Handoff`] signal per batch,
-//!   so one peer's single stream uses two cores (crypto + syscalls on one, TCP on the other).
-//!   Packet order is unchanged: one task decrypts and one encrypts, and both queues are FIFO.
+//!   timers, commands), and a second task, [`run_netstack`], takes over step 2 while traffic is
+//!   bulk (an iteration that received or encrypted more than `INLINE_BATCH` packets). The two
+//!   meet at the netstack's own bounded packet queues (inbound: decrypted packets; outbound:
+//!   packets to encrypt) and wake each other with one [`Handoff`] signal per batch, so one
+//!   peer's single stream uses two cores (crypto + syscalls on one, TCP on the other). Light
+//!   traffic (requests, answers) stays on the crypto task, polled there as in the single
+//!   layout: a hand-off costs a cross-thread wake-up per hop, which measured +1 ms on an
+//!   `execute` round trip when every packet paid it. Packet order is unchanged: one task
+//!   decrypts and encrypts, and both queues are FIFO; the stack is one lock, so either task
+//!   may poll it.
 //!
 //! Read [`run`] top to bottom; one iteration is:
 //! 1. timers (every 250 ms, first, whatever else is ready: a datagram flood must not starve
@@ -59,6 +64,13 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// to 64, so a wake-up queues at most `RECV_BATCH - 1 + 64` = 127 packets: within the
 /// netstack's inbound queue (256).
 const RECV_BATCH: usize = 64;
+/// Pipeline layout: a receive of more than this many datagrams, or an iteration that encrypted
+/// more than this many packets, is bulk traffic, and the next poll of the stack is handed to
+/// the netstack task. Below it (a request, an answer, a few ACKs) the crypto task polls the
+/// stack itself, as the single task does: a hand-off costs a cross-thread wake-up on each hop
+/// of a round trip, which a request/response exchange pays in full. Bulk arrives in GRO
+/// batches of up to 64.
+const INLINE_BATCH: usize = 8;
 /// Encrypted datagrams held while the UDP socket would block; beyond it they are dropped
 /// and counted (WireGuard tolerates loss, TCP retransmits).
 const MAX_PENDING: usize = 1024;
@@ -156,6 +168,8 @@ pub(super) async fn run(parts: Parts) {
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
     let mut ticks: u64 = 0;
+    // Pipeline layout: the last iteration moved bulk traffic (see `INLINE_BATCH`).
+    let mut bulk = false;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
@@ -171,10 +185,10 @@ pub(super) async fn run(parts: Parts) {
             }
             next_tick = (next_tick + TIMER_TICK).max(now);
         }
-        // 2. The netstack (the netstack task's job in the pipeline layout).
+        // 2. The netstack; under bulk traffic in the pipeline layout, the netstack task's job.
         let delay = match &handoff {
-            None => netstack.poll(io.clock.now()),
-            Some(_) => None,
+            Some(_) if bulk => None,
+            _ => netstack.poll(io.clock.now()),
         };
         io.flush();
         // 3. Outbound: encrypt what the netstack emitted, while the socket takes it.
@@ -193,10 +207,13 @@ pub(super) async fn run(parts: Parts) {
         });
         // End of the iteration's output: the last run goes out now.
         io.flush();
+        let mut received = 0;
         if let Some(h) = &handoff
             && taken > 0
+            && (bulk || taken > INLINE_BATCH)
         {
-            // Room in the outbound queue: a stack blocked on output can go on.
+            // Bulk: the netstack task polls next (and a stack blocked on output has room).
+            bulk = true;
             h.to_netstack.notify_one();
         }
         // `drained` is false only when the socket blocked, and so is `backlogged`.
@@ -213,6 +230,7 @@ pub(super) async fn run(parts: Parts) {
             _ => far,
         }
         .min(next_tick);
+        let mut stack_work = false;
 
         tokio::select! {
             biased;
@@ -225,17 +243,21 @@ pub(super) async fn run(parts: Parts) {
             _ = io.udp.writable(), if blocked => {}
             r = io.udp.readable(), if !blocked => {
                 if r.is_ok() {
-                    io.receive(&mut device, &mut rx);
+                    received = io.receive(&mut device, &mut rx);
                     io.flush();
-                    if let Some(h) = &handoff {
-                        // One signal for the whole batch of decrypted packets.
-                        h.to_netstack.notify_one();
-                    }
                 }
             }
-            _ = netstack.wait_for_work(), if handoff.is_none() => {}
+            // Only this task waits for it; under bulk it is passed on to the netstack task.
+            _ = netstack.wait_for_work() => stack_work = true,
             _ = notified(&handoff) => {}
             _ = tokio::time::sleep_until(wake_at) => {}
+        }
+        if let Some(h) = &handoff {
+            bulk = received > INLINE_BATCH || taken > INLINE_BATCH;
+            if bulk && (received > 0 || stack_work) {
+                // One signal for the whole batch of decrypted packets or socket requests.
+                h.to_netstack.notify_one();
+            }
         }
     }
     tracing::debug!("data path stopped");
@@ -249,9 +271,9 @@ async fn notified(handoff: &Option<Arc<Handoff>>) {
     }
 }
 
-/// The pipeline's netstack task: polls smoltcp when the crypto task queued inbound packets or
-/// freed outbound room, when a socket needs it (reads, writes, connects, closes) and when its
-/// TCP timers are due, and signals the crypto task when outbound packets are queued.
+/// The pipeline's netstack task: polls smoltcp when the crypto task hands it bulk work (queued
+/// inbound packets, freed outbound room, socket requests it passes on) and when the TCP timers
+/// of its last poll are due, and signals the crypto task when outbound packets are queued.
 pub(super) async fn run_netstack(
     netstack: Netstack,
     handoff: Arc<Handoff>,
@@ -288,7 +310,6 @@ pub(super) async fn run_netstack(
             biased;
             _ = cancel.cancelled() => break,
             _ = handoff.to_netstack.notified() => {}
-            _ = netstack.wait_for_work() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
         }
     }
@@ -414,7 +435,8 @@ impl Io {
 
     /// Reads up to `RECV_BATCH` datagrams (a GRO receive brings several) and hands each to the
     /// device, acting on its outputs after each.
-    fn receive(&mut self, device: &mut Device, rx: &mut wg::gso::Receiver) {
+    /// Returns how many datagrams it read.
+    fn receive(&mut self, device: &mut Device, rx: &mut wg::gso::Receiver) -> usize {
         let mut datagrams = 0;
         // Bounded in receives too, in case they keep bringing nothing usable.
         for _ in 0..RECV_BATCH {
@@ -448,6 +470,7 @@ impl Io {
                 }
             }
         }
+        datagrams
     }
 }
 
