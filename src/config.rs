@@ -109,9 +109,9 @@ pub struct Interface {
     /// [`Interface::DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT`] for the control daemon.
     pub idle_session_timeout: Option<Duration>,
     /// `threads`: data-path threads. 1 = one task moves every packet (the most CPU-efficient,
-    /// bounded by one core); 2 or more = WireGuard crypto and the socket on one task, the TCP/IP
-    /// stack on another, so that one stream uses two cores. Default
-    /// [`Interface::default_threads`]. Needs a restart.
+    /// bounded by one core); 2 or more = under bulk traffic WireGuard crypto and the socket run
+    /// on one task and the TCP/IP stack on another, so that one stream uses two cores
+    /// (`node::Layout`). Default [`Interface::default_threads`]. Needs a restart.
     pub threads: usize,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
