@@ -10,69 +10,25 @@
 //! 2. Throughput: 8 control peers (8 WireGuard nodes, like 8 replicas) each calling `execute true`
 //!    in a loop for a fixed time against one agent, vs 8 threads spawning `sh -c true` locally.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{ip, node_with_threads as node, pct, peer};
 use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions};
 use wgagent::config;
 use wgagent::keys;
-use wgagent::node::{Node, NodeConfig};
 use wgagent::tool::{ExecuteArgs, Tools};
-use wgagent::wg::{IpNetwork, PeerConfig};
 
 const LATENCY_RUNS: usize = 300;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
 const CLIENTS: usize = 8;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn peer(key: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: None,
-        public_key: key,
-        preshared_key: None,
-        allowed_ips: vec![allowed.parse::<IpNetwork>().unwrap()],
-        endpoint,
-        persistent_keepalive: None,
-    }
-}
-
-async fn node(
-    secret: keys::StaticSecret,
-    addr: &str,
-    peers: Vec<PeerConfig>,
-    threads: usize,
-) -> Node {
-    Node::start(NodeConfig {
-        threads,
-        private_key: secret,
-        addresses: vec![ip(addr)],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: std::time::Duration::from_secs(10),
-        limits: Default::default(),
-        peers,
-    })
-    .await
-    .unwrap()
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     for threads in [1, 0] {
         let name = match threads {
             0 => format!(
@@ -82,7 +38,7 @@ fn main() {
             n => format!("threads = {n}"),
         };
         println!("== data path: {name} ==");
-        rt.block_on(run(threads));
+        common::block_on(run(threads));
     }
 }
 

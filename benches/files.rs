@@ -10,57 +10,22 @@
 //! 3. write-file of a 16 MiB body through the SDK (atomic, fsync'd) vs local `cp` of the same
 //!    file, and `cp` followed by `sync FILE` (what our write also does).
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{ip, pct};
 use serde_json::json;
 use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions, WriteCondition};
 use wgagent::config;
 use wgagent::files::lines::{LineLimits, LineRange};
 use wgagent::files::{EditSpec, Files, OwnedEdit};
-use wgagent::keys;
-use wgagent::node::{Node, NodeConfig};
 use wgagent::tool::Tools;
-use wgagent::wg::{IpNetwork, PeerConfig};
 
 const RUNS: usize = 300;
 const WRITE_RUNS: usize = 15;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn peer(key: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: None,
-        public_key: key,
-        preshared_key: None,
-        allowed_ips: vec![allowed.parse::<IpNetwork>().unwrap()],
-        endpoint,
-        persistent_keepalive: None,
-    }
-}
-
-async fn node(secret: keys::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
-    Node::start(NodeConfig {
-        threads: 0,
-        private_key: secret,
-        addresses: vec![ip(addr)],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: Duration::from_secs(10),
-        limits: Default::default(),
-        peers,
-    })
-    .await
-    .unwrap()
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 fn row(name: &str, ours: &mut [Duration], base: &mut [Duration], base_name: &str) {
     ours.sort();
@@ -78,33 +43,15 @@ fn row(name: &str, ours: &mut [Duration], base: &mut [Duration], base_name: &str
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {
-    let (agent_key, control_key) = (keys::generate(), keys::generate());
-    let agent = node(
-        agent_key.clone(),
-        "100.64.0.10",
-        vec![peer(keys::public_key(&control_key), "100.64.0.1/32", None)],
-    )
-    .await;
+    let (agent, control) = common::agent_and_control().await;
     // The agent's API exactly as the binary serves it (`[files]` at its defaults); the local
     // baseline runs the same `Files` code with the same default limits.
     let files = Files::default();
     let _server = Agent::attach(agent.clone(), &config::Api::default()).unwrap();
-    let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
-    let control = node(
-        control_key,
-        "100.64.0.1",
-        vec![peer(keys::public_key(&agent_key), "100.64.0.10/32", ep)],
-    )
-    .await;
     let conn = AgentConn::new(
         control.connector(),
         SocketAddr::new(ip("100.64.0.10"), 4),

@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo bench --bench manager`
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 

@@ -2,28 +2,22 @@
 //!
 //! Run: `cargo bench --bench memory` (prints the figures; asserts nothing about them).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::rss_kib;
 use wgagent::proc::{Manager, ManagerConfig, StartSpec};
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let manager = Manager::new(ManagerConfig { max_running: 64, max_tracked: 2000, ..Default::default() });
+    common::block_on(async {
+        let manager = Manager::new(ManagerConfig {
+            max_running: 64,
+            max_tracked: 2000,
+            ..Default::default()
+        });
         let before = rss_kib();
         let started = Instant::now();
         const N: usize = 1000;
@@ -39,7 +33,11 @@ fn main() {
                 ids.push(manager.start(spec).unwrap());
             }
             for id in ids {
-                let exit = manager.wait(&id, Duration::from_secs(60)).await.unwrap().unwrap();
+                let exit = manager
+                    .wait(&id, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(exit.code, 0);
                 assert_eq!(manager.get(&id).unwrap().output.total_written(), 1 << 20);
             }
@@ -47,8 +45,14 @@ fn main() {
         let tracked = manager.list().len();
         let after = rss_kib();
         println!("memory: tracked={tracked} exited processes x 1 MiB output each");
-        println!("memory: rss_before_kib={before} rss_after_kib={after} delta_kib={}", after.saturating_sub(before));
-        println!("memory: per_process_bytes={}", (after.saturating_sub(before) * 1024) / tracked.max(1) as u64);
+        println!(
+            "memory: rss_before_kib={before} rss_after_kib={after} delta_kib={}",
+            after.saturating_sub(before)
+        );
+        println!(
+            "memory: per_process_bytes={}",
+            (after.saturating_sub(before) * 1024) / tracked.max(1) as u64
+        );
         println!("memory: elapsed={:?}", started.elapsed());
     });
 }

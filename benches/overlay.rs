@@ -328,6 +328,30 @@ fn parent() {
             Err(e) => println!("  metrics cost FAILED: {e:#}"),
         }
     }
+    if only.iter().any(|o| o == "metrics_rss") {
+        match rt.block_on(limited(metrics_rss())) {
+            Ok(r) => {
+                let mib = |k: u64| Some(k as f64 / 1024.0);
+                rows.push(Row {
+                    name: "agent RSS after load, metrics listener on + scraped",
+                    ours: mib(r.on.0),
+                    baseline_name: "same agent, metrics off",
+                    baseline: mib(r.off.0),
+                    unit: "MiB",
+                    goal: "-",
+                });
+                rows.push(Row {
+                    name: "agent peak RSS (VmHWM), metrics on + scraped",
+                    ours: mib(r.on.1),
+                    baseline_name: "same agent, metrics off",
+                    baseline: mib(r.off.1),
+                    unit: "MiB",
+                    goal: "-",
+                });
+            }
+            Err(e) => println!("  metrics RSS FAILED: {e:#}"),
+        }
+    }
     if want("rss") {
         match rt.block_on(limited(agent_rss())) {
             Ok(r) => {
@@ -1789,4 +1813,187 @@ async fn agent_rss() -> Result<RssFigures> {
         conns_kib,
         churn_kib,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent RSS with metrics on vs off: two agent processes in one run.
+
+/// (VmRSS, VmHWM) in KiB of each agent after the same load.
+struct MetricsRss {
+    on: (u64, u64),
+    off: (u64, u64),
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Two real agents (child processes), identical but for `[metrics] listen` on a loopback port,
+/// peers of one control node. Both get the same load, alternating `METRICS_ROUNDS` rounds of
+/// `METRICS_ROUND`: 16 keep-alive connections listing processes. During the
+/// "on" agent's rounds its host listener and its tunnel `/metrics` are each scraped every
+/// second. RSS and peak RSS of both are read at the end.
+async fn metrics_rss() -> Result<MetricsRss> {
+    let dir = tempfile::tempdir()?;
+    let ck = keys::generate();
+    let control_public = keys::public_key(&ck);
+    let mut agents = Vec::new();
+    for (i, (addr, metrics)) in [(AGENT_IP, false), ("100.64.0.12", true)]
+        .into_iter()
+        .enumerate()
+    {
+        let ak = keys::generate();
+        let port = free_udp_port()?;
+        let sub = dir.path().join(format!("agent{i}"));
+        std::fs::create_dir_all(&sub)?;
+        let listen = if metrics {
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n\n"
+        } else {
+            ""
+        };
+        let path = sub.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[interface]\nprivate_key = \"{}\"\naddress = [\"{addr}\"]\nlisten_port = {port}\n\
+                 mtu = {MTU}\nuapi = false\n\n[api]\nport = {API_PORT}\nstate_dir = \"{}\"\n\n{listen}\
+                 [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"{CONTROL_IP}/32\"]\n",
+                keys::encode_private(&ak),
+                sub.join("state").display(),
+                keys::encode_public(&control_public),
+            ),
+        )?;
+        let mut child = Reaped(
+            Command::new(std::env::current_exe()?)
+                .args(["agent", "--config"])
+                .arg(&path)
+                .env(CHILD_ENV, "agent")
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("spawning an agent")?,
+        );
+        let mut err = BufReader::new(child.0.stderr.take().context("agent stderr")?);
+        // The host listener's address is logged before "agent up".
+        let host = tokio::task::spawn_blocking(move || {
+            let mut host = None;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut line = String::new();
+            while Instant::now() < deadline {
+                line.clear();
+                if err.read_line(&mut line)? == 0 {
+                    bail!("the agent closed its output before it was up");
+                }
+                if line.contains("metrics served on the host") {
+                    host = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("local="))
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                }
+                if line.contains("agent up") {
+                    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+                    return Ok(host);
+                }
+            }
+            bail!("the agent was not up within 10 s")
+        })
+        .await??;
+        if metrics && host.is_none() {
+            bail!("the metrics agent logged no host listener address");
+        }
+        agents.push((ak, addr, port, child, host));
+    }
+    let peers = agents
+        .iter()
+        .map(|(ak, addr, port, _, _)| {
+            peer(
+                keys::public_key(ak),
+                &format!("{addr}/32"),
+                Some(SocketAddr::new(ip("127.0.0.1"), *port)),
+            )
+        })
+        .collect();
+    let control = start_node(ck, CONTROL_IP, 0, peers).await?;
+    let list = "/api/v0/processes/list";
+    let mut conns = Vec::new();
+    for (_, addr, _, _, _) in &agents {
+        let api = SocketAddr::new(ip(addr), API_PORT);
+        let mut set = Vec::new();
+        for _ in 0..RATE_CONNS {
+            set.push(Http::over(control.connect(api).await?).await?);
+        }
+        conns.push(set);
+    }
+    let host = agents[1].4.context("host listener")?;
+    let tunnel_api = SocketAddr::new(ip(agents[1].1), API_PORT);
+    let mut scraper = Http::over(control.connect(tunnel_api).await?).await?;
+    let (mut scrapes, mut n_off, mut n_on) = (0u32, 0u64, 0u64);
+    for _ in 0..METRICS_ROUNDS {
+        let (c, n, _) = request_round(std::mem::take(&mut conns[0]), list, METRICS_ROUND).await?;
+        (conns[0], n_off) = (c, n_off + n);
+        let end = Instant::now() + METRICS_ROUND;
+        let scraping = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut k = 0u32;
+            loop {
+                every.tick().await;
+                if Instant::now() >= end {
+                    break;
+                }
+                scraper.get("/metrics").await?;
+                let got = tokio::task::spawn_blocking(move || host_scrape(host)).await??;
+                if got == 0 {
+                    bail!("empty host scrape");
+                }
+                k += 1;
+            }
+            anyhow::Ok((scraper, k))
+        });
+        let (c, n, _) = request_round(std::mem::take(&mut conns[1]), list, METRICS_ROUND).await?;
+        (conns[1], n_on) = (c, n_on + n);
+        let (s, k) = scraping.await??;
+        (scraper, scrapes) = (s, scrapes + k);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = |child: &Reaped| -> Result<(u64, u64)> {
+        let pid = child.0.id();
+        Ok((
+            status_kib(pid, "VmRSS:").context("VmRSS")?,
+            status_kib(pid, "VmHWM:").context("VmHWM")?,
+        ))
+    };
+    let off = read(&agents[0].3)?;
+    let on = read(&agents[1].3)?;
+    println!(
+        "metrics RSS: off {} KiB (peak {}), {n_off} requests; on {} KiB (peak {}), {n_on} \
+         requests, {scrapes} scrapes each of the host listener and the tunnel /metrics",
+        off.0, off.1, on.0, on.1
+    );
+    drop(conns);
+    drop(agents); // SIGTERM, reaped
+    Ok(MetricsRss { on, off })
+}
+
+/// `GET /metrics` on the host listener (HTTP/1.0); the body's length.
+fn host_scrape(addr: SocketAddr) -> Result<usize> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("no HTTP answer")?;
+    if !head.starts_with("HTTP/1.0 200") {
+        bail!("host scrape: {head}");
+    }
+    Ok(body.len())
 }

@@ -8,7 +8,8 @@
 //!
 //! Run: `cargo bench --bench procio` (prints a Markdown table).
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
@@ -17,39 +18,10 @@ use futures_util::StreamExt;
 use wgagent::api::types::{StartProcessRequest, TerminalSize};
 use wgagent::api::{self, AppState};
 use wgagent::client::{AgentConn, AgentOptions};
-use wgagent::keys;
-use wgagent::node::{Node, NodeConfig, NodeConnector};
+use wgagent::node::NodeConnector;
 use wgagent::proc::{Manager, ManagerConfig};
-use wgagent::wg::PeerConfig;
 
 type Conn = AgentConn<NodeConnector>;
-
-fn peer(public: wgagent::wg::PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: None,
-        public_key: public,
-        preshared_key: None,
-        allowed_ips: vec![allowed.parse().unwrap()],
-        endpoint,
-        persistent_keepalive: None,
-    }
-}
-
-async fn node(secret: wgagent::wg::StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
-    Node::start(NodeConfig {
-        threads: 0,
-        private_key: secret,
-        addresses: vec![addr.parse::<IpAddr>().unwrap()],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: Duration::from_secs(10),
-        limits: Default::default(),
-        peers,
-    })
-    .await
-    .unwrap()
-}
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -103,29 +75,11 @@ async fn until<
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {
-    let (ak, ck) = (keys::generate(), keys::generate());
-    let agent = node(
-        ak.clone(),
-        "100.64.0.10",
-        vec![peer(keys::public_key(&ck), "100.64.0.1/32", None)],
-    )
-    .await;
-    let ep = SocketAddr::new("127.0.0.1".parse().unwrap(), agent.udp_addr().port());
-    let control = node(
-        ck,
-        "100.64.0.1",
-        vec![peer(keys::public_key(&ak), "100.64.0.10/32", Some(ep))],
-    )
-    .await;
+    let (agent, control) = common::agent_and_control().await;
     let manager = Manager::new(ManagerConfig {
         max_running: 256,
         log_max_bytes: 512 << 20,

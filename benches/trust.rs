@@ -13,38 +13,28 @@
 //! Rounds alternate between the two agents so that drift (page cache, CPU frequency, other
 //! load) hits both equally. `GET /list` is measured with 100 records on each agent.
 
-use std::net::{IpAddr, SocketAddr};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{ip, node, pct, peer};
 use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions};
 use wgagent::config::{self, Config};
 use wgagent::keys;
-use wgagent::node::{Node, NodeConfig};
 use wgagent::tool::{ExecuteArgs, Tools};
 use wgagent::trust::{Access, AuditConfig, Isolation, Permission};
-use wgagent::wg::{IpNetwork, PeerConfig};
+use wgagent::wg::PeerConfig;
 
 const ROUNDS: usize = 10;
 const EXECUTES_PER_ROUND: usize = 40;
 const LISTS_PER_ROUND: usize = 200;
 const RECORDS: usize = 100;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 async fn agent(
@@ -62,11 +52,7 @@ async fn agent(
     cfg.api.max_tracked = 65536;
     let mut p = config::Peer::from(&PeerConfig {
         name: Some("control".into()),
-        public_key: keys::public_key(control),
-        preshared_key: None,
-        allowed_ips: vec!["100.64.1.1/32".parse::<IpNetwork>().unwrap()],
-        endpoint: None,
-        persistent_keepalive: None,
+        ..peer(keys::public_key(control), "100.64.1.1/32", None)
     });
     if trust {
         p.access = Access {
@@ -90,30 +76,15 @@ async fn run() {
     let (off, off_pub) = agent("100.64.0.10", &control_key, false, dir.path()).await;
     let (on, on_pub) = agent("100.64.0.11", &control_key, true, dir.path()).await;
     let ep = |a: &Agent| Some(SocketAddr::new(ip("127.0.0.1"), a.udp_addr().port()));
-    let to = |key, addr: &str, a: &Agent| PeerConfig {
-        name: None,
-        public_key: key,
-        preshared_key: None,
-        allowed_ips: vec![format!("{addr}/32").parse::<IpNetwork>().unwrap()],
-        endpoint: ep(a),
-        persistent_keepalive: None,
-    };
-    let control = Node::start(NodeConfig {
-        threads: 0,
-        private_key: control_key,
-        addresses: vec![ip("100.64.1.1")],
-        listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
-        connect_timeout: Duration::from_secs(10),
-        limits: Default::default(),
-        peers: vec![
-            to(off_pub, "100.64.0.10", &off),
-            to(on_pub, "100.64.0.11", &on),
+    let control = node(
+        control_key,
+        "100.64.1.1",
+        vec![
+            peer(off_pub, "100.64.0.10/32", ep(&off)),
+            peer(on_pub, "100.64.0.11/32", ep(&on)),
         ],
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let conn = |addr: &str| {
         AgentConn::new(
             control.connector(),

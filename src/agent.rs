@@ -70,7 +70,9 @@ pub enum AgentError {
     /// `[metrics] listen` could not be bound (in use, not an address of this host).
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
+        /// The configured address.
         addr: SocketAddr,
+        /// Why it could not be bound.
         #[source]
         source: std::io::Error,
     },
@@ -81,7 +83,9 @@ pub enum AgentError {
     /// The audit log (`[audit] path`) cannot be opened; fix the path or its directory.
     #[error("audit log {}: {source}", path.display())]
     Audit {
+        /// The configured audit log path.
         path: PathBuf,
+        /// Why it could not be opened.
         #[source]
         source: std::io::Error,
     },
@@ -326,6 +330,7 @@ impl Agent {
         processes && servers && node
     }
 
+    /// The node this agent serves on (peers, counters, tunnel sockets).
     pub fn node(&self) -> &Node {
         &self.node
     }
@@ -335,6 +340,7 @@ impl Agent {
         *self.shutdown_grace.lock()
     }
 
+    /// The process manager behind the API.
     pub fn manager(&self) -> &Manager {
         &self.manager
     }

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use toml::Value;
 
 use crate::keys::{self, KeyError, PublicKey, StaticSecret};
+use crate::netstack;
 
 /// A config file larger than this is refused (bounded read).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -64,7 +65,9 @@ pub struct PendingEndpoint {
     pub public_key: PublicKey,
     /// The peer's name or key prefix, for logs.
     pub label: String,
+    /// The host name as written in `endpoint`.
     pub host: String,
+    /// The endpoint's UDP port.
     pub port: u16,
 }
 
@@ -134,26 +137,33 @@ impl Interface {
     /// fixed port on nodes that others must reach).
     pub const DEFAULT_LISTEN_PORT: u16 = 0;
     /// Default `mtu`: 1280, the IPv6 minimum, which fits inside almost every path.
-    pub const DEFAULT_MTU: u16 = 1280;
-    /// Allowed `mtu` values. The floor is the IPv6 minimum; the userspace TCP/IP stack does not
-    /// fragment, and smaller tunnels are not worth supporting.
-    pub const MTU_RANGE: (u16, u16) = (1280, 9000);
+    pub const DEFAULT_MTU: u16 = netstack::DEFAULT_MTU as u16;
+    /// Allowed `mtu` values: [`netstack::MTU_RANGE`], 1280 (the IPv6 minimum; the userspace
+    /// TCP/IP stack does not fragment) to 9000.
+    pub const MTU_RANGE: (u16, u16) = (
+        *netstack::MTU_RANGE.start() as u16,
+        *netstack::MTU_RANGE.end() as u16,
+    );
     /// Default `tcp_buffer`: 512 KiB, enough for a few Gbit/s at loopback round-trip times.
-    pub const DEFAULT_TCP_BUFFER: usize = 512 * 1024;
-    /// Allowed `tcp_buffer` values: 64 KiB ..= 64 MiB (memory per connection is bounded).
-    pub const TCP_BUFFER_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
+    pub const DEFAULT_TCP_BUFFER: usize = netstack::DEFAULT_TCP_BUFFER;
+    /// Allowed `tcp_buffer` values: [`netstack::TCP_BUFFER_RANGE`], 64 KiB ..= 64 MiB (memory
+    /// per connection is bounded).
+    pub const TCP_BUFFER_RANGE: (usize, usize) = (
+        *netstack::TCP_BUFFER_RANGE.start(),
+        *netstack::TCP_BUFFER_RANGE.end(),
+    );
     /// Default `max_connections_per_peer`: 64, far above what one control replica uses (its
     /// SDK pools a few keep-alive connections), far below the 1,024-socket table.
-    pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
+    pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = netstack::DEFAULT_MAX_CONNECTIONS_PER_PEER;
     /// Allowed `max_connections_per_peer` values.
     pub const MAX_CONNECTIONS_PER_PEER_RANGE: (usize, usize) = (1, 1024);
     /// Default `tcp_memory`: 64 MiB. Idle and request/response connections commit a few KiB
     /// each; a bulk transfer commits up to `2 * tcp_buffer`.
-    pub const DEFAULT_TCP_MEMORY: usize = 64 * 1024 * 1024;
+    pub const DEFAULT_TCP_MEMORY: usize = netstack::DEFAULT_MEMORY_BUDGET;
     /// Allowed `tcp_memory` values: 1 MiB ..= 64 GiB.
     pub const TCP_MEMORY_RANGE: (usize, usize) = (1 << 20, 64 << 30);
     /// Default `max_connections`: 1,024 sockets.
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = netstack::DEFAULT_MAX_SOCKETS;
     /// Allowed `max_connections` values.
     pub const MAX_CONNECTIONS_RANGE: (usize, usize) = (16, 65_536);
     /// Default `handshake_rate_limit` of an agent: 200 counted passes per second (each
@@ -344,6 +354,9 @@ pub struct Api {
 }
 
 impl Api {
+    /// Default `port`: 4 (the control side's `api_port` defaults to it too).
+    pub const DEFAULT_PORT: u16 = 4;
+
     /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first if several), else
     /// `$HOME/.local/state/wgagent`, else `/var/lib/wgagent`.
     pub fn default_state_dir() -> PathBuf {
@@ -377,20 +390,23 @@ impl Default for Api {
     /// connections first), `send_timeout` 60 s, no `default_limits` or `max_limits`, `cgroups`
     /// on (used only where delegated), `isolation` "none".
     fn default() -> Self {
+        // The process limits are the manager's own defaults (one source); `cgroups` differs on
+        // purpose: the manager leaves it off for in-process use, the agent turns it on.
+        let m = crate::proc::ManagerConfig::default();
         Api {
-            port: 4,
+            port: Api::DEFAULT_PORT,
             allowed_sources: None,
-            max_running: 64,
-            max_tracked: 1024,
+            max_running: m.max_running,
+            max_tracked: m.max_tracked,
             default_workdir: None,
-            nice_increment: 5,
-            oom_score_adj: 998,
-            kill_grace: Duration::from_secs(5),
+            nice_increment: crate::proc::manager::DEFAULT_NICE_INCREMENT,
+            oom_score_adj: crate::proc::manager::DEFAULT_OOM_SCORE_ADJ,
+            kill_grace: m.kill_grace,
             shutdown_grace: Duration::from_secs(5),
-            tree_tracking: true,
+            tree_tracking: m.tree_tracking,
             state_dir: None,
-            log_max_bytes: 64 << 20,
-            state_max_bytes: 1 << 30,
+            log_max_bytes: m.log_max_bytes,
+            state_max_bytes: m.state_max_bytes,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             body_min_rate: 4096,
@@ -473,10 +489,12 @@ impl Default for Control {
     /// default `[api] port`), `socket` unset (see [`Control::socket`]), `socket_group` unset,
     /// `max_connections` 256, `state_dir` unset.
     fn default() -> Self {
+        // The timeouts are the SDK's own defaults (one source).
+        let sdk = crate::client::AgentOptions::default();
         Control {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            api_port: 4,
+            connect_timeout: sdk.connect_timeout,
+            request_timeout: sdk.request_timeout,
+            api_port: Api::DEFAULT_PORT,
             socket: None,
             socket_group: None,
             max_connections: 256,

@@ -28,21 +28,33 @@
 //! - [`cli`]: the `wgagent` command line.
 
 pub mod agent;
+// Public items without docs remain in api, files, proc, tool and trust (`cargo clippy` with
+// `-W missing_docs` lists them); remove each allow once its module is documented.
+#[allow(missing_docs)]
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod duration;
+#[allow(missing_docs)]
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
 pub mod netstack;
+// To be removed after the data-path restructuring of node and wg lands (not documented here to
+// keep that change's merge clean).
+#[allow(missing_docs)]
 pub mod node;
+#[allow(missing_docs)]
 pub mod proc;
 pub mod signal;
+#[allow(missing_docs)]
 pub mod tool;
+#[allow(missing_docs)]
 pub mod trust;
+// To be removed after the data-path restructuring of node and wg lands.
+#[allow(missing_docs)]
 pub mod wg;

@@ -500,17 +500,7 @@ async fn verbs_go_through_a_running_daemon() {
     let e = setup().await;
     let cfg = wgagent::config::Config::load(&e.config).unwrap();
     let socket = e.dir.path().join("control.sock");
-    let daemon = wgagent::control::Daemon::start(
-        &cfg,
-        wgagent::control::DaemonOptions {
-            socket: socket.clone(),
-            socket_group: None,
-            max_connections: 16,
-            state_dir: None,
-        },
-    )
-    .await
-    .unwrap();
+    let daemon = start_daemon(&cfg, &socket).await;
     // No config at all: the daemon is enough (`--socket`, then `$WGAGENT_SOCKET`).
     let none = e.dir.path().join("absent.toml");
     let no_config = [("WGAGENT_CONFIG", none.as_os_str())];

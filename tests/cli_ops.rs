@@ -2,6 +2,8 @@
 //! accept), `man` (one page per verb), `genkey`'s warning about readable key files, and
 //! `import` of a real wg-quick file.
 
+mod common;
+
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::process::{Command, Output, Stdio};
 
@@ -234,20 +236,11 @@ fn import_converts_a_wg_quick_file_that_wg_quick_accepts() {
 }
 
 fn pubkey(private: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{private}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::pipe(
+        env!("CARGO_BIN_EXE_wgagent"),
+        &["pubkey"],
+        &format!("{private}\n"),
+    );
     text(&out.stdout).trim().to_owned()
 }
 

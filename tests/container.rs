@@ -10,6 +10,8 @@
 //! image cannot be built (not root, a tool or the musl target missing); where the image builds
 //! but no container can run, it checks the image and prints `SKIP container run: <why>`.
 
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -17,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::{genkey, http, pubkey};
 use netns::{Lab, Out, STEP, wait_for};
 use serde_json::Value;
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 /// The agent's uid/gid in the image.
 const AGENT_UID: u32 = 65532;
-const API: &str = "http://100.64.0.10:4";
 /// A cold `cargo build --profile container` of the musl binary (CI builds it before the tests).
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 
@@ -181,18 +183,11 @@ fn run_through_tunnel(store: &Store, image: &str, runtime: &Runtime) {
     std::fs::create_dir(&etc).unwrap();
     let wgagent = env!("CARGO_BIN_EXE_wgagent");
     let agent_key = etc.join("agent.key");
-    let out = netns::run(
-        Command::new(wgagent).arg("genkey").stdin(Stdio::null()),
-        STEP,
-    );
-    assert!(out.ok(), "{out:?}");
-    std::fs::write(&agent_key, &out.stdout).unwrap();
+    genkey(wgagent, &agent_key);
     chown_mode(&agent_key, AGENT_UID, 0o400);
     let agent_pub = pubkey(wgagent, &agent_key);
     let control_key = lab.dir.path().join("control.key");
-    let out = netns::run(Command::new("wg").arg("genkey").stdin(Stdio::null()), STEP);
-    assert!(out.ok(), "{out:?}");
-    std::fs::write(&control_key, &out.stdout).unwrap();
+    genkey("wg", &control_key);
     let control_pub = pubkey("wg", &control_key);
     std::fs::write(
         etc.join("agent.toml"),
@@ -277,39 +272,18 @@ allowed_ips = ["100.64.0.1/32"]
 
     // The control peer: wireguard-go in B, dialling the container's UDP port.
     let ifname = format!("{}b", lab.tag);
-    lab.wireguard_go(&b, &ifname);
-    let control_key = control_key.to_str().unwrap().to_owned();
-    lab.must(
-        &b,
-        &[
-            "wg",
-            "set",
-            &ifname,
-            "private-key",
-            &control_key,
-            "peer",
-            &agent_pub,
-            "allowed-ips",
-            "100.64.0.10/32",
-            "endpoint",
-            "10.214.1.1:51820",
-        ],
-    );
-    lab.must(&b, &["ip", "addr", "add", "100.64.0.1/24", "dev", &ifname]);
-    lab.must(&b, &["ip", "link", "set", &ifname, "up", "mtu", "1280"]);
+    let peer = lab::Peer {
+        ns: &b,
+        ifname: &ifname,
+        key_file: control_key.to_str().unwrap(),
+        listen_port: None,
+        agent_pub: &agent_pub,
+        endpoint: Some("10.214.1.1:51820"),
+        address: "100.64.0.1/24",
+    };
+    lab::wireguard_go_peer(&mut lab, &peer);
 
-    let mut health = None;
-    for _ in 0..6 {
-        let out = curl(
-            &lab,
-            &b,
-            &["--max-time", "5", &format!("{API}/api/v0/health")],
-        );
-        if out.ok() {
-            health = Some(out);
-            break;
-        }
-    }
+    let health = lab::health(&lab, &b, 6, |_| {});
     let health = health.unwrap_or_else(|| panic!("no answer through the tunnel: {}", logs()));
     let health: Value = serde_json::from_str(&health.stdout).expect("health JSON");
     assert_eq!(health["status"], "ok", "{health}");
@@ -593,40 +567,4 @@ fn chown_mode(path: &Path, uid: u32, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn pubkey(program: &str, key: &Path) -> String {
-    let out = netns::run(
-        Command::new(program)
-            .arg("pubkey")
-            .stdin(std::fs::File::open(key).unwrap()),
-        STEP,
-    );
-    assert!(out.ok(), "{program} pubkey: {out:?}");
-    out.stdout.trim().to_owned()
-}
-
-fn curl(lab: &Lab, ns: &str, args: &[&str]) -> Out {
-    let mut argv = vec!["curl", "-sS"];
-    argv.extend(args);
-    lab.exec(ns, &argv, Duration::from_secs(20))
-}
-
-/// One API call through the tunnel from `ns`; POST when `body` is given. Status and JSON.
-fn http(lab: &Lab, ns: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let url = format!("{API}{path}");
-    let mut args = vec!["--max-time", "15", "-w", "\n%{http_code}", &url];
-    if let Some(body) = body {
-        args.extend([
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            body,
-        ]);
-    }
-    let out = curl(lab, ns, &args);
-    assert!(out.ok(), "curl {path} from {ns}: {out:?}");
-    let (body, code) = out.stdout.rsplit_once('\n').expect("status line");
-    let value = serde_json::from_str(body).unwrap_or(Value::Null);
-    (code.trim().parse().expect("status"), value)
 }

@@ -62,6 +62,7 @@ async fn setup() -> Lab {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[interface]\nprivate_key = \"{}\"\naddress = [\"100.64.0.1\"]\nuapi = false\n\n[control]\nconnect_timeout = \"1s\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
          [[peer]]\nname = \"dev\"\npublic_key = \"{}\"\nallowed_ips = [\"{AGENT_IP}/32\"]\nendpoint = \"{}\"\n\n\
          [[peer]]\nname = \"echo\"\npublic_key = \"{}\"\nallowed_ips = [\"{ECHO_IP}/32\"]\nendpoint = \"{}\"\n\n\
          [[peer]]\nname = \"ghost\"\npublic_key = \"{}\"\nallowed_ips = [\"100.64.0.20/32\"]\n\n\
@@ -246,6 +247,93 @@ async fn the_sdk_drives_an_agent_through_the_daemon() {
     })
     .await
     .expect("test timed out");
+}
+
+/// `[metrics] listen` on the daemon: the host listener serves the daemon's per-peer WireGuard
+/// families (bytes to the agent it just reached, a handshake), and nothing else: neither the
+/// daemon's forwarding routes nor the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_metrics_listener_serves_its_peers_and_nothing_else() {
+    tokio::time::timeout(T, async {
+        let lab = setup().await;
+        let host = lab
+            .daemon
+            .metrics_addr()
+            .expect("the metrics listener is bound");
+        assert!(host.ip().is_loopback() && host.port() != 0, "{host}");
+        let conn = DaemonConnector::new(&lab.socket)
+            .agent("dev", opts())
+            .await
+            .unwrap();
+        assert_eq!(conn.health().await.unwrap().status, "ok");
+        let scrape =
+            move |path: &'static str| tokio::task::spawn_blocking(move || http10_get(host, path));
+        // Counters are published at the data path's next timer tick (250 ms): bounded retry.
+        let mut text = String::new();
+        for _ in 0..50 {
+            let (head, body) = scrape("/metrics").await.unwrap();
+            assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+            assert!(head.contains("text/plain"), "{head}");
+            text = body;
+            if sample(&text, "wgagent_wireguard_peer_handshakes", "dev").unwrap_or(0.0) >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            sample(&text, "wgagent_wireguard_peer_handshakes", "dev") >= Some(1.0),
+            "{text}"
+        );
+        assert!(
+            sample(&text, "wgagent_wireguard_peer_sent_bytes", "dev") > Some(0.0),
+            "{text}"
+        );
+        assert!(
+            sample(&text, "wgagent_wireguard_peer_received_bytes", "dev") > Some(0.0),
+            "{text}"
+        );
+        // A configured peer that never dialled in is listed with nothing received.
+        assert_eq!(
+            sample(&text, "wgagent_wireguard_peer_received_bytes", "ghost"),
+            Some(0.0)
+        );
+        for path in [
+            "/agents/dev/api/v0/health",
+            "/status",
+            "/api/v0/health",
+            "/",
+        ] {
+            let (head, body) = scrape(path).await.unwrap();
+            assert!(head.starts_with("HTTP/1.0 404"), "{path}: {head}");
+            assert!(!body.contains("\"status\""), "{path}: {body}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A raw HTTP/1.0 GET on the host: status line with headers, and body.
+fn http10_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample of `family` (counters carry `_total`) labelled `peer="<peer>"`.
+fn sample(text: &str, family: &str, peer: &str) -> Option<f64> {
+    let label = format!("peer=\"{peer}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            (name == family || name == format!("{family}_total")) && l.contains(&label)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,45 +15,29 @@
 //! agent). D claims B's tunnel address with a key the agent does not know and must get nothing
 //! back. Prints `SKIP interop: <reason>` and passes when not root or a tool is missing.
 
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 #[path = "common/threads.rs"]
 mod threads;
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::{API, curl, genkey, http, pubkey};
 use netns::{Lab, Out, STEP, wait_for};
 use serde_json::Value;
 use threads::threads_line;
 
 const AGENT_PORT: &str = "51820";
 const PEER_PORT: &str = "51821";
-const API: &str = "http://100.64.0.10:4";
 
 #[test]
 fn wireguard_go_peers_drive_the_agent_and_strangers_get_nothing() {
     let t0 = Instant::now();
-    if let Some(why) = netns::missing_prerequisites(&["ip", "wg", "wireguard-go", "curl"])
-        .or_else(|| (!Path::new("/dev/net/tun").exists()).then(|| "no /dev/net/tun".into()))
-    {
-        println!("SKIP interop: {why}");
+    let why_not = lab::tunnel_prerequisites(&["ip", "wg", "wireguard-go", "curl"]);
+    let Some((mut lab, a)) = lab::open("interop", why_not, "wgi", "a") else {
         return;
-    }
-    let mut lab = Lab::new("wgi");
-    let a = match lab.namespace("a") {
-        Ok(ns) => ns,
-        // Unprivileged containers refuse namespaces even to root: skip. Anything else (say, a
-        // stale namespace of the same name) is a failure.
-        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
-            println!("SKIP interop: cannot create a network namespace: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
     };
     let [b, c, d] = ["b", "c", "d"].map(|s| lab.namespace(s).expect("namespace"));
     for (k, ns) in [(1, &b), (2, &c), (3, &d)] {
@@ -91,27 +75,17 @@ fn wireguard_go_peers_drive_the_agent_and_strangers_get_nothing() {
         (&c, &c_if, &c_key, "100.64.0.2/24", None),
         (&d, &d_if, &d_key, "100.64.0.1/24", Some("10.213.3.1")),
     ] {
-        lab.wireguard_go(ns, ifname);
         let endpoint = endpoint.map(|ip| format!("{ip}:{AGENT_PORT}"));
-        let mut set = vec![
-            "wg",
-            "set",
+        let peer = lab::Peer {
+            ns,
             ifname,
-            "private-key",
-            key,
-            "listen-port",
-            PEER_PORT,
-            "peer",
-            &agent_pub,
-            "allowed-ips",
-            "100.64.0.10/32",
-        ];
-        if let Some(ep) = &endpoint {
-            set.extend(["endpoint", ep.as_str()]);
-        }
-        lab.must(ns, &set);
-        lab.must(ns, &["ip", "addr", "add", addr, "dev", ifname]);
-        lab.must(ns, &["ip", "link", "set", ifname, "up", "mtu", "1280"]);
+            key_file: key,
+            listen_port: Some(PEER_PORT),
+            agent_pub: &agent_pub,
+            endpoint: endpoint.as_deref(),
+            address: addr,
+        };
+        lab::wireguard_go_peer(&mut lab, &peer);
     }
 
     let state_dir = dir.join("state").display().to_string();
@@ -160,22 +134,12 @@ persistent_keepalive = 25
 
     // 1. wireguard-go initiates: start a process, list it, read its output.
     let first = Instant::now();
-    let mut health = None;
-    for _ in 0..6 {
-        let out = curl(
-            &lab,
-            &b,
-            &["--max-time", "5", &format!("{API}/api/v0/health")],
-        );
-        if out.ok() {
-            health = Some(out);
-            break;
-        }
+    let health = lab::health(&lab, &b, 6, |out| {
         println!(
             "interop: first request not answered yet: {}",
             out.stderr.trim()
         );
-    }
+    });
     let health = health.expect("no answer from the agent through wireguard-go within 30 s");
     assert_eq!(json(&health)["status"], "ok");
     println!(
@@ -330,13 +294,6 @@ persistent_keepalive = 25
     println!("interop: done in {:?}", t0.elapsed());
 }
 
-/// `curl -sS <args>` inside `ns`, bounded a little beyond curl's own `--max-time`.
-fn curl(lab: &Lab, ns: &str, args: &[&str]) -> Out {
-    let mut argv = vec!["curl", "-sS"];
-    argv.extend(args);
-    lab.exec(ns, &argv, Duration::from_secs(20))
-}
-
 fn json(out: &Out) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
@@ -345,25 +302,6 @@ fn json(out: &Out) -> Value {
 fn ids(list: &Value) -> Vec<&str> {
     let processes = list["processes"].as_array().expect("processes");
     processes.iter().filter_map(|p| p["id"].as_str()).collect()
-}
-
-/// One API call through the tunnel from `ns`; POST when `body` is given. Status and JSON.
-fn http(lab: &Lab, ns: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let url = format!("{API}{path}");
-    let mut args = vec!["--max-time", "15", "-w", "\n%{http_code}", &url];
-    if let Some(body) = body {
-        args.extend([
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            body,
-        ]);
-    }
-    let out = curl(lab, ns, &args);
-    assert!(out.ok(), "curl {path} from {ns}: {out:?}");
-    let (body, code) = out.stdout.rsplit_once('\n').expect("status line");
-    let value = serde_json::from_str(body).unwrap_or(Value::Null);
-    (code.trim().parse().expect("status"), value)
 }
 
 /// Unix time of the latest handshake of `ifname`'s only peer (0 = never).
@@ -400,30 +338,4 @@ fn tcp_listeners(pid: u32) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// `wgagent genkey` / `wg genkey`: a fresh private key, stored in `path` (mode 0600).
-fn genkey(program: &str, path: &Path) -> String {
-    let out = netns::run(
-        Command::new(program).arg("genkey").stdin(Stdio::null()),
-        STEP,
-    );
-    assert!(out.ok(), "{program} genkey: {out:?}");
-    let key = out.stdout.trim().to_owned();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{key}\n").as_bytes()).unwrap();
-    key
-}
-
-/// `wgagent pubkey` / `wg pubkey` of the private key stored in `path`.
-fn pubkey(program: &str, path: &Path) -> String {
-    let key = File::open(path).unwrap();
-    let out = netns::run(Command::new(program).arg("pubkey").stdin(key), STEP);
-    assert!(out.ok(), "{program} pubkey: {out:?}");
-    out.stdout.trim().to_owned()
 }

@@ -7,13 +7,16 @@
 //! ```
 //! Prints `SKIP interop_live: <reason>` and passes when not root or a tool is missing.
 
+mod common;
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pipe_ok;
 use netns::{Lab, STEP, wait_for};
 
 const AGENT_PORT: &str = "51820";
@@ -22,20 +25,9 @@ const PEER_PORT: &str = "51821";
 #[test]
 fn a_wireguard_go_peer_added_with_wg_set_reaches_the_api() {
     let t0 = Instant::now();
-    if let Some(why) = netns::missing_prerequisites(&["ip", "wg", "wireguard-go", "curl"])
-        .or_else(|| (!Path::new("/dev/net/tun").exists()).then(|| "no /dev/net/tun".into()))
-    {
-        println!("SKIP interop_live: {why}");
+    let why_not = lab::tunnel_prerequisites(&["ip", "wg", "wireguard-go", "curl"]);
+    let Some((mut lab, a)) = lab::open("interop_live", why_not, "wgl", "a") else {
         return;
-    }
-    let mut lab = Lab::new("wgl");
-    let a = match lab.namespace("a") {
-        Ok(ns) => ns,
-        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
-            println!("SKIP interop_live: cannot create a network namespace: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
     };
     let b = lab.namespace("b").expect("namespace");
     lab.veth(&a, "va", "10.214.1.1/30", &b, "vb", "10.214.1.2/30");
@@ -43,9 +35,9 @@ fn a_wireguard_go_peer_added_with_wg_set_reaches_the_api() {
     let dir = lab.dir.path().to_owned();
     let wgagent = env!("CARGO_BIN_EXE_wgagent");
     let agent_key = run_ok(Command::new(wgagent).arg("genkey"));
-    let agent_pub = pipe(wgagent, "pubkey", &agent_key);
+    let agent_pub = pipe_ok(wgagent, &["pubkey"], &agent_key);
     let peer_key = run_ok(Command::new("wg").arg("genkey"));
-    let peer_pub = pipe("wg", "pubkey", &peer_key);
+    let peer_pub = pipe_ok("wg", &["pubkey"], &peer_key);
     let peer_key_file = dir.join("peer.key");
     std::fs::write(&peer_key_file, &peer_key).unwrap();
 
@@ -78,28 +70,17 @@ fn a_wireguard_go_peer_added_with_wg_set_reaches_the_api() {
 
     // wireguard-go in B knows the agent and dials it.
     let b_if = format!("{}b", lab.tag);
-    lab.wireguard_go(&b, &b_if);
     let endpoint = format!("10.214.1.1:{AGENT_PORT}");
-    lab.must(
-        &b,
-        &[
-            "wg",
-            "set",
-            &b_if,
-            "private-key",
-            peer_key_file.to_str().unwrap(),
-            "listen-port",
-            PEER_PORT,
-            "peer",
-            agent_pub.trim(),
-            "allowed-ips",
-            "100.64.0.10/32",
-            "endpoint",
-            &endpoint,
-        ],
-    );
-    lab.must(&b, &["ip", "addr", "add", "100.64.0.1/24", "dev", &b_if]);
-    lab.must(&b, &["ip", "link", "set", &b_if, "up", "mtu", "1280"]);
+    let peer = lab::Peer {
+        ns: &b,
+        ifname: &b_if,
+        key_file: peer_key_file.to_str().unwrap(),
+        listen_port: Some(PEER_PORT),
+        agent_pub: agent_pub.trim(),
+        endpoint: Some(endpoint.as_str()),
+        address: "100.64.0.1/24",
+    };
+    lab::wireguard_go_peer(&mut lab, &peer);
 
     // Unknown to the agent: no answer.
     let api = "http://100.64.0.10:4/api/v0/health";
@@ -185,24 +166,4 @@ fn run_ok(cmd: &mut Command) -> String {
     let out = netns::run(cmd.stdin(Stdio::null()), STEP);
     assert!(out.ok(), "{cmd:?}: {out:?}");
     out.stdout
-}
-
-/// `<program> pubkey` with `input` on stdin.
-fn pipe(program: &str, verb: &str, input: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .arg(verb)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
 }

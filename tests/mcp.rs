@@ -136,17 +136,7 @@ async fn python_mcp_client_through_the_control_daemon() {
     let cfg_path = write_config(&p, dir.path(), None);
     let cfg = wgagent::config::Config::load(&cfg_path).unwrap();
     let socket = dir.path().join("control.sock");
-    let daemon = wgagent::control::Daemon::start(
-        &cfg,
-        wgagent::control::DaemonOptions {
-            socket: socket.clone(),
-            socket_group: None,
-            max_connections: 16,
-            state_dir: None,
-        },
-    )
-    .await
-    .unwrap();
+    let daemon = start_daemon(&cfg, &socket).await;
     // No config file for `wgagent mcp`: the daemon names the agents.
     let absent = dir.path().join("absent.toml");
     run_client_via(&absent, "--agent", "dev", Some(&socket)).await;

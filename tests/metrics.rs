@@ -302,3 +302,97 @@ async fn metrics_count_known_traffic_and_parse_with_prometheus_parsers() {
     .await
     .expect("bounded");
 }
+
+/// The host listener serves at most `listen::MAX_CONNECTIONS` at once: connections beyond the
+/// cap are closed unserved while the held ones keep scraping, and once those go, the next
+/// scrape is served (the listener is not wedged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_listener_caps_its_connections() {
+    use wgagent::metrics::{Metrics, listen};
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let host = listen::serve(any, metrics, &tracker, cancel.clone())
+            .await
+            .unwrap();
+        tokio::task::spawn_blocking(move || {
+            // `cap` keep-alive connections, each with a scrape answered (so each is counted).
+            let mut held: Vec<_> = (0..listen::MAX_CONNECTIONS)
+                .map(|_| {
+                    let mut c = std::io::BufReader::new(TcpStream::connect(host).unwrap());
+                    c.get_ref()
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    assert_eq!(keep_alive_scrape(&mut c), 200);
+                    c
+                })
+                .collect();
+            // Beyond the cap: closed without an answer (FIN or RST), not left hanging.
+            for _ in 0..4 {
+                let mut s = TcpStream::connect(host).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                let mut answer = Vec::new();
+                match s.read_to_end(&mut answer) {
+                    Ok(_) => assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer)),
+                    Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+                }
+            }
+            // The held connections are still served.
+            for c in &mut held {
+                assert_eq!(keep_alive_scrape(c), 200);
+            }
+            drop(held);
+            // The next scrape is served once the server has seen the closes (bounded retry).
+            let mut last = String::new();
+            for _ in 0..100 {
+                let mut s = TcpStream::connect(host).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.0 200") {
+                    return;
+                }
+                last = answer;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("no scrape served after the held connections closed: {last:?}");
+        })
+        .await
+        .unwrap();
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    })
+    .await
+    .expect("bounded");
+}
+
+/// One `GET /metrics` on a keep-alive connection; its status (the body is read and dropped).
+fn keep_alive_scrape(c: &mut std::io::BufReader<TcpStream>) -> u16 {
+    use std::io::BufRead;
+    c.get_mut()
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut status = String::new();
+    c.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    c.read_exact(&mut body).unwrap();
+    status.split(' ').nth(1).unwrap().parse().unwrap()
+}

@@ -11,16 +11,16 @@
 //! endpoint for it. Checked: the first `exec` once the agent reached the daemon, sequential and
 //! concurrent `exec`, both replicas at once, failover after replica 1 is killed with SIGKILL
 //! mid-command, a NAT mapping change (`conntrack -F`), and the error without a daemon. Timing
-//! bounds are generous; the figures are printed and measured properly in `benches/fleet.rs`.
+//! bounds are generous; the figures are printed and measured properly in `benches/fleet/`.
 //! Prints `SKIP nat: <reason>` and passes when not root or a tool is missing.
 
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 #[path = "common/threads.rs"]
 mod threads;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,18 +35,9 @@ const KEEPALIVE: u64 = 3;
 #[test]
 fn agent_behind_nat_through_two_control_daemons() {
     let t0 = Instant::now();
-    if let Some(why) = netns::missing_prerequisites(&["ip", "nft", "conntrack", "curl", "sysctl"]) {
-        println!("SKIP nat: {why}");
+    let why_not = netns::missing_prerequisites(&["ip", "nft", "conntrack", "curl", "sysctl"]);
+    let Some((mut lab, p)) = lab::open("nat", why_not, "wgn", "p") else {
         return;
-    }
-    let mut lab = Lab::new("wgn");
-    let p = match lab.namespace("p") {
-        Ok(ns) => ns,
-        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
-            println!("SKIP nat: cannot create a network namespace: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
     };
     let [r, u] = ["r", "u"].map(|s| lab.namespace(s).expect("namespace"));
     lab.veth(&p, "vp", "10.77.1.2/24", &r, "vr", "10.77.1.1/24");
@@ -73,7 +64,7 @@ fn agent_behind_nat_through_two_control_daemons() {
     let agent_pub = genkey(&dir.join("agent.key"));
     let c1_pub = genkey(&dir.join("c1.key"));
     let c2_pub = genkey(&dir.join("c2.key"));
-    write(
+    lab::write_new(
         &dir.join("agent.toml"),
         &format!(
             "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\nuapi = false\n{}\n\
@@ -87,7 +78,7 @@ fn agent_behind_nat_through_two_control_daemons() {
     );
     let sockets: Vec<PathBuf> = (1..=2).map(|i| dir.join(format!("c{i}.sock"))).collect();
     for i in 1..=2 {
-        write(
+        lab::write_new(
             &dir.join(format!("c{i}.toml")),
             &format!(
                 "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\nuapi = false\n{}\n\
@@ -326,29 +317,11 @@ fn split_nft(rule: &str) -> Vec<&str> {
     out
 }
 
-fn write(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 /// `wgagent genkey` into `path` (0600); returns the public key.
 fn genkey(path: &Path) -> String {
     let wgagent = env!("CARGO_BIN_EXE_wgagent");
-    let out = netns::run(
-        Command::new(wgagent).arg("genkey").stdin(Stdio::null()),
-        STEP,
-    );
-    assert!(out.ok(), "{out:?}");
-    write(path, &out.stdout);
-    let key = std::fs::File::open(path).unwrap();
-    let out = netns::run(Command::new(wgagent).arg("pubkey").stdin(key), STEP);
-    assert!(out.ok(), "{out:?}");
-    out.stdout.trim().to_owned()
+    lab::genkey(wgagent, path);
+    lab::pubkey(wgagent, path)
 }
 
 /// The CLI through the daemon on `socket`, with no config file at all.

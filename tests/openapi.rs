@@ -107,6 +107,32 @@ impl App {
             .unwrap_or_else(|e| panic!("{method} {uri}: {status}: not JSON ({e}): {bytes:?}"));
         (status, value)
     }
+
+    /// A JSON call that must answer `status`; its JSON body.
+    async fn expect(&self, method: &str, uri: &str, body: Value, status: StatusCode) -> Value {
+        let (s, value) = self.json(method, uri, body).await;
+        assert_eq!(s, status, "{method} {uri}: {value}");
+        value
+    }
+
+    /// A call with these headers and body that must answer `status` with JSON; that JSON.
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+        status: StatusCode,
+    ) -> Value {
+        let (s, bytes) = self.call(method, uri, headers, body).await;
+        assert_eq!(
+            s,
+            status,
+            "{method} {uri}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        serde_json::from_slice(&bytes).unwrap()
+    }
 }
 
 #[tokio::test]
@@ -433,127 +459,82 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
     let app = App::new();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    let (s, started) = app
-        .json(
+    let null = || Value::Null;
+    let started = app
+        .expect(
             "POST",
             "/api/v0/processes/start",
             json!({"command": "printf 'x%.0s' $(seq 1 40000); kill -9 $$", "workdir": d}),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{started}");
     add("StartProcessResponse", started.clone());
     let id = started["id"].as_str().unwrap().to_owned();
-    let (s, out) = app
-        .json(
-            "GET",
-            &format!("/api/v0/processes/{id}/output?wait=true&timeout_ms=20000"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(
-        (s, &out["running"]),
-        (StatusCode::OK, &json!(false)),
-        "{out}"
-    );
+    let wait = |id: &str| format!("/api/v0/processes/{id}/output?wait=true&timeout_ms=20000");
+    let out = app.expect("GET", &wait(&id), null(), StatusCode::OK).await;
+    assert_eq!(out["running"], json!(false), "{out}");
     assert!(out["truncated"].is_object(), "{out}");
     add("ProcessOutputResponse", out);
-    let (_, list) = app.json("GET", "/api/v0/processes/list", Value::Null).await;
+    let (_, list) = app.json("GET", "/api/v0/processes/list", null()).await;
     assert!(list["processes"][0]["exit_signal"].is_string(), "{list}");
     add("ListProcessesResponse", list);
-    let (_, health) = app.json("GET", "/api/v0/health", Value::Null).await;
+    let (_, health) = app.json("GET", "/api/v0/health", null()).await;
     add("HealthResponse", health);
-    let (s, gone) = app
-        .json("DELETE", &format!("/api/v0/processes/{id}"), Value::Null)
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    add("Message", gone);
-    // Process I/O: a piped stdin fed and closed, a range past the end, a terminal resized.
-    let (s, cat) = app
-        .json(
-            "POST",
-            "/api/v0/processes/start",
-            json!({"command": "cat", "stdin": "pipe", "workdir": d}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{cat}");
-    let cat = cat["id"].as_str().unwrap().to_owned();
-    let (s, bytes) = app
-        .call(
-            "POST",
-            &format!("/api/v0/processes/{cat}/stdin?close=true"),
-            &[],
-            "fed\n",
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    add("StdinResponse", serde_json::from_slice(&bytes).unwrap());
-    let (s, out) = app
-        .json(
-            "GET",
-            &format!("/api/v0/processes/{cat}/output?wait=true&timeout_ms=20000"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(
-        (s, &out["output"]),
-        (StatusCode::OK, &json!("fed\n")),
-        "{out}"
+    let uri = format!("/api/v0/processes/{id}");
+    add(
+        "Message",
+        app.expect("DELETE", &uri, null(), StatusCode::OK).await,
     );
-    let (s, bytes) = app
-        .call(
+    // Process I/O: a piped stdin fed and closed, a range past the end, a terminal resized.
+    let start = |body: Value| app.expect("POST", "/api/v0/processes/start", body, StatusCode::OK);
+    let cat = start(json!({"command": "cat", "stdin": "pipe", "workdir": d})).await;
+    let cat = cat["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v0/processes/{cat}/stdin?close=true");
+    let fed = app.raw("POST", &uri, &[], "fed\n", StatusCode::OK).await;
+    add("StdinResponse", fed);
+    let out = app.expect("GET", &wait(&cat), null(), StatusCode::OK).await;
+    assert_eq!(out["output"], json!("fed\n"), "{out}");
+    let (uri, range) = (
+        format!("/api/v0/processes/{cat}/log"),
+        [("range", "bytes=100-")],
+    );
+    let past = app
+        .raw(
             "GET",
-            &format!("/api/v0/processes/{cat}/log"),
-            &[("range", "bytes=100-")],
+            &uri,
+            &range,
             Vec::new(),
+            StatusCode::RANGE_NOT_SATISFIABLE,
         )
         .await;
-    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
-    add("RangeNotRetained", serde_json::from_slice(&bytes).unwrap());
-    let (s, tty) = app
-        .json(
-            "POST",
-            "/api/v0/processes/start",
-            json!({"command": "sleep 30", "pty": {"rows": 24, "cols": 80}, "workdir": d}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{tty}");
+    add("RangeNotRetained", past);
+    let pty = json!({"command": "sleep 30", "pty": {"rows": 24, "cols": 80}, "workdir": d});
+    let tty = start(pty).await;
     let tty = tty["id"].as_str().unwrap().to_owned();
-    let (s, resized) = app
-        .json(
-            "POST",
-            &format!("/api/v0/processes/{tty}/resize"),
-            json!({"rows": 50, "cols": 132}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{resized}");
-    add("Message", resized);
-    let (s, _) = app
-        .json(
-            "POST",
-            &format!("/api/v0/processes/{tty}/signal"),
-            json!({"signal": "kill"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    let (uri, size) = (
+        format!("/api/v0/processes/{tty}/resize"),
+        json!({"rows": 50, "cols": 132}),
+    );
+    add(
+        "Message",
+        app.expect("POST", &uri, size, StatusCode::OK).await,
+    );
+    let (uri, kill) = (
+        format!("/api/v0/processes/{tty}/signal"),
+        json!({"signal": "kill"}),
+    );
+    app.expect("POST", &uri, kill, StatusCode::OK).await;
     for (method, uri, body) in [
-        (
-            "GET",
-            "/api/v0/processes/nope/output".to_owned(),
-            Value::Null,
-        ),
+        ("GET", "/api/v0/processes/nope/output", null()),
+        ("POST", "/api/v0/processes/start", json!({"command": ""})),
         (
             "POST",
-            "/api/v0/processes/start".to_owned(),
-            json!({"command": ""}),
-        ),
-        (
-            "POST",
-            "/api/v0/processes/nope/signal".to_owned(),
+            "/api/v0/processes/nope/signal",
             json!({"signal": "sigh"}),
         ),
-        ("GET", "/api/v0/no-such-route".to_owned(), Value::Null),
+        ("GET", "/api/v0/no-such-route", null()),
     ] {
-        let (s, e) = app.json(method, &uri, body).await;
+        let (s, e) = app.json(method, uri, body).await;
         assert!(s.is_client_error(), "{s} {e}");
         add("Error", e);
     }
@@ -561,64 +542,49 @@ async fn examples() -> BTreeMap<String, Vec<Value>> {
     std::fs::write(dir.path().join("f.txt"), "one\ntwo\n").unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::os::unix::fs::symlink("f.txt", dir.path().join("link")).unwrap();
-    let (s, ls) = app
-        .json(
+    for (name, method, uri) in [
+        (
+            "LsResponse",
             "POST",
-            &format!("/api/v0/list-directory?path={d}"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{ls}");
-    add("LsResponse", ls);
-    let (s, resolved) = app
-        .json(
+            format!("/api/v0/list-directory?path={d}"),
+        ),
+        (
+            "ResolvePathResponse",
             "GET",
-            &format!("/api/v0/resolve-path?path={d}/link"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{resolved}");
-    add("ResolvePathResponse", resolved);
-    for query in ["", "&offset=9"] {
-        let (s, lines) = app
-            .json(
-                "GET",
-                &format!("/api/v0/read-file-lines?path={d}/f.txt{query}"),
-                Value::Null,
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{lines}");
-        add("ReadFileLinesResponse", lines);
+            format!("/api/v0/resolve-path?path={d}/link"),
+        ),
+        (
+            "ReadFileLinesResponse",
+            "GET",
+            format!("/api/v0/read-file-lines?path={d}/f.txt"),
+        ),
+        (
+            "ReadFileLinesResponse",
+            "GET",
+            format!("/api/v0/read-file-lines?path={d}/f.txt&offset=9"),
+        ),
+    ] {
+        add(name, app.expect(method, &uri, null(), StatusCode::OK).await);
     }
-    let (s, bytes) = app
-        .call(
+    let uri = format!("/api/v0/write-file?path={d}/new.txt");
+    let written = app.raw("POST", &uri, &[], "new\n", StatusCode::OK).await;
+    add("WriteFileResponse", written);
+    let stale = format!("\"{}\"", "0".repeat(64));
+    let refused = app
+        .raw(
             "POST",
-            &format!("/api/v0/write-file?path={d}/new.txt"),
-            &[],
-            "new\n",
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    add("WriteFileResponse", serde_json::from_slice(&bytes).unwrap());
-    let (s, bytes) = app
-        .call(
-            "POST",
-            &format!("/api/v0/write-file?path={d}/new.txt"),
-            &[("if-match", &format!("\"{}\"", "0".repeat(64)))],
+            &uri,
+            &[("if-match", &stale)],
             "newer\n",
+            StatusCode::PRECONDITION_FAILED,
         )
         .await;
-    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
-    add("FileError", serde_json::from_slice(&bytes).unwrap());
-    let (s, edited) = app
-        .json(
-            "POST",
-            "/api/v0/edit-files",
-            json!({"files": [{"path": format!("{d}/f.txt"),
-                   "edits": [{"search": "two", "replace": "2"}]}], "include_diff": true}),
-        )
+    add("FileError", refused);
+    let edits = json!({"files": [{"path": format!("{d}/f.txt"),
+                       "edits": [{"search": "two", "replace": "2"}]}], "include_diff": true});
+    let edited = app
+        .expect("POST", "/api/v0/edit-files", edits, StatusCode::OK)
         .await;
-    assert_eq!(s, StatusCode::OK, "{edited}");
     add("FileEditResponse", edited);
     ex
 }

@@ -17,6 +17,8 @@
 //! keys, no assertions), for such a binary.
 //! Prints `SKIP robust: <reason>` and passes when not root or a tool is missing.
 
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 #[path = "common/relay.rs"]
@@ -24,16 +26,14 @@ mod relay;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netns::{Lab, Out, STEP, wait_for};
+use lab::API;
+use netns::{Lab, STEP, wait_for};
 use relay::{Impairment, Relay};
 use serde_json::Value;
 
 const AGENT_PORT: u16 = 51820;
-const API: &str = "http://100.64.0.10:4";
 /// The agent's header timeout in the lock-out test (short, so the test is too).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -58,37 +58,14 @@ fn setup(
     endpoint: impl Fn(usize) -> String,
     api_extra: &str,
 ) -> Option<Setup> {
-    if let Some(why) = netns::missing_prerequisites(&["ip", "wg", "wireguard-go", "curl"])
-        .or_else(|| (!Path::new("/dev/net/tun").exists()).then(|| "no /dev/net/tun".into()))
-    {
-        println!("SKIP robust: {why}");
-        return None;
-    }
-    let mut lab = Lab::new(prefix);
-    let a = match lab.namespace("a") {
-        Ok(ns) => ns,
-        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
-            println!("SKIP robust: cannot create a network namespace: {e}");
-            return None;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let why_not = lab::tunnel_prerequisites(&["ip", "wg", "wireguard-go", "curl"]);
+    let (mut lab, a) = lab::open("robust", why_not, prefix, "a")?;
     let dir = lab.dir.path().to_owned();
     let key = |name: &str| {
         let path = dir.join(format!("{name}.key"));
-        let out = netns::run(Command::new("wg").arg("genkey").stdin(Stdio::null()), STEP);
-        assert!(out.ok(), "wg genkey: {out:?}");
-        std::fs::write(&path, out.stdout.trim()).unwrap();
-        let public = netns::run(
-            Command::new("wg")
-                .arg("pubkey")
-                .stdin(std::fs::File::open(&path).unwrap()),
-            STEP,
-        );
-        (
-            path.to_str().unwrap().to_owned(),
-            public.stdout.trim().to_owned(),
-        )
+        lab::genkey("wg", &path);
+        let public = lab::pubkey("wg", &path);
+        (path.to_str().unwrap().to_owned(), public)
     };
     let (_, agent_pub) = key("agent");
     let mut peers = Vec::new();
@@ -105,36 +82,17 @@ fn setup(
         );
         let (priv_path, public) = key(&format!("peer{k}"));
         let ifname = format!("{}w{k}", lab.tag);
-        lab.wireguard_go(&ns, &ifname);
-        let ep = endpoint(k);
-        lab.must(
-            &ns,
-            &[
-                "wg",
-                "set",
-                &ifname,
-                "private-key",
-                &priv_path,
-                "peer",
-                &agent_pub,
-                "allowed-ips",
-                "100.64.0.10/32",
-                "endpoint",
-                &ep,
-            ],
-        );
-        lab.must(
-            &ns,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("100.64.0.{k}/24"),
-                "dev",
-                &ifname,
-            ],
-        );
-        lab.must(&ns, &["ip", "link", "set", &ifname, "up", "mtu", "1280"]);
+        let (ep, address) = (endpoint(k), format!("100.64.0.{k}/24"));
+        let peer = lab::Peer {
+            ns: &ns,
+            ifname: &ifname,
+            key_file: &priv_path,
+            listen_port: None,
+            agent_pub: &agent_pub,
+            endpoint: Some(ep.as_str()),
+            address: &address,
+        };
+        lab::wireguard_go_peer(&mut lab, &peer);
         peer_blocks.push_str(&format!(
             "\n[[peer]]\nname = \"peer-{k}\"\npublic_key = \"{public}\"\nallowed_ips = [\"100.64.0.{k}/32\"]\n"
         ));
@@ -166,32 +124,13 @@ fn setup(
     })
 }
 
-/// `curl -sS <args>` in `ns`.
-fn curl(lab: &Lab, ns: &str, args: &[&str], limit: Duration) -> Out {
-    let mut argv = vec!["curl", "-sS"];
-    argv.extend(args);
-    lab.exec(ns, &argv, limit)
-}
-
 /// One API call from `ns`; Err carries curl's complaint (e.g. a reset).
 fn call(lab: &Lab, ns: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), String> {
-    let url = format!("{API}{path}");
-    let mut args = vec!["--max-time", "90", "-w", "\n%{http_code}", &url];
-    if let Some(body) = body {
-        args.extend([
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            body,
-        ]);
-    }
-    let out = curl(lab, ns, &args, Duration::from_secs(100));
+    let out = lab::curl_api(lab, ns, path, body, "90", Duration::from_secs(100));
     if !out.ok() {
         return Err(format!("curl exit {:?}: {}", out.code, out.stderr.trim()));
     }
-    let (body, code) = out.stdout.rsplit_once('\n').ok_or("no status line")?;
-    let status = code.trim().parse().map_err(|_| "bad status")?;
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    Ok(lab::status_and_json(&out)?)
 }
 
 /// Starts `echo run-<i>` and waits for it server-side; checks the output.
@@ -401,7 +340,7 @@ fn one_peer_cannot_lock_out_another() {
     );
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     if baseline {
-        let out = curl(
+        let out = lab::curl_within(
             &s.lab,
             c,
             &["--max-time", "5", &format!("{API}/api/v0/health")],

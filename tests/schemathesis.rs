@@ -13,25 +13,26 @@
 //! the Python package missing); CI installs everything. `WGAGENT_SCHEMATHESIS_SEED` overrides
 //! the fixed seed, `WGAGENT_SCHEMATHESIS_EXAMPLES` the examples per operation (default 60).
 
+#[path = "common/lab.rs"]
+mod lab;
 #[path = "common/netns.rs"]
 mod netns;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::{API, genkey, pubkey};
 use netns::{Lab, STEP, wait_for};
 
 const NOBODY: u32 = 65534;
-const API: &str = "http://100.64.0.10:4";
 /// The whole schemathesis run; it normally takes a minute or two.
 const RUN_LIMIT: Duration = Duration::from_secs(420);
 
 #[test]
 fn schemathesis_finds_nothing_through_a_real_tunnel() {
     let t0 = Instant::now();
-    if let Some(why) = netns::missing_prerequisites(&[
+    let why_not = lab::tunnel_prerequisites(&[
         "ip",
         "wg",
         "wireguard-go",
@@ -39,20 +40,9 @@ fn schemathesis_finds_nothing_through_a_real_tunnel() {
         "unshare",
         "setpriv",
         "schemathesis",
-    ])
-    .or_else(|| (!Path::new("/dev/net/tun").exists()).then(|| "no /dev/net/tun".into()))
-    {
-        println!("SKIP schemathesis: {why}");
+    ]);
+    let Some((mut lab, a)) = lab::open("schemathesis", why_not, "wgs", "a") else {
         return;
-    }
-    let mut lab = Lab::new("wgs");
-    let a = match lab.namespace("a") {
-        Ok(ns) => ns,
-        Err(e) if e.contains("not permitted") || e.contains("Permission denied") => {
-            println!("SKIP schemathesis: cannot create a network namespace: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
     };
     let b = lab.namespace("b").expect("namespace");
     lab.veth(&a, "va", "10.215.1.1/30", &b, "vb", "10.215.1.2/30");
@@ -64,19 +54,12 @@ fn schemathesis_finds_nothing_through_a_real_tunnel() {
     let binary = dir.join("wgagent");
     std::fs::copy(env!("CARGO_BIN_EXE_wgagent"), &binary).unwrap();
     let key = dir.join("agent.key");
-    let out = netns::run(
-        Command::new(&binary).arg("genkey").stdin(Stdio::null()),
-        STEP,
-    );
-    assert!(out.ok(), "{out:?}");
-    std::fs::write(&key, &out.stdout).unwrap();
+    genkey(&binary, &key);
     std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let agent_pub = pubkey(&binary, &key);
     let control_key = dir.join("control.key");
-    let out = netns::run(Command::new("wg").arg("genkey").stdin(Stdio::null()), STEP);
-    std::fs::write(&control_key, &out.stdout).unwrap();
-    let control_pub = pubkey(Path::new("wg"), &control_key);
+    genkey("wg", &control_key);
+    let control_pub = pubkey("wg", &control_key);
     std::fs::write(
         dir.join("agent.toml"),
         format!(
@@ -138,26 +121,16 @@ allowed_ips = ["100.64.0.1/32"]
 
     // The control peer.
     let ifname = format!("{}b", lab.tag);
-    lab.wireguard_go(&b, &ifname);
-    let control_key = control_key.to_str().unwrap().to_owned();
-    lab.must(
-        &b,
-        &[
-            "wg",
-            "set",
-            &ifname,
-            "private-key",
-            &control_key,
-            "peer",
-            &agent_pub,
-            "allowed-ips",
-            "100.64.0.10/32",
-            "endpoint",
-            "10.215.1.1:51820",
-        ],
-    );
-    lab.must(&b, &["ip", "addr", "add", "100.64.0.1/24", "dev", &ifname]);
-    lab.must(&b, &["ip", "link", "set", &ifname, "up", "mtu", "1280"]);
+    let peer = lab::Peer {
+        ns: &b,
+        ifname: &ifname,
+        key_file: control_key.to_str().unwrap(),
+        listen_port: None,
+        agent_pub: &agent_pub,
+        endpoint: Some("10.215.1.1:51820"),
+        address: "100.64.0.1/24",
+    };
+    lab::wireguard_go_peer(&mut lab, &peer);
     let reached = wait_for(Duration::from_secs(30), || {
         lab.exec(
             &b,
@@ -278,17 +251,6 @@ allowed_ips = ["100.64.0.1/32"]
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     println!("schemathesis: done in {:?}", t0.elapsed());
-}
-
-fn pubkey(program: &Path, key: &Path) -> String {
-    let out = netns::run(
-        Command::new(program)
-            .arg("pubkey")
-            .stdin(std::fs::File::open(key).unwrap()),
-        STEP,
-    );
-    assert!(out.ok(), "pubkey: {out:?}");
-    out.stdout.trim().to_owned()
 }
 
 fn tail(text: &str, lines: usize) -> String {

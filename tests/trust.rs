@@ -694,7 +694,6 @@ async fn run_as_users_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_daemon_acts_with_its_peers_rights() {
     use wgagent::client::{ClientError, DaemonConnector};
-    use wgagent::control::{Daemon, DaemonOptions};
     let ak = keypair();
     let dk = keypair();
     let (mut cfg, _state) = agent_config(
@@ -719,17 +718,7 @@ async fn the_control_daemon_acts_with_its_peers_rights() {
     std::fs::write(&path, text).unwrap();
     let dcfg = Config::load(&path).unwrap();
     let socket = dir.path().join("control.sock");
-    let daemon = Daemon::start(
-        &dcfg,
-        DaemonOptions {
-            socket: socket.clone(),
-            socket_group: None,
-            max_connections: 16,
-            state_dir: None,
-        },
-    )
-    .await
-    .unwrap();
+    let daemon = start_daemon(&dcfg, &socket).await;
     let opts = wgagent::client::AgentOptions {
         request_timeout: Duration::from_secs(20),
         ..Default::default()

@@ -1,6 +1,6 @@
 //! Simulated agents for the fleet benchmark: each is a real boringtun `Tunn` (the same WireGuard
 //! implementation the agent uses) on its own UDP socket, with a real smoltcp TCP/IP stack that
-//! answers `GET /api/v0/health` with a fixed JSON body on two listening sockets of port 4.
+//! answers `GET /api/v0/health` with a fixed JSON body on four listening sockets of port 4.
 //!
 //! What is simulated (lighter than a full agent, whose netstack preallocates ~650 KB of packet
 //! buffers): no process manager, no axum (a fixed HTTP answer after the request head), 4 KiB TCP
@@ -27,6 +27,11 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 pub const KEEPALIVE: u16 = 25;
+/// Listening sockets per agent. A restarted daemon's predecessor leaves one pooled connection
+/// per recently asked agent open (this agent has no idle timeout, unlike the real one): with
+/// two sockets, two restarts left none listening and the third daemon's requests were refused
+/// (the "failed requests" of earlier storm runs). Four leave room, as a real listener would.
+const LISTENERS: usize = 4;
 const MTU: usize = 1280;
 
 /// The answer to every request: a health document as the agent's (fixed values).
@@ -147,9 +152,9 @@ async fn agent(i: usize, udp: UdpSocket, secret: StaticSecret, control: PublicKe
     iface.update_ip_addrs(|a| {
         let _ = a.push(IpCidr::new(IpAddress::Ipv4(agent_ip(i)), 32));
     });
-    let mut sockets = SocketSet::new(Vec::with_capacity(2));
+    let mut sockets = SocketSet::new(Vec::with_capacity(LISTENERS));
     let mut handles = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..LISTENERS {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; 4096]),
             tcp::SocketBuffer::new(vec![0u8; 4096]),

@@ -1,4 +1,4 @@
-//! The workspace file routes (Coder-compatible, see `shared/API.md` "Workspace files"):
+//! The workspace file routes (Coder-compatible, see `docs/API.md` "Workspace files"):
 //! `list-directory`, `resolve-path`, `read-file` (streamed bytes), `read-file-lines`,
 //! `write-file` (streamed body, atomic) and `edit-files` (all or nothing), on top of
 //! [`crate::files::Files`].

@@ -1,4 +1,4 @@
-//! The process HTTP API: `router(state) -> Router` serving every route of `shared/API.md`.
+//! The process HTTP API: `router(state) -> Router` serving every route of `docs/API.md`.
 //!
 //! Owns: routing, request decoding (1 MiB limit, JSON errors on every path including 404/405),
 //! mapping manager results to wire types, the optional caller-address filter.

@@ -1,4 +1,4 @@
-//! Process I/O routes (`shared/API.md`, "Process I/O (ext)"): the log with byte ranges and
+//! Process I/O routes (`docs/API.md`, "Process I/O (ext)"): the log with byte ranges and
 //! live follow, stdin, terminal resize.
 //!
 //! Owns: HTTP range semantics (`Range`/`Content-Range`, 206/416), streaming the log from its

@@ -65,6 +65,10 @@ pub struct ServeConfig {
     pub send_timeout: Duration,
     /// Longest lingering close.
     pub linger: Duration,
+    /// Connections served at once; one accepted beyond it is closed at once and counted in
+    /// `refused_connections`. `None`: the listener bounds them (the tunnel API's netstack caps
+    /// sockets per peer and in all); a host TCP listener (`[metrics] listen`) sets it.
+    pub max_connections: Option<usize>,
     /// Shared by every connection of this server (and of other servers given the same `Arc`).
     pub counters: Arc<ServeCounters>,
 }
@@ -87,6 +91,7 @@ impl ServeConfig {
             idle_timeout: api.idle_timeout,
             send_timeout: api.send_timeout,
             linger: Duration::from_secs(5),
+            max_connections: None,
             counters: Arc::new(ServeCounters::default()),
         }
     }
@@ -102,6 +107,7 @@ pub struct ServeCounters {
     idle_closes: AtomicU64,
     send_timeouts: AtomicU64,
     malformed_requests: AtomicU64,
+    refused_connections: AtomicU64,
 }
 
 /// A snapshot of [`ServeCounters`].
@@ -121,6 +127,8 @@ pub struct ServeStats {
     pub send_timeouts: u64,
     /// Request lines or headers that could not be parsed (answered 400, 414 or 431).
     pub malformed_requests: u64,
+    /// Connections closed unserved because `max_connections` were open.
+    pub refused_connections: u64,
 }
 
 impl ServeCounters {
@@ -134,6 +142,7 @@ impl ServeCounters {
             idle_closes: get(&self.idle_closes),
             send_timeouts: get(&self.send_timeouts),
             malformed_requests: get(&self.malformed_requests),
+            refused_connections: get(&self.refused_connections),
         }
     }
 }
@@ -177,7 +186,8 @@ impl Connection for crate::netstack::TcpStream {
     }
 }
 
-/// Plain TCP: only tests and the loopback baseline benchmark serve on it. The kernel closes
+/// Plain TCP: the host metrics listener (`[metrics] listen`, with `max_connections`), tests and
+/// the loopback baseline benchmark serve on it. The kernel closes
 /// with RST when unread data remains; no lingering close here.
 impl Connection for tokio::net::TcpStream {
     fn caller(&self) -> Caller {
@@ -210,6 +220,19 @@ where
             _ = cancel.cancelled() => break,
             conn = listener.accept() => conn,
         };
+        if let Some(max) = cfg.max_connections
+            && tracker.len() >= max
+        {
+            // Closing at once (rather than leaving it in the kernel's backlog) keeps the
+            // listener answering: a scraper retries, and nothing piles up.
+            bump(&cfg.counters.refused_connections);
+            tracing::debug!(
+                max,
+                "connection closed unserved: the connection limit is reached"
+            );
+            drop(io);
+            continue;
+        }
         bump(&cfg.counters.connections);
         tracker.spawn(connection(io, router.clone(), cfg.clone(), cancel.clone()));
     }

@@ -45,7 +45,7 @@ const fn r(permission: Permission, audited: bool, what: &'static str) -> Rule {
     }
 }
 
-/// Every route of the API with its rule (`shared/API.md`: run = start, stdin, resize, delete;
+/// Every route of the API with its rule (`docs/API.md`: run = start, stdin, resize, delete;
 /// read = list, output, log, health and file reads; signal; files = writes and edits;
 /// metrics).
 pub const RULES: &[(&str, &str, Rule)] = &[

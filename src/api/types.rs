@@ -1,5 +1,5 @@
 //! Wire types of the process API, defined once and shared by the server (`api`) and the SDK
-//! (`client`). Field names and presence rules follow `shared/API.md` (Coder-compatible, with
+//! (`client`). Field names and presence rules follow `docs/API.md` (Coder-compatible, with
 //! our extensions).
 
 use std::collections::BTreeMap;

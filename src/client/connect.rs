@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Implementations are cheap handles (`Clone`) onto a shared transport: every `AgentConn` of a
 /// control replica shares one connector, and each keeps its own pool of connections on top.
 pub trait Connect: Clone + Send + Sync + 'static {
+    /// The byte stream a connection is.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// Connects to `addr`. May take as long as the transport needs (a WireGuard handshake, TCP
@@ -60,6 +61,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub struct BoxConnector(Arc<dyn DynConnect>);
 
 impl BoxConnector {
+    /// Boxes `connector`.
     pub fn new(connector: impl Connect) -> Self {
         Self(Arc::new(connector))
     }

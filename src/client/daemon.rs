@@ -40,12 +40,14 @@ pub struct DaemonConnector {
 }
 
 impl DaemonConnector {
+    /// A connector through the control daemon listening on `socket` (nothing is opened yet).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: Arc::from(socket.into().into_boxed_path()),
         }
     }
 
+    /// The daemon's socket path.
     pub fn socket(&self) -> &Path {
         &self.socket
     }

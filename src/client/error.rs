@@ -12,8 +12,11 @@ pub enum ClientError {
     /// agent or the tunnel is back.
     #[error("agent {addr} unreachable after {waited:.1?}: {source}")]
     Unreachable {
+        /// The agent's API address.
         addr: SocketAddr,
+        /// How long connecting was tried.
         waited: Duration,
+        /// The last connect error.
         #[source]
         source: io::Error,
     },
@@ -21,21 +24,32 @@ pub enum ClientError {
     /// same request gives the same answer, except for 429 and 503.
     #[error("{message} (HTTP {status}{})", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Status {
+        /// The HTTP status.
         status: u16,
+        /// The error body's `message`.
         message: String,
+        /// The error body's `detail`, if any.
         detail: Option<String>,
     },
     /// No complete answer within the request timeout. The request may or may not have taken
     /// effect (use an idempotency key to retry a start safely).
     #[error("no answer from the agent within {after:.1?}")]
-    Timeout { after: Duration },
+    Timeout {
+        /// The timeout that passed.
+        after: Duration,
+    },
     /// The agent answered 2xx with a body that is not the expected JSON (version mismatch?).
     #[error("unexpected response body: {0}")]
     Decode(#[source] serde_json::Error),
     /// A log range starts before what the agent still retains (`log_start`). Retrying the same
     /// range never helps; ask from `log_start` (the bytes before it are gone).
     #[error("{message} (HTTP 416)")]
-    NotRetained { message: String, log_start: u64 },
+    NotRetained {
+        /// The agent's message.
+        message: String,
+        /// The first log offset the agent still has.
+        log_start: u64,
+    },
     /// The connection failed after it was opened (reset, closed mid-answer, malformed HTTP).
     /// The request may or may not have taken effect.
     #[error("HTTP error: {0}")]

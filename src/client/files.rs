@@ -1,4 +1,4 @@
-//! The SDK's workspace-file methods: one per file route (`shared/API.md` "Workspace files").
+//! The SDK's workspace-file methods: one per file route (`docs/API.md` "Workspace files").
 //! JSON calls and small writes share the agent's connection pool; `read_file` streams its body
 //! on a pooled connection (returned to the pool once read to the end); `write_file_stream`
 //! uploads on a connection of its own (a streamed body cannot be retried on another one).

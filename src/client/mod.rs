@@ -104,6 +104,7 @@ impl<C: Connect> AgentConn<C> {
         self.addr
     }
 
+    /// The timeouts and pool limits in force.
     pub fn options(&self) -> &AgentOptions {
         &self.opts
     }

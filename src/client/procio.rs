@@ -18,6 +18,7 @@ use crate::api::types::{
 pub struct LogChunk {
     /// Absolute offset of `bytes[0]`.
     pub from: u64,
+    /// The log bytes from `from` on.
     pub bytes: Bytes,
     /// First offset the agent still retains.
     pub log_start: u64,

@@ -72,16 +72,30 @@ impl DaemonOptions {
 /// stops); the rest need a config or filesystem fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The control socket could not be bound or given its mode and group.
     #[error("control socket {}: {source}", path.display())]
     Socket {
+        /// The socket path.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// Another daemon answers on the socket.
     #[error("control socket {} is served by a running daemon; stop it first or choose another --socket", path.display())]
-    InUse { path: PathBuf },
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// `socket_group` names no group, or one this user cannot hand the socket to.
     #[error("socket_group {group:?}: {problem}")]
-    Group { group: String, problem: String },
+    Group {
+        /// The configured group.
+        group: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The WireGuard node could not start (UDP port, keys, addresses).
     #[error("starting the WireGuard node: {0}")]
     Node(#[from] NodeError),
     /// The WireGuard UAPI socket is served by another live node, or something is in the way.
@@ -90,7 +104,9 @@ pub enum ControlError {
     /// `[metrics] listen` could not be bound.
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
+        /// The configured address.
         addr: std::net::SocketAddr,
+        /// Why it could not be bound.
         #[source]
         source: std::io::Error,
     },
@@ -105,6 +121,8 @@ pub struct Daemon {
     in_force: parking_lot::Mutex<Config>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Where `[metrics] listen` is bound, if set.
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Daemon {
@@ -180,15 +198,19 @@ impl Daemon {
         }
         node::resolve_later(&shared.node, &cfg.pending_endpoints, &tracker, &cancel);
         // The same per-peer families as an agent's, on the host only (no tunnel API here).
+        let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics.listen {
             let metrics = crate::metrics::Metrics::new().with_node(&shared.node);
             let served =
                 crate::metrics::listen::serve(addr, Arc::new(metrics), &tracker, cancel.clone())
                     .await;
-            if let Err(source) = served {
-                cancel.cancel();
-                let _ = std::fs::remove_file(&opts.socket);
-                return Err(ControlError::Metrics { addr, source });
+            match served {
+                Ok(bound) => metrics_addr = Some(bound),
+                Err(source) => {
+                    cancel.cancel();
+                    let _ = std::fs::remove_file(&opts.socket);
+                    return Err(ControlError::Metrics { addr, source });
+                }
             }
         }
         if let Some(l) = uapi_listener {
@@ -211,13 +233,21 @@ impl Daemon {
             in_force: parking_lot::Mutex::new(cfg.clone()),
             cancel,
             tracker,
+            metrics_addr,
         })
     }
 
+    /// The host address the metrics listener is bound to (`[metrics] listen`), if any.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The control socket's path.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
+    /// The daemon's WireGuard node.
     pub fn node(&self) -> &Node {
         &self.shared.node
     }

@@ -44,6 +44,7 @@ pub struct Target {
     pub peer: usize,
     /// That peer's name, if any.
     pub name: Option<String>,
+    /// That peer's public key.
     pub public_key: PublicKey,
     /// The endpoint configured for that peer, if any.
     pub configured_endpoint: Option<SocketAddr>,
@@ -52,19 +53,34 @@ pub struct Target {
 /// Why `AGENT` names no agent. None is fixed by retrying; fix the name or the config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
+    /// Neither a peer name nor an address.
     #[error(
         "unknown agent {agent:?}: not a peer name in the config ({names}) nor a tunnel address"
     )]
-    Unknown { agent: String, names: String },
+    Unknown {
+        /// The name given.
+        agent: String,
+        /// The peer names the config has, comma-separated.
+        names: String,
+    },
+    /// A peer name whose peer has no /32 or /128 to reach its API on.
     #[error(
         "peer {agent:?} has no single-address allowed_ips entry (/32 or /128); give its tunnel address instead"
     )]
-    NoSingleAddress { agent: String },
+    NoSingleAddress {
+        /// The name given.
+        agent: String,
+    },
+    /// An address no peer's allowed IPs contain.
     #[error("no peer in the config routes {ip} (check the peers' allowed_ips)")]
-    NoRoute { ip: IpAddr },
+    NoRoute {
+        /// The address given.
+        ip: IpAddr,
+    },
 }
 
 impl Agents {
+    /// The agents a config names: its peers, with the `[control] api_port`.
     pub fn from_config(cfg: &Config) -> Self {
         Self::new(
             cfg.peers
@@ -158,6 +174,7 @@ impl Agents {
         self.peers.len()
     }
 
+    /// No peers at all.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }

@@ -23,37 +23,52 @@ pub struct AgentInfo {
 /// `GET /v0/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// The daemon's version (`CARGO_PKG_VERSION`).
     pub version: String,
     /// The daemon's WireGuard public key (base64).
     pub public_key: String,
+    /// The daemon's tunnel addresses.
     pub addresses: Vec<IpAddr>,
     /// The WireGuard UDP port (agents behind NAT dial it).
     pub listen_port: u16,
+    /// Seconds since the daemon started.
     pub uptime_seconds: u64,
     /// The control socket.
     pub socket: String,
+    /// Every configured peer, in config order.
     pub peers: Vec<PeerStatus>,
+    /// What the socket served.
     pub requests: RequestCounters,
+    /// The WireGuard node's counters.
     pub node: NodeCounters,
 }
 
 /// One WireGuard peer as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
+    /// The peer's `name` in the config, if any.
     pub name: Option<String>,
+    /// The peer's public key (base64).
     pub public_key: String,
+    /// The peer's allowed IPs (CIDR).
     pub allowed_ips: Vec<String>,
     /// The API address when the peer has a single tunnel address (an agent).
     pub api: Option<SocketAddr>,
     /// Current endpoint: configured, or learned from the peer's latest authenticated packet.
     pub endpoint: Option<SocketAddr>,
+    /// Unix time of the latest completed handshake, if any.
     pub latest_handshake_unix: Option<u64>,
     /// Seconds since `latest_handshake_unix`.
     pub handshake_age_seconds: Option<u64>,
+    /// Completed handshakes since start.
     pub handshakes: u64,
+    /// Bytes received from the peer (WireGuard datagrams).
     pub rx_bytes: u64,
+    /// Bytes sent to the peer (WireGuard datagrams).
     pub tx_bytes: u64,
+    /// Datagrams received from the peer.
     pub rx_packets: u64,
+    /// Datagrams sent to the peer.
     pub tx_packets: u64,
     /// Packets dropped for this peer, all reasons together (no endpoint, failed decryption,
     /// replays, allowed-IPs violations, malformed, rate-limited).
@@ -63,8 +78,9 @@ pub struct PeerStatus {
 /// What the daemon's socket has served.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounters {
-    /// Local connections open now, and the limit.
+    /// Local connections open now.
     pub connections_open: u64,
+    /// The limit (`[control] max_connections`).
     pub connections_max: u64,
     /// Local connections accepted since start.
     pub connections_total: u64,
@@ -85,8 +101,11 @@ pub struct RequestCounters {
 /// The daemon's WireGuard node, all peers together.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCounters {
+    /// UDP datagrams received.
     pub datagrams_in: u64,
+    /// UDP datagrams sent.
     pub datagrams_out: u64,
+    /// UDP sends that failed.
     pub send_errors: u64,
     /// Handshake initiations from keys that are not peers.
     pub unknown_peer: u64,

@@ -1,5 +1,10 @@
 //! `[metrics] listen`: a host TCP listener that serves only `GET /metrics` (anything else is a
 //! 404), never the process API. Off unless configured; loopback is the expected address.
+//!
+//! Bounded like the tunnel API: served by the same connection loop ([`crate::api::serve`]:
+//! header, body, idle and send timeouts from the `[api]` defaults), and at most
+//! [`MAX_CONNECTIONS`] at once; one more is closed unserved, so a client holding connections
+//! open cannot exhaust the agent's file descriptors or memory through it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Metrics;
+use crate::api::serve::ServeConfig;
+
+/// Connections the host listener serves at once. A Prometheus server keeps one per target; a
+/// few more leave room for a human with `curl` and a restarting scraper.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Binds `addr` and serves `metrics` there until `cancel`; returns the bound address (port 0
 /// picks one). A bind error is returned (the caller decides whether that ends the node).
@@ -27,12 +37,11 @@ pub async fn serve(
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics is served here\n") })
         .with_state(metrics);
-    tracker.spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(%local, "metrics listener failed: {e}");
-        }
-    });
+    let cfg = ServeConfig {
+        max_connections: Some(MAX_CONNECTIONS),
+        ..ServeConfig::default()
+    };
+    tracker.spawn(crate::api::serve::serve(listener, router, cfg, cancel));
     tracing::info!(%local, "Prometheus metrics served on the host at /metrics (only)");
     Ok(local)
 }

@@ -16,7 +16,7 @@ use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
-use super::PeerTag;
+use super::config::PeerTag;
 use super::counters::AtomicCounters;
 
 /// A bounded FIFO of IP packets whose buffers are recycled: in steady state no packet allocates.

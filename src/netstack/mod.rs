@@ -25,8 +25,10 @@
 //!
 //! Sockets: [`TcpListener`] (also an `axum::serve::Listener`) and [`TcpStream`].
 
+mod config;
 mod counters;
 mod device;
+mod error;
 mod memory;
 mod stack;
 mod tcp;
@@ -42,169 +44,17 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+pub use self::config::{
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_SOCKETS, DEFAULT_MEMORY_BUDGET, DEFAULT_MTU,
+    DEFAULT_TCP_BUFFER, Limits, MTU_RANGE, NetstackConfig, PeerTag, TCP_BUFFER_RANGE,
+};
 pub use self::counters::Counters;
+pub use self::error::{Full, NetstackError};
 pub use self::tcp::{TcpListener, TcpStream};
 
 use self::counters::AtomicCounters;
 use self::device::{PacketQueue, Reject, VirtualDevice};
 use self::stack::Stack;
-
-/// Identifies the WireGuard peer an inbound packet (and so an accepted connection) came from.
-/// Opaque to the netstack: the data-path driver chooses the values (a `wg::PeerId`'s index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerTag(pub u64);
-
-/// The admission limits a node's configuration sets (the rest of [`NetstackConfig`] comes from
-/// elsewhere or keeps its default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// See [`NetstackConfig::max_sockets`].
-    pub max_connections: usize,
-    /// See [`NetstackConfig::max_connections_per_peer`].
-    pub max_connections_per_peer: usize,
-    /// See [`NetstackConfig::memory_budget`].
-    pub memory_budget: usize,
-}
-
-impl Default for Limits {
-    /// 1,024 connections, 64 per peer, a 64 MiB memory budget (as [`NetstackConfig::default`]).
-    fn default() -> Self {
-        let d = NetstackConfig::default();
-        Self {
-            max_connections: d.max_sockets,
-            max_connections_per_peer: d.max_connections_per_peer,
-            memory_budget: d.memory_budget,
-        }
-    }
-}
-
-/// Settings of one netstack.
-#[derive(Debug, Clone)]
-pub struct NetstackConfig {
-    /// Our tunnel addresses (at most two: smoltcp's `IFACE_MAX_ADDR_COUNT`). Only packets to
-    /// these are accepted; outgoing connections use the first address of the remote's family.
-    pub addresses: Vec<IpAddr>,
-    /// IP MTU of the tunnel; the same on both ends (smoltcp does not fragment TCP).
-    pub mtu: usize,
-    /// Receive and send buffer of every TCP socket, in bytes. Above 64 KiB window scaling is
-    /// negotiated; the send buffer bounds the bytes in flight (bandwidth × RTT).
-    pub tcp_buffer: usize,
-    /// Sockets of all kinds (half-open, connected, closing). Beyond it `connect` fails and
-    /// listeners answer SYNs with RST; both are counted in `sockets_refused`. The last eighth is
-    /// kept for peers holding fewer than a quarter of `max_connections_per_peer`.
-    pub max_sockets: usize,
-    /// Inbound connections (half-open, connected or closing) one peer may hold at once.
-    pub max_connections_per_peer: usize,
-    /// Budget for socket buffer memory (committed pages of the rings, bounded as in
-    /// `memory::committed_bound`, plus a fixed cost per socket). New connections are refused
-    /// while it is spent; connections already open may still grow to `2 * tcp_buffer` each.
-    pub memory_budget: usize,
-    /// Per listener: connections in the handshake plus those waiting for `accept`.
-    pub backlog: usize,
-    /// Packets each of the inbound and outbound queues holds.
-    pub queue_packets: usize,
-    /// Idle time after which a keep-alive probe is sent.
-    pub keep_alive: Duration,
-    /// A connection whose peer sends nothing for this long (while we send data or probes) is
-    /// aborted.
-    pub idle_timeout: Duration,
-    /// `connect` gives up after this long without an answer to its SYN.
-    pub connect_timeout: Duration,
-    /// Seeds smoltcp's RNG (initial sequence numbers) and ephemeral port choice.
-    pub seed: u64,
-}
-
-impl Default for NetstackConfig {
-    /// MTU 1280 (safe on any path, the IPv6 minimum), 512 KiB TCP buffers, 1024 sockets, 64
-    /// connections per peer, a 64 MiB memory budget, a backlog of 128, 256-packet queues,
-    /// keep-alive 25 s, idle timeout 120 s, connect timeout 10 s, and a seed from the OS RNG.
-    /// No addresses: set them.
-    fn default() -> Self {
-        Self {
-            addresses: Vec::new(),
-            mtu: 1280,
-            tcp_buffer: 512 * 1024,
-            max_sockets: 1024,
-            max_connections_per_peer: 64,
-            memory_budget: 64 << 20,
-            backlog: 128,
-            queue_packets: 256,
-            keep_alive: Duration::from_secs(25),
-            idle_timeout: Duration::from_secs(120),
-            connect_timeout: Duration::from_secs(10),
-            seed: os_seed(),
-        }
-    }
-}
-
-impl NetstackConfig {
-    /// Defaults with these addresses.
-    pub fn new(addresses: Vec<IpAddr>) -> Self {
-        Self {
-            addresses,
-            ..Self::default()
-        }
-    }
-
-    /// These settings with `limits` applied.
-    pub fn with_limits(self, limits: Limits) -> Self {
-        Self {
-            max_sockets: limits.max_connections,
-            max_connections_per_peer: limits.max_connections_per_peer,
-            memory_budget: limits.memory_budget,
-            ..self
-        }
-    }
-}
-
-/// Errors of the netstack. None is worth retrying unchanged except `TooManySockets`.
-#[derive(Debug, thiserror::Error)]
-pub enum NetstackError {
-    #[error("no tunnel address configured")]
-    NoAddresses,
-    #[error("too many addresses (at most {max})")]
-    TooManyAddresses { max: usize },
-    #[error("MTU {0} out of range (1280..=65535)")]
-    InvalidMtu(usize),
-    #[error("TCP buffer size {0} out of range (65536..=1073741824)")]
-    InvalidBuffer(usize),
-    #[error("{name} must be at least 1")]
-    ZeroLimit { name: &'static str },
-    #[error("{0} is not one of our addresses")]
-    AddressNotLocal(IpAddr),
-    #[error("port 0 is not allowed")]
-    PortZero,
-    #[error("{0} is already being listened on")]
-    AddrInUse(SocketAddr),
-    /// Retry after connections close.
-    #[error("socket limit reached")]
-    TooManySockets,
-    /// Retry after connections close.
-    #[error("socket memory budget spent")]
-    MemoryBudget,
-    #[error("no local address can reach {0}")]
-    Unaddressable(SocketAddr),
-}
-
-impl From<NetstackError> for io::Error {
-    fn from(e: NetstackError) -> Self {
-        let kind = match e {
-            NetstackError::AddressNotLocal(_) => io::ErrorKind::AddrNotAvailable,
-            NetstackError::AddrInUse(_) => io::ErrorKind::AddrInUse,
-            NetstackError::TooManySockets | NetstackError::MemoryBudget => {
-                io::ErrorKind::QuotaExceeded
-            }
-            NetstackError::Unaddressable(_) => io::ErrorKind::NetworkUnreachable,
-            _ => io::ErrorKind::InvalidInput,
-        };
-        io::Error::new(kind, e)
-    }
-}
-
-/// `push_inbound` could not queue the packet: poll, then offer it again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("netstack inbound queue is full")]
-pub struct Full;
 
 /// A userspace TCP/IP stack. Cheap to clone (shared state); sockets keep it alive.
 ///
@@ -247,8 +97,9 @@ impl Shared {
 }
 
 impl Netstack {
+    /// A stack with these settings (checked: ranges, no zero limit, at most two addresses).
     pub fn new(cfg: NetstackConfig) -> Result<Self, NetstackError> {
-        validate(&cfg)?;
+        cfg.validate()?;
         let inbound = Mutex::new(PacketQueue::new(cfg.queue_packets, cfg.mtu));
         let outbound = Mutex::new(PacketQueue::new(cfg.queue_packets, cfg.mtu));
         let counters = Arc::new(AtomicCounters::default());
@@ -376,6 +227,7 @@ impl Netstack {
         tcp::connect(self.shared.clone(), remote).await
     }
 
+    /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         self.shared.counters.snapshot()
     }
@@ -404,10 +256,12 @@ impl Netstack {
         n
     }
 
+    /// Our tunnel addresses.
     pub fn addresses(&self) -> &[IpAddr] {
         &self.shared.addresses
     }
 
+    /// The IP MTU of the tunnel.
     pub fn mtu(&self) -> usize {
         self.shared.mtu
     }
@@ -420,39 +274,4 @@ impl std::fmt::Debug for Netstack {
             .field("counters", &self.counters())
             .finish()
     }
-}
-
-fn validate(cfg: &NetstackConfig) -> Result<(), NetstackError> {
-    if cfg.addresses.is_empty() {
-        return Err(NetstackError::NoAddresses);
-    }
-    if !(1280..=65535).contains(&cfg.mtu) {
-        return Err(NetstackError::InvalidMtu(cfg.mtu));
-    }
-    // smoltcp panics above 1 GiB; below 64 KiB there is no window scaling.
-    if !(65536..=(1 << 30)).contains(&cfg.tcp_buffer) {
-        return Err(NetstackError::InvalidBuffer(cfg.tcp_buffer));
-    }
-    for (name, v) in [
-        ("max_sockets", cfg.max_sockets),
-        ("max_connections_per_peer", cfg.max_connections_per_peer),
-        ("memory_budget", cfg.memory_budget),
-        ("backlog", cfg.backlog),
-        ("queue_packets", cfg.queue_packets),
-    ] {
-        if v == 0 {
-            return Err(NetstackError::ZeroLimit { name });
-        }
-    }
-    Ok(())
-}
-
-/// A seed from the OS RNG; the clock if that fails (smoltcp only needs it to differ per boot).
-fn os_seed() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5EED)
-    })
 }

@@ -25,10 +25,11 @@ mod listener;
 
 use self::listener::Listener;
 pub(crate) use self::listener::ListenerId;
+use super::config::{NetstackConfig, PeerTag};
 use super::counters::AtomicCounters;
 use super::device::VirtualDevice;
+use super::error::NetstackError;
 use super::memory::{self, SocketMemory};
-use super::{NetstackConfig, NetstackError, PeerTag};
 
 /// How long a socket may sit in SYN-RECEIVED before it is reset (bounds SYN floods).
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -21,8 +21,9 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{RecvError, State};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::Shared;
+use super::config::PeerTag;
 use super::stack::{ListenerId, Release};
-use super::{PeerTag, Shared};
 
 /// Connects (see [`Netstack::connect`](super::Netstack::connect)).
 pub(super) async fn connect(shared: Arc<Shared>, remote: SocketAddr) -> io::Result<TcpStream> {
@@ -97,6 +98,7 @@ impl TcpListener {
         Ok((stream, a.remote))
     }
 
+    /// The address this listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -156,10 +158,12 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
+    /// Our end of the connection.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    /// The remote end of the connection (a tunnel address).
     pub fn peer_addr(&self) -> SocketAddr {
         self.remote
     }

@@ -34,11 +34,12 @@
 //! `live`: applying peer changes (called between two iterations).
 //!
 //! Why no more than two tasks: on 2 vCPUs one data-path thread beat four by about 2×
-//! (DESIGN.md); every hop costs a wake-up, so the pipeline hands over batches, never single
-//! packets. The crypto task owns the device outright (no lock) and shares the netstack with
-//! the netstack task and socket handles through short, never-awaited locks. Peers are not
-//! sharded over several crypto tasks (boringtun's `Tunn` needs `&mut`, and on 2 cores the two
-//! stages already fill both): `threads` above 2 runs the same two tasks.
+//! (boringtun-cli `--threads 1` against its default; BENCHMARKS.md 3.1); every hop costs a
+//! wake-up, so the pipeline hands over batches, never single packets. The crypto task owns the
+//! device outright (no lock) and shares the netstack with the netstack task and socket handles
+//! through short, never-awaited locks. Peers are not sharded over several crypto tasks
+//! (boringtun's `Tunn` needs `&mut`, and on 2 cores the two stages already fill both):
+//! `threads` above 2 runs the same two tasks.
 
 use std::collections::VecDeque;
 use std::io;

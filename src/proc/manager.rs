@@ -37,6 +37,12 @@ use super::supervise::{Spawned, Tree, signal_tree, supervise};
 use super::supervisor;
 use super::user::{User, UserError};
 
+/// Default `oom_score_adj` of children: 998, so the OOM killer picks them before the agent.
+pub const DEFAULT_OOM_SCORE_ADJ: i16 = 998;
+
+/// Default nice increment of children: +5, so they yield the CPU to the agent.
+pub const DEFAULT_NICE_INCREMENT: u8 = 5;
+
 /// Limits and defaults for the manager.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -83,8 +89,8 @@ impl Default for ManagerConfig {
             max_running: 64,
             max_tracked: 1024,
             default_workdir: None,
-            nice_increment: 5,
-            oom_score_adj: Some(998),
+            nice_increment: DEFAULT_NICE_INCREMENT.into(),
+            oom_score_adj: Some(DEFAULT_OOM_SCORE_ADJ.into()),
             kill_grace: Duration::from_secs(5),
             tree_tracking: true,
             state_dir: None,

@@ -2,7 +2,7 @@
 //! tools `read_file`, `write_file`, `edit_files`, `list_directory`) and the MCP server that
 //! exposes them.
 //!
-//! Owns: the tool semantics of `shared/API.md` "LLM tools": argument parsing ([`args`]), pure
+//! Owns: the tool semantics of `docs/API.md` "LLM tools": argument parsing ([`args`]), pure
 //! rules ([`rules`], [`command`], [`shell`]), the result JSON ([`result`]), schemas
 //! ([`schema`]), and [`Tools`], the thin async shell that runs them against agents through the
 //! SDK. Foreground commands use the agent's server-side wait, never a polling interval.

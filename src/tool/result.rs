@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::rules::{MAX_OUTPUT_BYTES, cap_output, format_duration};
 use crate::api::types::{ListProcessesResponse, ProcessOutputResponse, ProcessTruncation};
 
-/// A tool result as the model sees it (field order as serialised, per `shared/API.md`).
+/// A tool result as the model sees it (field order as serialised, per `docs/API.md`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecuteResult {
     /// Foreground: exit code 0. Background start, signal sent, or a process still running

@@ -283,13 +283,13 @@ impl Device {
             return;
         };
         let pc = Arc::clone(&peer.counters);
+        let keys = Keys {
+            private_key,
+            rate_limiter,
+        };
         // An initiation creates the session; anything else needs the one it belongs to.
         let new_session = kind == Kind::Init && !peer.session.is_live();
         let tunn = if kind == Kind::Init {
-            let keys = Keys {
-                private_key,
-                rate_limiter,
-            };
             let key = pc.public_key();
             peer.session
                 .get_or_create(&keys, key, peer.preshared_key, index)
@@ -298,6 +298,9 @@ impl Device {
         } else {
             bump(&pc.drop_no_session);
             tracing::debug!(peer = %peer.label, %src, ?kind, "dropped datagram for a session dropped as idle");
+            if kind == Kind::Data {
+                probe(peer, &keys, index, src, scratch, out);
+            }
             return;
         };
 
@@ -345,6 +348,14 @@ impl Device {
                 };
                 bump(counter);
                 tracing::debug!(peer = %peer.label, %src, ?kind, error = ?e, "dropped datagram");
+                if kind == Kind::Data
+                    && matches!(
+                        e,
+                        WireGuardError::NoCurrentSession | WireGuardError::WrongIndex
+                    )
+                {
+                    probe(peer, &keys, index, src, scratch, out);
+                }
             }
         }
 
@@ -481,6 +492,8 @@ impl Device {
                     continue;
                 }
             }
+            // A handshake started towards an unconfirmed address retries there.
+            let handshake_to = peer.session.probe().or(peer.endpoint);
             let Some(tunn) = peer.session.tunn() else {
                 // No session: only a persistent keepalive (which creates one) or nothing.
                 persistent_keepalive(peer, &keys, index, now, scratch, out);
@@ -489,7 +502,7 @@ impl Device {
             };
             match tunn.update_timers(scratch) {
                 TunnResult::Done => {}
-                TunnResult::WriteToNetwork(d) => match peer.endpoint {
+                TunnResult::WriteToNetwork(d) => match handshake_to {
                     Some(ep) => transmit(out, pc, ep, d),
                     None => bump(&pc.drop_no_endpoint),
                 },
@@ -656,6 +669,33 @@ fn persistent_keepalive(
     }
 }
 
+/// A peer sent data we hold no session for, from `src`. If we could not reach it there (no
+/// endpoint: a restarted node never learnt it; another one: it roamed while its session was
+/// dropped), start a handshake to `src`: its authenticated answer moves the endpoint, nothing
+/// before it does. At most one handshake is in progress per peer (retries go to `src` too), so
+/// a forged datagram costs one initiation per handshake attempt at most.
+fn probe(
+    peer: &mut Peer,
+    keys: &Keys<'_>,
+    index: u32,
+    src: SocketAddr,
+    scratch: &mut [u8],
+    out: &mut Outputs,
+) {
+    if peer.endpoint == Some(src) {
+        return;
+    }
+    let key = peer.counters.public_key();
+    let tunn = peer
+        .session
+        .get_or_create(keys, key, peer.preshared_key, index);
+    if let TunnResult::WriteToNetwork(d) = tunn.format_handshake_initiation(scratch, false) {
+        tracing::debug!(peer = %peer.label, %src, endpoint = ?peer.endpoint, "peer without a session talks from elsewhere: initiating a handshake there");
+        peer.session.set_probe(src);
+        transmit(out, &peer.counters, src, d);
+    }
+}
+
 /// Finds the configured peer that sent a handshake initiation (costs one X25519).
 fn identify_initiator(
     private_key: &StaticSecret,
@@ -732,31 +772,9 @@ fn transmit(out: &mut Outputs, pc: &PeerCounters, to: SocketAddr, datagram: &[u8
     out.send_datagram(to, datagram);
 }
 
-/// `n` distinct random non-zero 24-bit receiver indices, none of them in `taken`.
-fn unique_indices(n: usize, taken: &HashMap<u32, Peer>) -> Result<Vec<u32>, getrandom::Error> {
-    let mut seen = HashSet::with_capacity(n);
-    let mut out = Vec::with_capacity(n);
-    // Terminates: at most MAX_PEERS (2^16) of the 2^24 indices are ever taken.
-    while out.len() < n {
-        let idx = getrandom::u32()? & 0x00ff_ffff;
-        if idx != 0 && !taken.contains_key(&idx) && seen.insert(idx) {
-            out.push(idx);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn indices_are_distinct_nonzero_24_bit() {
-        let v = unique_indices(5000, &HashMap::new()).unwrap();
-        let set: HashSet<_> = v.iter().copied().collect();
-        assert_eq!(set.len(), 5000);
-        assert!(v.iter().all(|&i| i != 0 && i <= 0x00ff_ffff));
-    }
 
     #[test]
     fn device_is_send() {

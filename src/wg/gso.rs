@@ -1,7 +1,7 @@
 //! UDP segmentation offload for the WireGuard socket: GSO on send, GRO on receive (Linux).
 //!
 //! Why: per-datagram kernel work, not the system call entry, is the largest cost of userspace
-//! WireGuard (BENCHMARKS-overlay.md: `sendmmsg`/`recvmmsg` gained nothing). With GSO one
+//! WireGuard (BENCHMARKS.md 3.1, "Prototypes": `sendmmsg`/`recvmmsg` gained nothing). With GSO one
 //! `sendmsg` carries a *run* of equal-size datagrams to one endpoint (a `UDP_SEGMENT` control
 //! message gives the size; only the last may be shorter) and the kernel splits it as late as it
 //! can. A receiver with `UDP_GRO` on gets such runs (and datagrams the kernel coalesced) whole
@@ -333,7 +333,7 @@ mod sys {
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
 
-    use socket2::SockAddr;
+    use socket2::{SockAddr, SockAddrStorage};
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
@@ -441,8 +441,9 @@ mod sys {
     /// One `recvmsg` into `buf`, with the `UDP_GRO` segment size if the kernel sent one.
     pub(super) fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Got> {
         socket.try_io(Interest::READABLE, || {
-            // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
-            let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+            // SockAddrStorage is repr(transparent) over sockaddr_storage.
+            let mut name = SockAddrStorage::zeroed();
+            // SAFETY: all-zero bytes are a valid msghdr.
             let mut hdr: libc::msghdr = unsafe { zeroed() };
             let mut iov = libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
@@ -450,7 +451,7 @@ mod sys {
             };
             let mut control = ControlBuf([0; 64]);
             hdr.msg_name = (&raw mut name).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_namelen = name.size_of();
             hdr.msg_iov = &raw mut iov;
             hdr.msg_iovlen = 1;
             hdr.msg_control = control.0.as_mut_ptr().cast();

@@ -26,6 +26,7 @@
 mod counters;
 mod device;
 pub mod gso;
+mod index;
 mod routing;
 mod session;
 pub mod uapi;

@@ -21,6 +21,7 @@
 //! therefore does not learn an endpoint from an initiation answered by a new `Tunn`: only the
 //! initiator's first data message (it sends a keepalive at once) proves the key and moves it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ pub(super) struct Session {
     /// The peer's data packet count (received + sent) at the last tick: keepalives and
     /// handshakes are not data.
     packets_seen: u64,
+    /// Where a handshake we started towards a peer's unconfirmed address goes (its retries
+    /// too), until a handshake completes: see `probe` in the device.
+    probe: Option<SocketAddr>,
 }
 
 /// How the device's timer tick treats a session.
@@ -105,6 +109,17 @@ impl Session {
     /// A handshake completed: the grace period starts again.
     pub(super) fn handshake_completed(&mut self) {
         self.fresh = true;
+        self.probe = None;
+    }
+
+    /// Notes the address a handshake was started towards without it being the endpoint.
+    pub(super) fn set_probe(&mut self, to: SocketAddr) {
+        self.probe = Some(to);
+    }
+
+    /// Where the retries of a handshake started by [`Session::set_probe`] go.
+    pub(super) fn probe(&self) -> Option<SocketAddr> {
+        self.probe
     }
 
     /// Drops the `Tunn` (a new pre-shared key: the next one is created with it).
@@ -113,6 +128,7 @@ impl Session {
             freed(1);
         }
         self.established_at = None;
+        self.probe = None;
     }
 
     /// The timer tick's bookkeeping: notes data (`packets` is the peer's received + sent data

@@ -97,15 +97,17 @@ fn keepalives_into_a_dropped_session_are_counted_not_delivered() {
     let (mut n, t0) = handshaken(timeout);
     tick(&mut n, B, t0 + HANDSHAKE_GRACE);
     assert_eq!(sessions(&n, B), 0);
-    // A (whose session is fine on its side) sends data and a keepalive into it.
+    // A (whose session is fine on its side) sends data into it, from the known endpoint.
+    let b_sent = n.nodes[B].sent_log.len();
     n.nodes[A].send(&ipv4("10.0.0.1", "10.0.0.2", b"lost"));
     n.pump();
     assert!(n.nodes[B].take_delivered().is_empty());
     let p = n.nodes[B].stats();
     assert_eq!(p.peer("a").unwrap().drop_no_session, 1);
     assert_eq!(p.peer("a").unwrap().drop_decrypt, 0);
-    // No answer, and no session created for it.
-    assert!(n.nodes[A].wire.sent.is_empty());
+    // No answer (B can reach A where it is), and no session created for it.
+    assert_eq!(n.nodes[B].sent_log.len(), b_sent);
+    tick(&mut n, B, t0 + HANDSHAKE_GRACE * 2);
     assert_eq!(sessions(&n, B), 0);
 }
 
@@ -220,4 +222,85 @@ fn the_peer_initiating_again_gets_a_new_session() {
     assert_eq!(s.device.sessions, 1);
     assert_eq!(s.peer("a").unwrap().handshakes, 2);
     assert_eq!(s.peer("a").unwrap().endpoint, Some(addr(1003)));
+}
+
+#[test]
+fn a_peer_that_roamed_while_its_session_was_dropped_is_found_again() {
+    let timeout = Duration::from_secs(5);
+    let (mut n, t0) = handshaken(timeout);
+    tick(&mut n, B, t0 + HANDSHAKE_GRACE);
+    assert_eq!(sessions(&n, B), 0);
+    // A's NAT mapping changed: its next datagram (data on its old session) comes from elsewhere.
+    n.nodes[A].addr = addr(1005);
+    n.nodes[A].send(&ipv4("10.0.0.1", "10.0.0.2", b"lost, but it finds me"));
+    n.pump();
+    assert!(n.nodes[B].take_delivered().is_empty());
+    // B answered with a handshake to the new address; A's response proved it and moved it.
+    let s = n.nodes[B].stats();
+    let p = s.peer("a").unwrap();
+    assert_eq!(p.endpoint, Some(addr(1005)));
+    assert_eq!((p.drop_no_session, p.handshakes), (1, 2));
+    let back = ipv4("10.0.0.2", "10.0.0.1", b"found you");
+    n.nodes[B].send(&back);
+    n.pump();
+    assert_eq!(n.nodes[A].take_delivered(), vec![back]);
+}
+
+#[test]
+fn a_restarted_node_recognises_keepalives_and_handshakes_back() {
+    let (a, b) = (secret(), secret());
+    let mut to_b = peer("b", &b, &["10.0.0.2/32"], Some(1002));
+    to_b.persistent_keepalive = Some(25);
+    let control = || node(&b, 1002, vec![peer("a", &a, &["10.0.0.1/32"], None)]);
+    let mut n = net(vec![node(&a, 1001, vec![to_b]), control()]);
+    let t0 = Instant::now();
+    // A (behind NAT) dials in with its keepalive peer's first tick.
+    tick(&mut n, A, t0);
+    n.pump();
+    assert_eq!(n.nodes[B].stats().peer("a").unwrap().handshakes, 1);
+    // B restarts: same key, same peers, no saved endpoint, no session.
+    n.nodes[B] = control();
+    assert_eq!(n.nodes[B].stats().peer("a").unwrap().endpoint, None);
+    // A's next persistent keepalive is on the old session; B knows whose it is (the same
+    // receiver index), cannot read it, and starts a handshake to where it came from.
+    tick(&mut n, A, t0 + Duration::from_secs(26));
+    n.pump();
+    let s = n.nodes[B].stats();
+    let p = s.peer("a").unwrap();
+    assert_eq!(p.endpoint, Some(addr(1001)));
+    assert_eq!(p.handshakes, 1);
+    assert_eq!(s.device.unknown_index, 0);
+    let hello = ipv4("10.0.0.2", "10.0.0.1", b"back after a restart");
+    n.nodes[B].send(&hello);
+    n.pump();
+    assert_eq!(n.nodes[A].take_delivered(), vec![hello]);
+}
+
+#[test]
+fn a_forged_keepalive_gets_one_initiation_and_moves_nothing() {
+    let timeout = Duration::from_secs(5);
+    let (mut n, t0) = handshaken(timeout);
+    tick(&mut n, B, t0 + HANDSHAKE_GRACE);
+    // A datagram A really sent, replayed from elsewhere several times.
+    let data = n.nodes[A]
+        .sent_log
+        .iter()
+        .rev()
+        .find(|(_, d)| d[0] == 4)
+        .map(|(_, d)| d.clone())
+        .unwrap();
+    let node = &mut n.nodes[B];
+    for _ in 0..5 {
+        node.dev
+            .handle_datagram_to(addr(6666), &data, &mut node.wire);
+    }
+    // One initiation (a handshake is then in progress), nothing delivered, endpoint unchanged.
+    assert_eq!(node.wire.sent.len(), 1);
+    assert_eq!(node.wire.sent[0], (addr(6666), node.wire.sent[0].1.clone()));
+    assert_eq!(node.wire.sent[0].1.len(), 148);
+    assert!(node.wire.delivered.is_empty());
+    assert_eq!(
+        n.nodes[B].stats().peer("a").unwrap().endpoint,
+        Some(addr(1001))
+    );
 }

@@ -6,7 +6,7 @@
 //!
 //! Why large buffers: on the baseline machine, a full UDP receive buffer (the default
 //! 212,992 bytes) is what caps userspace WireGuard; every dropped datagram became a TCP
-//! retransmit. wireguard-go asks for about 7 MiB. See DESIGN.md, "Measured lessons".
+//! retransmit. wireguard-go asks for about 7 MiB (BENCHMARKS.md 3, "Interpretation").
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -174,16 +174,7 @@ impl Http {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
             .unwrap();
-        // A keep-alive connection takes the next request only once the previous exchange is
-        // fully done on its side.
-        tokio::time::timeout(T, self.send.ready())
-            .await
-            .unwrap()
-            .unwrap();
-        let resp = tokio::time::timeout(T, self.send.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
+        let resp = self.exchange(req).await;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (
@@ -194,6 +185,22 @@ impl Http {
 }
 
 impl Http {
+    /// Sends `req` once the connection is ready for it (a keep-alive connection takes the next
+    /// request only once the previous exchange is fully done on its side), bounded by `T`.
+    async fn exchange(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        tokio::time::timeout(T, self.send.ready())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(T, self.send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// A GET with extra headers; status, `Content-Type` and the body as text.
     pub async fn get_text(
         &mut self,
@@ -208,16 +215,7 @@ impl Http {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(Bytes::new())).unwrap();
-        // A keep-alive connection takes the next request only once the previous exchange is
-        // fully done on its side.
-        tokio::time::timeout(T, self.send.ready())
-            .await
-            .unwrap()
-            .unwrap();
-        let resp = tokio::time::timeout(T, self.send.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
+        let resp = self.exchange(req).await;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -280,6 +278,18 @@ pub fn api_addr() -> SocketAddr {
     SocketAddr::new(ip(AGENT_IP), API_PORT)
 }
 
+/// A control daemon for `cfg` serving its local socket at `socket` (no socket group, 16
+/// connections, no state directory).
+pub async fn start_daemon(cfg: &Config, socket: &std::path::Path) -> wgagent::control::Daemon {
+    let options = wgagent::control::DaemonOptions {
+        socket: socket.to_owned(),
+        socket_group: None,
+        max_connections: 16,
+        state_dir: None,
+    };
+    wgagent::control::Daemon::start(cfg, options).await.unwrap()
+}
+
 /// An agent that knows two control peers (100.64.0.1 and 100.64.0.2), and those two peers.
 pub async fn agent_and_two_controls() -> (
     wgagent::node::Node,
@@ -314,4 +324,32 @@ pub async fn agent_and_two_controls() -> (
     )
     .await;
     (agent, c1, c2)
+}
+
+/// Runs `program args…` with `input` on its stdin (closed after it) and returns its output
+/// (stdout captured, stderr inherited). `input` must be small: it is written before stdout is
+/// read.
+pub fn pipe(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// [`pipe`], which must succeed; its stdout.
+pub fn pipe_ok(program: &str, args: &[&str], input: &str) -> String {
+    let out = pipe(program, args, input);
+    assert!(out.status.success(), "{program} {args:?}: {:?}", out.status);
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -28,8 +28,9 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::{HALF_OPEN_TIMEOUT, ORPHAN_LINGER, Orphan, Refusal, Stack, Timed};
+use crate::netstack::config::PeerTag;
 use crate::netstack::device::Syn;
-use crate::netstack::{NetstackError, PeerTag};
+use crate::netstack::error::NetstackError;
 
 /// Identifies a listener inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use boringtun::noise::rate_limiter::RateLimiter;
 
-use super::{Device, MAX_PEERS, Peer, Session, unique_indices};
+use super::{Device, MAX_PEERS, Peer, Session};
 use crate::wg::counters::{PeerCounters, PeerInfo};
+use crate::wg::index::stable_indices;
 use crate::wg::{
     AllowedIpChange, Applied, DeviceUpdate, IpNetwork, PeerId, PeerUpdate, PublicKey, StaticSecret,
     WgError, key_label,
@@ -100,7 +101,7 @@ impl Device {
         if own != self.public_key && base_present(own.as_bytes()) {
             overlay.insert(own.to_bytes(), false);
         }
-        let mut created = 0usize;
+        let mut created: Vec<[u8; 32]> = Vec::new();
         for section in &update.peers {
             let key = section.public_key.to_bytes();
             if section.public_key == own {
@@ -114,7 +115,7 @@ impl Device {
                 overlay.insert(key, false);
             } else if !present && !section.update_only {
                 overlay.insert(key, true);
-                created += 1;
+                created.push(key);
             }
         }
         let base = if update.replace_peers {
@@ -136,7 +137,12 @@ impl Device {
             let present = |k: &[u8; 32]| overlay.get(k).copied().unwrap_or_else(|| base_present(k));
             self.check_names(update, present, own)?;
         }
-        unique_indices(created, &self.peers).map_err(WgError::Random)
+        // Stable across restarts (see `wg::index`); handed out by `pop`, so reversed.
+        let key = update.private_key.as_ref().unwrap_or(&self.private_key);
+        let mut indices = stable_indices(key, &created, |i| self.peers.contains_key(&i))
+            .map_err(WgError::Random)?;
+        indices.reverse();
+        Ok(indices)
     }
 
     /// Two peers of the resulting table must not share a name.
