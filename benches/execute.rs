@@ -1,7 +1,9 @@
 //! The LLM `execute` tool end to end through a real WireGuard tunnel (two Nodes on loopback UDP,
 //! in one process), against spawning `sh -c true` locally in the same run.
 //!
-//! Run: `cargo bench --bench execute` (prints a table; asserts nothing about times).
+//! Run: `cargo bench --bench execute` (prints a table; asserts nothing about times). Both
+//! sections run once per data-path layout: `threads = 1` (the single task), then the machine's
+//! default (`[interface] threads`), each with its own same-run baseline.
 //!
 //! 1. Latency: `execute {command: "true"}` one at a time, median and p99, vs
 //!    `std::process::Command::new("sh").args(["-c","true"]).status()`.
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ip, node, pct, peer};
+use common::{ip, node_with_threads as node, pct, peer};
 use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions};
 use wgagent::config;
@@ -27,10 +29,20 @@ const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
 const CLIENTS: usize = 8;
 
 fn main() {
-    common::block_on(run());
+    for threads in [1, 0] {
+        let name = match threads {
+            0 => format!(
+                "threads = {} (the default)",
+                config::Interface::default_threads()
+            ),
+            n => format!("threads = {n}"),
+        };
+        println!("== data path: {name} ==");
+        common::block_on(run(threads));
+    }
 }
 
-async fn run() {
+async fn run(threads: usize) {
     // One agent that knows CLIENTS control peers at 100.64.1.1..=CLIENTS.
     let agent_key = keys::generate();
     let agent_pub = keys::public_key(&agent_key);
@@ -40,7 +52,7 @@ async fn run() {
         .enumerate()
         .map(|(i, k)| peer(keys::public_key(k), &format!("100.64.1.{}/32", i + 1), None))
         .collect();
-    let agent = node(agent_key, "100.64.0.10", peers).await;
+    let agent = node(agent_key, "100.64.0.10", peers, threads).await;
     let api_cfg = config::Api {
         max_tracked: 65536,
         max_running: 256,
@@ -55,6 +67,7 @@ async fn run() {
             k,
             &format!("100.64.1.{}", i + 1),
             vec![peer(agent_pub, "100.64.0.10/32", ep)],
+            threads,
         )
         .await;
         let conn = AgentConn::new(

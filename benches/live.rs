@@ -379,6 +379,7 @@ async fn churn_section() -> Result<()> {
     });
     let agent = Agent::start(&cfg).await?;
     let control = Node::start(NodeConfig {
+        threads: 0,
         private_key: ck,
         addresses: vec![ip(CONTROL_IP)],
         listen_port: 0,

@@ -14,8 +14,13 @@
 //!    and with 100 open keep-alive connections from a control node; idle `wireguard-go` as a
 //!    reference.
 //!
+//! Every bulk figure is measured for both data-path layouts (`[interface] threads`): 1, the
+//! single task, and the machine's default (the crypto + netstack pipeline on a multi-core
+//! machine), alternating in each round. `pinned` (only named) repeats the namespace pair with
+//! each process pinned to a core of its own.
+//!
 //! Run: `cargo bench --bench overlay` (as root for the namespace parts; otherwise they print a
-//! skip reason). Prints a table; asserts nothing about the figures. Takes about a minute.
+//! skip reason). Prints a table; asserts nothing about the figures. Takes about two minutes.
 //!
 //! The bench re-executes itself for its child processes; `CHILD_ENV` selects the role.
 
@@ -23,6 +28,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -60,6 +66,21 @@ const AGENT_IP: &str = "100.64.0.10";
 const CONTROL_IP: &str = "100.64.0.1";
 /// Bound on any single section, so a bug makes the bench report instead of hang.
 const SECTION_LIMIT: Duration = Duration::from_secs(60);
+
+/// `threads` of the nodes started next (0: the machine's default); set per run.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+/// The two layouts every bulk figure is measured in: `threads = 1` and the default.
+const LAYOUTS: [usize; 2] = [1, 0];
+
+fn layout_name(threads: usize) -> String {
+    match threads {
+        0 => format!(
+            "threads={} (default)",
+            wgagent::config::Interface::default_threads()
+        ),
+        n => format!("threads={n}"),
+    }
+}
 
 fn main() -> ExitCode {
     match std::env::var(CHILD_ENV).as_deref() {
@@ -106,66 +127,162 @@ fn parent() {
     let mut rows = Vec::new();
     let mut wg_go_rss = None;
     if only.iter().any(|o| o == "inproc") {
-        // Not part of the default run: one in-process bulk transfer, for profiling.
-        let r = rt.block_on(limited(ours_bulk()));
-        push_tput((&mut Vec::new(), &mut Vec::new()), "ours, in-process", r);
+        // Not part of the default run: one in-process bulk transfer per layout, for profiling.
+        for threads in LAYOUTS {
+            THREADS.store(threads, Ordering::Relaxed);
+            let r = rt.block_on(limited(ours_bulk()));
+            let what = format!("ours, in-process, {}", layout_name(threads));
+            push_tput((&mut Vec::new(), &mut Vec::new()), &what, r);
+        }
     }
     if want("bulk") {
-        let b = bulk(&rt);
+        let b = bulk(&rt, false);
         wg_go_rss = b.wg_go_rss_kib;
         let wg = mean(&b.wg_go);
-        rows.push(Row {
-            name: "bulk TCP, ours in-process (loopback UDP)",
-            ours: mean(&b.in_process),
-            baseline_name: "wireguard-go netns",
-            baseline: wg,
-            unit: "Mbit/s",
-            goal: ">= 1.5",
-        });
-        rows.push(Row {
-            name: "bulk TCP, ours 2 procs in netns (veth)",
-            ours: mean(&b.netns),
-            baseline_name: "wireguard-go netns",
-            baseline: wg,
-            unit: "Mbit/s",
-            goal: ">= 1.5",
-        });
         let wg_eff = mean(&b.wg_go_eff);
+        let (single, default) = (0, 1);
         rows.push(Row {
-            name: "bulk, ours in-process, Mbit per CPU-s",
-            ours: mean(&b.in_process_eff),
+            name: "bulk TCP, in-process, threads=1",
+            ours: mean(&b.in_process[single]),
+            baseline_name: "wireguard-go netns",
+            baseline: wg,
+            unit: "Mbit/s",
+            goal: "-",
+        });
+        rows.push(Row {
+            name: "bulk TCP, 2 procs in netns, threads=1",
+            ours: mean(&b.netns[single]),
+            baseline_name: "wireguard-go netns",
+            baseline: wg,
+            unit: "Mbit/s",
+            goal: ">= 1.5",
+        });
+        rows.push(Row {
+            name: "bulk TCP, in-process, default threads",
+            ours: mean(&b.in_process[default]),
+            baseline_name: "same, threads=1",
+            baseline: mean(&b.in_process[single]),
+            unit: "Mbit/s",
+            goal: ">= 1.5",
+        });
+        rows.push(Row {
+            name: "bulk TCP, netns, default threads",
+            ours: mean(&b.netns[default]),
+            baseline_name: "same, threads=1",
+            baseline: mean(&b.netns[single]),
+            unit: "Mbit/s",
+            goal: ">= 1.5",
+        });
+        rows.push(Row {
+            name: "bulk TCP, netns, default threads",
+            ours: mean(&b.netns[default]),
+            baseline_name: "wireguard-go netns",
+            baseline: wg,
+            unit: "Mbit/s",
+            goal: ">= 1.5",
+        });
+        rows.push(Row {
+            name: "bulk, in-process, threads=1, Mb/CPU-s",
+            ours: mean(&b.in_process_eff[single]),
             baseline_name: "wireguard-go netns",
             baseline: wg_eff,
             unit: "Mb/CPUs",
             goal: "-",
         });
         rows.push(Row {
-            name: "bulk, ours netns, Mbit per CPU-s",
-            ours: mean(&b.netns_eff),
+            name: "bulk, netns, threads=1, Mb/CPU-s",
+            ours: mean(&b.netns_eff[single]),
             baseline_name: "wireguard-go netns",
             baseline: wg_eff,
             unit: "Mb/CPUs",
             goal: "-",
         });
+        // CPU per bit of the default relative to threads=1 is the inverse of this ratio.
         rows.push(Row {
-            name: "bulk TCP, ours in-process vs ceiling",
-            ours: mean(&b.in_process),
+            name: "bulk, in-process, default, Mb/CPU-s",
+            ours: mean(&b.in_process_eff[default]),
+            baseline_name: "same, threads=1",
+            baseline: mean(&b.in_process_eff[single]),
+            unit: "Mb/CPUs",
+            goal: ">= 0.83",
+        });
+        rows.push(Row {
+            name: "bulk, netns, default, Mb/CPU-s",
+            ours: mean(&b.netns_eff[default]),
+            baseline_name: "same, threads=1",
+            baseline: mean(&b.netns_eff[single]),
+            unit: "Mb/CPUs",
+            goal: ">= 0.83",
+        });
+        rows.push(Row {
+            name: "bulk TCP, in-process, threads=1 vs ceiling",
+            ours: mean(&b.in_process[single]),
             baseline_name: "loopback TCP",
             baseline: mean(&b.ceiling),
             unit: "Mbit/s",
             goal: "-",
         });
     }
+    if only.iter().any(|o| o == "pinned") {
+        // Each namespace process on a core of its own: what one end does with one core.
+        let b = bulk(&rt, true);
+        rows.push(Row {
+            name: "bulk TCP, netns pinned 1 core/end, default",
+            ours: mean(&b.netns[1]),
+            baseline_name: "same, threads=1",
+            baseline: mean(&b.netns[0]),
+            unit: "Mbit/s",
+            goal: "-",
+        });
+        rows.push(Row {
+            name: "bulk, netns pinned, default, Mb/CPU-s",
+            ours: mean(&b.netns_eff[1]),
+            baseline_name: "same, threads=1",
+            baseline: mean(&b.netns_eff[0]),
+            unit: "Mb/CPUs",
+            goal: "-",
+        });
+    }
     if want("aggregate") {
-        // Single-task mode only (the data path has one task per node); the baseline for a
-        // parallel data path: one agent node serving 8 peers, and one control node 8 agents.
+        // One agent node serving 8 peers, and one control node 8 agents, in both layouts.
         for (name, fan_in) in [
             ("8 control nodes -> 1 agent, in-process", true),
             ("1 control node -> 8 agents, in-process", false),
         ] {
-            let r = rt.block_on(limited(aggregate_bulk(fan_in)));
-            push_tput((&mut Vec::new(), &mut Vec::new()), name, r);
+            let mut got = [Vec::new(), Vec::new()];
+            let mut eff = [Vec::new(), Vec::new()];
+            for (i, threads) in LAYOUTS.into_iter().enumerate() {
+                THREADS.store(threads, Ordering::Relaxed);
+                let r = rt.block_on(limited(aggregate_bulk(fan_in)));
+                let what = format!("{name}, {}", layout_name(threads));
+                push_tput((&mut got[i], &mut eff[i]), &what, r);
+            }
+            rows.push(Row {
+                name: if fan_in {
+                    "aggregate 8 -> 1, default threads"
+                } else {
+                    "aggregate 1 -> 8, default threads"
+                },
+                ours: mean(&got[1]),
+                baseline_name: "same, threads=1",
+                baseline: mean(&got[0]),
+                unit: "Mbit/s",
+                goal: "-",
+            });
+            rows.push(Row {
+                name: if fan_in {
+                    "aggregate 8 -> 1, default, Mb/CPU-s"
+                } else {
+                    "aggregate 1 -> 8, default, Mb/CPU-s"
+                },
+                ours: mean(&eff[1]),
+                baseline_name: "same, threads=1",
+                baseline: mean(&eff[0]),
+                unit: "Mb/CPUs",
+                goal: "-",
+            });
         }
+        THREADS.store(0, Ordering::Relaxed);
     }
     if want("api") {
         match rt.block_on(limited(api_benches())) {
@@ -271,16 +388,16 @@ fn parent() {
     print_table(&rows);
 }
 
-/// Throughput samples in Mbit/s, one per round.
+/// Throughput samples in Mbit/s, one per round; ours per layout (index into [`LAYOUTS`]).
 #[derive(Default)]
 struct Bulk {
     ceiling: Vec<f64>,
-    in_process: Vec<f64>,
-    netns: Vec<f64>,
+    in_process: [Vec<f64>; 2],
+    netns: [Vec<f64>; 2],
     wg_go: Vec<f64>,
     /// Mbit moved per CPU-second, one per round (see [`Tput`]).
-    in_process_eff: Vec<f64>,
-    netns_eff: Vec<f64>,
+    in_process_eff: [Vec<f64>; 2],
+    netns_eff: [Vec<f64>; 2],
     wg_go_eff: Vec<f64>,
     wg_go_rss_kib: Option<u64>,
 }
@@ -304,12 +421,13 @@ impl Tput {
     }
 }
 
-/// Rounds alternate ours and the baseline so that load from other work on the machine hits
-/// both alike.
-fn bulk(rt: &tokio::runtime::Runtime) -> Bulk {
+/// Rounds alternate ours (both layouts) and the baseline so that load from other work on the
+/// machine hits all alike. `pinned`: only our namespace pair, each process on its own core.
+fn bulk(rt: &tokio::runtime::Runtime, pinned: bool) -> Bulk {
     let mut b = Bulk::default();
     let netns = Netns::create();
     let wg_go = match &netns {
+        Ok(_) if pinned => None,
         Ok(ns) => match WgGo::start(ns) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -324,25 +442,35 @@ fn bulk(rt: &tokio::runtime::Runtime) -> Bulk {
     };
     for round in 1..=BULK_ROUNDS {
         println!("bulk round {round}/{BULK_ROUNDS}");
-        if round == 1 {
+        if round == 1 && !pinned {
             push(
                 &mut b.ceiling,
                 "loopback TCP ceiling",
                 rt.block_on(limited(loopback_bulk())),
             );
         }
-        push_tput(
-            (&mut b.in_process, &mut b.in_process_eff),
-            "ours, in-process",
-            rt.block_on(limited(ours_bulk())),
-        );
-        if let Ok(ns) = &netns {
-            push_tput(
-                (&mut b.netns, &mut b.netns_eff),
-                "ours, 2 processes in netns",
-                with_machine_load(|| ours_bulk_netns(ns)),
-            );
+        for (i, threads) in LAYOUTS.into_iter().enumerate() {
+            THREADS.store(threads, Ordering::Relaxed);
+            let name = layout_name(threads);
+            if !pinned {
+                push_tput(
+                    (&mut b.in_process[i], &mut b.in_process_eff[i]),
+                    &format!("ours, in-process, {name}"),
+                    rt.block_on(limited(ours_bulk())),
+                );
+            }
+            if let Ok(ns) = &netns {
+                push_tput(
+                    (&mut b.netns[i], &mut b.netns_eff[i]),
+                    &format!(
+                        "ours, 2 processes in netns{}, {name}",
+                        if pinned { " (pinned)" } else { "" }
+                    ),
+                    with_machine_load(|| ours_bulk_netns(ns, threads, pinned)),
+                );
+            }
         }
+        THREADS.store(0, Ordering::Relaxed);
         if let (Ok(ns), Some(w)) = (&netns, &wg_go) {
             push_tput(
                 (&mut b.wg_go, &mut b.wg_go_eff),
@@ -565,6 +693,7 @@ async fn start_node(
     peers: Vec<PeerConfig>,
 ) -> Result<Node> {
     Ok(Node::start(NodeConfig {
+        threads: THREADS.load(Ordering::Relaxed),
         private_key: secret,
         addresses: vec![ip(addr)],
         listen_port: port,
@@ -936,8 +1065,9 @@ fn wait_line(r: &mut impl BufRead, prefix: &str, limit: Duration) -> Result<Stri
     bail!("no {prefix:?} within {limit:?}")
 }
 
-/// Our nodes as two processes (this binary re-executed), one per namespace, like wireguard-go.
-fn ours_bulk_netns(ns: &Netns) -> Result<Tput> {
+/// Our nodes as two processes (this binary re-executed), one per namespace, like wireguard-go,
+/// with `threads` (0: the default); `pinned`: the sink on CPU 0, the source on CPU 1.
+fn ours_bulk_netns(ns: &Netns, threads: usize, pinned: bool) -> Result<Tput> {
     let exe = std::env::current_exe()?;
     let exe = exe.to_str().context("non-UTF-8 executable path")?;
     let (sk, ck) = (keys::generate(), keys::generate());
@@ -947,6 +1077,11 @@ fn ours_bulk_netns(ns: &Netns) -> Result<Tput> {
             .env("OB_PEER", keys::encode_public(&keys::public_key(other)))
             .env("OB_PORT", port)
             .env("OB_SECS", BULK_SECS.to_string())
+            // Pinned, the default would be 1 (one CPU allowed): ask for the pipeline itself.
+            .env(
+                "OB_THREADS",
+                if pinned && threads == 0 { 2 } else { threads }.to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
     };
@@ -954,6 +1089,9 @@ fn ours_bulk_netns(ns: &Netns) -> Result<Tput> {
     c.env(CHILD_ENV, "sink")
         .env("OB_ADDR", AGENT_IP)
         .env("OB_PEER_ADDR", CONTROL_IP);
+    if pinned {
+        c.env("OB_CPU", "0");
+    }
     common(&mut c, &sk, &ck);
     let mut sink_child = Reaped(c.spawn().context("spawning the sink node")?);
     let mut sink_out = BufReader::new(sink_child.0.stdout.take().context("sink stdout")?);
@@ -964,6 +1102,9 @@ fn ours_bulk_netns(ns: &Netns) -> Result<Tput> {
         .env("OB_ADDR", CONTROL_IP)
         .env("OB_PEER_ADDR", AGENT_IP)
         .env("OB_ENDPOINT", format!("{}:{port}", ns.b_ip));
+    if pinned {
+        c.env("OB_CPU", "1");
+    }
     common(&mut c, &ck, &sk);
     let drops0 = udp_rcvbuf_errors(ns, &ns.b);
     let mut source_child = Reaped(c.spawn().context("spawning the source node")?);
@@ -1036,6 +1177,10 @@ fn child_bulk(role: &str) -> Result<()> {
         Ok(e) => Some(e.parse()?),
         Err(_) => None,
     };
+    THREADS.store(env("OB_THREADS")?.parse()?, Ordering::Relaxed);
+    if let Ok(cpu) = std::env::var("OB_CPU") {
+        pin_to_cpu(cpu.parse()?)?;
+    }
     // The agent's runtime: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1079,6 +1224,20 @@ fn child_bulk(role: &str) -> Result<()> {
         }
         Ok(())
     }))
+}
+
+/// Pins this process (the threads it starts later inherit it) to one CPU.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
+    // touch the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// `Udp: RcvbufErrors` of a namespace: datagrams the kernel dropped on a full receive buffer.

@@ -446,6 +446,7 @@ fn keep_restart_only_values(old: &Config, new: &mut Config, restart: &mut Vec<&'
         interface.max_connections,
         interface.handshake_rate_limit,
         interface.idle_session_timeout,
+        interface.threads,
         interface.name,
         interface.uapi,
         interface.uapi_socket,

@@ -111,6 +111,11 @@ pub struct Interface {
     /// `Some(ZERO)` = never. `None` = the role's default: never for an agent,
     /// [`Interface::DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT`] for the control daemon.
     pub idle_session_timeout: Option<Duration>,
+    /// `threads`: data-path threads. 1 = one task moves every packet (the most CPU-efficient,
+    /// bounded by one core); 2 or more = under bulk traffic WireGuard crypto and the socket run
+    /// on one task and the TCP/IP stack on another, so that one stream uses two cores
+    /// (`node::Layout`). Default [`Interface::default_threads`]. Needs a restart.
+    pub threads: usize,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
     /// is `/var/run/wireguard/<name>.sock` unless `uapi_socket` says otherwise. `None` = the
@@ -175,6 +180,20 @@ impl Interface {
     /// its session between commands, and the first request after two quiet minutes pays one
     /// handshake round trip. An agent keeps its few sessions (default: never dropped).
     pub const DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Allowed `threads` values. Above 2 the data path currently runs the same two tasks as 2
+    /// (peers are not sharded over more crypto tasks yet).
+    pub const THREADS_RANGE: (usize, usize) = (1, 64);
+    /// Default `threads` cap: more cores than this are left to the processes.
+    pub const MAX_DEFAULT_THREADS: usize = 8;
+
+    /// Default `threads`: the number of cores this process may use, at most
+    /// [`Interface::MAX_DEFAULT_THREADS`] (1 on a one-core machine: the single task).
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(Self::MAX_DEFAULT_THREADS)
+    }
+
     /// Default `name` of an agent: `wgagent0` (so `wg show wgagent0`).
     pub const DEFAULT_NAME: &'static str = "wgagent0";
     /// Default `name` of the control daemon.
@@ -257,6 +276,7 @@ impl Config {
                 max_connections: Interface::DEFAULT_MAX_CONNECTIONS,
                 handshake_rate_limit: None,
                 idle_session_timeout: None,
+                threads: Interface::default_threads(),
                 name: None,
                 uapi: true,
                 uapi_socket: None,
@@ -670,6 +690,7 @@ impl fmt::Debug for Interface {
             .field("max_connections", &self.max_connections)
             .field("handshake_rate_limit", &self.handshake_rate_limit)
             .field("idle_session_timeout", &self.idle_session_timeout)
+            .field("threads", &self.threads)
             .field("name", &self.name)
             .field("uapi", &self.uapi)
             .field("uapi_socket", &self.uapi_socket)
@@ -721,6 +742,7 @@ struct RawInterface {
     max_connections: Option<Value>,
     handshake_rate_limit: Option<Value>,
     idle_session_timeout: Option<Value>,
+    threads: Option<Value>,
     name: Option<Value>,
     uapi: Option<Value>,
     uapi_socket: Option<Value>,
@@ -1215,6 +1237,13 @@ impl Cx<'_> {
                 Some(t)
             }
         };
+        let (min, max) = Interface::THREADS_RANGE;
+        let threads = self.int_or(
+            field!(interface, raw.threads),
+            Interface::default_threads(),
+            min as i64,
+            max as i64,
+        )?;
         let name = match &raw.name {
             None => None,
             Some(value) => {
@@ -1241,6 +1270,7 @@ impl Cx<'_> {
             max_connections,
             handshake_rate_limit,
             idle_session_timeout,
+            threads,
             name,
             uapi,
             uapi_socket,
@@ -2508,6 +2538,24 @@ mod tests {
         assert!(
             matches!(err, ConfigError::Read { .. }) && err.to_string().contains("missing.toml")
         );
+    }
+
+    #[test]
+    fn threads_default_to_the_cores_capped_and_take_one_to_64() {
+        let config = parse(&(interface("") + &peer(""))).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config.interface.threads, cores.min(8));
+        assert_eq!(Interface::default_threads(), cores.min(8));
+        for n in [1, 2, 64] {
+            let config = parse(&(interface(&format!("threads = {n}")) + &peer(""))).unwrap();
+            assert_eq!(config.interface.threads, n);
+        }
+        for bad in ["0", "65", "\"two\""] {
+            error(
+                &(interface(&format!("threads = {bad}")) + &peer("")),
+                "interface.threads",
+            );
+        }
     }
 
     #[test]

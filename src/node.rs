@@ -1,8 +1,9 @@
-//! `Node` = WireGuard (`wg`) + TCP/IP (`netstack`) + the one data-path task that drives both.
+//! `Node` = WireGuard (`wg`) + TCP/IP (`netstack`) + the data-path task(s) that drive both.
 //!
 //! Owns: building the parts (the WireGuard UDP socket, the only host socket; the device; the
-//! netstack) and starting the data-path task ([`driver`]: timers, GSO/GRO, moving packets
-//! between the socket, the device and the netstack), live peer changes (`live`:
+//! netstack) and starting the data path ([`driver`]: timers, GSO/GRO, moving packets
+//! between the socket, the device and the netstack; one task, or a crypto task and a netstack
+//! task with `threads >= 2`), live peer changes (`live`:
 //! [`Node::update`] and friends, and the UAPI
 //! [`Handler`](crate::wg::uapi::server::Handler) for `wg show`/`wg set`), shutdown. Both roles
 //! use it: the agent listens on its tunnel address, control replicas connect to agents'
@@ -31,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::netstack::{self, Netstack, NetstackConfig, TcpListener, TcpStream};
 use crate::wg::{self, Device, DeviceConfig, PeerConfig, PublicKey, StaticSecret};
 
-pub use self::driver::DriverCounters;
+pub use self::driver::{DriverCounters, Layout};
 use self::live::Command;
 use self::live::Published;
 pub use self::reload::{bind_uapi, uapi_path};
@@ -54,6 +55,10 @@ pub struct NodeConfig {
     /// (`Default` for the agent's defaults).
     pub limits: Limits,
     pub peers: Vec<PeerConfig>,
+    /// Data-path threads (`[interface] threads`): 1 = one task does everything; 2 or more = a
+    /// crypto task and a netstack task ([`Layout::Pipeline`]); 0 = the default for this machine
+    /// ([`crate::config::Interface::default_threads`]).
+    pub threads: usize,
 }
 
 /// A node's admission limits.
@@ -102,6 +107,7 @@ impl From<&crate::config::Config> for NodeConfig {
                 idle_session_timeout: cfg.interface.idle_session_timeout.filter(|t| !t.is_zero()),
             },
             peers,
+            threads: cfg.interface.threads,
         }
     }
 }
@@ -171,6 +177,7 @@ struct Inner {
     published: Arc<Published>,
     /// Peer changes to the data path (bounded; each carries its own reply channel).
     commands: mpsc::Sender<Command>,
+    layout: Layout,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -221,6 +228,22 @@ impl Node {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (commands, command_rx) = mpsc::channel(live::COMMAND_QUEUE);
+        let threads = match cfg.threads {
+            0 => crate::config::Interface::default_threads(),
+            n => n,
+        };
+        let layout = Layout::for_threads(threads);
+        let clock = driver::Clock::start();
+        let handoff = (layout == Layout::Pipeline).then(|| Arc::new(driver::Handoff::default()));
+        if let Some(handoff) = &handoff {
+            tracker.spawn(driver::run_netstack(
+                netstack.clone(),
+                Arc::clone(handoff),
+                clock,
+                cancel.clone(),
+                driver.clone(),
+            ));
+        }
         tracker.spawn(driver::run(driver::Parts {
             device,
             netstack: netstack.clone(),
@@ -229,8 +252,11 @@ impl Node {
             published: Arc::clone(&published),
             cancel: cancel.clone(),
             counters: driver.clone(),
+            clock,
+            handoff,
         }));
         tracker.close();
+        tracing::debug!(threads, ?layout, "data path started");
         Ok(Node {
             inner: Arc::new(Inner {
                 netstack,
@@ -238,6 +264,7 @@ impl Node {
                 driver,
                 published,
                 commands,
+                layout,
                 cancel,
                 tracker,
             }),
@@ -290,10 +317,21 @@ impl Node {
         }
     }
 
-    /// The data path's heartbeat: timer ticks so far (see [`DriverCounters::timer_ticks`]).
-    /// Cheap enough to read every second.
+    /// The data path's heartbeat: timer ticks so far (see [`DriverCounters::timer_ticks`]);
+    /// in the pipeline layout the smaller of the two tasks' tick counts, so that either task
+    /// being stuck stops it. Cheap enough to read every second.
     pub fn heartbeat(&self) -> u64 {
-        self.inner.driver.timer_ticks.load(Ordering::Relaxed)
+        let d = &self.inner.driver;
+        let ticks = d.timer_ticks.load(Ordering::Relaxed);
+        match self.inner.layout {
+            Layout::Single => ticks,
+            Layout::Pipeline => ticks.min(d.netstack_ticks.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// How the data path runs (from [`NodeConfig::threads`]).
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
     }
 
     /// Stops the data path (for every clone); true if it finished within `deadline`.
@@ -352,8 +390,10 @@ mod tests {
         peer: &StaticSecret,
         peer_ip: &str,
         endpoint: Option<SocketAddr>,
+        threads: usize,
     ) -> Node {
         Node::start(NodeConfig {
+            threads,
             private_key: key.clone(),
             addresses: vec![ip.parse().unwrap()],
             listen_port: 0,
@@ -375,15 +415,22 @@ mod tests {
     }
 
     /// A bulk transfer between two nodes goes through GSO runs and GRO receives, arrives
-    /// intact, and the counters count datagrams, not system calls.
-    #[tokio::test]
+    /// intact, and the counters count datagrams, not system calls: in both layouts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_goes_out_in_gso_runs_and_counts_datagrams() {
+        for threads in [1, 2] {
+            bulk_in_gso_runs(threads).await;
+        }
+    }
+
+    async fn bulk_in_gso_runs(threads: usize) {
         tokio::time::timeout(Duration::from_secs(20), async {
             const BYTES: usize = 4 << 20;
             let (ka, kc) = (secret(), secret());
-            let agent = node(&ka, "10.9.0.2", &kc, "10.9.0.1", None).await;
+            let agent = node(&ka, "10.9.0.2", &kc, "10.9.0.1", None, threads).await;
+            assert_eq!(agent.layout(), Layout::for_threads(threads));
             let to_agent = SocketAddr::from((Ipv4Addr::LOCALHOST, agent.udp_addr().port()));
-            let control = node(&kc, "10.9.0.1", &ka, "10.9.0.2", Some(to_agent)).await;
+            let control = node(&kc, "10.9.0.1", &ka, "10.9.0.2", Some(to_agent), threads).await;
             let mut listener = agent.listen(7000).unwrap().remove(0);
             let reader = tokio::spawn(async move {
                 let (mut s, _) = listener.accept().await.unwrap();

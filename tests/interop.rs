@@ -19,12 +19,15 @@
 mod lab;
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/threads.rs"]
+mod threads;
 
 use std::time::{Duration, Instant};
 
 use lab::{API, curl, genkey, http, pubkey};
 use netns::{Lab, Out, STEP, wait_for};
 use serde_json::Value;
+use threads::threads_line;
 
 const AGENT_PORT: &str = "51820";
 const PEER_PORT: &str = "51821";
@@ -86,6 +89,7 @@ fn wireguard_go_peers_drive_the_agent_and_strangers_get_nothing() {
     }
 
     let state_dir = dir.join("state").display().to_string();
+    let threads = threads_line();
     let config = format!(
         r#"[interface]
 private_key_file = "agent.key"
@@ -93,7 +97,7 @@ address = ["100.64.0.10"]
 listen_port = {AGENT_PORT}
 # Tests run many agents at once: none takes the default `wgagent0` socket.
 uapi = false
-
+{threads}
 [api]
 shutdown_grace = "1s"
 state_dir = "{state_dir}"

@@ -224,6 +224,7 @@ async fn updating_allowed_ips_refuses_the_old_range_and_keeps_the_session() {
         );
         to_agent.allowed_ips.push(net(&format!("{AGENT_V6}/128")));
         let n = Node::start(NodeConfig {
+            threads: 0,
             private_key: c.secret.clone(),
             addresses: vec![ip("100.64.0.1"), ip("fd7a:115c:a1e0::1")],
             listen_port: 0,

@@ -18,6 +18,8 @@
 mod lab;
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/threads.rs"]
+mod threads;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use netns::{Lab, Out, STEP, wait_for};
 use serde_json::Value;
+use threads::threads_line;
 
 /// The agent's keepalive towards each replica, seconds (short, so the test is quick).
 const KEEPALIVE: u64 = 3;
@@ -64,12 +67,13 @@ fn agent_behind_nat_through_two_control_daemons() {
     lab::write_new(
         &dir.join("agent.toml"),
         &format!(
-            "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\nuapi = false\n\n\
+            "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\nuapi = false\n{}\n\
              [api]\nshutdown_grace = \"1s\"\n\n\
              [[peer]]\nname = \"control-1\"\npublic_key = \"{c1_pub}\"\nallowed_ips = [\"100.64.0.1/32\"]\n\
              endpoint = \"10.78.0.2:51820\"\npersistent_keepalive = {KEEPALIVE}\n\n\
              [[peer]]\nname = \"control-2\"\npublic_key = \"{c2_pub}\"\nallowed_ips = [\"100.64.0.2/32\"]\n\
-             endpoint = \"10.78.0.2:51821\"\npersistent_keepalive = {KEEPALIVE}\n"
+             endpoint = \"10.78.0.2:51821\"\npersistent_keepalive = {KEEPALIVE}\n",
+            threads_line()
         ),
     );
     let sockets: Vec<PathBuf> = (1..=2).map(|i| dir.join(format!("c{i}.sock"))).collect();
@@ -77,10 +81,11 @@ fn agent_behind_nat_through_two_control_daemons() {
         lab::write_new(
             &dir.join(format!("c{i}.toml")),
             &format!(
-                "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\nuapi = false\n\n\
+                "[interface]\nprivate_key_file = \"c{i}.key\"\naddress = [\"100.64.0.{i}\"]\nlisten_port = {}\nuapi = false\n{}\n\
                  [control]\nconnect_timeout = \"5s\"\n\n\
                  [[peer]]\nname = \"dev\"\npublic_key = \"{agent_pub}\"\nallowed_ips = [\"100.64.0.10/32\"]\n",
-                51819 + i
+                51819 + i,
+                threads_line()
             ),
         );
     }

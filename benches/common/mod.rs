@@ -27,9 +27,21 @@ pub fn peer(key: PublicKey, allowed: &str, endpoint: Option<SocketAddr>) -> Peer
     }
 }
 
-/// A node on an ephemeral loopback UDP port with the netstack's default MTU and TCP buffer.
+/// A node on an ephemeral loopback UDP port with the netstack's default MTU and TCP buffer and
+/// the default data-path layout (`[interface] threads`).
 pub async fn node(secret: StaticSecret, addr: &str, peers: Vec<PeerConfig>) -> Node {
+    node_with_threads(secret, addr, peers, 0).await
+}
+
+/// [`node`] with an explicit data-path layout: `threads` = 1 is the single task, 0 the default.
+pub async fn node_with_threads(
+    secret: StaticSecret,
+    addr: &str,
+    peers: Vec<PeerConfig>,
+    threads: usize,
+) -> Node {
     Node::start(NodeConfig {
+        threads,
         private_key: secret,
         addresses: vec![ip(addr)],
         listen_port: 0,

@@ -522,6 +522,7 @@ async fn real_agent(control_pubs: &[keys::PublicKey]) -> Bench {
         })
         .collect();
     let agent = wgagent::node::Node::start(wgagent::node::NodeConfig {
+        threads: 0,
         private_key: secret,
         addresses: vec!["100.64.0.10".parse().unwrap()],
         listen_port: 0,
@@ -558,6 +559,7 @@ async fn real_agent(control_pubs: &[keys::PublicKey]) -> Bench {
 async fn control_node(secret: keys::StaticSecret, i: usize, b: &Bench) -> wgagent::node::Node {
     use wgagent::wg::PeerConfig;
     wgagent::node::Node::start(wgagent::node::NodeConfig {
+        threads: 0,
         private_key: secret,
         addresses: vec![format!("100.64.1.{}", i + 1).parse().unwrap()],
         listen_port: 0,

@@ -51,6 +51,7 @@ pub async fn run() -> anyhow::Result<()> {
     let agent = Agent::start(&cfg).await.context("starting the agent")?;
     let agent_udp = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), agent.udp_addr().port());
     let control = Node::start(NodeConfig {
+        threads: 0,
         private_key: control_key,
         addresses: vec![CONTROL_V4.into(), CONTROL_V6.into()],
         listen_port: 0,

@@ -1,5 +1,20 @@
-//! The data-path driver: the one task that moves packets between the UDP socket, the
+//! The data-path driver: the task(s) that move packets between the UDP socket, the
 //! WireGuard [`Device`] and the [`Netstack`].
+//!
+//! Two layouts (`[interface] threads`, [`Layout`]):
+//! - **single** (`threads = 1`): one task does everything below in turn. The most CPU-efficient
+//!   (no hand-off between threads), bounded by one core.
+//! - **pipeline** (`threads >= 2`): the same loop runs as the *crypto task* (socket, device,
+//!   timers, commands), and a second task, [`run_netstack`], takes over step 2 while traffic is
+//!   bulk (an iteration that received or encrypted more than `INLINE_BATCH` packets). The two
+//!   meet at the netstack's own bounded packet queues (inbound: decrypted packets; outbound:
+//!   packets to encrypt) and wake each other with one [`Handoff`] signal per batch, so one
+//!   peer's single stream uses two cores (crypto + syscalls on one, TCP on the other). Light
+//!   traffic (requests, answers) stays on the crypto task, polled there as in the single
+//!   layout: a hand-off costs a cross-thread wake-up per hop, which measured +1 ms on an
+//!   `execute` round trip when every packet paid it. Packet order is unchanged: one task
+//!   decrypts and encrypts, and both queues are FIFO; the stack is one lock, so either task
+//!   may poll it.
 //!
 //! Read [`run`] top to bottom; one iteration is:
 //! 1. timers (every 250 ms, first, whatever else is ready: a datagram flood must not starve
@@ -18,10 +33,13 @@
 //! block, [`DriverCounters`]). Leaves to `node`: building the parts and the public API; to
 //! `live`: applying peer changes (called between two iterations).
 //!
-//! Why one task: on 2 vCPUs one data-path thread beat four by about 2× (boringtun-cli
-//! `--threads 1` against its default; BENCHMARKS.md 3.1); every hop through a channel costs a
-//! wake-up. The task owns the device outright (no lock) and shares the netstack with socket
-//! handles through short, never-awaited locks.
+//! Why no more than two tasks: on 2 vCPUs one data-path thread beat four by about 2×
+//! (boringtun-cli `--threads 1` against its default; BENCHMARKS.md 3.1); every hop costs a
+//! wake-up, so the pipeline hands over batches, never single packets. The crypto task owns the
+//! device outright (no lock) and shares the netstack with the netstack task and socket handles
+//! through short, never-awaited locks. Peers are not sharded over several crypto tasks
+//! (boringtun's `Tunn` needs `&mut`, and on 2 cores the two stages already fill both):
+//! `threads` above 2 runs the same two tasks.
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,7 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +65,13 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// to 64, so a wake-up queues at most `RECV_BATCH - 1 + 64` = 127 packets: within the
 /// netstack's inbound queue (256).
 const RECV_BATCH: usize = 64;
+/// Pipeline layout: a receive of more than this many datagrams, or an iteration that encrypted
+/// more than this many packets, is bulk traffic, and the next poll of the stack is handed to
+/// the netstack task. Below it (a request, an answer, a few ACKs) the crypto task polls the
+/// stack itself, as the single task does: a hand-off costs a cross-thread wake-up on each hop
+/// of a round trip, which a request/response exchange pays in full. Bulk arrives in GRO
+/// batches of up to 64.
+const INLINE_BATCH: usize = 8;
 /// Encrypted datagrams held while the UDP socket would block; beyond it they are dropped
 /// and counted (WireGuard tolerates loss, TCP retransmits).
 const MAX_PENDING: usize = 1024;
@@ -69,6 +94,39 @@ pub struct DriverCounters {
     /// Timer ticks the data path ran (every 250 ms while it makes progress): the heartbeat
     /// that feeds systemd's watchdog. A data path that is stuck stops ticking.
     pub timer_ticks: AtomicU64,
+    /// Pipeline layout: ticks of the netstack task (every 250 ms while it makes progress), the
+    /// second half of the heartbeat. Stays 0 in the single layout.
+    pub netstack_ticks: AtomicU64,
+}
+
+/// How the data path is laid out over tasks (from `[interface] threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One task does everything (`threads = 1`).
+    Single,
+    /// A crypto task and a netstack task (`threads >= 2`).
+    Pipeline,
+}
+
+impl Layout {
+    /// The layout for `threads` data-path threads (0 counts as 1).
+    pub fn for_threads(threads: usize) -> Layout {
+        if threads >= 2 {
+            Layout::Pipeline
+        } else {
+            Layout::Single
+        }
+    }
+}
+
+/// The pipeline's two wake-up signals. Each stores one permit when nobody waits, so no batch
+/// is missed between two waits; each is sent once per batch, not per packet.
+#[derive(Default)]
+pub(super) struct Handoff {
+    /// Netstack task → crypto task: outbound packets are queued.
+    to_crypto: Notify,
+    /// Crypto task → netstack task: inbound packets are queued, or outbound room was freed.
+    to_netstack: Notify,
 }
 
 /// Everything the data-path task owns besides the device, built by `Node::start`.
@@ -80,6 +138,10 @@ pub(super) struct Parts {
     pub published: Arc<Published>,
     pub cancel: CancellationToken,
     pub counters: Arc<DriverCounters>,
+    /// The smoltcp clock, shared with the netstack task (one time base for the stack).
+    pub clock: Clock,
+    /// `Some` in the pipeline layout: the netstack task polls the stack, not this one.
+    pub handoff: Option<Arc<Handoff>>,
 }
 
 /// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop
@@ -93,6 +155,8 @@ pub(super) async fn run(parts: Parts) {
         published,
         cancel,
         counters,
+        clock,
+        handoff,
     } = parts;
     let mut io = Io {
         tx: live::sender_for(&udp),
@@ -100,11 +164,13 @@ pub(super) async fn run(parts: Parts) {
         netstack: netstack.clone(),
         pending: VecDeque::new(),
         counters,
-        clock: Clock(std::time::Instant::now()),
+        clock,
     };
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
     let mut ticks: u64 = 0;
+    // Pipeline layout: the last iteration moved bulk traffic (see `INLINE_BATCH`).
+    let mut bulk = false;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
@@ -120,10 +186,14 @@ pub(super) async fn run(parts: Parts) {
             }
             next_tick = (next_tick + TIMER_TICK).max(now);
         }
-        // 2. The netstack.
-        let delay = netstack.poll(io.clock.now());
+        // 2. The netstack; under bulk traffic in the pipeline layout, the netstack task's job.
+        let delay = match &handoff {
+            Some(_) if bulk => None,
+            _ => netstack.poll(io.clock.now()),
+        };
         io.flush();
         // 3. Outbound: encrypt what the netstack emitted, while the socket takes it.
+        let mut taken = 0usize;
         let drained = netstack.pop_outbound(|pkt| {
             // Stop taking packets from the stack while the socket is blocked: backpressure.
             // Checked before encrypting: a packet refused here stays queued, so it must not
@@ -133,10 +203,20 @@ pub(super) async fn run(parts: Parts) {
             }
             device.send_ip_packet(pkt);
             io.dispatch(&mut device);
+            taken += 1;
             true
         });
         // End of the iteration's output: the last run goes out now.
         io.flush();
+        let mut received = 0;
+        if let Some(h) = &handoff
+            && taken > 0
+            && (bulk || taken > INLINE_BATCH)
+        {
+            // Bulk: the netstack task polls next (and a stack blocked on output has room).
+            bulk = true;
+            h.to_netstack.notify_one();
+        }
         // `drained` is false only when the socket blocked, and so is `backlogged`.
         let blocked = io.backlogged() || !drained;
         if !blocked && delay == Some(Duration::ZERO) {
@@ -151,6 +231,7 @@ pub(super) async fn run(parts: Parts) {
             _ => far,
         }
         .min(next_tick);
+        let mut stack_work = false;
 
         tokio::select! {
             biased;
@@ -163,15 +244,77 @@ pub(super) async fn run(parts: Parts) {
             _ = io.udp.writable(), if blocked => {}
             r = io.udp.readable(), if !blocked => {
                 if r.is_ok() {
-                    io.receive(&mut device, &mut rx);
+                    received = io.receive(&mut device, &mut rx);
                     io.flush();
                 }
             }
-            _ = netstack.wait_for_work() => {}
+            // Only this task waits for it; under bulk it is passed on to the netstack task.
+            _ = netstack.wait_for_work() => stack_work = true,
+            _ = notified(&handoff) => {}
             _ = tokio::time::sleep_until(wake_at) => {}
+        }
+        if let Some(h) = &handoff {
+            bulk = received > INLINE_BATCH || taken > INLINE_BATCH;
+            if bulk && (received > 0 || stack_work) {
+                // One signal for the whole batch of decrypted packets or socket requests.
+                h.to_netstack.notify_one();
+            }
         }
     }
     tracing::debug!("data path stopped");
+}
+
+/// The crypto task's wake-up from the netstack task; never resolves in the single layout.
+async fn notified(handoff: &Option<Arc<Handoff>>) {
+    match handoff {
+        Some(h) => h.to_crypto.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The pipeline's netstack task: polls smoltcp when the crypto task hands it bulk work (queued
+/// inbound packets, freed outbound room, socket requests it passes on) and when the TCP timers
+/// of its last poll are due, and signals the crypto task when outbound packets are queued.
+pub(super) async fn run_netstack(
+    netstack: Netstack,
+    handoff: Arc<Handoff>,
+    clock: Clock,
+    cancel: CancellationToken,
+    counters: Arc<DriverCounters>,
+) {
+    let mut next_tick = Instant::now();
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    loop {
+        let now = Instant::now();
+        if now >= next_tick {
+            counters.netstack_ticks.fetch_add(1, Ordering::Relaxed);
+            next_tick = (next_tick + TIMER_TICK).max(now);
+        }
+        let delay = netstack.poll(clock.now());
+        let queued = netstack.outbound_len() > 0;
+        if queued {
+            handoff.to_crypto.notify_one();
+        }
+        if delay == Some(Duration::ZERO) && !queued {
+            // More input is waiting and the outbound queue is empty: go again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // A zero delay with packets queued means "blocked on output": the crypto task signals
+        // once it took some.
+        let wake_at = match delay {
+            Some(d) if !d.is_zero() => Instant::now() + d,
+            _ => far,
+        }
+        .min(next_tick);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = handoff.to_netstack.notified() => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+        }
+    }
+    tracing::debug!("netstack task stopped");
 }
 
 /// The data path's side of the UDP socket and the netstack: where the device's outputs go.
@@ -293,7 +436,8 @@ impl Io {
 
     /// Reads up to `RECV_BATCH` datagrams (a GRO receive brings several) and hands each to the
     /// device, acting on its outputs after each.
-    fn receive(&mut self, device: &mut Device, rx: &mut wg::gso::Receiver) {
+    /// Returns how many datagrams it read.
+    fn receive(&mut self, device: &mut Device, rx: &mut wg::gso::Receiver) -> usize {
         let mut datagrams = 0;
         // Bounded in receives too, in case they keep bringing nothing usable.
         for _ in 0..RECV_BATCH {
@@ -327,13 +471,20 @@ impl Io {
                 }
             }
         }
+        datagrams
     }
 }
 
-/// Monotonic time for smoltcp, relative to the driver's start.
-struct Clock(std::time::Instant);
+/// Monotonic time for smoltcp, relative to the node's start (one base for every task that
+/// polls the stack: smoltcp's time must never go back).
+#[derive(Clone, Copy)]
+pub(super) struct Clock(std::time::Instant);
 
 impl Clock {
+    pub(super) fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
     fn now(&self) -> smoltcp::time::Instant {
         smoltcp::time::Instant::from_micros(self.0.elapsed().as_micros() as i64)
     }

@@ -2,6 +2,10 @@
 //! `wgagent::agent::Agent` (the same wiring as the binary), a small HTTP client.
 #![allow(dead_code)]
 
+mod threads;
+#[allow(unused_imports)]
+pub use threads::{test_threads, threads_line};
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -56,7 +60,19 @@ pub fn peer(
 }
 
 pub async fn node(secret: StaticSecret, addr: &str, port: u16, peers: Vec<PeerConfig>) -> Node {
+    node_with_threads(secret, addr, port, peers, test_threads()).await
+}
+
+/// Like `node`, with this many data-path threads (`[interface] threads`; 0 = the default).
+pub async fn node_with_threads(
+    secret: StaticSecret,
+    addr: &str,
+    port: u16,
+    peers: Vec<PeerConfig>,
+    threads: usize,
+) -> Node {
     Node::start(NodeConfig {
+        threads,
         private_key: secret,
         addresses: vec![ip(addr)],
         listen_port: port,
@@ -118,6 +134,9 @@ pub fn agent_config(
     let state = tempfile::tempdir().unwrap();
     let mut cfg = Config::new(secret, vec![ip(addr)]);
     cfg.interface.uapi = false;
+    if test_threads() != 0 {
+        cfg.interface.threads = test_threads();
+    }
     cfg.api.port = API_PORT;
     cfg.api.shutdown_grace = Duration::from_secs(1);
     cfg.api.state_dir = Some(state.path().to_owned());
