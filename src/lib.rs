@@ -40,14 +40,9 @@ pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
 pub mod netstack;
-// To be removed after the data-path restructuring of node and wg lands (not documented here to
-// keep that change's merge clean).
-#[allow(missing_docs)]
 pub mod node;
 pub mod proc;
 pub mod signal;
 pub mod tool;
 pub mod trust;
-// To be removed after the data-path restructuring of node and wg lands.
-#[allow(missing_docs)]
 pub mod wg;

@@ -40,11 +40,14 @@ pub use self::resolve::resolve_later;
 
 /// Everything a node needs to join the overlay.
 pub struct NodeConfig {
+    /// This node's WireGuard identity (its public key is what peers list).
     pub private_key: StaticSecret,
     /// Tunnel addresses of this node (at most one IPv4 and one IPv6).
     pub addresses: Vec<IpAddr>,
     /// UDP port of the WireGuard socket; 0 picks a free one (NAT'd agents, tests).
     pub listen_port: u16,
+    /// IP MTU of the tunnel in bytes (`[interface] mtu`, 1280..=9000): the largest inner packet
+    /// the netstack sends, and the size of every netstack packet buffer.
     pub mtu: usize,
     /// Receive and send buffer of every tunnel TCP socket.
     pub tcp_buffer: usize,
@@ -54,6 +57,8 @@ pub struct NodeConfig {
     /// Connections in all and per peer, the socket memory budget and the handshake rate
     /// (`Default` for the agent's defaults).
     pub limits: Limits,
+    /// The peers at start (configuration order); later changes go through the node's live
+    /// peer updates.
     pub peers: Vec<PeerConfig>,
     /// Data-path threads (`[interface] threads`): 1 = one task does everything; 2 or more = a
     /// crypto task and a netstack task ([`Layout::Pipeline`]); 0 = the default for this machine
@@ -149,14 +154,26 @@ pub enum NodeError {
     /// randomness; nothing was changed.
     #[error("invalid WireGuard configuration: {0}")]
     Wg(#[from] wg::WgError),
+    /// At start: the netstack settings were refused (no address, MTU or TCP buffer out of
+    /// range, a zero limit).
     #[error("invalid netstack configuration: {0}")]
     Netstack(#[from] netstack::NetstackError),
     /// The UDP port cannot be bound (at start, or a new `listen_port`: the old socket stays).
     #[error("cannot bind the WireGuard UDP port {port}: {source}")]
-    Bind { port: u16, source: io::Error },
+    Bind {
+        /// The UDP port that was asked for.
+        port: u16,
+        /// What the bind returned.
+        source: io::Error,
+    },
     /// `SO_MARK` could not be set (it needs `CAP_NET_ADMIN`); nothing was changed.
     #[error("cannot set fwmark {mark} on the WireGuard socket: {source}")]
-    Fwmark { mark: u32, source: io::Error },
+    Fwmark {
+        /// The mark that was asked for.
+        mark: u32,
+        /// What `setsockopt` returned.
+        source: io::Error,
+    },
     /// The data path has stopped (the node was shut down).
     #[error("the node has stopped")]
     Stopped,
@@ -185,14 +202,23 @@ struct Inner {
 /// Everything a node counts, at one moment.
 #[derive(Debug, Clone)]
 pub struct NodeStats {
+    /// The WireGuard device's counters: device-level drops and per-peer traffic.
     pub wg: wg::Stats,
+    /// The TCP/IP stack's counters.
     pub netstack: netstack::Counters,
+    /// UDP datagrams received on the WireGuard socket (each datagram of a GRO batch counts).
     pub datagrams_in: u64,
+    /// UDP datagrams sent (each datagram of a GSO send counts).
     pub datagrams_out: u64,
+    /// See [`DriverCounters::send_errors`].
     pub send_errors: u64,
+    /// See [`DriverCounters::inbound_dropped`].
     pub inbound_dropped: u64,
+    /// See [`DriverCounters::gso_sends`].
     pub gso_sends: u64,
+    /// See [`DriverCounters::gro_receives`].
     pub gro_receives: u64,
+    /// See [`DriverCounters::recv_truncated`].
     pub recv_truncated: u64,
 }
 
@@ -298,10 +324,13 @@ impl Node {
         self.inner.published.udp_addr()
     }
 
+    /// This node's tunnel addresses (at most one IPv4 and one IPv6), as configured.
     pub fn addresses(&self) -> &[IpAddr] {
         self.inner.netstack.addresses()
     }
 
+    /// A snapshot of every counter of the node. Each counter is read on its own (relaxed), so
+    /// the snapshot is not atomic across counters; cheap enough for every metrics scrape.
     pub fn stats(&self) -> NodeStats {
         let d = &self.inner.driver;
         NodeStats {
@@ -357,6 +386,8 @@ pub struct NodeConnector {
 }
 
 impl Node {
+    /// A connector that dials tunnel addresses through this node, for the SDK's `AgentConn`.
+    /// It holds the netstack only, so it does not keep the node (its data path) running.
     pub fn connector(&self) -> NodeConnector {
         NodeConnector {
             netstack: self.inner.netstack.clone(),

@@ -79,7 +79,9 @@ const MAX_PENDING: usize = 1024;
 /// Counters of the data-path task itself (the UDP socket side).
 #[derive(Debug, Default)]
 pub struct DriverCounters {
+    /// UDP datagrams received (each datagram of a GRO batch counts).
     pub datagrams_in: AtomicU64,
+    /// UDP datagrams sent (each datagram of a GSO send counts).
     pub datagrams_out: AtomicU64,
     /// Datagrams the kernel refused (not `WouldBlock`, which waits for writability instead).
     pub send_errors: AtomicU64,

@@ -34,6 +34,7 @@ pub struct Counters {
 /// A point-in-time copy of [`Counters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Drops that belong to no configured peer, and the session count.
     pub device: DeviceStats,
     /// Current peers, in the order they were added (configuration order at start).
     pub peers: Vec<PeerStats>,
@@ -66,7 +67,9 @@ pub struct DeviceStats {
 /// Traffic, drops and current settings of one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStats {
+    /// The peer's configured name, if it has one.
     pub name: Option<String>,
+    /// The peer's WireGuard public key (its identity).
     pub public_key: PublicKey,
     /// Current endpoint: the configured one until the peer roams.
     pub endpoint: Option<SocketAddr>,

@@ -85,6 +85,7 @@ impl RunPlan {
         self.count
     }
 
+    /// Whether the run has no datagram yet (it then accepts any).
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -151,6 +152,7 @@ impl Sender {
         self.plan.len() - self.sent
     }
 
+    /// Whether nothing is waiting to be sent.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -255,6 +257,7 @@ pub struct Received {
 }
 
 impl Receiver {
+    /// An empty slot; allocates its [`RECV_SLOT`] bytes once, to be reused for every receive.
     pub fn new() -> Self {
         Receiver {
             buf: vec![0u8; RECV_SLOT].into_boxed_slice(),

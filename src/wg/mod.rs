@@ -25,11 +25,14 @@
 
 mod counters;
 mod device;
+/// UDP GSO/GRO batching of the WireGuard socket.
 pub mod gso;
 mod index;
 mod routing;
 mod session;
+/// The WireGuard configuration protocol (`wg show`/`wg set`) and its Unix socket.
 pub mod uapi;
+/// Binding the shared UDP socket; dual-stack address helpers.
 pub mod udp;
 
 #[cfg(test)]
@@ -252,6 +255,7 @@ impl Applied {
 pub struct PeerIdentity {
     /// The peer's configured name, if it has one.
     pub name: Option<String>,
+    /// The peer's WireGuard public key.
     pub public_key: PublicKey,
 }
 
@@ -260,9 +264,19 @@ pub struct PeerIdentity {
 pub enum Output {
     /// Send this UDP datagram to `to`. Errors are the caller's to count and log; WireGuard
     /// tolerates loss.
-    Transmit { to: SocketAddr, datagram: Vec<u8> },
+    Transmit {
+        /// Where to send it: the peer's endpoint, or the source of the datagram being answered.
+        to: SocketAddr,
+        /// The UDP payload: a WireGuard message.
+        datagram: Vec<u8>,
+    },
     /// Hand this authenticated, cryptokey-routed IP packet from `peer` to the netstack.
-    Deliver { peer: PeerId, packet: Vec<u8> },
+    Deliver {
+        /// The peer it came from (its inner source address is in this peer's allowed IPs).
+        peer: PeerId,
+        /// The decrypted IP packet.
+        packet: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for Output {

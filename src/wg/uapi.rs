@@ -20,6 +20,7 @@
 //! `private_key` (which `wg setconf` sends for a file without `PrivateKey`) is refused instead of
 //! leaving the node without an identity.
 
+/// The Unix-socket server in front of this protocol.
 pub mod server;
 
 use std::fmt::Write as _;
@@ -66,7 +67,9 @@ pub enum Frame {
     /// A complete request of `len` bytes, parsed or refused. Either way the connection stays
     /// usable after consuming `len` bytes.
     Request {
+        /// The request, or why it was refused (answered with its errno).
         request: Result<Request, UapiError>,
+        /// Bytes the request took in the buffer, including its terminating empty line.
         len: usize,
     },
     /// The bytes cannot be a request (unknown operation, line or request too long): answer
@@ -103,6 +106,7 @@ pub struct DeviceState {
     pub listen_port: u16,
     /// 0 = none.
     pub fwmark: u32,
+    /// Every peer, in the order they were added (configuration order at start).
     pub peers: Vec<PeerState>,
 }
 
@@ -124,15 +128,21 @@ impl std::fmt::Debug for DeviceState {
 /// One peer as `get` reports it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PeerState {
+    /// The peer's WireGuard public key.
     pub public_key: PublicKey,
     /// `None` when there is none, or when the reader may not see secrets.
     pub preshared_key: Option<[u8; 32]>,
+    /// Current endpoint: the configured one until the peer roams (`None`: none yet).
     pub endpoint: Option<SocketAddr>,
+    /// Wall-clock time of the last completed handshake; `None` = never.
     pub last_handshake: Option<SystemTime>,
+    /// UDP payload bytes of authenticated datagrams from the peer (handshakes included).
     pub rx_bytes: u64,
+    /// UDP payload bytes sent to the peer (handshakes and keepalives included).
     pub tx_bytes: u64,
     /// Seconds, 0 = off.
     pub persistent_keepalive: u16,
+    /// The peer's allowed IPs (cryptokey routing).
     pub allowed_ips: Vec<IpNetwork>,
 }
 

@@ -72,14 +72,18 @@ pub enum BindError {
     /// The directory cannot be created or written (not root, read-only): run without a socket.
     #[error("cannot create the UAPI socket in {}: {source}", dir.display())]
     DirUnavailable {
+        /// The directory the socket goes in.
         dir: PathBuf,
+        /// Why it could not be used.
         #[source]
         source: io::Error,
     },
     /// Any other failure creating the socket.
     #[error("cannot create the UAPI socket {}: {source}", path.display())]
     Io {
+        /// The socket path.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: io::Error,
     },
@@ -173,6 +177,7 @@ impl SocketLike for std::fs::FileType {
 }
 
 impl UapiListener {
+    /// Where the socket is bound.
     pub fn path(&self) -> &Path {
         &self.path
     }
