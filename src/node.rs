@@ -387,7 +387,6 @@ pub struct NodeConnector {
 
 impl Node {
     /// A connector that dials tunnel addresses through this node, for the SDK's `AgentConn`.
-    /// It holds the netstack only, so it does not keep the node (its data path) running.
     pub fn connector(&self) -> NodeConnector {
         NodeConnector {
             netstack: self.inner.netstack.clone(),
