@@ -318,8 +318,11 @@ pub enum WgError {
     /// The same prefix is listed twice (for one peer or two); routing would be ambiguous.
     #[error("allowed IP {network} is listed for both {first} and {second}")]
     DuplicateAllowedIp {
+        /// The prefix listed twice.
         network: IpNetwork,
+        /// The peer (name or key) it was listed for first.
         first: String,
+        /// The peer (name or key) that lists it again (the same peer for a repeat within one).
         second: String,
     },
     /// More peers than the 24-bit receiver-index space can address (at start or after an
