@@ -383,8 +383,8 @@ async fn churn_section() -> Result<()> {
         private_key: ck,
         addresses: vec![ip(CONTROL_IP)],
         listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
+        mtu: wgagent::netstack::DEFAULT_MTU,
+        tcp_buffer: wgagent::netstack::DEFAULT_TCP_BUFFER,
         connect_timeout: Duration::from_secs(10),
         limits: Default::default(),
         peers: vec![PeerConfig {

@@ -698,7 +698,7 @@ async fn start_node(
         addresses: vec![ip(addr)],
         listen_port: port,
         mtu: MTU,
-        tcp_buffer: 512 * 1024,
+        tcp_buffer: wgagent::netstack::DEFAULT_TCP_BUFFER,
         connect_timeout: std::time::Duration::from_secs(10), // the configuration default
         limits: Default::default(),
         peers,

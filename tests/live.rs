@@ -228,7 +228,7 @@ async fn updating_allowed_ips_refuses_the_old_range_and_keeps_the_session() {
             private_key: c.secret.clone(),
             addresses: vec![ip("100.64.0.1"), ip("fd7a:115c:a1e0::1")],
             listen_port: 0,
-            mtu: 1280,
+            mtu: wgagent::netstack::DEFAULT_MTU,
             tcp_buffer: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
             limits: Default::default(),

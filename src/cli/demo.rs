@@ -55,8 +55,8 @@ pub async fn run() -> anyhow::Result<()> {
         private_key: control_key,
         addresses: vec![CONTROL_V4.into(), CONTROL_V6.into()],
         listen_port: 0,
-        mtu: 1280,
-        tcp_buffer: 512 * 1024,
+        mtu: crate::netstack::DEFAULT_MTU,
+        tcp_buffer: crate::netstack::DEFAULT_TCP_BUFFER,
         connect_timeout: std::time::Duration::from_secs(10),
         limits: Default::default(),
         peers: vec![PeerConfig {
