@@ -1,12 +1,12 @@
 //! TOML configuration → typed values, for both roles (agent and control peer).
 //!
-//! Three layers, one file each:
-//! - [`raw`]: serde structs that mirror the file (one per section, unknown keys refused), whose
-//!   fields are typed by what each key takes ([`leaf`]: kinds, ranges, syntax, the duration
+//! Three layers:
+//! - `raw`: serde structs that mirror the file (one per section, unknown keys refused), whose
+//!   fields are typed by what each key takes (`leaf`: kinds, ranges, syntax, the duration
 //!   grammar). `load` runs them through `serde_path_to_error`, so every error found while
 //!   reading a value names its key path (`interface.mtu`, `peer[2].allowed_ips[0]`) without a
 //!   key name being spelled twice.
-//! - [`validate`]: raw → the public types below: defaults, relative paths, key files, endpoint
+//! - `validate`: raw → the public types below: defaults, relative paths, key files, endpoint
 //!   resolution, and the checks between values (peers against each other, limits against
 //!   ceilings), whose errors name their path the same way.
 //! - the public types ([`Config`] and one per section), which the agent, the control daemon and
@@ -17,6 +17,12 @@
 //! that matters for its role (the agent reads [`Api`], a control peer reads [`Control`]; the
 //! other one is parsed, checked and ignored), and retrying endpoint host names that did not
 //! resolve at load ([`Config::pending_endpoints`]; resolved names are not looked up again).
+//!
+//! Adding a key: a field in its section's raw struct (`raw.rs`), typed by a leaf that checks
+//! the value on its own (`leaf/`; `Int` with a public range constant, `Secs`/`Positive` for
+//! durations, or a new leaf); the public field with its doc and default (`api.rs`,
+//! `interface.rs`, `sections.rs`, …); one line in `validate/` (default, and any check that
+//! involves another key); the example file documents it; a test.
 
 mod api;
 mod error;
