@@ -1,6 +1,6 @@
-//! `[[peer]]` blocks: keys decoded (typed [`KeyError`]s), pre-shared key files read, endpoints
-//! resolved (or left pending), and the peers checked against each other and against our own
-//! key.
+//! `[[peer]]` blocks: keys decoded (errors keep their typed [`crate::keys::KeyError`]),
+//! pre-shared key files read, endpoints resolved (or left pending), and the peers checked
+//! against each other and against our own key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,9 +13,6 @@ use crate::config::raw::RawPeer;
 use crate::config::{ConfigError, Peer, PendingEndpoint};
 use crate::keys::{self, PublicKey};
 use crate::trust::{Access, Permissions};
-
-#[cfg(doc)]
-use crate::keys::KeyError;
 
 impl Cx<'_> {
     /// Every peer, then the checks between them: distinct keys, names and exact networks.
