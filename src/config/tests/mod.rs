@@ -426,3 +426,58 @@ fn trust_keys() {
     let e = err(text("", "", "[audit]\npath = \"/x\"\nrotate = 1"));
     assert!(e.contains("audit.rotate"), "{e}");
 }
+
+/// Every integer key takes both ends of its documented range (so each range fits its field's
+/// type: a range wider than the type would fail here with "does not fit").
+#[test]
+fn integer_ranges_take_both_ends() {
+    let max = i64::MAX;
+    let cases: Vec<(&str, &str, i64, i64)> = vec![
+        ("interface", "listen_port", 0, 65535),
+        ("interface", "mtu", 1280, 9000),
+        ("interface", "tcp_buffer", 64 << 10, 64 << 20),
+        ("interface", "max_connections_per_peer", 1, 1024),
+        ("interface", "tcp_memory", 1 << 20, 64 << 30),
+        ("interface", "max_connections", 16, 65_536),
+        ("interface", "handshake_rate_limit", 10, 1_000_000),
+        ("interface", "threads", 1, 64),
+        ("api", "port", 1, 65535),
+        ("api", "max_running", 1, 65536),
+        ("api", "nice_increment", 0, 19),
+        ("api", "oom_score_adj", -1000, 1000),
+        ("api", "log_max_bytes", 4096, max),
+        ("api", "state_max_bytes", 4096, max),
+        ("api", "body_min_rate", 0, 1 << 40),
+        ("control", "api_port", 1, 65535),
+        ("control", "max_connections", 1, 512),
+        ("files", "max_write_bytes", 1024, 4 << 30),
+        ("files", "max_edit_files", 1, 1024),
+        ("audit", "max_bytes", 4096, max),
+        ("audit", "keep", 0, 1000),
+    ];
+    for (section, key, min, max) in cases {
+        for n in [min, max] {
+            let mut line = format!("{key} = {n}");
+            if key == "max_running" {
+                line += "\nmax_tracked = 65536"; // at least max_running
+            }
+            let text = match section {
+                "interface" => interface(&line),
+                "audit" => interface(&format!("[audit]\npath = \"/a\"\n{line}")),
+                _ => interface(&format!("[{section}]\n{line}")),
+            };
+            if let Err(e) = parse(&text) {
+                panic!("{section}.{key} = {n}: {e}");
+            }
+        }
+        let text = match section {
+            "interface" => interface(&format!("{key} = {}", max as i128 + 1)),
+            _ => continue,
+        };
+        error(&text, &format!("interface.{key}"));
+    }
+    let limits = format!(
+        "[api]\ndefault_limits = {{ processes = 1 }}\nmax_limits = {{ memory_bytes = {max} }}"
+    );
+    parse(&interface(&limits)).unwrap();
+}
