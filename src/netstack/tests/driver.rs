@@ -7,10 +7,16 @@
 //! tagged with the sender's index as its peer; when that stack's inbound queue is full the
 //! packet stays in the sender's outbound queue (backpressure end to end, nothing dropped) unless
 //! a [`Link`] impairs the wire (seeded loss, duplication, or a targeted drop).
+//!
+//! The driver reads tokio's clock. Tests that depend on the stacks' timers (loss and
+//! retransmission) run on a paused clock (`tests::simulated`), which advances only when every
+//! task waits: their simulated seconds are then the same however slowly the machine runs.
 
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -22,7 +28,25 @@ use crate::netstack::{Netstack, NetstackConfig, PeerTag};
 /// Several netstacks wired together; the driver task stops when this is dropped.
 pub(crate) struct Network {
     pub(crate) stacks: Vec<Netstack>,
+    /// What the wire did so far (so a loss test can show its losses happened).
+    pub(crate) wire: Arc<WireStats>,
     task: JoinHandle<()>,
+}
+
+/// Packets the wire carried, lost and duplicated.
+#[derive(Debug, Default)]
+pub(crate) struct WireStats {
+    pub(crate) carried: AtomicUsize,
+    pub(crate) lost: AtomicUsize,
+    pub(crate) duplicated: AtomicUsize,
+}
+
+impl WireStats {
+    /// (carried, lost, duplicated) now.
+    pub(crate) fn snapshot(&self) -> (usize, usize, usize) {
+        let get = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+        (get(&self.carried), get(&self.lost), get(&self.duplicated))
+    }
 }
 
 /// What the wire does to packets (every packet, both directions).
@@ -37,9 +61,6 @@ pub(crate) struct Link {
     /// Drops the packets for which it returns true (before the random draws).
     #[allow(clippy::type_complexity)]
     pub(crate) drop_if: Option<Box<dyn FnMut(&[u8]) -> bool + Send>>,
-    /// The stacks' clock runs this many times faster than the wall clock (0 or 1: real time),
-    /// so that retransmission timers (1 s minimum in smoltcp) do not make loss tests slow.
-    pub(crate) speed: u32,
 }
 
 impl Link {
@@ -87,8 +108,9 @@ impl Network {
             .iter()
             .map(|a| Netstack::new(tweak(NetstackConfig::new(a.to_vec()))).unwrap())
             .collect();
-        let task = tokio::spawn(drive(stacks.clone(), link));
-        Self { stacks, task }
+        let wire = Arc::new(WireStats::default());
+        let task = tokio::spawn(drive(stacks.clone(), link, wire.clone()));
+        Self { stacks, wire, task }
     }
 }
 
@@ -115,14 +137,11 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
 }
 
 /// The driver loop for all stacks of a network.
-async fn drive(stacks: Vec<Netstack>, mut link: Link) {
+async fn drive(stacks: Vec<Netstack>, mut link: Link, wire: Arc<WireStats>) {
     let start = Instant::now();
-    let speed = link.speed.max(1);
     loop {
         // 1. poll every stack (the inbound side was filled by the previous round's step 2).
-        let now = smoltcp::time::Instant::from_micros(
-            (start.elapsed().as_micros() * u128::from(speed)) as i64,
-        );
+        let now = smol_now(start);
         let mut delay: Option<Duration> = None;
         for s in &stacks {
             if let Some(d) = s.poll(now) {
@@ -141,11 +160,17 @@ async fn drive(stacks: Vec<Netstack>, mut link: Link) {
                     return true;
                 };
                 match link.copies(packet) {
-                    0 => true,
+                    0 => {
+                        wire.lost.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
                     n => {
                         let ok = target.push_inbound(tag, packet).is_ok();
-                        if ok && n == 2 {
-                            let _ = target.push_inbound(tag, packet);
+                        if ok {
+                            wire.carried.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if ok && n == 2 && target.push_inbound(tag, packet).is_ok() {
+                            wire.duplicated.fetch_add(1, Ordering::Relaxed);
                         }
                         moved |= ok;
                         ok
@@ -171,7 +196,7 @@ async fn drive(stacks: Vec<Netstack>, mut link: Link) {
             }
             Poll::Pending
         });
-        match delay.map(|d| d / speed) {
+        match delay {
             Some(d) => {
                 let _ = tokio::time::timeout(d, any_work).await;
             }

@@ -53,6 +53,47 @@ async fn bounded<F: Future>(f: F) -> F::Output {
         .expect("test timed out")
 }
 
+/// Runs `f` on a single-threaded runtime with a simulated clock: tokio's paused time, which
+/// jumps to the next timer only when every task waits. The [`Network`] driver and the stacks'
+/// timers (retransmission, keep-alive, idle, connect) then count simulated seconds, so however
+/// slowly a loaded machine runs the test, no timer fires early relative to the work done and
+/// every run sees the same packets in the same order. Bounded by `sim_limit` of simulated time
+/// and, against a livelock that never lets the clock advance, by 120 s of real time.
+fn simulated<F>(sim_limit: Duration, f: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    let (done, result) = channel();
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("simulated")
+        .to_owned();
+    let runner = std::thread::Builder::new().name(name).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let out = rt.block_on(async {
+            timeout(sim_limit, f)
+                .await
+                .expect("test exceeded its simulated time")
+        });
+        let _ = done.send(out);
+    });
+    let runner = runner.expect("spawn the runtime thread");
+    match result.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out,
+        Err(RecvTimeoutError::Disconnected) => match runner.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the runner sends before it ends"),
+        },
+        Err(RecvTimeoutError::Timeout) => panic!("test exceeded 120 s of real time"),
+    }
+}
+
 /// Accepts forever; each connection echoes until EOF, then shuts down its write half.
 fn spawn_echo(mut listener: TcpListener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
