@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{genkey, http, pubkey};
+use lab::{ControlKey, genkey, http, pubkey};
 use netns::{Lab, Out, STEP, wait_for};
 use serde_json::Value;
 
@@ -186,28 +186,9 @@ fn run_through_tunnel(store: &Store, image: &str, runtime: &Runtime) {
     genkey(wgagent, &agent_key);
     chown_mode(&agent_key, AGENT_UID, 0o400);
     let agent_pub = pubkey(wgagent, &agent_key);
-    let control_key = lab.dir.path().join("control.key");
-    genkey("wg", &control_key);
-    let control_pub = pubkey("wg", &control_key);
-    std::fs::write(
-        etc.join("agent.toml"),
-        format!(
-            r#"[interface]
-private_key_file = "agent.key"
-address = ["100.64.0.10"]
-listen_port = 51820
-
-[api]
-shutdown_grace = "2s"
-
-[[peer]]
-name = "control"
-public_key = "{control_pub}"
-allowed_ips = ["100.64.0.1/32"]
-"#
-        ),
-    )
-    .unwrap();
+    let control = ControlKey::new(lab.dir.path());
+    let config = lab::agent_config("shutdown_grace = \"2s\"\n", "control", &control);
+    std::fs::write(etc.join("agent.toml"), config).unwrap();
     let state = lab.dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     chown_mode(&state, AGENT_UID, 0o700);
@@ -271,19 +252,7 @@ allowed_ips = ["100.64.0.1/32"]
     assert_eq!(field("NoNewPrivs:"), "1");
 
     // The control peer: wireguard-go in B, dialling the container's UDP port.
-    let ifname = format!("{}b", lab.tag);
-    let peer = lab::Peer {
-        ns: &b,
-        ifname: &ifname,
-        key_file: control_key.to_str().unwrap(),
-        listen_port: None,
-        agent_pub: &agent_pub,
-        endpoint: Some("10.214.1.1:51820"),
-        address: "100.64.0.1/24",
-    };
-    lab::wireguard_go_peer(&mut lab, &peer);
-
-    let health = lab::health(&lab, &b, 6, |_| {});
+    let health = lab::control_peer(&mut lab, &b, &control, &agent_pub, "10.214.1.1");
     let health = health.unwrap_or_else(|| panic!("no answer through the tunnel: {}", logs()));
     let health: Value = serde_json::from_str(&health.stdout).expect("health JSON");
     assert_eq!(health["status"], "ok", "{health}");
@@ -327,7 +296,7 @@ allowed_ips = ["100.64.0.1/32"]
         "TCP listeners in the container: {tcp}"
     );
     let udp = lab.must(&a, &["ss", "-Huln"]);
-    assert!(udp.contains(":51820"), "{udp}");
+    assert!(udp.contains(&format!(":{}", lab::AGENT_PORT)), "{udp}");
 
     // `podman stop` sends the image's STOPSIGNAL: a graceful shutdown, exit 0.
     let out = store.podman(&["stop", "-t", "15", &name]);

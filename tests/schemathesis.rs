@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lab::{API, genkey, pubkey};
+use lab::{API, ControlKey, genkey, pubkey};
 use netns::{Lab, STEP, wait_for};
 
 const NOBODY: u32 = 65534;
@@ -57,28 +57,11 @@ fn schemathesis_finds_nothing_through_a_real_tunnel() {
     genkey(&binary, &key);
     std::os::unix::fs::chown(&key, Some(NOBODY), Some(NOBODY)).unwrap();
     let agent_pub = pubkey(&binary, &key);
-    let control_key = dir.join("control.key");
-    genkey("wg", &control_key);
-    let control_pub = pubkey("wg", &control_key);
+    let control = ControlKey::new(&dir);
+    let api = "default_workdir = \"/tmp\"\nshutdown_grace = \"2s\"\nmax_running = 16\n";
     std::fs::write(
         dir.join("agent.toml"),
-        format!(
-            r#"[interface]
-private_key_file = "agent.key"
-address = ["100.64.0.10"]
-listen_port = 51820
-
-[api]
-default_workdir = "/tmp"
-shutdown_grace = "2s"
-max_running = 16
-
-[[peer]]
-name = "fuzzer"
-public_key = "{control_pub}"
-allowed_ips = ["100.64.0.1/32"]
-"#
-        ),
+        lab::agent_config(api, "fuzzer", &control),
     )
     .unwrap();
 
@@ -120,33 +103,9 @@ allowed_ips = ["100.64.0.1/32"]
     let agent_mnt = std::fs::read_link(format!("/proc/{agent_pid}/ns/mnt")).unwrap();
 
     // The control peer.
-    let ifname = format!("{}b", lab.tag);
-    let peer = lab::Peer {
-        ns: &b,
-        ifname: &ifname,
-        key_file: control_key.to_str().unwrap(),
-        listen_port: None,
-        agent_pub: &agent_pub,
-        endpoint: Some("10.215.1.1:51820"),
-        address: "100.64.0.1/24",
-    };
-    lab::wireguard_go_peer(&mut lab, &peer);
-    let reached = wait_for(Duration::from_secs(30), || {
-        lab.exec(
-            &b,
-            &[
-                "curl",
-                "-sf",
-                "--max-time",
-                "3",
-                &format!("{API}/api/v0/health"),
-            ],
-            STEP,
-        )
-        .ok()
-    });
+    let reached = lab::control_peer(&mut lab, &b, &control, &agent_pub, "10.215.1.1");
     assert!(
-        reached,
+        reached.is_some(),
         "no answer through the tunnel: {}",
         lab.log("agent")
     );
@@ -211,18 +170,8 @@ allowed_ips = ["100.64.0.1/32"]
         "the agent died: {}",
         lab.log("agent")
     );
-    let health = lab.exec(
-        &b,
-        &[
-            "curl",
-            "-sf",
-            "--max-time",
-            "5",
-            &format!("{API}/api/v0/health"),
-        ],
-        STEP,
-    );
-    assert!(health.ok(), "{health:?}");
+    let health = lab::health(&lab, &b, 1, |out| panic!("no health answer: {out:?}")).unwrap();
+    assert!(health.stdout.contains(r#""status":"ok""#), "{health:?}");
     assert!(
         !lab.log("agent").contains("panicked"),
         "{}",

@@ -193,3 +193,57 @@ pub fn health(lab: &Lab, ns: &str, tries: usize, mut missed: impl FnMut(&Out)) -
     }
     None
 }
+
+/// The agent's WireGuard UDP port in the one-control-peer labs ([`agent_config`]).
+pub const AGENT_PORT: u16 = 51820;
+
+/// The key of a `wireguard-go` control peer: made by `wg genkey` into `<dir>/control.key`.
+pub struct ControlKey {
+    pub file: std::path::PathBuf,
+    pub public: String,
+}
+
+impl ControlKey {
+    pub fn new(dir: &Path) -> ControlKey {
+        let file = dir.join("control.key");
+        genkey("wg", &file);
+        let public = pubkey("wg", &file);
+        ControlKey { file, public }
+    }
+}
+
+/// An agent config with one peer, the control peer `peer_name` (tunnel address 100.64.0.1):
+/// the agent's key in `agent.key` next to the config, address 100.64.0.10, [`AGENT_PORT`],
+/// and `api` as the body of its `[api]` section.
+pub fn agent_config(api: &str, peer_name: &str, control: &ControlKey) -> String {
+    format!(
+        "[interface]\nprivate_key_file = \"agent.key\"\naddress = [\"100.64.0.10\"]\n\
+         listen_port = {AGENT_PORT}\n\n[api]\n{api}\n[[peer]]\nname = \"{peer_name}\"\n\
+         public_key = \"{}\"\nallowed_ips = [\"100.64.0.1/32\"]\n",
+        control.public
+    )
+}
+
+/// The control peer of an [`agent_config`] agent: `wireguard-go` in `ns` (interface named like
+/// the namespace, address 100.64.0.1/24) dialling the agent at `agent_ip`:[`AGENT_PORT`], then
+/// [`health`] through the tunnel (6 tries). The answered health output, or `None`.
+pub fn control_peer(
+    lab: &mut Lab,
+    ns: &str,
+    control: &ControlKey,
+    agent_pub: &str,
+    agent_ip: &str,
+) -> Option<Out> {
+    let endpoint = format!("{agent_ip}:{AGENT_PORT}");
+    let peer = Peer {
+        ns,
+        ifname: ns,
+        key_file: control.file.to_str().unwrap(),
+        listen_port: None,
+        agent_pub,
+        endpoint: Some(&endpoint),
+        address: "100.64.0.1/24",
+    };
+    wireguard_go_peer(lab, &peer);
+    health(lab, ns, 6, |_| {})
+}
