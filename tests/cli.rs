@@ -26,7 +26,7 @@ struct Env {
 const SHORT_CONNECT: &str = "2s";
 
 /// An in-process agent serving the API, and a control config file naming it `dev` (plus a
-/// `ghost` peer whose endpoint answers nothing and a `natted` one without an endpoint).
+/// `ghost` peer whose endpoint answers nothing).
 async fn setup() -> Env {
     let p = pair().await;
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +92,6 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let started = std::time::Instant::now();
         let out = tokio::time::timeout(T, cmd.output())
             .await
             .expect("wgagent hung")
@@ -103,10 +102,9 @@ impl Env {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
         eprintln!(
-            "$ wgagent {}\n-> {} after {:.1?}\n{}{}",
+            "$ wgagent {}\n-> {}\n{}{}",
             args.join(" "),
             o.code,
-            started.elapsed(),
             o.stdout,
             o.stderr
         );

@@ -11,18 +11,11 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use wgagent::control::Daemon;
-use wgagent::keys;
-
 use super::{
-    Fleet, daemon_opts_from, fleet_config_with, free_udp_port, handshaked, idle_cpu, pct, rss, sim,
+    ControlSetup, Fleet, Probe, daemon_connection, handshaked, idle_cpu, pct, probe, rss,
     until_handshaked,
 };
 
@@ -96,31 +89,21 @@ pub fn compare(n: usize) {
 /// One variant (the child process): `timeout` is the `idle_session_timeout` value ("" = the
 /// daemon's default).
 pub async fn variant(timeout: &str, n: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let state = dir.path().join("state");
-    let seed: u64 = getrandom::u64().unwrap();
-    let secret = keys::generate();
-    let control_pub = keys::encode_public(&keys::public_key(&secret));
-    let port = free_udp_port();
     let line = if timeout.is_empty() {
         String::new()
     } else {
         format!("idle_session_timeout = \"{timeout}\"\n")
     };
-    let cfg = fleet_config_with(n, seed, &secret, port, &state, &line);
-    let control = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let setup = ControlSetup::new(n, &line);
 
     trim();
     let rss0 = rss();
-    let d = Daemon::start(&cfg, daemon_opts_from(&cfg, &socket))
-        .await
-        .unwrap();
+    let d = setup.start().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss1 = rss();
 
     let t0 = Instant::now();
-    let fleet = Fleet::spawn(n, seed, control, &control_pub);
+    let fleet = Fleet::spawn(n, setup.seed, setup.control, &setup.control_pub);
     let hs = until_handshaked(&d, n, Duration::from_secs(180)).await;
     println!(
         "all {n} handshaked: {}",
@@ -146,53 +129,14 @@ pub async fn variant(timeout: &str, n: usize) {
     // Latency: PROBES agents spread over the fleet, one after another through one keep-alive
     // connection to the daemon's socket; then the same agents again.
     let probes: Vec<usize> = (0..PROBES).map(|k| k * n / PROBES).collect();
-    let s = tokio::net::UnixStream::connect(&socket).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            eprintln!("connection to the daemon socket ended: {e:?}");
-        }
-    });
+    let mut send = daemon_connection(&setup.socket).await;
     let mut passes = Vec::new();
     let mut failures = 0;
     for _ in 0..2 {
         let mut lat = Vec::new();
         for &i in &probes {
-            let req = hyper::Request::get(format!("/agents/{}:4/api/v0/health", sim::agent_ip(i)))
-                .header("host", "x")
-                .body(Empty::<Bytes>::new())
-                .unwrap();
             let t = Instant::now();
-            // hyper refuses ("canceled") a request sent before the connection is ready again.
-            if send.ready().await.is_err() {
-                failures += 1;
-                continue;
-            }
-            let ok =
-                match tokio::time::timeout(Duration::from_secs(20), send.send_request(req)).await {
-                    Ok(Ok(r)) => {
-                        let st = r.status();
-                        let body = r.into_body().collect().await;
-                        if st != 200 {
-                            let b = body.map(|b| b.to_bytes()).unwrap_or_default();
-                            eprintln!("agent {i}: {st} {}", String::from_utf8_lossy(&b));
-                            false
-                        } else {
-                            body.is_ok()
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("agent {i}: {e}");
-                        false
-                    }
-                    Err(_) => {
-                        eprintln!("agent {i}: timed out");
-                        false
-                    }
-                };
-            if ok {
+            if probe(&mut send, i).await == Probe::Answered {
                 lat.push(t.elapsed());
             } else {
                 failures += 1;

@@ -27,7 +27,7 @@ mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use wgagent::client::{AgentConn, AgentOptions, DaemonConnector};
 use wgagent::config::Config;
@@ -159,19 +160,51 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The control config for `n` simulated agents.
-fn fleet_config(
-    n: usize,
+/// A control daemon's files, key and UDP port, and its config naming `n` simulated agents
+/// (their keys derived from `seed`).
+struct ControlSetup {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    state: PathBuf,
     seed: u64,
-    secret: &keys::StaticSecret,
-    port: u16,
-    state: &Path,
-) -> Config {
-    fleet_config_with(n, seed, secret, port, state, "")
+    control_pub: String,
+    /// Where the agents send: the daemon's UDP port on loopback.
+    control: SocketAddr,
+    cfg: Config,
 }
 
-/// [`fleet_config`] with more `[interface]` lines.
-fn fleet_config_with(
+impl ControlSetup {
+    /// `interface`: more `[interface]` lines.
+    fn new(n: usize, interface: &str) -> ControlSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let state = dir.path().join("state");
+        let seed: u64 = getrandom::u64().unwrap();
+        let secret = keys::generate();
+        let control_pub = keys::encode_public(&keys::public_key(&secret));
+        let port = free_udp_port();
+        let cfg = fleet_config(n, seed, &secret, port, &state, interface);
+        ControlSetup {
+            _dir: dir,
+            socket,
+            state,
+            seed,
+            control_pub,
+            control: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            cfg,
+        }
+    }
+
+    /// Starts the daemon on this config and socket.
+    async fn start(&self) -> Daemon {
+        Daemon::start(&self.cfg, daemon_opts_from(&self.cfg, &self.socket))
+            .await
+            .unwrap()
+    }
+}
+
+/// The control config for `n` simulated agents, with more `[interface]` lines.
+fn fleet_config(
     n: usize,
     seed: u64,
     secret: &keys::StaticSecret,
@@ -281,129 +314,140 @@ const CONCURRENCY: usize = 32;
 /// `GET /health` once on each of the `n` agents through the daemon's socket, `CONCURRENCY`
 /// keep-alive connections to the socket at once. (rate per second, failures, elapsed).
 async fn health_via_daemon(socket: &Path, n: usize) -> (f64, u64, Duration) {
-    let failures = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..CONCURRENCY {
+    round(n, |w| {
         let socket = socket.to_owned();
-        let failures = failures.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
+            let mut failures = 0;
             let mut send = None;
             for i in (w..n).step_by(CONCURRENCY) {
-                if send.is_none() {
-                    let s = tokio::net::UnixStream::connect(&socket).await.unwrap();
-                    let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                        .await
-                        .unwrap();
-                    tokio::spawn(conn);
-                    send = Some(s);
-                }
-                let Some(s) = send.as_mut() else { continue };
-                // hyper refuses ("canceled") a request sent before the connection is ready
-                // again after the previous response: that counted as failed requests before.
-                if s.ready().await.is_err() {
-                    send = None;
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("agent {i}: connection to the daemon socket closed");
-                    continue;
-                }
-                let req =
-                    hyper::Request::get(format!("/agents/{}:4/api/v0/health", sim::agent_ip(i)))
-                        .header("host", "x")
-                        .body(Empty::<Bytes>::new())
-                        .unwrap();
-                let ok = match tokio::time::timeout(Duration::from_secs(20), s.send_request(req))
-                    .await
-                {
-                    Ok(Ok(r)) => {
-                        let st = r.status();
-                        let body = r.into_body().collect().await;
-                        if st != 200 {
-                            // The daemon's JSON error says why (unreachable, timeout, ...).
-                            let b = body.map(|b| b.to_bytes()).unwrap_or_default();
-                            eprintln!("agent {i}: {st} {}", String::from_utf8_lossy(&b));
-                        }
-                        st == 200
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("agent {i}: {e}");
-                        send = None;
-                        false
-                    }
-                    Err(_) => {
-                        eprintln!("agent {i}: no answer within 20 s");
-                        send = None;
-                        false
-                    }
+                let s = match send.as_mut() {
+                    Some(s) => s,
+                    None => send.insert(daemon_connection(&socket).await),
                 };
-                if !ok {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                match probe(s, i).await {
+                    Probe::Answered => continue,
+                    Probe::Refused => {}
+                    Probe::Broken => send = None,
                 }
+                failures += 1;
             }
-        }));
-    }
+            failures
+        }
+    })
+    .await
+}
+
+/// One pass over the `n` agents by `CONCURRENCY` tasks, task `w` taking agents `w`,
+/// `w + CONCURRENCY`, ... and returning how many failed. (rate per second, failures, elapsed).
+async fn round<F, Fut>(n: usize, task: F) -> (f64, u64, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY).map(|w| tokio::spawn(task(w))).collect();
+    let mut failures = 0;
     for t in tasks {
-        t.await.unwrap();
+        failures += t.await.unwrap();
     }
     let el = t0.elapsed();
-    (
-        n as f64 / el.as_secs_f64(),
-        failures.load(Ordering::Relaxed),
-        el,
-    )
+    (n as f64 / el.as_secs_f64(), failures, el)
+}
+
+/// A keep-alive HTTP/1 connection to the daemon's socket.
+async fn daemon_connection(socket: &Path) -> SendRequest<Empty<Bytes>> {
+    let s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("connection to the daemon socket ended: {e:?}");
+        }
+    });
+    send
+}
+
+/// What one `GET /health` of agent `i` through a daemon socket connection gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// 200, body read.
+    Answered,
+    /// Another status (printed with the daemon's JSON error, which says why).
+    Refused,
+    /// The connection is gone: closed, failed, or no answer within 20 s (printed).
+    Broken,
+}
+
+async fn probe(send: &mut SendRequest<Empty<Bytes>>, i: usize) -> Probe {
+    // hyper refuses ("canceled") a request sent before the connection is ready again after
+    // the previous response: that counted as failed requests before.
+    if send.ready().await.is_err() {
+        eprintln!("agent {i}: connection to the daemon socket closed");
+        return Probe::Broken;
+    }
+    let req = hyper::Request::get(format!("/agents/{}:4/api/v0/health", sim::agent_ip(i)))
+        .header("host", "x")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), send.send_request(req)).await {
+        Ok(Ok(r)) => {
+            let st = r.status();
+            let body = r.into_body().collect().await;
+            if st != 200 {
+                let b = body.map(|b| b.to_bytes()).unwrap_or_default();
+                eprintln!("agent {i}: {st} {}", String::from_utf8_lossy(&b));
+                Probe::Refused
+            } else if body.is_ok() {
+                Probe::Answered
+            } else {
+                eprintln!("agent {i}: the body was cut");
+                Probe::Broken
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("agent {i}: {e}");
+            Probe::Broken
+        }
+        Err(_) => {
+            eprintln!("agent {i}: no answer within 20 s");
+            Probe::Broken
+        }
+    }
 }
 
 /// The same round through `AgentConn`s on the daemon's node (no socket, no forwarder).
 async fn health_direct(d: &Daemon, n: usize) -> (f64, u64, Duration) {
-    let failures = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..CONCURRENCY {
+    round(n, |w| {
         let connector = d.node().connector();
-        let failures = failures.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
+            let mut failures = 0;
             for i in (w..n).step_by(CONCURRENCY) {
                 let api = SocketAddr::new(sim::agent_ip(i).into(), 4);
                 let conn = AgentConn::new(connector.clone(), api, AgentOptions::default());
                 if conn.health().await.is_err() {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
                 }
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let el = t0.elapsed();
-    (
-        n as f64 / el.as_secs_f64(),
-        failures.load(Ordering::Relaxed),
-        el,
-    )
+            failures
+        }
+    })
+    .await
 }
 
 async fn fleet(n: usize) {
     println!("\n## 1 control daemon, {n} simulated agents");
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let state = dir.path().join("state");
-    let seed: u64 = getrandom::u64().unwrap();
-    let secret = keys::generate();
-    let control_pub = keys::encode_public(&keys::public_key(&secret));
-    let port = free_udp_port();
-    let cfg = fleet_config(n, seed, &secret, port, &state);
-    let control = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let setup = ControlSetup::new(n, "");
+    let socket = &setup.socket;
 
     let rss0 = rss();
-    let d = Daemon::start(&cfg, daemon_opts_from(&cfg, &socket))
-        .await
-        .unwrap();
+    let d = setup.start().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss1 = rss();
     let cpu_silent = idle_cpu(Duration::from_secs(5)).await;
 
     let t0 = Instant::now();
-    let fleet = Fleet::spawn(n, seed, control, &control_pub);
+    let fleet = Fleet::spawn(n, setup.seed, setup.control, &setup.control_pub);
     let spawned = t0.elapsed();
     let hs = until_handshaked(&d, n, Duration::from_secs(180)).await;
     let stats = d.node().stats();
@@ -431,9 +475,9 @@ async fn fleet(n: usize) {
 
     // Sessions idle since the handshakes were dropped (the daemon's default): the first pass
     // handshakes with every agent again; the next two find them live.
-    let (rate_c, fail_c, el_c) = health_via_daemon(&socket, n).await;
+    let (rate_c, fail_c, el_c) = health_via_daemon(socket, n).await;
     let (rate_n, fail_n, el_n) = health_direct(&d, n).await;
-    let (rate_d, fail_d, el_d) = health_via_daemon(&socket, n).await;
+    let (rate_d, fail_d, el_d) = health_via_daemon(socket, n).await;
     println!(
         "GET /health round-robin over all {n} ({CONCURRENCY} at once): through the daemon socket, sessions dropped as idle (a handshake each) {rate_c:.0}/s ({el_c:.2?}, {fail_c} failures); then with live sessions: through the daemon socket {rate_d:.0}/s ({el_d:.2?}, {fail_d} failures), in-process AgentConn on the same node {rate_n:.0}/s ({el_n:.2?}, {fail_n} failures); ratio {:.2}",
         rate_d / rate_n
@@ -447,14 +491,12 @@ async fn fleet(n: usize) {
         d.shutdown(Duration::from_secs(10)).await;
         drop(d);
         if !keep_state {
-            let _ = std::fs::remove_dir_all(&state);
+            let _ = std::fs::remove_dir_all(&setup.state);
         }
         let t0 = Instant::now();
-        d = Daemon::start(&cfg, daemon_opts_from(&cfg, &socket))
-            .await
-            .unwrap();
+        d = setup.start().await;
         if keep_state {
-            let (_, fail, el) = health_via_daemon(&socket, n).await;
+            let (_, fail, el) = health_via_daemon(socket, n).await;
             let stats = d.node().stats();
             println!(
                 "storm, daemon restarted with saved endpoints: every agent answered GET /health (one round-robin pass, {CONCURRENCY} at once) {el:.2?} after the restart; {fail} failures; {} handshakes; cookie replies {}",
@@ -465,7 +507,7 @@ async fn fleet(n: usize) {
             let first = until_handshaked(&d, 1, STORM_LIMIT).await;
             let all = until_handshaked(&d, n, STORM_LIMIT.saturating_sub(t0.elapsed())).await;
             let stats = d.node().stats();
-            let (_, fail, _) = health_via_daemon(&socket, n).await;
+            let (_, fail, _) = health_via_daemon(socket, n).await;
             println!(
                 "storm, daemon restarted without saved endpoints: first agent back after {:.1?}, {} of {n} after {:.1?}{}; the re-handshake burst itself took {:.1?}; cookie replies {}; then a /health round: {fail} failures",
                 first.unwrap_or(STORM_LIMIT),
