@@ -7,6 +7,11 @@
 //! Prints `SKIP kubernetes: <reason>` and passes where the Python tools are missing (CI installs
 //! them from `.ci/python-requirements.txt`).
 
+#[path = "common/lab.rs"]
+mod lab;
+#[path = "common/netns.rs"]
+mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -146,16 +151,8 @@ fn check_configs(report: &Value) {
 }
 
 fn write_key(path: &Path) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
     let key = wgagent::keys::encode_private(&wgagent::keys::generate());
-    writeln!(f, "{key}").unwrap();
+    lab::write_new(path, &format!("{key}\n"));
 }
 
 fn policy(manifests: &[PathBuf]) -> Output {
