@@ -2,13 +2,21 @@
 //! in one process), against spawning `sh -c true` locally in the same run.
 //!
 //! Run: `cargo bench --bench execute` (prints a table; asserts nothing about times). Both
-//! sections run once per data-path layout: `threads = 1` (the single task), then the machine's
-//! default (`[interface] threads`), each with its own same-run baseline.
+//! data-path layouts are measured in the same run and interleaved, so that neither gets the
+//! quieter minutes of the shared machine: `threads = 1` (the single task) and the machine's
+//! default (`[interface] threads`), each one agent with its own `CLIENTS` control peers, all
+//! alive for the whole run.
 //!
-//! 1. Latency: `execute {command: "true"}` one at a time, median and p99, vs
-//!    `std::process::Command::new("sh").args(["-c","true"]).status()`.
+//! 1. Latency: `execute {command: "true"}` one at a time, median and p99, the layouts taking
+//!    turns call by call (which goes first alternates), vs
+//!    `std::process::Command::new("sh").args(["-c","true"]).status()` after each pair.
 //! 2. Throughput: 8 control peers (8 WireGuard nodes, like 8 replicas) each calling `execute true`
-//!    in a loop for a fixed time against one agent, vs 8 threads spawning `sh -c true` locally.
+//!    in a loop for a fixed time against one agent, `ROUNDS` rounds per layout alternating, vs 8
+//!    threads spawning `sh -c true` locally (one round each time).
+//!
+//! After each section it prints the data path's hand-off counters (pipeline layout: batches the
+//! crypto task handed to the netstack task, and the netstack task's own polls), summed over the
+//! agent and its control peers.
 
 mod common;
 
@@ -22,77 +30,71 @@ use wgagent::agent::Agent;
 use wgagent::client::{AgentConn, AgentOptions};
 use wgagent::config;
 use wgagent::keys;
+use wgagent::node::{Node, NodeConnector};
+use wgagent::proc::Manager;
 use wgagent::tool::{ExecuteArgs, Tools};
 
 const LATENCY_RUNS: usize = 300;
-const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
+const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
 const CLIENTS: usize = 8;
+/// `[interface] threads` of the two setups: the single task, and 0 = the machine's default.
+const LAYOUTS: [usize; 2] = [1, 0];
 
 fn main() {
-    for threads in [1, 0] {
-        let name = match threads {
-            0 => format!(
-                "threads = {} (the default)",
-                config::Interface::default_threads()
-            ),
-            n => format!("threads = {n}"),
-        };
-        println!("== data path: {name} ==");
-        common::block_on(run(threads));
+    common::block_on(run());
+}
+
+fn layout_name(threads: usize) -> String {
+    match threads {
+        0 => format!(
+            "threads = {} (default)",
+            config::Interface::default_threads()
+        ),
+        n => format!("threads = {n}"),
     }
 }
 
-async fn run(threads: usize) {
-    // One agent that knows CLIENTS control peers at 100.64.1.1..=CLIENTS.
-    let agent_key = keys::generate();
-    let agent_pub = keys::public_key(&agent_key);
-    let client_keys: Vec<_> = (0..CLIENTS).map(|_| keys::generate()).collect();
-    let peers = client_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| peer(keys::public_key(k), &format!("100.64.1.{}/32", i + 1), None))
-        .collect();
-    let agent = node(agent_key, "100.64.0.10", peers, threads).await;
-    let api_cfg = config::Api {
-        max_tracked: 65536,
-        max_running: 256,
-        ..config::Api::default()
-    };
-    let server = Agent::attach(agent.clone(), &api_cfg).unwrap();
-    let manager = server.manager().clone();
-    let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
-    let mut clients = Vec::new();
-    for (i, k) in client_keys.into_iter().enumerate() {
-        let n = node(
-            k,
-            &format!("100.64.1.{}", i + 1),
-            vec![peer(agent_pub, "100.64.0.10/32", ep)],
-            threads,
-        )
-        .await;
-        let conn = AgentConn::new(
-            n.connector(),
-            SocketAddr::new(ip("100.64.0.10"), 4),
-            AgentOptions::default(),
-        );
-        clients.push((n, Tools::single(conn.clone()), conn));
+/// One agent and its `CLIENTS` control peers, with one data-path layout.
+struct Setup {
+    name: String,
+    agent: Node,
+    _server: Agent,
+    manager: Manager,
+    clients: Vec<(Node, Tools<NodeConnector>, AgentConn<NodeConnector>)>,
+}
+
+impl Setup {
+    /// (hand-offs, netstack-task polls) summed over the agent and its clients.
+    fn handoffs(&self) -> (u64, u64) {
+        let nodes = std::iter::once(&self.agent).chain(self.clients.iter().map(|(n, _, _)| n));
+        nodes.fold((0, 0), |(h, p), n| {
+            let s = n.stats();
+            (h + s.handoffs, p + s.netstack_polls)
+        })
+    }
+}
+
+async fn run() {
+    let mut setups = Vec::new();
+    for (i, threads) in LAYOUTS.into_iter().enumerate() {
+        setups.push(setup(threads, i as u8).await);
     }
 
-    // Warm up: handshakes, connections, page cache.
-    for (_, t, c) in &clients {
-        let r = t.execute(c, ExecuteArgs::new("true")).await;
-        assert!(r.success, "{r:?}");
-    }
-
-    // 1. Latency.
-    let (_, tools, conn) = &clients[0];
-    let mut ours = Vec::with_capacity(LATENCY_RUNS);
+    // 1. Latency, the layouts taking turns call by call.
+    let mut ours: Vec<Vec<Duration>> = vec![Vec::with_capacity(LATENCY_RUNS); setups.len()];
     let mut base = Vec::with_capacity(LATENCY_RUNS);
-    for _ in 0..LATENCY_RUNS {
-        let t = Instant::now();
-        let r = tools.execute(conn, ExecuteArgs::new("true")).await;
-        ours.push(t.elapsed());
-        assert!(r.success && r.exit_code == 0);
+    let before: Vec<_> = setups.iter().map(Setup::handoffs).collect();
+    for run in 0..LATENCY_RUNS {
+        for k in 0..setups.len() {
+            // Which layout goes first alternates.
+            let i = (k + run) % setups.len();
+            let (_, tools, conn) = &setups[i].clients[0];
+            let t = Instant::now();
+            let r = tools.execute(conn, ExecuteArgs::new("true")).await;
+            ours[i].push(t.elapsed());
+            assert!(r.success && r.exit_code == 0);
+        }
         let t = Instant::now();
         let st = tokio::task::spawn_blocking(|| {
             std::process::Command::new("sh")
@@ -105,35 +107,97 @@ async fn run(threads: usize) {
         base.push(t.elapsed());
         assert!(st.success());
     }
-    ours.sort();
+    let after: Vec<_> = setups.iter().map(Setup::handoffs).collect();
     base.sort();
     println!(
-        "execute latency ({LATENCY_RUNS} sequential runs of `true`, interleaved with the baseline)"
-    );
-    println!("| path | median | p99 |");
-    println!("|---|---|---|");
-    println!(
-        "| `execute` through WireGuard (tool → SDK → tunnel → API → spawn → wait) | {:.2?} | {:.2?} |",
-        pct(&ours, 0.5),
-        pct(&ours, 0.99)
+        "execute latency ({LATENCY_RUNS} sequential runs of `true` per layout, interleaved call by call with each other and the baseline)"
     );
     println!(
-        "| baseline: local `sh -c true` via std::process::Command | {:.2?} | {:.2?} |",
+        "| path | median | p99 | ratio to threads = 1 (median) | hand-offs / netstack-task polls per call |"
+    );
+    println!("|---|---|---|---|---|");
+    for v in &mut ours {
+        v.sort();
+    }
+    for (i, s) in setups.iter().enumerate() {
+        println!(
+            "| `execute` through WireGuard, {} | {:.2?} | {:.2?} | {:.2}× | {:.2} / {:.2} |",
+            s.name,
+            pct(&ours[i], 0.5),
+            pct(&ours[i], 0.99),
+            pct(&ours[i], 0.5).as_secs_f64() / pct(&ours[0], 0.5).as_secs_f64(),
+            (after[i].0 - before[i].0) as f64 / LATENCY_RUNS as f64,
+            (after[i].1 - before[i].1) as f64 / LATENCY_RUNS as f64,
+        );
+    }
+    println!(
+        "| baseline: local `sh -c true` via std::process::Command | {:.2?} | {:.2?} | | |",
         pct(&base, 0.5),
         pct(&base, 0.99)
     );
-    println!(
-        "ratio (median): {:.2}×; overhead over a local spawn: {:.2?}\n",
-        pct(&ours, 0.5).as_secs_f64() / pct(&base, 0.5).as_secs_f64(),
-        pct(&ours, 0.5).saturating_sub(pct(&base, 0.5))
-    );
+    println!();
 
-    // 2. Throughput with CLIENTS concurrent control peers.
+    // 2. Throughput with CLIENTS concurrent control peers, rounds alternating.
+    let mut rates = vec![Vec::new(); setups.len()];
+    let mut failures = vec![0u64; setups.len()];
+    let mut base_rates = Vec::new();
+    let before: Vec<_> = setups.iter().map(Setup::handoffs).collect();
+    let mut done_calls = vec![0u64; setups.len()];
+    for round in 0..ROUNDS {
+        for k in 0..setups.len() {
+            let i = (k + round) % setups.len();
+            let (done, failed) = concurrent(&setups[i]).await;
+            rates[i].push(done as f64 / THROUGHPUT_FOR.as_secs_f64());
+            done_calls[i] += done;
+            failures[i] += failed;
+        }
+        base_rates.push(local_rate());
+    }
+    let after: Vec<_> = setups.iter().map(Setup::handoffs).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "execute throughput ({CLIENTS} control peers per agent, {THROUGHPUT_FOR:?} per round, {ROUNDS} rounds per layout alternating)"
+    );
+    println!(
+        "| path | commands/s per round | mean | ratio to threads = 1 | hand-offs / netstack-task polls per call |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, s) in setups.iter().enumerate() {
+        let calls = done_calls[i].max(1) as f64;
+        println!(
+            "| `execute true` from {CLIENTS} WireGuard peers, {} | {} (failed: {}) | {:.0} | {:.2}× | {:.2} / {:.2} |",
+            s.name,
+            list(&rates[i]),
+            failures[i],
+            mean(&rates[i]),
+            mean(&rates[i]) / mean(&rates[0]),
+            (after[i].0 - before[i].0) as f64 / calls,
+            (after[i].1 - before[i].1) as f64 / calls,
+        );
+    }
+    println!(
+        "| baseline: {CLIENTS} local threads spawning `sh -c true` | {} | {:.0} | | |",
+        list(&base_rates),
+        mean(&base_rates)
+    );
+    for s in &setups {
+        s.manager.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// `CLIENTS` peers calling `execute true` in a loop for `THROUGHPUT_FOR`: (done, failed).
+async fn concurrent(s: &Setup) -> (u64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + THROUGHPUT_FOR;
     let mut tasks = Vec::new();
-    for (_, t, c) in &clients {
+    for (_, t, c) in &s.clients {
         let (t, conn, done, failed) = (t.clone(), c.clone(), done.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -145,11 +209,14 @@ async fn run(threads: usize) {
             }
         }));
     }
-    let started = Instant::now();
     for t in tasks {
         t.await.unwrap();
     }
-    let ours_rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
+
+/// `CLIENTS` local threads spawning `sh -c true` for `THROUGHPUT_FOR`: commands per second.
+fn local_rate() -> f64 {
     let base_done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + THROUGHPUT_FOR;
     let started = Instant::now();
@@ -172,15 +239,57 @@ async fn run(threads: usize) {
     for t in threads {
         t.join().unwrap();
     }
-    let base_rate = base_done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    println!("execute throughput ({CLIENTS} control peers, {THROUGHPUT_FOR:?} each)");
-    println!("| path | commands/s |");
-    println!("|---|---|");
-    println!(
-        "| `execute true` from {CLIENTS} WireGuard peers against one agent | {ours_rate:.0} (failed: {}) |",
-        failed.load(Ordering::Relaxed)
-    );
-    println!("| baseline: {CLIENTS} local threads spawning `sh -c true` | {base_rate:.0} |");
-    println!("ratio: {:.2}", ours_rate / base_rate);
-    manager.shutdown(Duration::from_secs(2)).await;
+    base_done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One agent at 100.64.`net`.10 that knows `CLIENTS` control peers at 100.64.`net`+100.1..,
+/// with `threads` data-path threads everywhere, warmed up.
+async fn setup(threads: usize, net: u8) -> Setup {
+    let agent_addr = format!("100.64.{net}.10");
+    let agent_key = keys::generate();
+    let agent_pub = keys::public_key(&agent_key);
+    let client_keys: Vec<_> = (0..CLIENTS).map(|_| keys::generate()).collect();
+    let client_addr = |i: usize| format!("100.64.{}.{}", net + 100, i + 1);
+    let peers = client_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| peer(keys::public_key(k), &format!("{}/32", client_addr(i)), None))
+        .collect();
+    let agent = node(agent_key, &agent_addr, peers, threads).await;
+    let api_cfg = config::Api {
+        max_tracked: 65536,
+        max_running: 256,
+        ..config::Api::default()
+    };
+    let server = Agent::attach(agent.clone(), &api_cfg).unwrap();
+    let manager = server.manager().clone();
+    let ep = Some(SocketAddr::new(ip("127.0.0.1"), agent.udp_addr().port()));
+    let mut clients = Vec::new();
+    for (i, k) in client_keys.into_iter().enumerate() {
+        let n = node(
+            k,
+            &client_addr(i),
+            vec![peer(agent_pub, &format!("{agent_addr}/32"), ep)],
+            threads,
+        )
+        .await;
+        let conn = AgentConn::new(
+            n.connector(),
+            SocketAddr::new(ip(&agent_addr), 4),
+            AgentOptions::default(),
+        );
+        clients.push((n, Tools::single(conn.clone()), conn));
+    }
+    // Warm up: handshakes, connections, page cache.
+    for (_, t, c) in &clients {
+        let r = t.execute(c, ExecuteArgs::new("true")).await;
+        assert!(r.success, "{r:?}");
+    }
+    Setup {
+        name: layout_name(threads),
+        agent,
+        _server: server,
+        manager,
+        clients,
+    }
 }

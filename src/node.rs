@@ -220,6 +220,10 @@ pub struct NodeStats {
     pub gro_receives: u64,
     /// See [`DriverCounters::recv_truncated`].
     pub recv_truncated: u64,
+    /// See [`DriverCounters::handoffs`].
+    pub handoffs: u64,
+    /// See [`DriverCounters::netstack_polls`].
+    pub netstack_polls: u64,
 }
 
 impl Node {
@@ -343,6 +347,8 @@ impl Node {
             gso_sends: d.gso_sends.load(Ordering::Relaxed),
             gro_receives: d.gro_receives.load(Ordering::Relaxed),
             recv_truncated: d.recv_truncated.load(Ordering::Relaxed),
+            handoffs: d.handoffs.load(Ordering::Relaxed),
+            netstack_polls: d.netstack_polls.load(Ordering::Relaxed),
         }
     }
 

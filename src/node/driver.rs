@@ -99,6 +99,12 @@ pub struct DriverCounters {
     /// Pipeline layout: ticks of the netstack task (every 250 ms while it makes progress), the
     /// second half of the heartbeat. Stays 0 in the single layout.
     pub netstack_ticks: AtomicU64,
+    /// Pipeline layout: times the crypto task handed a batch to the netstack task (one
+    /// wake-up each). Light traffic never does; a count that grows with every request says
+    /// the bulk detector fires on small exchanges.
+    pub handoffs: AtomicU64,
+    /// Pipeline layout: stack polls done by the netstack task (hand-offs, TCP timers, ticks).
+    pub netstack_polls: AtomicU64,
 }
 
 /// How the data path is laid out over tasks (from `[interface] threads`).
@@ -217,6 +223,7 @@ pub(super) async fn run(parts: Parts) {
         {
             // Bulk: the netstack task polls next (and a stack blocked on output has room).
             bulk = true;
+            io.counters.handoffs.fetch_add(1, Ordering::Relaxed);
             h.to_netstack.notify_one();
         }
         // `drained` is false only when the socket blocked, and so is `backlogged`.
@@ -259,6 +266,7 @@ pub(super) async fn run(parts: Parts) {
             bulk = received > INLINE_BATCH || taken > INLINE_BATCH;
             if bulk && (received > 0 || stack_work) {
                 // One signal for the whole batch of decrypted packets or socket requests.
+                io.counters.handoffs.fetch_add(1, Ordering::Relaxed);
                 h.to_netstack.notify_one();
             }
         }
@@ -293,6 +301,7 @@ pub(super) async fn run_netstack(
             next_tick = (next_tick + TIMER_TICK).max(now);
         }
         let delay = netstack.poll(clock.now());
+        counters.netstack_polls.fetch_add(1, Ordering::Relaxed);
         let queued = netstack.outbound_len() > 0;
         if queued {
             handoff.to_crypto.notify_one();
