@@ -224,6 +224,10 @@ pub struct NodeStats {
     pub handoffs: u64,
     /// See [`DriverCounters::netstack_polls`].
     pub netstack_polls: u64,
+    /// See [`DriverCounters::stack_polls`].
+    pub stack_polls: u64,
+    /// See [`DriverCounters::zero_delay_backoffs`].
+    pub zero_delay_backoffs: u64,
 }
 
 impl Node {
@@ -349,6 +353,8 @@ impl Node {
             recv_truncated: d.recv_truncated.load(Ordering::Relaxed),
             handoffs: d.handoffs.load(Ordering::Relaxed),
             netstack_polls: d.netstack_polls.load(Ordering::Relaxed),
+            stack_polls: d.stack_polls.load(Ordering::Relaxed),
+            zero_delay_backoffs: d.zero_delay_backoffs.load(Ordering::Relaxed),
         }
     }
 
@@ -457,6 +463,57 @@ mod tests {
         for threads in [1, 2] {
             bulk_in_gso_runs(threads).await;
         }
+    }
+
+    /// A stack state that keeps answering "poll again now" with nothing queued (simulated)
+    /// must not spin the data path: the tasks back off (counted), timers keep ticking, and a
+    /// connection still works meanwhile. Without the bound each task yields and polls again
+    /// at once: hundreds of thousands of polls a second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stack_asking_for_polls_without_progress_does_not_spin() {
+        for threads in [1, 2] {
+            stuck_stack_backs_off(threads).await;
+        }
+    }
+
+    async fn stuck_stack_backs_off(threads: usize) {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let (ka, kc) = (secret(), secret());
+            let agent = node(&ka, "10.9.0.2", &kc, "10.9.0.1", None, threads).await;
+            let to_agent = SocketAddr::from((Ipv4Addr::LOCALHOST, agent.udp_addr().port()));
+            let control = node(&kc, "10.9.0.1", &ka, "10.9.0.2", Some(to_agent), threads).await;
+            let mut listener = agent.listen(7000).unwrap().remove(0);
+            let echo = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 64];
+                let n = s.read(&mut buf).await.unwrap();
+                s.write_all(&buf[..n]).await.unwrap();
+            });
+            agent.inner.netstack.simulate_stuck_poll(true);
+            control.inner.netstack.simulate_stuck_poll(true);
+            let (before, beat) = (agent.stats(), agent.heartbeat());
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let after = agent.stats();
+            let polls = after.stack_polls - before.stack_polls;
+            assert!(polls < 1000, "{polls} polls in 0.8 s: {after:?}");
+            assert!(
+                after.zero_delay_backoffs > before.zero_delay_backoffs,
+                "{after:?}"
+            );
+            assert!(agent.heartbeat() > beat, "timers still tick");
+            // The stack still works while stuck: new work wakes the tasks despite back-off.
+            let mut s = control
+                .connect(SocketAddr::new("10.9.0.2".parse().unwrap(), 7000))
+                .await
+                .unwrap();
+            s.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            echo.await.unwrap();
+        })
+        .await
+        .expect("test timed out");
     }
 
     async fn bulk_in_gso_runs(threads: usize) {

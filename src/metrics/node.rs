@@ -237,6 +237,13 @@ impl Collector for NodeCollector {
         )?;
         counter(
             e,
+            "wgagent_netstack_poll_backoffs",
+            "Times the data path waited instead of polling the stack again at once: polls kept \
+             asking for another poll with nothing queued (a stack state making no progress)",
+            stats.zero_delay_backoffs,
+        )?;
+        counter(
+            e,
             "wgagent_netstack_resets_sent",
             "TCP resets sent (refused connections, aborts)",
             n.resets_sent,

@@ -87,6 +87,9 @@ struct Shared {
     addresses: Vec<IpAddr>,
     mtu: usize,
     connect_timeout: Duration,
+    /// Tests: every poll answers "poll again now" (a stack state that makes no progress).
+    #[cfg(test)]
+    stuck: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -122,6 +125,8 @@ impl Netstack {
                 addresses: cfg.addresses,
                 mtu: cfg.mtu,
                 connect_timeout: cfg.connect_timeout,
+                #[cfg(test)]
+                stuck: Default::default(),
             }),
         })
     }
@@ -174,6 +179,10 @@ impl Netstack {
             mtu: s.mtu,
         };
         let delay = s.stack.lock().poll(now, &mut device);
+        #[cfg(test)]
+        if s.stuck.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(Duration::ZERO);
+        }
         if s.inbound.lock().is_empty() {
             delay
         } else {
@@ -203,6 +212,21 @@ impl Netstack {
     /// Packets waiting in the outbound queue.
     pub fn outbound_len(&self) -> usize {
         self.shared.outbound.lock().len()
+    }
+
+    /// Packets waiting in the inbound queue (the next poll consumes them).
+    pub fn inbound_len(&self) -> usize {
+        self.shared.inbound.lock().len()
+    }
+
+    /// Tests: makes every later poll answer a zero delay (`Some(ZERO)`, "poll again now")
+    /// whatever the stack's state, as a stack state that never makes progress would; the
+    /// stack itself keeps working.
+    #[cfg(test)]
+    pub(crate) fn simulate_stuck_poll(&self, on: bool) {
+        self.shared
+            .stuck
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Resolves when a socket did something that needs a poll (read freed window, write queued

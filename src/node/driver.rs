@@ -21,9 +21,11 @@
 //!    keepalives, rekeys and the rate-limiter reset);
 //! 2. `netstack.poll` (TCP timers, socket buffers → IP packets);
 //! 3. outbound: each IP packet the netstack emitted → [`Device::send_ip_packet`] → its outputs;
-//! 4. send what is queued (GSO runs), then sleep until the socket, the netstack, a command, the
-//!    next timer or cancellation wakes us; a readable socket is read in GRO batches and every
-//!    datagram goes → [`Device::handle_datagram`] → its outputs.
+//! 4. send what is queued (GSO runs); if the stack asked for another poll at once and the
+//!    output has room, go again (bounded: [`ZeroDelay`] backs off a streak that makes no
+//!    progress); otherwise sleep until the socket, the netstack, a command, the next timer or
+//!    cancellation wakes us; a readable socket is read in GRO batches and every datagram goes
+//!    → [`Device::handle_datagram`] → its outputs.
 //!
 //! "Its outputs": after every device call the driver takes the device's owned
 //! [`wg::Output`]s and acts on them ([`Io::dispatch`]): datagrams join the GSO run, decrypted
@@ -75,6 +77,12 @@ const INLINE_BATCH: usize = 8;
 /// Encrypted datagrams held while the UDP socket would block; beyond it they are dropped
 /// and counted (WireGuard tolerates loss, TCP retransmits).
 const MAX_PENDING: usize = 1024;
+/// Polls in a row that may answer "poll again now" with nothing queued either way before the
+/// task backs off (see [`ZeroDelay`]).
+const ZERO_REPOLLS: u32 = 8;
+/// The first back-off after `ZERO_REPOLLS`; it doubles with each further such poll, up to
+/// `TIMER_TICK`.
+const ZERO_BACKOFF: Duration = Duration::from_millis(1);
 
 /// Counters of the data-path task itself (the UDP socket side).
 #[derive(Debug, Default)]
@@ -105,6 +113,12 @@ pub struct DriverCounters {
     pub handoffs: AtomicU64,
     /// Pipeline layout: stack polls done by the netstack task (hand-offs, TCP timers, ticks).
     pub netstack_polls: AtomicU64,
+    /// Stack polls by the data path, every task.
+    pub stack_polls: AtomicU64,
+    /// Times a task waited instead of polling the stack again at once, because polls kept
+    /// answering "poll again now" with nothing queued (see [`ZeroDelay`]). Non-zero means a
+    /// stack state that makes no progress; without the bound it would have spun a core.
+    pub zero_delay_backoffs: AtomicU64,
 }
 
 /// How the data path is laid out over tasks (from `[interface] threads`).
@@ -124,6 +138,47 @@ impl Layout {
         } else {
             Layout::Single
         }
+    }
+}
+
+/// What a task does after a poll of the stack answered a zero delay ("poll again now").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repoll {
+    /// Poll again after a yield.
+    Now,
+    /// Wait this long first (still woken by new work).
+    After(Duration),
+}
+
+/// Bounds polling again at once on a zero delay. A zero delay with inbound packets still
+/// queued is work (the next poll consumes them), and so is one right after a timer came due;
+/// but a streak of zero delays with nothing queued either way is a stack state that makes no
+/// progress, and yielding and polling again on it would spin a core. After [`ZERO_REPOLLS`]
+/// such polls in a row the task waits [`ZERO_BACKOFF`], doubling with each further one up to
+/// [`TIMER_TICK`], and counts it; any other answer ends the streak.
+#[derive(Debug, Default)]
+struct ZeroDelay {
+    streak: u32,
+}
+
+impl ZeroDelay {
+    /// After a poll that answered a zero delay; `input` = inbound packets are still queued.
+    fn after_zero(&mut self, input: bool) -> Repoll {
+        if input {
+            self.streak = 0;
+            return Repoll::Now;
+        }
+        self.streak = self.streak.saturating_add(1);
+        if self.streak <= ZERO_REPOLLS {
+            return Repoll::Now;
+        }
+        let doublings = (self.streak - ZERO_REPOLLS - 1).min(16);
+        Repoll::After((ZERO_BACKOFF * (1u32 << doublings)).min(TIMER_TICK))
+    }
+
+    /// After a poll that answered anything else (a delay, none, or blocked on output).
+    fn reset(&mut self) {
+        self.streak = 0;
     }
 }
 
@@ -177,6 +232,7 @@ pub(super) async fn run(parts: Parts) {
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
     let mut ticks: u64 = 0;
+    let mut zero = ZeroDelay::default();
     // Pipeline layout: the last iteration moved bulk traffic (see `INLINE_BATCH`).
     let mut bulk = false;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
@@ -197,7 +253,10 @@ pub(super) async fn run(parts: Parts) {
         // 2. The netstack; under bulk traffic in the pipeline layout, the netstack task's job.
         let delay = match &handoff {
             Some(_) if bulk => None,
-            _ => netstack.poll(io.clock.now()),
+            _ => {
+                io.counters.stack_polls.fetch_add(1, Ordering::Relaxed);
+                netstack.poll(io.clock.now())
+            }
         };
         io.flush();
         // 3. Outbound: encrypt what the netstack emitted, while the socket takes it.
@@ -228,16 +287,31 @@ pub(super) async fn run(parts: Parts) {
         }
         // `drained` is false only when the socket blocked, and so is `backlogged`.
         let blocked = io.backlogged() || !drained;
+        let mut backoff = None;
         if !blocked && delay == Some(Duration::ZERO) {
-            // More input is waiting in the stack and the output has room: go again.
-            tokio::task::yield_now().await;
-            continue;
+            // More input is waiting in the stack and the output has room: go again, within
+            // bounds.
+            match zero.after_zero(netstack.inbound_len() > 0) {
+                Repoll::Now => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Repoll::After(d) => {
+                    io.counters
+                        .zero_delay_backoffs
+                        .fetch_add(1, Ordering::Relaxed);
+                    backoff = Some(d);
+                }
+            }
+        } else {
+            zero.reset();
         }
         // 4. Wait. While blocked on output a zero delay only means "blocked"; don't spin on
         // it, and leave datagrams in the kernel's (large) buffer rather than read more.
         let wake_at = match delay {
-            Some(d) if !(blocked && d.is_zero()) => Instant::now() + d,
-            _ => far,
+            Some(d) if d.is_zero() => backoff.map_or(far, |b| Instant::now() + b),
+            Some(d) => Instant::now() + d,
+            None => far,
         }
         .min(next_tick);
         let mut stack_work = false;
@@ -294,6 +368,7 @@ pub(super) async fn run_netstack(
 ) {
     let mut next_tick = Instant::now();
     let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let mut zero = ZeroDelay::default();
     loop {
         let now = Instant::now();
         if now >= next_tick {
@@ -302,20 +377,33 @@ pub(super) async fn run_netstack(
         }
         let delay = netstack.poll(clock.now());
         counters.netstack_polls.fetch_add(1, Ordering::Relaxed);
+        counters.stack_polls.fetch_add(1, Ordering::Relaxed);
         let queued = netstack.outbound_len() > 0;
         if queued {
             handoff.to_crypto.notify_one();
         }
+        let mut backoff = None;
         if delay == Some(Duration::ZERO) && !queued {
-            // More input is waiting and the outbound queue is empty: go again.
-            tokio::task::yield_now().await;
-            continue;
+            // More input is waiting and the outbound queue is empty: go again, within bounds.
+            match zero.after_zero(netstack.inbound_len() > 0) {
+                Repoll::Now => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Repoll::After(d) => {
+                    counters.zero_delay_backoffs.fetch_add(1, Ordering::Relaxed);
+                    backoff = Some(d);
+                }
+            }
+        } else {
+            zero.reset();
         }
         // A zero delay with packets queued means "blocked on output": the crypto task signals
         // once it took some.
         let wake_at = match delay {
-            Some(d) if !d.is_zero() => Instant::now() + d,
-            _ => far,
+            Some(d) if d.is_zero() => backoff.map_or(far, |b| Instant::now() + b),
+            Some(d) => Instant::now() + d,
+            None => far,
         }
         .min(next_tick);
         tokio::select! {
@@ -498,5 +586,37 @@ impl Clock {
 
     fn now(&self) -> smoltcp::time::Instant {
         smoltcp::time::Instant::from_micros(self.0.elapsed().as_micros() as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streak of zero delays with nothing queued backs off after `ZERO_REPOLLS`, doubling
+    /// up to the timer tick; queued input or any other answer ends the streak.
+    #[test]
+    fn zero_delay_repolls_are_bounded() {
+        let mut z = ZeroDelay::default();
+        for _ in 0..ZERO_REPOLLS {
+            assert_eq!(z.after_zero(false), Repoll::Now);
+        }
+        let backoffs: Vec<_> = (0..12).map(|_| z.after_zero(false)).collect();
+        assert_eq!(backoffs[0], Repoll::After(ZERO_BACKOFF));
+        assert_eq!(backoffs[1], Repoll::After(ZERO_BACKOFF * 2));
+        assert_eq!(backoffs[2], Repoll::After(ZERO_BACKOFF * 4));
+        assert_eq!(backoffs[11], Repoll::After(TIMER_TICK));
+        // Queued input is progress: repoll at once, and the streak starts over.
+        assert_eq!(z.after_zero(true), Repoll::Now);
+        for _ in 0..ZERO_REPOLLS {
+            assert_eq!(z.after_zero(false), Repoll::Now);
+        }
+        assert_eq!(z.after_zero(false), Repoll::After(ZERO_BACKOFF));
+        z.reset();
+        assert_eq!(z.after_zero(false), Repoll::Now);
+        // Never stuck at a huge streak either.
+        z.streak = u32::MAX - 1;
+        assert_eq!(z.after_zero(false), Repoll::After(TIMER_TICK));
+        assert_eq!(z.after_zero(false), Repoll::After(TIMER_TICK));
     }
 }
