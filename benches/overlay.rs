@@ -763,7 +763,8 @@ fn stats_line(who: &str, before: &NodeStats, after: &NodeStats) -> String {
     let (a, b) = (&after.netstack, &before.netstack);
     format!(
         "{who}: udp in {} out {} send_errors {} inbound_dropped {} | netstack in {} out {} \
-         inbound_full {} outbound_full {} | wg peer drops {}",
+         inbound_full {} outbound_full {} | wg peer drops {} | hand-offs {} netstack-task polls {} \
+         zero-delay back-offs {}",
         d(after.datagrams_in, before.datagrams_in),
         d(after.datagrams_out, before.datagrams_out),
         d(after.send_errors, before.send_errors),
@@ -773,6 +774,9 @@ fn stats_line(who: &str, before: &NodeStats, after: &NodeStats) -> String {
         d(a.inbound_full, b.inbound_full),
         d(a.outbound_full, b.outbound_full),
         wg_drops,
+        d(after.handoffs, before.handoffs),
+        d(after.netstack_polls, before.netstack_polls),
+        d(after.zero_delay_backoffs, before.zero_delay_backoffs),
     )
 }
 
