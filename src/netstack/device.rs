@@ -28,7 +28,17 @@ pub(crate) struct PacketQueue {
     /// Empty buffers to reuse (each keeps its capacity).
     free: Vec<Vec<u8>>,
     capacity: usize,
+    /// Packets ever queued (wrapping): marks where a poll's output starts.
+    pushed: u64,
+    /// [`group_by_destination`](Self::group_by_destination)'s working space, kept so that
+    /// regrouping never allocates in steady state.
+    regroup: Vec<(Vec<u8>, Option<PeerTag>)>,
+    groups: Vec<u8>,
 }
+
+/// Most distinct destinations [`PacketQueue::group_by_destination`] regroups; a batch with
+/// more keeps its order (the search per packet is linear in the destinations seen).
+const MAX_GROUPS: usize = 32;
 
 impl PacketQueue {
     /// A queue of at most `capacity` packets with `capacity` buffers of `buf_size` bytes
@@ -40,7 +50,62 @@ impl PacketQueue {
                 .map(|_| Vec::with_capacity(buf_size))
                 .collect(),
             capacity,
+            pushed: 0,
+            regroup: Vec::with_capacity(capacity),
+            groups: Vec::with_capacity(capacity),
         }
+    }
+
+    /// Packets ever queued (wrapping); pass it to
+    /// [`group_by_destination`](Self::group_by_destination) later.
+    pub(crate) fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Regroups the packets queued since [`pushed`](Self::pushed) returned `since` that are
+    /// still queued, by destination address, each group in the order its destination first
+    /// appeared and each packet after the earlier ones to its destination (so every flow keeps
+    /// its order). Why: smoltcp emits one segment per socket in turn, so a node sending to
+    /// several peers at once queues A B C A B C...; grouped, the driver can send each peer's
+    /// datagrams as one GSO run instead of one system call per datagram. Packets taken from
+    /// the front meanwhile are not touched: they were older.
+    pub(crate) fn group_by_destination(&mut self, since: u64) {
+        let recent = usize::try_from(self.pushed.wrapping_sub(since))
+            .unwrap_or(usize::MAX)
+            .min(self.ready.len());
+        if recent < 3 {
+            return;
+        }
+        let start = self.ready.len() - recent;
+        let mut dests = [0u128; MAX_GROUPS];
+        let mut n = 0;
+        self.groups.clear();
+        for (packet, _) in self.ready.range(start..) {
+            let d = destination(packet);
+            let g = match dests[..n].iter().position(|&x| x == d) {
+                Some(g) => g,
+                None if n < MAX_GROUPS => {
+                    dests[n] = d;
+                    n += 1;
+                    n - 1
+                }
+                None => return,
+            };
+            self.groups.push(g as u8);
+        }
+        // One destination (a single flow, the common case), or already grouped.
+        if self.groups.windows(2).all(|w| w[0] <= w[1]) {
+            return;
+        }
+        self.regroup.clear();
+        self.regroup.extend(self.ready.drain(start..));
+        for g in 0..n as u8 {
+            for (i, _) in self.groups.iter().enumerate().filter(|&(_, &x)| x == g) {
+                let packet = std::mem::take(&mut self.regroup[i]);
+                self.ready.push_back(packet);
+            }
+        }
+        self.regroup.clear();
     }
 
     pub(crate) fn is_full(&self) -> bool {
@@ -80,6 +145,7 @@ impl PacketQueue {
         buf.resize(len, 0);
         let r = fill(&mut buf);
         self.ready.push_back((buf, None));
+        self.pushed = self.pushed.wrapping_add(1);
         r
     }
 
@@ -297,6 +363,20 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
+/// The destination address of an IP packet as one key (IPv4 tagged so it never equals an
+/// IPv6 address); 0 for a packet too short to have one.
+fn destination(packet: &[u8]) -> u128 {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(16..20).map_or(0, |a| {
+            (1 << 127) | u128::from(u32::from_be_bytes(a.try_into().unwrap_or_default()))
+        }),
+        Some(6) => packet
+            .get(24..40)
+            .map_or(0, |a| u128::from_be_bytes(a.try_into().unwrap_or_default())),
+        _ => 0,
+    }
+}
+
 /// True when `packet` is an IPv4/IPv6 TCP segment with RST set (for the resets counter).
 fn is_tcp_rst(packet: &[u8]) -> bool {
     let tcp_offset = match packet.first().map(|b| b >> 4) {
@@ -344,6 +424,82 @@ mod tests {
         q.unpop(a);
         assert_eq!(q.pop().unwrap(), b"a");
         assert_eq!(q.pop().unwrap(), b"b");
+    }
+
+    /// A 20-byte IPv4 header to 10.0.0.`dst` whose identification field carries `seq`, or
+    /// a 40-byte IPv6 header to fd00::`dst` (seq in the flow label).
+    fn packet(dst: u8, seq: u8, v6: bool) -> Vec<u8> {
+        let mut p = vec![0u8; if v6 { 40 } else { 20 }];
+        if v6 {
+            p[0] = 0x60;
+            p[3] = seq;
+            p[24] = 0xfd;
+            p[39] = dst;
+        } else {
+            p[0] = 0x45;
+            p[5] = seq;
+            p[16..20].copy_from_slice(&[10, 0, 0, dst]);
+        }
+        p
+    }
+
+    fn queued(q: &mut PacketQueue) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| q.pop()).collect()
+    }
+
+    fn push(q: &mut PacketQueue, p: &[u8]) {
+        q.push_with(p.len(), |buf| buf.copy_from_slice(p));
+    }
+
+    /// Round-robin output (A B C A B C …, as smoltcp emits for three busy sockets) comes out
+    /// grouped by destination in first-seen order, each destination's packets in their order;
+    /// packets older than the mark, or already taken, are not moved.
+    #[test]
+    fn recent_output_is_grouped_by_destination_keeping_each_flows_order() {
+        let mut q = PacketQueue::new(64, 64);
+        push(&mut q, &packet(9, 0, false)); // older than the mark: stays first
+        let mark = q.pushed();
+        let mut sent = Vec::new();
+        for seq in 1..=4 {
+            for (dst, v6) in [(3, false), (1, false), (3, true)] {
+                let p = packet(dst, seq, v6);
+                push(&mut q, &p);
+                sent.push(p);
+            }
+        }
+        q.group_by_destination(mark);
+        let out = queued(&mut q);
+        assert_eq!(out[0], packet(9, 0, false));
+        let mut expect = Vec::new();
+        for (dst, v6) in [(3, false), (1, false), (3, true)] {
+            expect.extend((1..=4).map(|seq| packet(dst, seq, v6)));
+        }
+        assert_eq!(out[1..], expect[..]);
+        assert_eq!(q.regroup.capacity(), 64, "no growth beyond the queue");
+
+        // Some of the batch already taken by the other task: only the rest is regrouped.
+        let mark = q.pushed();
+        for seq in 1..=3 {
+            for dst in [1, 2] {
+                push(&mut q, &packet(dst, seq, false));
+            }
+        }
+        let first = q.pop().unwrap(); // (1, 1)
+        q.group_by_destination(mark);
+        let out = queued(&mut q);
+        assert_eq!(first, packet(1, 1, false));
+        let order: Vec<(u8, u8)> = out.iter().map(|p| (p[19], p[5])).collect();
+        assert_eq!(order, [(2, 1), (2, 2), (2, 3), (1, 2), (1, 3)]);
+
+        // More destinations than MAX_GROUPS: order kept as queued.
+        let mark = q.pushed();
+        for dst in 0..=MAX_GROUPS as u8 {
+            push(&mut q, &packet(dst, 0, false));
+        }
+        push(&mut q, &packet(0, 1, false));
+        q.group_by_destination(mark);
+        let out = queued(&mut q);
+        assert_eq!(out.last().unwrap(), &packet(0, 1, false));
     }
 
     #[test]

@@ -167,7 +167,9 @@ impl Netstack {
     }
 
     /// Runs the stack at `now`: all queued inbound packets, then all output the sockets have
-    /// (until the outbound queue is full), listener and close bookkeeping, socket wakers.
+    /// (until the outbound queue is full), listener and close bookkeeping, socket wakers. The
+    /// output is queued grouped by destination address (each flow in order), not in smoltcp's
+    /// one-segment-per-socket turns, so that a caller batching per peer (GSO) can.
     /// Returns the time until the next poll is due (`None`: only new input or socket activity
     /// needs one; `Some(ZERO)`: poll again once the outbound queue has room).
     pub fn poll(&self, now: smoltcp::time::Instant) -> Option<Duration> {
@@ -178,7 +180,10 @@ impl Netstack {
             counters: &s.counters,
             mtu: s.mtu,
         };
+        let mark = s.outbound.lock().pushed();
         let delay = s.stack.lock().poll(now, &mut device);
+        // This poll's output, grouped per peer for the driver's GSO runs.
+        s.outbound.lock().group_by_destination(mark);
         #[cfg(test)]
         if s.stuck.load(std::sync::atomic::Ordering::Relaxed) {
             return Some(Duration::ZERO);
