@@ -143,6 +143,9 @@ async fn run() {
     let mut base_rates = Vec::new();
     let before: Vec<_> = setups.iter().map(Setup::handoffs).collect();
     let mut done_calls = vec![0u64; setups.len()];
+    // The agents fork a supervisor per command, whose cost grows with this process's memory:
+    // printed per round, since it drifts as records and buffers accumulate.
+    let mut rss = vec![common::rss_kib()];
     for round in 0..ROUNDS {
         for k in 0..setups.len() {
             let i = (k + round) % setups.len();
@@ -152,6 +155,7 @@ async fn run() {
             failures[i] += failed;
         }
         base_rates.push(local_rate());
+        rss.push(common::rss_kib());
     }
     let after: Vec<_> = setups.iter().map(Setup::handoffs).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -185,6 +189,14 @@ async fn run() {
         "| baseline: {CLIENTS} local threads spawning `sh -c true` | {} | {:.0} | | |",
         list(&base_rates),
         mean(&base_rates)
+    );
+    let rss: Vec<_> = rss
+        .iter()
+        .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+        .collect();
+    println!(
+        "bench process RSS before and after each round: {} MiB",
+        rss.join(" / ")
     );
     for s in &setups {
         s.manager.shutdown(Duration::from_secs(2)).await;
