@@ -17,7 +17,8 @@
 //! Every bulk figure is measured for both data-path layouts (`[interface] threads`): 1, the
 //! single task, and the machine's default (the crypto + netstack pipeline on a multi-core
 //! machine), alternating in each round. `pinned` (only named) repeats the namespace pair with
-//! each process pinned to a core of its own.
+//! each process pinned to a core of its own. `fanout` (only named): 1 control node -> 8 agents
+//! with the netstack's per-destination grouping of its output off and on, rounds alternating.
 //!
 //! Run: `cargo bench --bench overlay` (as root for the namespace parts; otherwise they print a
 //! skip reason). Prints a table; asserts nothing about the figures. Takes about two minutes.
@@ -110,6 +111,7 @@ struct Row {
 }
 
 /// Sections can be selected by name: `cargo bench --bench overlay -- bulk aggregate api rss`;
+/// `fanout` (only named) measures 1 -> 8 with the netstack's output grouping off and on;
 /// `inproc`
 /// (only named) runs one in-process bulk transfer, e.g. under `perf record`.
 fn parent() {
@@ -282,6 +284,53 @@ fn parent() {
                 goal: "-",
             });
         }
+        THREADS.store(0, Ordering::Relaxed);
+    }
+    if only.iter().any(|o| o == "fanout") {
+        // Only named: 1 control node -> 8 agents with the netstack's per-destination grouping
+        // of its output off and on (same code otherwise), rounds alternating, both layouts.
+        for threads in LAYOUTS {
+            THREADS.store(threads, Ordering::Relaxed);
+            let mut got = [Vec::new(), Vec::new()];
+            let mut eff = [Vec::new(), Vec::new()];
+            for _round in 0..2 {
+                for (i, grouping) in [false, true].into_iter().enumerate() {
+                    wgagent::netstack::set_output_grouping(grouping);
+                    let r = rt.block_on(limited(aggregate_bulk(false)));
+                    let what = format!(
+                        "1 control node -> 8 agents, {}, output grouping {}",
+                        layout_name(threads),
+                        if grouping { "on" } else { "off" }
+                    );
+                    push_tput((&mut got[i], &mut eff[i]), &what, r);
+                }
+            }
+            rows.push(Row {
+                name: if threads == 1 {
+                    "1 -> 8 grouping on, threads=1"
+                } else {
+                    "1 -> 8 grouping on, default threads"
+                },
+                ours: mean(&got[1]),
+                baseline_name: "same, grouping off",
+                baseline: mean(&got[0]),
+                unit: "Mbit/s",
+                goal: "-",
+            });
+            rows.push(Row {
+                name: if threads == 1 {
+                    "1 -> 8 grouping on, threads=1, Mb/CPU-s"
+                } else {
+                    "1 -> 8 grouping on, default, Mb/CPU-s"
+                },
+                ours: mean(&eff[1]),
+                baseline_name: "same, grouping off",
+                baseline: mean(&eff[0]),
+                unit: "Mb/CPUs",
+                goal: "-",
+            });
+        }
+        wgagent::netstack::set_output_grouping(true);
         THREADS.store(0, Ordering::Relaxed);
     }
     if want("api") {

@@ -56,6 +56,17 @@ use self::counters::AtomicCounters;
 use self::device::{PacketQueue, Reject, VirtualDevice};
 use self::stack::Stack;
 
+/// See [`set_output_grouping`].
+static GROUP_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Benchmarks only (process-wide, default on): whether a poll's output is regrouped by
+/// destination (see [`Netstack::poll`]), so that the gain can be measured against the same
+/// code without it in the same run.
+#[doc(hidden)]
+pub fn set_output_grouping(on: bool) {
+    GROUP_OUTPUT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A userspace TCP/IP stack. Cheap to clone (shared state); sockets keep it alive.
 ///
 /// # Driving it
@@ -183,7 +194,9 @@ impl Netstack {
         let mark = s.outbound.lock().pushed();
         let delay = s.stack.lock().poll(now, &mut device);
         // This poll's output, grouped per peer for the driver's GSO runs.
-        s.outbound.lock().group_by_destination(mark);
+        if GROUP_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
+            s.outbound.lock().group_by_destination(mark);
+        }
         #[cfg(test)]
         if s.stuck.load(std::sync::atomic::Ordering::Relaxed) {
             return Some(Duration::ZERO);
