@@ -63,12 +63,13 @@ impl PacketQueue {
     }
 
     /// Regroups the packets queued since [`pushed`](Self::pushed) returned `since` that are
-    /// still queued, by destination address, each group in the order its destination first
-    /// appeared and each packet after the earlier ones to its destination (so every flow keeps
-    /// its order). Why: smoltcp emits one segment per socket in turn, so a node sending to
-    /// several peers at once queues A B C A B C...; grouped, the driver can send each peer's
-    /// datagrams as one GSO run instead of one system call per datagram. Packets taken from
-    /// the front meanwhile are not touched: they were older.
+    /// still queued, by destination address: smaller groups first (a request's answer does
+    /// not wait behind a bulk transfer's 200 segments), equal ones in the order their
+    /// destination first appeared, and each packet after the earlier ones to its destination
+    /// (so every flow keeps its order). Why: smoltcp emits one segment per socket in turn, so
+    /// a node sending to several peers at once queues A B C A B C...; grouped, the driver can
+    /// send each peer's datagrams as one GSO run instead of one system call per datagram.
+    /// Packets taken from the front meanwhile are not touched: they were older.
     pub(crate) fn group_by_destination(&mut self, since: u64) {
         let recent = usize::try_from(self.pushed.wrapping_sub(since))
             .unwrap_or(usize::MAX)
@@ -78,6 +79,7 @@ impl PacketQueue {
         }
         let start = self.ready.len() - recent;
         let mut dests = [0u128; MAX_GROUPS];
+        let mut counts = [0usize; MAX_GROUPS];
         let mut n = 0;
         self.groups.clear();
         for (packet, _) in self.ready.range(start..) {
@@ -91,15 +93,20 @@ impl PacketQueue {
                 }
                 None => return,
             };
+            counts[g] += 1;
             self.groups.push(g as u8);
         }
-        // One destination (a single flow, the common case), or already grouped.
-        if self.groups.windows(2).all(|w| w[0] <= w[1]) {
+        let mut order: [u8; MAX_GROUPS] = std::array::from_fn(|g| g as u8);
+        let order = &mut order[..n];
+        order.sort_unstable_by_key(|&g| (counts[usize::from(g)], g));
+        // One destination (a single flow, the common case), or already in that order.
+        let in_order = order.iter().enumerate().all(|(i, &g)| usize::from(g) == i);
+        if in_order && self.groups.windows(2).all(|w| w[0] <= w[1]) {
             return;
         }
         self.regroup.clear();
         self.regroup.extend(self.ready.drain(start..));
-        for g in 0..n as u8 {
+        for &g in order.iter() {
             for (i, _) in self.groups.iter().enumerate().filter(|&(_, &x)| x == g) {
                 let packet = std::mem::take(&mut self.regroup[i]);
                 self.ready.push_back(packet);
@@ -452,8 +459,9 @@ mod tests {
     }
 
     /// Round-robin output (A B C A B C …, as smoltcp emits for three busy sockets) comes out
-    /// grouped by destination in first-seen order, each destination's packets in their order;
-    /// packets older than the mark, or already taken, are not moved.
+    /// grouped by destination, smaller groups first, then in first-seen order, each
+    /// destination's packets in their order; packets older than the mark, or already taken,
+    /// are not moved.
     #[test]
     fn recent_output_is_grouped_by_destination_keeping_each_flows_order() {
         let mut q = PacketQueue::new(64, 64);
@@ -489,7 +497,26 @@ mod tests {
         let out = queued(&mut q);
         assert_eq!(first, packet(1, 1, false));
         let order: Vec<(u8, u8)> = out.iter().map(|p| (p[19], p[5])).collect();
-        assert_eq!(order, [(2, 1), (2, 2), (2, 3), (1, 2), (1, 3)]);
+        assert_eq!(
+            order,
+            [(1, 2), (1, 3), (2, 1), (2, 2), (2, 3)],
+            "smaller group first"
+        );
+
+        // An answer emitted between a bulk flow's segments goes before them.
+        let mark = q.pushed();
+        for seq in 1..=6 {
+            push(&mut q, &packet(1, seq, false));
+            if seq == 2 {
+                push(&mut q, &packet(2, 0, false));
+            }
+        }
+        q.group_by_destination(mark);
+        let order: Vec<(u8, u8)> = queued(&mut q).iter().map(|p| (p[19], p[5])).collect();
+        assert_eq!(
+            order,
+            [(2, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6)]
+        );
 
         // More destinations than MAX_GROUPS: order kept as queued.
         let mark = q.pushed();
