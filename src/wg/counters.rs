@@ -19,6 +19,11 @@ use super::routing::RouteTable;
 use super::uapi::PeerState;
 use super::{IpNetwork, PeerId, PeerIdentity, PublicKey};
 
+/// How far a recomputed handshake time may move and still be the same handshake (see
+/// [`PeerCounters::set_last_handshake`]): well above the wobble of reading two clocks, well
+/// below the time between two handshakes.
+const HANDSHAKE_TIME_SLACK: Duration = Duration::from_millis(100);
+
 /// Live counters and peer view of one device; obtain with [`super::Device::counters`].
 pub struct Counters {
     pub(crate) device: DeviceCounters,
@@ -304,11 +309,20 @@ impl PeerCounters {
         *self.info.lock() = info;
     }
 
-    /// Publishes the wall-clock time of the current session's handshake.
+    /// Publishes the wall-clock time of the current session's handshake. The device derives
+    /// it every tick as "wall clock now minus the handshake's age", and the two clocks are read
+    /// a moment apart, so the result wobbles by a millisecond from tick to tick: a value within
+    /// [`HANDSHAKE_TIME_SLACK`] of the published one is the same handshake and is not
+    /// republished (`wg show` and the stats stay stable). A new handshake (seconds later) or a
+    /// stepped wall clock moves it further and is.
     pub(crate) fn set_last_handshake(&self, at: SystemTime) {
         let ms = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let old = self.last_handshake_ms.load(Ordering::Relaxed);
+        if old != 0 && ms != 0 && ms.abs_diff(old) <= HANDSHAKE_TIME_SLACK.as_millis() as u64 {
+            return;
+        }
         // 0 means "never"; a clock before 1970 is reported as never rather than invented.
         self.last_handshake_ms.store(ms, Ordering::Relaxed);
     }
@@ -389,6 +403,23 @@ mod tests {
         assert_eq!(p.endpoint, Some("127.0.0.1:9".parse().unwrap()));
         assert!(s.peer("b").is_none());
         assert_eq!(s.peer_by_key(&a.public_key).unwrap().rx_bytes, 148);
+    }
+
+    /// The per-tick recomputation's millisecond wobble does not change the published time; a
+    /// new handshake does.
+    #[test]
+    fn last_handshake_ignores_tick_wobble() {
+        let c = Counters::new();
+        let a = peer(8, None);
+        c.add_peer(Arc::clone(&a));
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_694);
+        a.set_last_handshake(at);
+        a.set_last_handshake(at + Duration::from_millis(1));
+        a.set_last_handshake(at - Duration::from_millis(2));
+        assert_eq!(c.snapshot().peers[0].last_handshake, Some(at));
+        let next = at + Duration::from_secs(120);
+        a.set_last_handshake(next);
+        assert_eq!(c.snapshot().peers[0].last_handshake, Some(next));
     }
 
     #[test]
