@@ -1,6 +1,6 @@
 //! The operator-facing CLI verbs, through the real binary: `completions` (scripts the shells
-//! accept), `man` (one page per verb), `genkey`'s warning about readable key files, and
-//! `import` of a real wg-quick file.
+//! accept; what fish offers in a positional slot), `man` (one page per verb), `genkey`'s
+//! warning about readable key files, and `import` of a real wg-quick file.
 
 mod common;
 
@@ -43,13 +43,15 @@ fn completions_are_scripts_the_shells_accept() {
         for word in ["exec", "import", "timeout", "completions"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
-        // The signal names come from the Signal type's own value parser (clap_complete offers
-        // positional values to bash and zsh only).
-        if matches!(shell, "bash" | "zsh") {
-            assert!(
-                script.contains("hangup"),
-                "{shell} completion lacks the signal names"
-            );
+        // The signal names come from the Signal type's own value parser (fish's from the lines
+        // wgagent adds: clap_complete's fish generator completes no positional values).
+        if matches!(shell, "bash" | "zsh" | "fish") {
+            for name in ["kill", "terminate", "interrupt", "hangup"] {
+                assert!(
+                    script.contains(name),
+                    "{shell} completion lacks the signal name {name}"
+                );
+            }
         }
         let Some([program, flag]) = checker else {
             continue;
@@ -73,6 +75,73 @@ fn completions_are_scripts_the_shells_accept() {
         Some(2),
         "an unknown shell is a usage error"
     );
+}
+
+/// What fish offers for a command line (`complete -C`) with wgagent's script loaded: the
+/// candidates' words, without their descriptions. `None` (with the reason printed) without fish.
+fn fish_offers(dir: &std::path::Path, line: &str) -> Option<Vec<String>> {
+    if !have("fish") {
+        println!("fish is not installed; what it completes is not checked");
+        return None;
+    }
+    let script = dir.join("wgagent.fish");
+    if !script.exists() {
+        let out = wgagent(&["completions", "fish"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::write(&script, &out.stdout).unwrap();
+    }
+    let out = Command::new("fish")
+        .args(["--no-config", "-c", "source $argv[1]; complete -C $argv[2]"])
+        .arg(&script)
+        .arg(line)
+        // The slots without values offer file names: an empty directory keeps those out.
+        .current_dir(dir.join("empty"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fish: {}", text(&out.stderr));
+    Some(
+        text(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+            .collect(),
+    )
+}
+
+#[test]
+fn fish_completes_signal_names_in_the_signal_slot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let signals = ["hangup", "interrupt", "kill", "terminate"];
+    // The third positional of `signal`, wherever the options and their values are.
+    for line in [
+        "wgagent signal dev 12 ",
+        "wgagent signal --config /etc/x.toml dev 12 ",
+        "wgagent signal dev -c x.toml --json 12 ",
+    ] {
+        let Some(offered) = fish_offers(dir.path(), line) else {
+            return;
+        };
+        assert_eq!(offered, signals, "{line:?}");
+    }
+    let offered = fish_offers(dir.path(), "wgagent signal dev 12 te").unwrap();
+    assert_eq!(offered, ["terminate"]);
+    // Not in the agent or id slots, nor after the signal, nor under another verb.
+    for line in [
+        "wgagent signal dev ",
+        "wgagent signal --config dev ",
+        "wgagent signal dev 12 kill ",
+        "wgagent rm dev 12 ",
+        "wgagent cat dev ",
+    ] {
+        let offered = fish_offers(dir.path(), line).unwrap();
+        assert!(
+            !offered.iter().any(|w| signals.contains(&w.as_str())),
+            "{line:?}: {offered:?}"
+        );
+    }
+    // The other positional with values: the shell of `completions`.
+    let offered = fish_offers(dir.path(), "wgagent completions ").unwrap();
+    assert_eq!(offered, ["bash", "elvish", "fish", "powershell", "zsh"]);
 }
 
 #[test]

@@ -9,11 +9,15 @@ use clap::CommandFactory;
 
 use super::Cli;
 
-/// Prints the completion script for `shell` on stdout.
+/// Prints the completion script for `shell` on stdout. fish's gets the values of positional
+/// arguments added ([`super::fish`]), which clap_complete writes for the other shells only.
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
     let mut cmd = Cli::command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(shell, &mut cmd, "wgagent", &mut out);
+    if shell == clap_complete::Shell::Fish {
+        out.write_all(super::fish::positional_values(&mut cmd, "wgagent").as_bytes())?;
+    }
     out.flush()?;
     Ok(())
 }

@@ -9,6 +9,7 @@ mod control;
 mod demo;
 mod docs;
 mod files;
+mod fish;
 mod health;
 mod import;
 mod json;
