@@ -304,8 +304,10 @@ async fn metrics_count_known_traffic_and_parse_with_prometheus_parsers() {
 }
 
 /// The host listener serves at most `listen::MAX_CONNECTIONS` at once: connections beyond the
-/// cap are closed unserved while the held ones keep scraping, and once those go, the next
-/// scrape is served (the listener is not wedged).
+/// cap are closed unserved (and counted in
+/// `wgagent_metrics_listener_refused_connections_total`, read by the Prometheus parser) while
+/// the held ones keep scraping, and once those go, the next scrape is served (the listener is
+/// not wedged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_listener_caps_its_connections() {
     use wgagent::metrics::{Metrics, listen};
@@ -314,9 +316,12 @@ async fn the_host_listener_caps_its_connections() {
         let cancel = tokio_util::sync::CancellationToken::new();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let metrics = std::sync::Arc::new(Metrics::new());
+        // The listener's family appears once it serves.
+        assert!(!metrics.render(false).contains("listener_refused"));
         let host = listen::serve(any, metrics, &tracker, cancel.clone())
             .await
             .unwrap();
+        let parser = parser_missing();
         tokio::task::spawn_blocking(move || {
             // `cap` keep-alive connections, each with a scrape answered (so each is counted).
             let mut held: Vec<_> = (0..listen::MAX_CONNECTIONS)
@@ -325,10 +330,27 @@ async fn the_host_listener_caps_its_connections() {
                     c.get_ref()
                         .set_read_timeout(Some(Duration::from_secs(10)))
                         .unwrap();
-                    assert_eq!(keep_alive_scrape(&mut c), 200);
+                    assert_eq!(keep_alive_scrape(&mut c).0, 200);
                     c
                 })
                 .collect();
+            let refused = |c: &mut std::io::BufReader<TcpStream>| {
+                let (status, text) = keep_alive_scrape(c);
+                assert_eq!(status, 200);
+                let name = "wgagent_metrics_listener_refused_connections_total";
+                match &parser {
+                    Some(why) => {
+                        println!("SKIP parsing the exposition: {why}");
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                            .unwrap_or_else(|| panic!("no {name}: {text}"))
+                            .parse::<f64>()
+                            .unwrap()
+                    }
+                    None => value(&parse("text", &text), name, &[]),
+                }
+            };
+            assert_eq!(refused(&mut held[0]), 0.0);
             // Beyond the cap: closed without an answer (FIN or RST), not left hanging.
             for _ in 0..4 {
                 let mut s = TcpStream::connect(host).unwrap();
@@ -340,10 +362,11 @@ async fn the_host_listener_caps_its_connections() {
                     Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
                 }
             }
-            // The held connections are still served.
+            // The held connections are still served, and the refusals are exported.
             for c in &mut held {
-                assert_eq!(keep_alive_scrape(c), 200);
+                assert_eq!(keep_alive_scrape(c).0, 200);
             }
+            assert_eq!(refused(&mut held[1]), 4.0);
             drop(held);
             // The next scrape is served once the server has seen the closes (bounded retry).
             let mut last = String::new();
@@ -371,8 +394,8 @@ async fn the_host_listener_caps_its_connections() {
     .expect("bounded");
 }
 
-/// One `GET /metrics` on a keep-alive connection; its status (the body is read and dropped).
-fn keep_alive_scrape(c: &mut std::io::BufReader<TcpStream>) -> u16 {
+/// One `GET /metrics` on a keep-alive connection; its status and body.
+fn keep_alive_scrape(c: &mut std::io::BufReader<TcpStream>) -> (u16, String) {
     use std::io::BufRead;
     c.get_mut()
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -394,5 +417,8 @@ fn keep_alive_scrape(c: &mut std::io::BufReader<TcpStream>) -> u16 {
     }
     let mut body = vec![0; length];
     c.read_exact(&mut body).unwrap();
-    status.split(' ').nth(1).unwrap().parse().unwrap()
+    (
+        status.split(' ').nth(1).unwrap().parse().unwrap(),
+        String::from_utf8(body).unwrap(),
+    )
 }

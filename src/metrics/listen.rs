@@ -3,21 +3,25 @@
 //!
 //! Bounded like the tunnel API: served by the same connection loop ([`crate::api::serve`]:
 //! header, body, idle and send timeouts from the `[api]` defaults), and at most
-//! [`MAX_CONNECTIONS`] at once; one more is closed unserved, so a client holding connections
-//! open cannot exhaust the agent's file descriptors or memory through it.
+//! [`MAX_CONNECTIONS`] at once; one more is closed unserved (and counted in
+//! `wgagent_metrics_listener_refused_connections_total`, exported once the listener serves), so
+//! a client holding connections open cannot exhaust the agent's file descriptors or memory
+//! through it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Metrics;
-use crate::api::serve::ServeConfig;
+use crate::api::serve::{ServeConfig, ServeCounters};
 
 /// Connections the host listener serves at once. A Prometheus server keeps one per target; a
 /// few more leave room for a human with `curl` and a restarting scraper.
@@ -36,11 +40,14 @@ pub async fn serve(
     let router = Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics is served here\n") })
-        .with_state(metrics);
+        .with_state(metrics.clone());
     let cfg = ServeConfig {
         max_connections: Some(MAX_CONNECTIONS),
         ..ServeConfig::default()
     };
+    // Exported from now on (a node serves one host listener; were there a second, the first's
+    // counters would stay the exported ones).
+    let _ = metrics.host_listener.set(cfg.counters.clone());
     tracker.spawn(crate::api::serve::serve(listener, router, cfg, cancel));
     tracing::info!(%local, "Prometheus metrics served on the host at /metrics (only)");
     Ok(local)
@@ -64,4 +71,38 @@ pub fn render(metrics: &Metrics, headers: &HeaderMap) -> axum::response::Respons
         super::TEXT_CONTENT_TYPE
     };
     ([(header::CONTENT_TYPE, content_type)], metrics.render(open)).into_response()
+}
+
+/// The host listener's own counters at scrape time, once it serves.
+pub(super) struct ListenerCollector {
+    counters: Arc<OnceLock<Arc<ServeCounters>>>,
+}
+
+impl ListenerCollector {
+    pub(super) fn new(counters: Arc<OnceLock<Arc<ServeCounters>>>) -> Self {
+        ListenerCollector { counters }
+    }
+}
+
+impl std::fmt::Debug for ListenerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for ListenerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let Some(counters) = self.counters.get() else {
+            return Ok(());
+        };
+        super::counter(
+            &mut enc,
+            "wgagent_metrics_listener_refused_connections",
+            &format!(
+                "Connections to the host metrics listener ([metrics] listen) closed unserved \
+                 because it already served {MAX_CONNECTIONS} at once"
+            ),
+            counters.snapshot().refused_connections,
+        )
+    }
 }

@@ -22,6 +22,8 @@ mod node;
 mod proc;
 mod serve;
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -42,6 +44,9 @@ pub struct Metrics {
     registry: Registry,
     /// Recorded by the API's middleware (a cheap handle; clones share the families).
     pub api: ApiMetrics,
+    /// The counters of the host listener ([`listen`]), once it serves: its families are
+    /// exported only then (a node without `[metrics] listen` has no such listener).
+    host_listener: Arc<OnceLock<Arc<crate::api::serve::ServeCounters>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -66,9 +71,14 @@ impl Metrics {
             "wgagent version of this node",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let host_listener = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(listen::ListenerCollector::new(
+            host_listener.clone(),
+        )));
         Metrics {
             registry,
             api: ApiMetrics::default(),
+            host_listener,
         }
     }
 
