@@ -62,11 +62,6 @@ impl Writer {
         }
         Ok(())
     }
-
-    /// The fd, borrowed: it stays owned (and is closed) by the writer.
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
 }
 
 fn sys_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -16,9 +16,9 @@ pub mod log;
 pub mod manager;
 pub mod record;
 pub mod spawn;
-pub mod state;
+pub(crate) mod state;
 mod supervise;
-pub mod supervisor;
+pub(crate) mod supervisor;
 pub mod user;
 
 pub use cgroup::Enforcement;
