@@ -28,7 +28,12 @@ const SHORT_CONNECT: &str = "2s";
 /// An in-process agent serving the API, and a control config file naming it `dev` (plus a
 /// `ghost` peer whose endpoint answers nothing).
 async fn setup() -> Env {
-    let p = pair().await;
+    setup_with(|_| {}).await
+}
+
+/// Like `setup`, with the agent's config changed by `change` first.
+async fn setup_with(change: impl FnOnce(&mut wgagent::config::Config)) -> Env {
+    let p = pair_with(change).await;
     let dir = tempfile::tempdir().unwrap();
     let ghost = keypair();
     let dead_port = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -83,7 +88,16 @@ impl Env {
         self.run_with(args, &[]).await
     }
 
+    /// Like `run`, printing the output's size instead of the output (for large outputs).
+    async fn run_quiet(&self, args: &[&str]) -> Out {
+        self.run_inner(args, &[], false).await
+    }
+
     async fn run_with(&self, args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Out {
+        self.run_inner(args, envs, true).await
+    }
+
+    async fn run_inner(&self, args: &[&str], envs: &[(&str, &std::ffi::OsStr)], echo: bool) -> Out {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wgagent"));
         cmd.args(args)
             .env("WGAGENT_CONFIG", &self.config)
@@ -101,13 +115,23 @@ impl Env {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        eprintln!(
-            "$ wgagent {}\n-> {}\n{}{}",
-            args.join(" "),
-            o.code,
-            o.stdout,
-            o.stderr
-        );
+        if echo {
+            eprintln!(
+                "$ wgagent {}\n-> {}\n{}{}",
+                args.join(" "),
+                o.code,
+                o.stdout,
+                o.stderr
+            );
+        } else {
+            eprintln!(
+                "$ wgagent {}\n-> {}\n({} bytes on stdout)\n{}",
+                args.join(" "),
+                o.code,
+                o.stdout.len(),
+                o.stderr
+            );
+        }
         o
     }
 }
@@ -397,6 +421,166 @@ async fn control_verbs_speak_json() {
         o.stdout.is_empty() && o.stderr.starts_with("wgagent: "),
         "{}",
         o.stderr
+    );
+}
+
+/// The NDJSON streams name the bytes an agent no longer retains (`{"skipped": {"from", "to"}}`)
+/// and go on with the rest; without `--json` a note on stderr says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_skip_what_the_agent_no_longer_retains() {
+    // The agent keeps the newest 4096 bytes of each log (the smallest it allows).
+    let e = setup_with(|cfg| cfg.api.log_max_bytes = 4096).await;
+    let o = e.run(&["exec", "dev", "--json", "--", "seq 1 5000"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = serde_json::from_str::<Value>(&o.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let all: String = (1..=5000).map(|i| format!("{i}\n")).collect();
+    let (total, start) = (all.len() as u64, all.len() as u64 - 4096);
+    for args in [
+        &["output", "dev", &id, "--json", "--follow"][..],
+        &["logs", "dev", &id, "--json", "--follow"],
+        &["logs", "dev", &id, "--json"],
+        &["logs", "dev", &id, "--json", "--from", "100"],
+    ] {
+        let o = e.run(args).await;
+        assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+        let lines: Vec<Value> = o
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let from = if args.contains(&"--from") { 100 } else { 0 };
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"skipped": {"from": from, "to": start}}),
+            "{args:?}"
+        );
+        assert_eq!(lines[1]["offset"], start, "{args:?}");
+        let text: String = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+        assert_eq!(text, all[start as usize..], "{args:?}");
+        assert_eq!(
+            lines.last().unwrap(),
+            &serde_json::json!({"end": total}),
+            "{args:?}"
+        );
+    }
+    // Within the window: no skipped line.
+    let at = (start + 10).to_string();
+    let o = e.run(&["logs", "dev", &id, "--json", "--from", &at]).await;
+    assert!(!o.stdout.contains("skipped"), "{}", o.stdout);
+    // Raw: the retained bytes on stdout, the gap on stderr.
+    for follow in [false, true] {
+        let mut args = vec!["logs", "dev", id.as_str()];
+        args.extend(follow.then_some("--follow"));
+        let o = e.run(&args).await;
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.stdout, all[start as usize..]);
+        assert!(
+            o.stderr.contains(&format!(
+                "{start} bytes of output are no longer retained; continuing at byte {start}"
+            )),
+            "{}",
+            o.stderr
+        );
+    }
+}
+
+/// `cat --json` holds at most 16 MiB: exactly that is printed, one byte more is refused before
+/// the body is read (exit 1, nothing on stdout), and `--offset`/`--limit` reach any part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_json_holds_at_most_16_mib() {
+    const MAX: u64 = 16 << 20;
+    let e = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.txt");
+    let mut content = vec![b'a'; MAX as usize];
+    content.extend_from_slice(b"Z");
+    std::fs::write(&big, &content).unwrap();
+    let path = big.to_str().unwrap();
+    let o = e.run(&["cat", "dev", path, "--json"]).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stdout.is_empty(), "{} bytes on stdout", o.stdout.len());
+    assert_eq!(
+        o.stderr.trim_end(),
+        format!(
+            "wgagent: {path}: {} bytes are more than --json holds ({MAX}); use --limit, or cat \
+             without --json",
+            MAX + 1
+        )
+    );
+    // Exactly the maximum.
+    let limit = MAX.to_string();
+    let o = e
+        .run_quiet(&["cat", "dev", path, "--json", "--limit", &limit])
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (v["size"].as_u64(), v["file_size"].as_u64()),
+        (Some(MAX), Some(MAX + 1))
+    );
+    let text = v["content"].as_str().unwrap();
+    assert!(text.len() as u64 == MAX && text.bytes().all(|b| b == b'a'));
+    // The end of the file.
+    let at = (MAX - 1).to_string();
+    let o = e
+        .run(&["cat", "dev", path, "--json", "--offset", &at])
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (v["offset"].as_u64(), v["content"].as_str()),
+        (Some(MAX - 1), Some("aZ"))
+    );
+}
+
+/// `demo --json`: one JSON object with what the walk-through shows (the binary's own agent and
+/// control node over loopback WireGuard); without `--json`, the walk-through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_json_is_one_object_with_the_run() {
+    let demo = |json: bool| async move {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wgagent"));
+        cmd.arg("demo").args(json.then_some("--json"));
+        let out = tokio::time::timeout(T, cmd.env_remove("RUST_LOG").output())
+            .await
+            .expect("demo hung")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let stdout = demo(true).await;
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v["process"]["exit_code"], 0, "{v}");
+    let output = v["process"]["output"].as_str().unwrap();
+    assert!(output.contains(" through WireGuard\n"), "{output}");
+    assert_eq!(v["process"]["id"].as_str().unwrap().len(), 36);
+    assert_eq!(v["api_on_host"], false);
+    assert_eq!(v["api_port"], 4);
+    assert_eq!(v["health"]["status"], "ok");
+    assert_eq!(v["listed_over_ipv6"], 1);
+    assert!(v["handshakes"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["stopped"], true);
+    for node in ["agent", "control"] {
+        let key = v[node]["public_key"].as_str().unwrap();
+        assert_eq!(key.len(), 44, "{node}: {key}");
+        assert_eq!(v[node]["addresses"].as_array().unwrap().len(), 2);
+    }
+    // The agent learnt the control node's endpoint from its handshake.
+    assert_eq!(v["agent_counters"]["control_endpoint"], v["control"]["udp"]);
+    assert!(v["agent_counters"]["rx_bytes"].as_u64().unwrap() > 0);
+    let rt = &v["round_trips"];
+    assert_eq!(rt["count"], 200);
+    let ms = |k: &str| rt[k].as_f64().unwrap();
+    assert!(0.0 < ms("min_ms") && ms("min_ms") <= ms("p50_ms") && ms("p50_ms") <= ms("p99_ms"));
+
+    let text = demo(false).await;
+    assert!(text.starts_with("wgagent demo: "), "{text}");
+    assert!(
+        text.contains(" through WireGuard\n") && text.contains("\ndone in "),
+        "{text}"
     );
 }
 

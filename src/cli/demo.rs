@@ -1,11 +1,15 @@
 //! `wgagent demo`: an agent and a control peer in one process, fresh keys, a real WireGuard
 //! tunnel over 127.0.0.1 UDP, one command run through the API. No files, no root.
+//!
+//! Prints a walk-through for people as it goes, or with `--json` one object at the end
+//! ([`json::Demo`]) with the same facts and figures, for scripts.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::json;
 use crate::agent::Agent;
 use crate::api::types::StartProcessRequest;
 use crate::client::{AgentConn, AgentOptions};
@@ -21,7 +25,13 @@ const CONTROL_V6: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0
 const API_PORT: u16 = 4;
 const DEMO_COMMAND: &str = "echo \"hello from $(hostname) through WireGuard\"; uname -sr; echo \"pid $$ in process group $(ps -o pgid= $$ 2>/dev/null || cut -d' ' -f5 /proc/$$/stat)\"";
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(as_json: bool) -> anyhow::Result<()> {
+    // The walk-through goes to stdout as it happens, unless the one JSON object does.
+    let say = |text: std::fmt::Arguments<'_>| {
+        if !as_json {
+            println!("{text}");
+        }
+    };
     let started = Instant::now();
     let (agent_key, control_key) = (keys::generate(), keys::generate());
     let (agent_pub, control_pub) = (keys::public_key(&agent_key), keys::public_key(&control_key));
@@ -70,34 +80,41 @@ pub async fn run() -> anyhow::Result<()> {
     })
     .await
     .context("starting the control node")?;
+    let control_udp = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), control.udp_addr().port());
 
-    println!(
+    say(format_args!(
         "wgagent demo: an agent and a control peer in one process, over real WireGuard on loopback UDP\n"
-    );
-    println!("  agent    public key {}", keys::encode_public(&agent_pub));
-    println!("           tunnel {AGENT_V4}, {AGENT_V6}; WireGuard UDP {agent_udp}");
-    println!(
+    ));
+    say(format_args!(
+        "  agent    public key {}",
+        keys::encode_public(&agent_pub)
+    ));
+    say(format_args!(
+        "           tunnel {AGENT_V4}, {AGENT_V6}; WireGuard UDP {agent_udp}"
+    ));
+    say(format_args!(
         "  control  public key {}",
         keys::encode_public(&control_pub)
-    );
-    println!(
+    ));
+    say(format_args!(
         "           tunnel {CONTROL_V4}, {CONTROL_V6}; WireGuard UDP port {}",
-        control.udp_addr().port()
-    );
+        control_udp.port()
+    ));
 
-    let host_tcp = std::net::TcpStream::connect_timeout(
+    let api_on_host = std::net::TcpStream::connect_timeout(
         &(Ipv4Addr::LOCALHOST, API_PORT).into(),
         Duration::from_millis(200),
-    );
-    println!(
+    )
+    .is_ok();
+    say(format_args!(
         "  API      http://{AGENT_V4}:{API_PORT} and http://[{AGENT_V6}]:{API_PORT} inside the tunnel only; \
          127.0.0.1:{API_PORT} on the host: {}\n",
-        if host_tcp.is_err() {
-            "refused (no host TCP socket)"
-        } else {
+        if api_on_host {
             "OPEN (unexpected!)"
+        } else {
+            "refused (no host TCP socket)"
         }
-    );
+    ));
 
     let conn = AgentConn::new(
         control.connector(),
@@ -110,18 +127,16 @@ pub async fn run() -> anyhow::Result<()> {
         .await
         .context("first request through the tunnel")?;
     let first = t.elapsed();
-    let stats = control.stats();
-    let peer = &stats.wg.peers[0];
-    println!(
-        "handshake: completed {} (first request incl. handshake + TCP connect: {first:.2?})",
-        peer.handshakes
-    );
-    println!(
+    let handshakes = control.stats().wg.peers[0].handshakes;
+    say(format_args!(
+        "handshake: completed {handshakes} (first request incl. handshake + TCP connect: {first:.2?})"
+    ));
+    say(format_args!(
         "health:    agent {} v{}, {} running\n",
         health.status, health.version, health.processes_running
-    );
+    ));
 
-    println!("$ {DEMO_COMMAND}");
+    say(format_args!("$ {DEMO_COMMAND}"));
     let t = Instant::now();
     let req = StartProcessRequest {
         command: DEMO_COMMAND.into(),
@@ -131,12 +146,12 @@ pub async fn run() -> anyhow::Result<()> {
     let out = conn.output(&id, Some(Duration::from_secs(10))).await?;
     let exec_time = t.elapsed();
     for line in out.output.lines() {
-        println!("  | {line}");
+        say(format_args!("  | {line}"));
     }
-    println!(
+    say(format_args!(
         "exit code: {} (process {id}, start + server-side wait: {exec_time:.2?})\n",
         out.exit_code.unwrap_or(-1)
-    );
+    ));
 
     // Same request over IPv6 inside the tunnel.
     let conn6 = AgentConn::new(
@@ -145,30 +160,34 @@ pub async fn run() -> anyhow::Result<()> {
         AgentOptions::default(),
     );
     let listed = conn6.list().await?;
-    println!(
+    let first_listed = listed
+        .processes
+        .first()
+        .context("the list over IPv6 lacks the demo's process")?;
+    say(format_args!(
         "list over IPv6: {} process(es), first {:?} running={}",
         listed.processes.len(),
-        listed.processes[0].command,
-        listed.processes[0].running
-    );
+        first_listed.command,
+        first_listed.running
+    ));
 
-    let mut rtts = Vec::with_capacity(200);
-    for _ in 0..200 {
+    let mut rtts = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
         let t = Instant::now();
         conn.health().await?;
         rtts.push(t.elapsed());
     }
     rtts.sort();
     let pct = |p: f64| rtts[((rtts.len() as f64 - 1.0) * p) as usize];
-    println!(
-        "round trips: 200 × GET /api/v0/health on one keep-alive connection: min {:.0?}, p50 {:.0?}, p99 {:.0?}",
+    say(format_args!(
+        "round trips: {ROUND_TRIPS} × GET /api/v0/health on one keep-alive connection: min {:.0?}, p50 {:.0?}, p99 {:.0?}",
         rtts[0],
         pct(0.5),
         pct(0.99)
-    );
+    ));
     let a = agent.node().stats();
     let ap = &a.wg.peers[0];
-    println!(
+    say(format_args!(
         "counters: agent saw control at {} (roamed from its handshake), rx {} B / tx {} B, drops: allowed-ips {}, decrypt {}, unknown peers {}",
         ap.endpoint.map_or("-".into(), |e| e.to_string()),
         ap.rx_bytes,
@@ -176,13 +195,67 @@ pub async fn run() -> anyhow::Result<()> {
         ap.drop_allowed_ips,
         ap.drop_decrypt,
         a.wg.device.unknown_peer
-    );
+    ));
+    let report = json::Demo {
+        agent: json::DemoNode {
+            public_key: keys::encode_public(&agent_pub),
+            addresses: vec![AGENT_V4.into(), AGENT_V6.into()],
+            udp: agent_udp,
+        },
+        control: json::DemoNode {
+            public_key: keys::encode_public(&control_pub),
+            addresses: vec![CONTROL_V4.into(), CONTROL_V6.into()],
+            udp: control_udp,
+        },
+        api_port: API_PORT,
+        api_on_host,
+        handshakes,
+        first_request_ms: ms(first),
+        health,
+        command: DEMO_COMMAND.to_owned(),
+        process: json::DemoProcess {
+            id,
+            exit_code: out.exit_code,
+            output: out.output,
+            elapsed_ms: ms(exec_time),
+        },
+        listed_over_ipv6: listed.processes.len(),
+        round_trips: json::DemoRoundTrips {
+            count: rtts.len(),
+            min_ms: ms(rtts[0]),
+            p50_ms: ms(pct(0.5)),
+            p99_ms: ms(pct(0.99)),
+        },
+        agent_counters: json::DemoCounters {
+            control_endpoint: ap.endpoint,
+            rx_bytes: ap.rx_bytes,
+            tx_bytes: ap.tx_bytes,
+            drop_allowed_ips: ap.drop_allowed_ips,
+            drop_decrypt: ap.drop_decrypt,
+            unknown_peer: a.wg.device.unknown_peer,
+        },
+        stopped: false,
+        elapsed_ms: 0.0,
+    };
 
     control.shutdown(Duration::from_secs(2)).await;
-    agent.shutdown(Duration::from_secs(5)).await;
-    println!(
-        "\ndone in {:.2?}: both nodes stopped, no process left behind.",
-        started.elapsed()
-    );
+    let stopped = agent.shutdown(Duration::from_secs(5)).await;
+    let elapsed = started.elapsed();
+    if as_json {
+        return json::print(&json::Demo {
+            stopped,
+            elapsed_ms: ms(elapsed),
+            ..report
+        });
+    }
+    println!("\ndone in {elapsed:.2?}: both nodes stopped, no process left behind.");
     Ok(())
+}
+
+/// Health requests timed on one keep-alive connection.
+const ROUND_TRIPS: usize = 200;
+
+/// Milliseconds, to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
 }

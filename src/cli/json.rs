@@ -110,6 +110,95 @@ pub struct File {
     pub content_base64: Option<String>,
 }
 
+/// `demo --json`: what the demo set up, ran and measured (the walk-through's facts).
+#[derive(Debug, Serialize)]
+pub struct Demo {
+    /// The agent node.
+    pub agent: DemoNode,
+    /// The control node.
+    pub control: DemoNode,
+    /// The API's TCP port on the agent's tunnel addresses.
+    pub api_port: u16,
+    /// `false`: nothing accepted a TCP connection on 127.0.0.1 at the API's port (the API is
+    /// served inside the tunnel only). `true` would be a defect (or another program there).
+    pub api_on_host: bool,
+    /// Handshakes the control node completed with the agent.
+    pub handshakes: u64,
+    /// The first request's time, handshake and TCP connect through the tunnel included.
+    pub first_request_ms: f64,
+    /// The agent's answer to `GET /api/v0/health`.
+    pub health: crate::api::types::HealthResponse,
+    /// The command line run on the agent.
+    pub command: String,
+    /// How it went.
+    pub process: DemoProcess,
+    /// Processes listed by `GET /api/v0/processes/list` over the agent's IPv6 tunnel address.
+    pub listed_over_ipv6: usize,
+    /// `GET /api/v0/health` round trips on one keep-alive connection.
+    pub round_trips: DemoRoundTrips,
+    /// The agent's WireGuard counters for the control peer.
+    pub agent_counters: DemoCounters,
+    /// `true` when the agent shut down (its processes gone) within its deadline.
+    pub stopped: bool,
+    /// The whole demo, start to stop.
+    pub elapsed_ms: f64,
+}
+
+/// One node of the demo.
+#[derive(Debug, Serialize)]
+pub struct DemoNode {
+    /// Its WireGuard public key (base64).
+    pub public_key: String,
+    /// Its tunnel addresses.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Its WireGuard UDP address on the host.
+    pub udp: std::net::SocketAddr,
+}
+
+/// The demo's command.
+#[derive(Debug, Serialize)]
+pub struct DemoProcess {
+    /// The process id on the agent.
+    pub id: String,
+    /// Its exit code (-1 if a signal ended it; absent if it had not exited).
+    pub exit_code: Option<i32>,
+    /// Its output.
+    pub output: String,
+    /// Start request plus the server-side wait for the exit.
+    pub elapsed_ms: f64,
+}
+
+/// Round-trip times.
+#[derive(Debug, Serialize)]
+pub struct DemoRoundTrips {
+    /// How many were timed.
+    pub count: usize,
+    /// The fastest.
+    pub min_ms: f64,
+    /// The median.
+    pub p50_ms: f64,
+    /// The 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// The agent's counters for its one peer (the control node).
+#[derive(Debug, Serialize)]
+pub struct DemoCounters {
+    /// Where the agent saw the control peer (learnt from its handshake: the agent has no
+    /// endpoint configured, like one behind NAT).
+    pub control_endpoint: Option<std::net::SocketAddr>,
+    /// WireGuard bytes received from it.
+    pub rx_bytes: u64,
+    /// WireGuard bytes sent to it.
+    pub tx_bytes: u64,
+    /// Packets dropped because their inner source was not in its allowed IPs.
+    pub drop_allowed_ips: u64,
+    /// Packets dropped because they did not decrypt.
+    pub drop_decrypt: u64,
+    /// Datagrams from unknown peers (the whole device).
+    pub unknown_peer: u64,
+}
+
 /// `genkey --json` and `pubkey --json`: keys in base64, as `wg` writes them.
 #[derive(Debug, Serialize)]
 pub struct Keys {

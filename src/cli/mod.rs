@@ -47,7 +47,12 @@ enum Command {
     },
     /// Start an agent and a control peer in this process over a real WireGuard tunnel on
     /// 127.0.0.1, run a command through the API, print what happened, exit.
-    Demo,
+    Demo {
+        /// Print one JSON object at the end (keys, addresses, the command's output and exit
+        /// code, round-trip times, counters) instead of the walk-through.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command on an agent, print its output, exit with its exit code (128+signal if
     /// killed; 255 if wgagent itself failed).
     Exec {
@@ -524,11 +529,11 @@ pub fn main() -> ExitCode {
             };
             report(runtime().and_then(|rt| rt.block_on(control::daemon(&config, overrides))))
         }
-        Command::Demo => {
+        Command::Demo { json } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
             }
-            report(runtime().and_then(|rt| rt.block_on(demo::run())))
+            report(runtime().and_then(|rt| rt.block_on(demo::run(json))))
         }
         // The agent sets up its own (reloadable) logging from its config.
         Command::Agent {

@@ -56,16 +56,37 @@ pub async fn copy_output<C: Connect>(
     }
 }
 
-/// Prints bytes `[from, end)` of the log once (no waiting), raw or as NDJSON lines.
+/// Prints bytes `[from, end)` of the log once (no waiting), raw or as NDJSON lines. Bytes the
+/// agent no longer retains are skipped as [`copy_output`] skips them (a note on stderr, a
+/// `skipped` line in JSON), and the rest is printed.
 pub async fn print_log<C: Connect>(
     conn: &AgentConn<C>,
     id: &str,
     from: u64,
     as_json: bool,
 ) -> Result<(), ClientError> {
-    let chunk = conn.log(id, from, None).await?;
-    let mut out = Sink::new(chunk.from, as_json);
-    if out.write(&chunk.bytes).is_ok() {
+    let mut out = Sink::new(from, as_json);
+    // The window may move on between the answer that names its start and the read from there
+    // (a fast writer): a few tries, then the error.
+    let mut tries = 0;
+    let chunk = loop {
+        match conn.log(id, out.at(), None).await {
+            Err(ClientError::NotRetained { log_start, .. }) if tries < 3 => {
+                out.skip(log_start);
+                tries += 1;
+            }
+            r => break r?,
+        }
+    };
+    if chunk.from > out.at() {
+        out.skip(chunk.from);
+    }
+    // A whole-log answer (200) may start before `from`: those bytes were not asked for.
+    let asked = usize::try_from(out.at() - chunk.from).unwrap_or(usize::MAX);
+    if out
+        .write(chunk.bytes.get(asked..).unwrap_or_default())
+        .is_ok()
+    {
         out.finish();
     }
     Ok(())

@@ -242,13 +242,20 @@ pub struct Pair {
 }
 
 pub async fn pair() -> Pair {
+    pair_with(|_| {}).await
+}
+
+/// Like `pair`, with the agent's config changed by `change` before it starts (e.g. a small
+/// `api.log_max_bytes`).
+pub async fn pair_with(change: impl FnOnce(&mut Config)) -> Pair {
     let agent_keys = keypair();
     let control_keys = keypair();
-    let (cfg, state) = agent_config(
+    let (mut cfg, state) = agent_config(
         agent_keys.secret.clone(),
         AGENT_IP,
         &[peer(control_keys.public, "100.64.0.1/32", None, None)],
     );
+    change(&mut cfg);
     let server = Agent::start(&cfg).await.unwrap();
     let agent = server.node().clone();
     let control = node(
