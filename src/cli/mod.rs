@@ -690,6 +690,19 @@ mod tests {
         }
     }
 
+    /// `--json` on every verb but those README.md names as without it, by design.
+    #[test]
+    fn every_verb_has_json_but_the_documented_ones() {
+        let without = ["completions", "man", "mcp", "agent", "control", "help"];
+        let mut cmd = Cli::command();
+        cmd.build();
+        for verb in cmd.get_subcommands() {
+            let has = verb.get_arguments().any(|a| a.get_long() == Some("json"));
+            let name = verb.get_name();
+            assert_eq!(has, !without.contains(&name), "{name}: --json {has}");
+        }
+    }
+
     #[test]
     fn usage_errors_exit_2_but_255_under_exec() {
         let exec = Some(std::ffi::OsStr::new("exec"));
