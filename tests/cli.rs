@@ -26,7 +26,7 @@ struct Env {
 const SHORT_CONNECT: &str = "2s";
 
 /// An in-process agent serving the API, and a control config file naming it `dev` (plus a
-/// `ghost` peer whose endpoint answers nothing).
+/// `ghost` peer whose endpoint answers nothing and a `natted` one without an endpoint).
 async fn setup() -> Env {
     setup_with(|_| {}).await
 }
@@ -106,6 +106,7 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        let started = std::time::Instant::now();
         let out = tokio::time::timeout(T, cmd.output())
             .await
             .expect("wgagent hung")
@@ -117,17 +118,19 @@ impl Env {
         };
         if echo {
             eprintln!(
-                "$ wgagent {}\n-> {}\n{}{}",
+                "$ wgagent {}\n-> {} after {:.1?}\n{}{}",
                 args.join(" "),
                 o.code,
+                started.elapsed(),
                 o.stdout,
                 o.stderr
             );
         } else {
             eprintln!(
-                "$ wgagent {}\n-> {}\n({} bytes on stdout)\n{}",
+                "$ wgagent {}\n-> {} after {:.1?}\n({} bytes on stdout)\n{}",
                 args.join(" "),
                 o.code,
+                started.elapsed(),
                 o.stdout.len(),
                 o.stderr
             );
