@@ -5,7 +5,7 @@
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess};
 
-use super::{Int, Kinds, Reject, Take};
+use super::{Found, Int, Kinds, Reject, Take, is_datetime, is_datetime_key, wrong};
 
 deserialize_kinds!(
     Limits,
@@ -24,6 +24,10 @@ impl Kinds for Limits {
     fn table<'de, M: MapAccess<'de>>(mut map: M) -> Result<Self, M::Error> {
         let mut out = crate::proc::Limits::default();
         while let Some(LimitName(limit)) = map.next_key()? {
+            // A date-time given for the whole table arrives as a one-key table.
+            let Some(limit) = limit else {
+                return Err(wrong::<Self, _>(Found::Datetime));
+            };
             let Int(n) = map.next_value::<Int<u64, 1, { i64::MAX }>>()?;
             out.set(limit, Some(n));
         }
@@ -31,16 +35,19 @@ impl Kinds for Limits {
     }
 }
 
-/// A key of [`Limits`]; an unknown one is refused in serde's own "unknown field" words, so
-/// it reads (and is reported) like any other unknown key.
-struct LimitName(crate::proc::Limit);
+/// A key of [`Limits`] (`None`: the date-time marker key); an unknown one is refused in
+/// serde's own "unknown field" words, so it reads (and is reported) like any other unknown key.
+struct LimitName(Option<crate::proc::Limit>);
 
 impl Kinds for LimitName {
     const EXPECTED: &'static str = "a limit name";
 
     fn string(s: &str) -> Take<Self> {
         use crate::proc::Limit;
-        Limit::parse(s).map(LimitName).ok_or_else(|| {
+        if is_datetime_key(s) {
+            return Ok(LimitName(None));
+        }
+        Limit::parse(s).map(|l| LimitName(Some(l))).ok_or_else(|| {
             let all: Vec<String> = Limit::ALL.iter().map(|l| format!("`{l}`")).collect();
             Reject::Invalid(format!(
                 "unknown field `{s}`, expected one of {}",
@@ -89,7 +96,10 @@ impl Kinds for Peers {
             .map(|list| Peers(list.0.into_iter().map(|s| s.0).collect()))
     }
 
-    fn table<'de, M: MapAccess<'de>>(_map: M) -> Result<Self, M::Error> {
+    fn table<'de, M: MapAccess<'de>>(mut map: M) -> Result<Self, M::Error> {
+        if is_datetime(&mut map)? {
+            return Err(wrong::<Self, _>(Found::Datetime));
+        }
         Err(de::Error::custom(
             "write each peer as a [[peer]] block (double brackets)",
         ))

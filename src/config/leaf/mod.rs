@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A TOML value as messages name it: `integer 3`, `string "x"`, `float 1.5`, `array`, ….
 pub(super) enum Found<'a> {
-    /// Any integer (TOML's are 64-bit; the parser hands larger ones over as 128-bit).
+    /// An integer (TOML's are 64-bit; larger ones are refused before they get here).
     Integer(i128),
     /// A float.
     Float(f64),
@@ -116,6 +116,20 @@ pub(super) fn is_datetime_key(key: &str) -> bool {
 struct KindVisitor<T>(PhantomData<T>);
 
 impl<T: Kinds> KindVisitor<T> {
+    /// TOML integers are 64-bit signed: the parser hands larger literals over (as `u64` or
+    /// 128-bit) instead of refusing them, so they are refused here, before any type sees
+    /// them (a `u64` duration would otherwise take `18446744073709551615`).
+    fn integer<E: de::Error>(n: i128) -> Result<T, E> {
+        if i64::try_from(n).is_err() {
+            return Err(E::custom(format_args!(
+                "{n} is not a TOML integer (they are 64-bit: {}..={})",
+                i64::MIN,
+                i64::MAX
+            )));
+        }
+        Self::take(T::integer(n), Found::Integer(n))
+    }
+
     fn take<E: de::Error>(taken: Take<T>, found: Found<'_>) -> Result<T, E> {
         taken.map_err(|reject| match reject {
             Reject::Kind => wrong::<T, E>(found),
@@ -132,21 +146,20 @@ impl<'de, T: Kinds> Visitor<'de> for KindVisitor<T> {
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
-        Self::take(T::integer(n.into()), Found::Integer(n.into()))
+        Self::integer(n.into())
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
-        Self::take(T::integer(n.into()), Found::Integer(n.into()))
+        Self::integer(n.into())
     }
 
     fn visit_i128<E: de::Error>(self, n: i128) -> Result<T, E> {
-        Self::take(T::integer(n), Found::Integer(n))
+        Self::integer(n)
     }
 
     fn visit_u128<E: de::Error>(self, n: u128) -> Result<T, E> {
-        // Beyond i128: no range of ours comes near it.
-        let n = i128::try_from(n).unwrap_or(i128::MAX);
-        Self::take(T::integer(n), Found::Integer(n))
+        // Beyond i128: refused below as beyond 64 bits either way.
+        Self::integer(i128::try_from(n).unwrap_or(i128::MAX))
     }
 
     fn visit_f64<E: de::Error>(self, x: f64) -> Result<T, E> {

@@ -294,6 +294,18 @@ fn errors_name_the_path_of_deep_values() {
             "peer",
             "expected [[peer]] blocks, found integer 3",
         ),
+        // A date-time where a table goes arrives as a one-key table: still named a date-time,
+        // with what the key takes (not "use double brackets", not a bare "a table").
+        (
+            "peer = 1979-05-27T07:32:00Z\n".to_owned() + &interface(""),
+            "peer",
+            "expected [[peer]] blocks, found datetime",
+        ),
+        (
+            interface("[api]\ndefault_limits = 1979-05-27"),
+            "api.default_limits",
+            "expected a table like { memory_bytes = 1073741824 }, found datetime",
+        ),
     ];
     for (text, key, problem) in cases {
         let message = error(&text, key);
@@ -331,4 +343,58 @@ fn unknown_keys_deep_name_the_path_and_the_choices() {
         let message = error(&text, key);
         assert!(message.contains(expected), "{expected} not in: {message}");
     }
+}
+
+/// TOML integers are 64-bit signed. The parser hands larger literals over instead of refusing
+/// them, so without a check a `u64` key (the durations) took `18446744073709551615` that the
+/// `toml::Value` parser before the typed rewrite refused as invalid TOML.
+#[test]
+fn integers_beyond_64_bits_are_refused_with_their_key() {
+    for n in [
+        "9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775809",
+    ] {
+        for (text, key) in [
+            (
+                interface(&format!("[api]\nkill_grace = {n}")),
+                "api.kill_grace",
+            ),
+            (
+                interface(&format!("[control]\nconnect_timeout = {n}")),
+                "control.connect_timeout",
+            ),
+            (
+                interface(&format!("idle_session_timeout = {n}")),
+                "interface.idle_session_timeout",
+            ),
+            (
+                interface(&format!("[api]\nlog_max_bytes = {n}")),
+                "api.log_max_bytes",
+            ),
+            (
+                interface(&format!("[api]\nmax_limits = {{ memory_bytes = {n} }}")),
+                "api.max_limits.memory_bytes",
+            ),
+            (
+                interface("") + &peer(&format!("name = {n}")),
+                "peer[0].name",
+            ),
+        ] {
+            let message = error(&text, key);
+            assert!(
+                message.contains(&format!("{n} is not a TOML integer")),
+                "{message}"
+            );
+        }
+    }
+    // The ends of the 64-bit range are still integers (and then checked against the key's range).
+    let config = parse(&interface("[api]\nkill_grace = 9223372036854775807")).unwrap();
+    assert_eq!(config.api.kill_grace, Duration::from_secs(i64::MAX as u64));
+    let message = error(
+        &interface("[api]\nkill_grace = -9223372036854775808"),
+        "api.kill_grace",
+    );
+    assert!(message.contains("is negative"), "{message}");
 }
