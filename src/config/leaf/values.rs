@@ -33,25 +33,40 @@ deserialize_kinds!(
 /// ([`crate::duration`]).
 pub(in crate::config) struct Secs(pub Duration);
 
+/// The longest duration any config key takes: a year. Every configured wait ends up added to
+/// a clock reading (`Instant::now() + kill_grace`), which panics on overflow, so a value like
+/// `kill_grace = 9223372036854775807` must be refused here rather than crash a supervisor.
+pub(in crate::config) const MAX_CONFIG_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Secs {
+    fn capped(d: Duration) -> Take<Self> {
+        if d > MAX_CONFIG_DURATION {
+            return Err(Reject::Invalid(format!(
+                "{} is over the limit of 365d (a year)",
+                crate::duration::format(d)
+            )));
+        }
+        Ok(Secs(d))
+    }
+}
+
 impl Kinds for Secs {
     const EXPECTED: &'static str = "seconds (integer) or a string like \"30s\"";
 
     fn integer(n: i128) -> Take<Self> {
-        u64::try_from(n)
-            .map(|secs| Secs(Duration::from_secs(secs)))
-            .map_err(|_| {
-                Reject::Invalid(if n < 0 {
-                    format!("{n} is negative")
-                } else {
-                    format!("{n} is out of range")
-                })
+        let secs = u64::try_from(n).map_err(|_| {
+            Reject::Invalid(if n < 0 {
+                format!("{n} is negative")
+            } else {
+                format!("{n} is out of range")
             })
+        })?;
+        Self::capped(Duration::from_secs(secs))
     }
 
     fn string(s: &str) -> Take<Self> {
-        crate::duration::parse(s)
-            .map(Secs)
-            .map_err(|e| Reject::Invalid(e.to_string()))
+        let d = crate::duration::parse(s).map_err(|e| Reject::Invalid(e.to_string()))?;
+        Self::capped(d)
     }
 }
 

@@ -390,11 +390,50 @@ fn integers_beyond_64_bits_are_refused_with_their_key() {
         }
     }
     // The ends of the 64-bit range are still integers (and then checked against the key's range).
-    let config = parse(&interface("[api]\nkill_grace = 9223372036854775807")).unwrap();
-    assert_eq!(config.api.kill_grace, Duration::from_secs(i64::MAX as u64));
+    // ... but no configured wait may exceed a year (it is added to a clock reading, which would
+    // panic on overflow).
+    let message = error(
+        &interface("[api]\nkill_grace = 9223372036854775807"),
+        "api.kill_grace",
+    );
+    assert!(message.contains("over the limit of 365d"), "{message}");
     let message = error(
         &interface("[api]\nkill_grace = -9223372036854775808"),
         "api.kill_grace",
     );
     assert!(message.contains("is negative"), "{message}");
+}
+
+#[test]
+fn durations_are_capped_at_a_year() {
+    for (value, ok) in [
+        ("31536000", true),
+        ("\"365d\"", true),
+        ("31536001", false),
+        ("\"366d\"", false),
+        ("\"9000000000h\"", false),
+    ] {
+        for (line, key) in [
+            (format!("[api]\nkill_grace = {value}"), "api.kill_grace"),
+            (
+                format!("idle_session_timeout = {value}"),
+                "interface.idle_session_timeout",
+            ),
+            (
+                format!("[control]\nconnect_timeout = {value}"),
+                "control.connect_timeout",
+            ),
+        ] {
+            let text = interface(&line);
+            if ok {
+                parse(&text).unwrap_or_else(|e| panic!("{line}: {e}"));
+            } else {
+                let message = error(&text, key);
+                assert!(
+                    message.contains("over the limit of 365d"),
+                    "{line}: {message}"
+                );
+            }
+        }
+    }
 }
