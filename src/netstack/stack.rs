@@ -31,8 +31,20 @@ use super::device::VirtualDevice;
 use super::error::NetstackError;
 use super::memory::{self, SocketMemory};
 
-/// How long a socket may sit in SYN-RECEIVED before it is reset (bounds SYN floods).
-const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a socket may sit in SYN-RECEIVED before it is reset.
+///
+/// smoltcp resends an unanswered SYN-ACK after 1 s and doubles the wait each time (no SRTT yet
+/// during a handshake), so its retransmissions leave at 1, 3, 7, 15 and 31 s, and a sixth would
+/// at 63 s. 60 s lets all five happen and gives the last 29 s to be answered: the handshake
+/// survives five lost SYN-ACKs in a row, as with Linux (`tcp_synack_retries` = 5, which gives
+/// up at 63 s). The former 30 s cut the fifth one off: a burst of five losses refused the
+/// connection. Linux's 63 s would race a sixth SYN-ACK against the reset.
+///
+/// This is not what bounds a SYN flood: a half-open socket counts against the listener's
+/// backlog, its peer's `max_connections_per_peer`, the socket table and the memory budget
+/// from the SYN on (see `prepare_accept`), and only WireGuard peers can send SYNs at all. The
+/// timeout only decides how long a stuck slot stays taken.
+const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a dropped stream may take to finish closing before it is reset (like Linux's
 /// `tcp_fin_timeout`): bounds sockets whose peer never sends its FIN.
 const ORPHAN_LINGER: Duration = Duration::from_secs(60);

@@ -8,7 +8,11 @@
 //! SYN-ACK of another sequence number (then RSTs): exactly the resets seen on lossy links.
 //! Instead, right before smoltcp sees a connection request ([`Stack::prepare_accept`]):
 //! - if a socket with the same 4-tuple exists, nothing is created and smoltcp delivers the SYN
-//!   to it (a duplicate in SYN-RECEIVED is ignored there; its own timer resends the SYN-ACK);
+//!   to it (a duplicate in SYN-RECEIVED is ignored there; its own timer resends the SYN-ACK,
+//!   after 1, 3, 7, 15 and 31 s, within `HALF_OPEN_TIMEOUT`). Linux answers such a SYN with
+//!   the SYN-ACK at once (`tcp_check_req`); smoltcp 0.14 drops it in `Socket::process` ("expecting
+//!   an ACK") and has no public call that resends the SYN-ACK early (only its RTO rewinds
+//!   what was sent), so that needs an upstream change;
 //!   an orphan in TIME-WAIT is removed first, so a new connection may reuse the 4-tuple;
 //! - otherwise, if the request is admitted (backlog, per-peer cap, socket table and its
 //!   reserve, memory budget), one socket is put in LISTEN for it and takes it, or, if refused,

@@ -246,6 +246,73 @@ fn rst_answering(syn: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Connects over a wire that loses the first `lost` SYN-ACKs (everything else arrives), on the
+/// simulated clock. Returns the outcome, the simulated time it took, and the server's counters.
+async fn connect_losing_syn_acks(
+    lost: usize,
+) -> (io::Result<TcpStream>, Duration, crate::netstack::Counters) {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let link = Link {
+        drop_if: Some(Box::new({
+            let dropped = dropped.clone();
+            move |p: &[u8]| {
+                let syn_ack = seg(p).is_some_and(|s| s.syn && s.ack);
+                syn_ack && dropped.fetch_add(1, Ordering::Relaxed) < lost
+            }
+        })),
+        ..Link::default()
+    };
+    let net = Network::with_link(
+        &[&[ip(V4_SERVER)], &[ip(V4_CLIENT)]],
+        |mut c| {
+            c.connect_timeout = Duration::from_secs(120);
+            c
+        },
+        link,
+    );
+    let addr = SocketAddr::new(ip(V4_SERVER), 80);
+    let listener = net.stacks[0].listen(addr).unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = net.stacks[1].connect(addr).await;
+    let took = started.elapsed();
+    // Let the server settle (the RST of an expired handshake, the accept of a completed one).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let counters = net.stacks[0].counters();
+    drop(listener);
+    (outcome, took, counters)
+}
+
+/// Five SYN-ACKs lost in a row (the first and its retransmissions at 1, 3, 7 and 15 s): the
+/// fifth retransmission, at 31 s, completes the handshake, as it does with Linux. With the
+/// former half-open timeout (30 s) the server reset the connection a second earlier.
+#[test]
+fn handshake_survives_five_lost_syn_acks() {
+    let (outcome, took, server) = simulated(Duration::from_secs(300), connect_losing_syn_acks(5));
+    let stream = outcome.unwrap_or_else(|e| panic!("refused after {took:?}: {e}; {server:?}"));
+    assert!(
+        took >= Duration::from_secs(31) && took < Duration::from_secs(32),
+        "connected at the fifth retransmission (31 s), not {took:?}"
+    );
+    assert_eq!(server.resets_sent, 0, "{server:?}");
+    drop(stream);
+}
+
+/// Six lost SYN-ACKs: the server gives up at the half-open timeout (60 s, before a sixth
+/// retransmission at 63 s), resets, and the client's connect is refused then, not earlier
+/// and not never. The half-open socket is gone.
+#[test]
+fn handshake_gives_up_at_the_half_open_timeout() {
+    let (outcome, took, server) = simulated(Duration::from_secs(300), connect_losing_syn_acks(6));
+    let err = outcome.expect_err("no SYN-ACK ever arrived");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(
+        took >= Duration::from_secs(60) && took < Duration::from_secs(61),
+        "refused at the half-open timeout (60 s), not {took:?}"
+    );
+    assert!(server.resets_sent >= 1, "{server:?}");
+    assert_eq!(server.sockets_open, 0, "{server:?}");
+}
+
 /// Sequential request/response exchanges over a wire that loses 10 % and duplicates 20 % of
 /// packets in both directions: every one completes intact on both sides, for a few seeds of
 /// the wire (each run takes a few hundredths of a second of real time).
