@@ -235,6 +235,9 @@ unsafe fn run(
         }
         let mut sh_done = false;
         let mut killing = false;
+        // After a terminate: pids already sent SIGTERM, and how many quiet re-walks are left.
+        let mut termed = Termed::new();
+        let mut term_rewalks = 0u32;
         loop {
             let mut fds = [
                 libc::pollfd {
@@ -250,7 +253,13 @@ unsafe fn run(
             ];
             // While killing, re-walk now and then in case a fork raced a walk; the death pipe
             // stays readable after HUP, so it leaves the poll set once it has spoken.
-            let timeout = if killing { 100 } else { -1 };
+            let timeout = if killing {
+                100
+            } else if term_rewalks > 0 {
+                TERM_REWALK_MS
+            } else {
+                -1
+            };
             if killing {
                 fds[1].fd = -1;
             }
@@ -262,13 +271,25 @@ unsafe fn run(
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
             while libc::read(sigfd, (&raw mut info).cast(), size) == size as isize {
                 match info.ssi_signo as i32 {
-                    libc::SIGTERM => signal_tree(libc::SIGTERM, sh),
+                    libc::SIGTERM => {
+                        termed.n = 0;
+                        term_rewalks = TERM_REWALKS;
+                        signal_tree_once(libc::SIGTERM, sh, &mut termed);
+                    }
                     KILL_TREE => killing = true,
                     _ => {}
                 }
             }
             if killing {
                 signal_tree(libc::SIGKILL, sh);
+            } else if term_rewalks > 0 {
+                // A walk can miss a member while the tree changes under it (see `walk`): walk
+                // again until TERM_REWALKS walks in a row found nobody new.
+                if terminate_missed(&mut termed) {
+                    term_rewalks = TERM_REWALKS;
+                } else {
+                    term_rewalks -= 1;
+                }
             }
             let mut sh_status = None;
             let empty = loop {
@@ -347,6 +368,78 @@ fn close_range(lo: u32, hi: u32) {
     }
 }
 
+/// Quiet re-walks after a terminate before the supervisor stops looking for members a walk
+/// missed, and their spacing: 10 × 20 ms.
+const TERM_REWALKS: u32 = 10;
+const TERM_REWALK_MS: libc::c_int = 20;
+
+/// The members a terminate has signalled (so a re-walk signals each member once: a second
+/// SIGTERM can mean "hurry" to a program shutting down gracefully).
+struct Termed {
+    pids: [i32; MAX_WALK],
+    n: usize,
+}
+
+impl Termed {
+    fn new() -> Self {
+        Self {
+            pids: [0; MAX_WALK],
+            n: 0,
+        }
+    }
+
+    /// Records `pid`; false if it was recorded already.
+    fn insert(&mut self, pid: i32) -> bool {
+        if self.pids[..self.n].contains(&pid) {
+            return false;
+        }
+        if self.n < MAX_WALK {
+            self.pids[self.n] = pid;
+            self.n += 1;
+        }
+        true
+    }
+}
+
+/// SIGTERM (+ SIGCONT) to the shell's group and every descendant, recording who got it.
+fn signal_tree_once(sig: libc::c_int, sh: i32, termed: &mut Termed) {
+    // SAFETY: signalling a process group; ESRCH once it is empty is harmless.
+    unsafe {
+        libc::kill(-sh, sig);
+        libc::kill(-sh, libc::SIGCONT);
+    }
+    let mut pids = [0i32; MAX_WALK];
+    // SAFETY: getpid has no arguments.
+    let n = walk(unsafe { libc::getpid() }, &mut pids);
+    for &pid in pids.iter().take(n) {
+        termed.insert(pid);
+        // SAFETY: signalling a process; ESRCH (already gone) is harmless.
+        unsafe {
+            libc::kill(pid, sig);
+            libc::kill(pid, libc::SIGCONT);
+        }
+    }
+}
+
+/// Re-walks after a terminate and sends SIGTERM to members no walk had found; true if any.
+fn terminate_missed(termed: &mut Termed) -> bool {
+    let mut pids = [0i32; MAX_WALK];
+    // SAFETY: getpid has no arguments.
+    let n = walk(unsafe { libc::getpid() }, &mut pids);
+    let mut missed = false;
+    for &pid in pids.iter().take(n) {
+        if termed.insert(pid) {
+            missed = true;
+            // SAFETY: signalling a process; ESRCH (already gone) is harmless.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+                libc::kill(pid, libc::SIGCONT);
+            }
+        }
+    }
+    missed
+}
+
 /// Sends `sig` to the shell's process group (atomic for the group, even against a fork in
 /// progress), then to every descendant of this process (collected first, then signalled, so a
 /// parent that dies of it cannot hide children still to be listed). SIGTERM is followed by
@@ -375,6 +468,10 @@ fn signal_tree(sig: libc::c_int, sh: i32) {
 }
 
 /// Breadth-first list of `root`'s descendants into `out`; returns how many were found.
+///
+/// Not a snapshot: the kernel lists a `children` file by position, so a child that exits
+/// while the file is read can make it skip a sibling that lives on (proc(5): the list is only
+/// reliable when the children are stopped). Callers that must reach everyone walk again.
 fn walk(root: i32, out: &mut [i32; MAX_WALK]) -> usize {
     let mut n = 0;
     let mut next = 0;

@@ -119,6 +119,24 @@ pub fn proc_ppid(pid: u32) -> Option<u32> {
     stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
 }
 
+/// No zombie whose parent is `sup` (one command's supervisor, which reaps every member
+/// before it reports the tree empty).
+pub fn assert_no_zombies_under(sup: u32) {
+    let mut zombies = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if proc_state(pid) == Some('Z') && proc_ppid(pid) == Some(sup) {
+            zombies.push(pid);
+        }
+    }
+    assert!(
+        zombies.is_empty(),
+        "zombies under supervisor {sup}: {zombies:?}"
+    );
+}
+
 /// No zombie whose parent is `parent` or one of its descendants named `wgagent-sup`.
 pub fn assert_no_zombies_of(parent: u32) {
     let mut zombies = Vec::new();
