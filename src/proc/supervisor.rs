@@ -469,9 +469,12 @@ fn signal_tree(sig: libc::c_int, sh: i32) {
 
 /// Breadth-first list of `root`'s descendants into `out`; returns how many were found.
 ///
-/// Not a snapshot: the kernel lists a `children` file by position, so a child that exits
-/// while the file is read can make it skip a sibling that lives on (proc(5): the list is only
-/// reliable when the children are stopped). Callers that must reach everyone walk again.
+/// Not a snapshot, so it can miss a live member while the tree changes: a member that dies
+/// after its parent's list was read but before its own was has its children re-parented to
+/// us (into a list already read) — e.g. a `setsid` child of the shell, which the group signal
+/// does not reach — and the kernel lists a `children` file by position, skipping a sibling
+/// when one exits during the read (proc(5): reliable only when the children are stopped).
+/// Callers that must reach everyone walk again.
 fn walk(root: i32, out: &mut [i32; MAX_WALK]) -> usize {
     let mut n = 0;
     let mut next = 0;
