@@ -274,18 +274,18 @@ unsafe fn run(
                     libc::SIGTERM => {
                         termed.n = 0;
                         term_rewalks = TERM_REWALKS;
-                        signal_tree_once(libc::SIGTERM, sh, &mut termed);
+                        signal_tree(libc::SIGTERM, sh, Some(&mut termed));
                     }
                     KILL_TREE => killing = true,
                     _ => {}
                 }
             }
             if killing {
-                signal_tree(libc::SIGKILL, sh);
+                signal_tree(libc::SIGKILL, sh, None);
             } else if term_rewalks > 0 {
                 // A walk can miss a member while the tree changes under it (see `walk`): walk
                 // again until TERM_REWALKS walks in a row found nobody new.
-                if terminate_missed(&mut termed) {
+                if signal_members(libc::SIGTERM, Some(&mut termed)) {
                     term_rewalks = TERM_REWALKS;
                 } else {
                     term_rewalks -= 1;
@@ -401,50 +401,10 @@ impl Termed {
     }
 }
 
-/// SIGTERM (+ SIGCONT) to the shell's group and every descendant, recording who got it.
-fn signal_tree_once(sig: libc::c_int, sh: i32, termed: &mut Termed) {
-    // SAFETY: signalling a process group; ESRCH once it is empty is harmless.
-    unsafe {
-        libc::kill(-sh, sig);
-        libc::kill(-sh, libc::SIGCONT);
-    }
-    let mut pids = [0i32; MAX_WALK];
-    // SAFETY: getpid has no arguments.
-    let n = walk(unsafe { libc::getpid() }, &mut pids);
-    for &pid in pids.iter().take(n) {
-        termed.insert(pid);
-        // SAFETY: signalling a process; ESRCH (already gone) is harmless.
-        unsafe {
-            libc::kill(pid, sig);
-            libc::kill(pid, libc::SIGCONT);
-        }
-    }
-}
-
-/// Re-walks after a terminate and sends SIGTERM to members no walk had found; true if any.
-fn terminate_missed(termed: &mut Termed) -> bool {
-    let mut pids = [0i32; MAX_WALK];
-    // SAFETY: getpid has no arguments.
-    let n = walk(unsafe { libc::getpid() }, &mut pids);
-    let mut missed = false;
-    for &pid in pids.iter().take(n) {
-        if termed.insert(pid) {
-            missed = true;
-            // SAFETY: signalling a process; ESRCH (already gone) is harmless.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-                libc::kill(pid, libc::SIGCONT);
-            }
-        }
-    }
-    missed
-}
-
 /// Sends `sig` to the shell's process group (atomic for the group, even against a fork in
-/// progress), then to every descendant of this process (collected first, then signalled, so a
-/// parent that dies of it cannot hide children still to be listed). SIGTERM is followed by
-/// SIGCONT so stopped members can act on it.
-fn signal_tree(sig: libc::c_int, sh: i32) {
+/// progress), then to every descendant of this process ([`signal_members`]). SIGTERM is
+/// followed by SIGCONT so stopped members can act on it.
+fn signal_tree(sig: libc::c_int, sh: i32, sent: Option<&mut Termed>) {
     // SAFETY: signalling a process group; ESRCH once it is empty is harmless.
     unsafe {
         libc::kill(-sh, sig);
@@ -452,11 +412,25 @@ fn signal_tree(sig: libc::c_int, sh: i32) {
             libc::kill(-sh, libc::SIGCONT);
         }
     }
+    signal_members(sig, sent);
+}
+
+/// Sends `sig` to every descendant of this process (collected first, then signalled, so a
+/// parent that dies of it cannot hide children still to be listed). With `sent`, members
+/// already in it are skipped and the others recorded; returns whether any member was
+/// signalled.
+fn signal_members(sig: libc::c_int, mut sent: Option<&mut Termed>) -> bool {
     let mut pids = [0i32; MAX_WALK];
     // SAFETY: getpid has no arguments.
-    let me = unsafe { libc::getpid() };
-    let n = walk(me, &mut pids);
+    let n = walk(unsafe { libc::getpid() }, &mut pids);
+    let mut any = false;
     for &pid in pids.iter().take(n) {
+        if let Some(sent) = sent.as_deref_mut()
+            && !sent.insert(pid)
+        {
+            continue;
+        }
+        any = true;
         // SAFETY: signalling a process; ESRCH (already gone) is harmless.
         unsafe {
             libc::kill(pid, sig);
@@ -465,6 +439,7 @@ fn signal_tree(sig: libc::c_int, sh: i32) {
             }
         }
     }
+    any
 }
 
 /// Breadth-first list of `root`'s descendants into `out`; returns how many were found.
