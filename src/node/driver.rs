@@ -182,6 +182,16 @@ impl ZeroDelay {
     }
 }
 
+/// When a task waits until, given the stack's poll delay: a zero delay means "blocked" (or a
+/// streak [`ZeroDelay`] backs off), so only the back-off, if any, ends the wait early.
+fn wake_at(delay: Option<Duration>, backoff: Option<Duration>, far: Instant) -> Instant {
+    match delay {
+        Some(d) if d.is_zero() => backoff.map_or(far, |b| Instant::now() + b),
+        Some(d) => Instant::now() + d,
+        None => far,
+    }
+}
+
 /// The pipeline's two wake-up signals. Each stores one permit when nobody waits, so no batch
 /// is missed between two waits; each is sent once per batch, not per packet.
 #[derive(Default)]
@@ -308,12 +318,7 @@ pub(super) async fn run(parts: Parts) {
         }
         // 4. Wait. While blocked on output a zero delay only means "blocked"; don't spin on
         // it, and leave datagrams in the kernel's (large) buffer rather than read more.
-        let wake_at = match delay {
-            Some(d) if d.is_zero() => backoff.map_or(far, |b| Instant::now() + b),
-            Some(d) => Instant::now() + d,
-            None => far,
-        }
-        .min(next_tick);
+        let wake_at = wake_at(delay, backoff, far).min(next_tick);
         let mut stack_work = false;
 
         tokio::select! {
@@ -400,12 +405,7 @@ pub(super) async fn run_netstack(
         }
         // A zero delay with packets queued means "blocked on output": the crypto task signals
         // once it took some.
-        let wake_at = match delay {
-            Some(d) if d.is_zero() => backoff.map_or(far, |b| Instant::now() + b),
-            Some(d) => Instant::now() + d,
-            None => far,
-        }
-        .min(next_tick);
+        let wake_at = wake_at(delay, backoff, far).min(next_tick);
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
