@@ -416,6 +416,7 @@ fn manager_config(api: &config::Api, state_dir: Option<PathBuf>) -> ManagerConfi
         default_limits: api.default_limits,
         max_limits: api.max_limits,
         cgroups: api.cgroups,
+        supervisor: Default::default(),
     }
 }
 

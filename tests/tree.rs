@@ -9,7 +9,7 @@ mod tree_helpers;
 use std::time::{Duration, Instant};
 
 use tree_helpers::*;
-use wgagent::proc::{Manager, ManagerConfig, Signal, StartSpec};
+use wgagent::proc::{Manager, ManagerConfig, Signal, StartSpec, SupervisorLaunch};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -20,10 +20,13 @@ fn spec(cmd: String) -> StartSpec {
     }
 }
 
+/// Supervisors exec'd from the wgagent binary, as the agent starts them (tests/supervisor.rs
+/// covers the forked ones).
 fn manager(tracking: bool) -> Manager {
     Manager::new(ManagerConfig {
         kill_grace: Duration::from_millis(500),
         tree_tracking: tracking,
+        supervisor: SupervisorLaunch::Exec(env!("CARGO_BIN_EXE_wgagent").into()),
         ..Default::default()
     })
 }

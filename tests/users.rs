@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use wgagent::proc::{Manager, ManagerConfig, ProcError, StartSpec, UserError};
+use wgagent::proc::{Manager, ManagerConfig, ProcError, StartSpec, SupervisorLaunch, UserError};
 
 #[path = "common/users.rs"]
 mod users;
@@ -96,9 +96,16 @@ async fn switching_users_never_touches_the_agents_own_threads() {
     let Some(u) = users::TestUser::create("c") else {
         return;
     };
-    for tree_tracking in [true, false] {
+    // Supervisors forked and exec'd (the agent's), and none.
+    let exec = SupervisorLaunch::Exec(env!("CARGO_BIN_EXE_wgagent").into());
+    for (tree_tracking, supervisor) in [
+        (true, SupervisorLaunch::Fork),
+        (true, exec),
+        (false, SupervisorLaunch::Fork),
+    ] {
         let m = Manager::new(ManagerConfig {
             tree_tracking,
+            supervisor,
             ..ManagerConfig::default()
         });
         for _ in 0..5 {
@@ -114,7 +121,11 @@ async fn a_directory_the_user_cannot_enter_is_refused() {
     let Some(u) = users::TestUser::create("b") else {
         return;
     };
-    let m = Manager::new(ManagerConfig::default());
+    // Through an exec'd supervisor (the agent's): the stage and errno come back on its pipe.
+    let m = Manager::new(ManagerConfig {
+        supervisor: SupervisorLaunch::Exec(env!("CARGO_BIN_EXE_wgagent").into()),
+        ..ManagerConfig::default()
+    });
     let private = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         private.path(),

@@ -13,7 +13,9 @@
 //! terminal's would. With tracking off, every signal goes to the process group only.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -35,6 +37,7 @@ use super::spawn::{self, Host, Prepared, Priority, SpawnFailure, Stack, Stage, S
 use super::state::StateDir;
 use super::supervise::{Spawned, Tree, signal_tree, supervise};
 use super::supervisor;
+use super::supexec::{self, SupervisorLaunch};
 use super::user::{User, UserError};
 
 /// Default `oom_score_adj` of children: 998, so the OOM killer picks them before the agent.
@@ -78,6 +81,9 @@ pub struct ManagerConfig {
     /// Use a delegated cgroup v2 subtree when one is found (see `cgroup`). Detection moves the
     /// calling process into a leaf group, so only the agent turns it on.
     pub cgroups: bool,
+    /// How supervisors start (tree tracking on): exec'd from the wgagent binary by default in
+    /// that binary, forked elsewhere (see `supexec`).
+    pub supervisor: SupervisorLaunch,
 }
 
 impl Default for ManagerConfig {
@@ -99,6 +105,7 @@ impl Default for ManagerConfig {
             default_limits: Limits::default(),
             max_limits: Limits::default(),
             cgroups: false,
+            supervisor: SupervisorLaunch::Auto,
         }
     }
 }
@@ -278,6 +285,8 @@ struct State {
     shutting_down: bool,
     /// The clone child's stack, reused (starts are serialised by this lock).
     stack: Option<Stack>,
+    /// The executable supervisors are exec'd from; `None`: they are forked.
+    supervisor_exe: Option<CString>,
 }
 
 impl Manager {
@@ -326,7 +335,13 @@ impl Manager {
         for w in &warnings {
             tracing::warn!("state directory: {w}");
         }
-        let mut st = State::default();
+        let mut st = State {
+            supervisor_exe: cfg
+                .supervisor
+                .exe()
+                .and_then(|p| CString::new(p.into_os_string().into_vec()).ok()),
+            ..State::default()
+        };
         let mut restored: Vec<Arc<Record>> = metas
             .iter()
             .filter_map(|m| {
@@ -692,18 +707,16 @@ impl Manager {
         };
         let (pid, report, tree) = match (&inner.death, inner.cfg.tree_tracking) {
             (Some((death_r, _)), true) => {
-                let s = supervisor::start(&prepared, stdio, death_r.as_raw_fd(), null.as_raw_fd())
-                    .map_err(sp)?;
+                let s =
+                    start_supervisor(st, &prepared, stdio, death_r.as_raw_fd(), null.as_raw_fd())
+                        .map_err(sp)?;
                 let waiter = spawn::Waiter::new(s.supervisor).map_err(sp)?;
                 spawn::set_nonblocking(s.status.as_raw_fd()).map_err(sp)?;
                 let status = pipe::Receiver::from_owned_fd(s.status).map_err(sp)?;
                 (s.pid, s.report, Tree::Supervised { waiter, status })
             }
             _ => {
-                let stack = match &mut st.stack {
-                    Some(s) => s,
-                    slot => slot.insert(Stack::new().map_err(sp)?),
-                };
+                let stack = stack(&mut st.stack).map_err(sp)?;
                 let (pid, report) =
                     spawn::spawn(&prepared, stdio, stack).map_err(|r| sp(r.into_error()))?;
                 let waiter = spawn::Waiter::new(pid).map_err(sp)?;
@@ -1140,6 +1153,40 @@ impl<'a> StdinLease<'a> {
 
 /// A new pseudo-terminal of the given size: (master, slave), both close-on-exec and above the
 /// standard streams.
+/// The reused clone stack, mapped on first use.
+fn stack(slot: &mut Option<Stack>) -> std::io::Result<&mut Stack> {
+    match slot {
+        Some(s) => Ok(s),
+        slot => Ok(slot.insert(Stack::new()?)),
+    }
+}
+
+/// Starts the supervisor of `cmd`: exec'd when the state names an executable (and forked from
+/// then on if that exec fails), else forked.
+fn start_supervisor(
+    st: &mut State,
+    cmd: &Prepared,
+    stdio: Stdio,
+    death: RawFd,
+    null: RawFd,
+) -> std::io::Result<supervisor::Started> {
+    if let Some(exe) = &st.supervisor_exe {
+        let stack = stack(&mut st.stack)?;
+        match supexec::start(exe, cmd, stdio, death, null, stack) {
+            Ok(s) => return Ok(s),
+            Err(supexec::Error::Other(e)) => return Err(e),
+            Err(supexec::Error::Exe(e)) => {
+                tracing::warn!(
+                    exe = %exe.to_string_lossy(),
+                    "executing the process supervisor failed ({e}); forking supervisors from now on"
+                );
+                st.supervisor_exe = None;
+            }
+        }
+    }
+    supervisor::start(cmd, stdio, death, null)
+}
+
 fn open_pty(rows: u16, cols: u16) -> std::io::Result<(OwnedFd, OwnedFd)> {
     let ws = nix::pty::Winsize {
         ws_row: rows,

@@ -1,7 +1,7 @@
 //! Processes: the bounded head-tail output buffer and the process manager.
 //!
 //! `head_tail` is sans-IO; `spawn` does the clone/exec details; `supervisor` is the process that
-//! owns a command's tree; `manager` owns the table of records and `supervise` the task per
+//! owns a command's tree, `supexec` starts it as a process of its own; `manager` owns the table of records and `supervise` the task per
 //! process; `record` is one tracked process; `log` its full output on disk; `state` the state
 //! directory (logs and persisted records); `fdio` async reads/writes on pipes and ptys;
 //! `limits` per-command resource limits, `cgroup` their cgroup v2 groups, `user` the users
@@ -19,6 +19,7 @@ pub mod spawn;
 pub(crate) mod state;
 mod supervise;
 pub(crate) mod supervisor;
+mod supexec;
 pub mod user;
 
 pub use cgroup::Enforcement;
@@ -27,4 +28,8 @@ pub use limits::{Limit, LimitError, Limits, RequestedLimits};
 pub use log::{Gone, Log};
 pub use manager::{Manager, ManagerConfig, ProcError, Signal, StartSpec, StdinLease};
 pub use record::{Exit, ExitReason, ProcessId, Record, Snapshot, StartedBy, StdinMode};
+pub use supexec::{
+    MODE_ARG as SUPERVISOR_MODE_ARG, SupervisorLaunch, run_supervisor_if_asked,
+    set_default_supervisor_exe,
+};
 pub use user::{User, UserError, is_root};

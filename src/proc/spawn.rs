@@ -38,6 +38,8 @@ use tokio::io::unix::AsyncFd;
 use super::limits::{Limits, Rlimits};
 use super::user::User;
 
+mod wire;
+
 /// Priority adjustments applied in the child before `exec`.
 #[derive(Debug, Clone, Copy)]
 pub struct Priority {
@@ -185,10 +187,6 @@ impl Prepared {
             envp.push(cstr(&kv)?);
         }
         let argv = vec![cstr(b"sh")?, cstr(b"-c")?, cstr(cmd.command.as_bytes())?];
-        let mut argv_ptrs: Vec<_> = argv.iter().map(|s| s.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
-        let mut envp_ptrs: Vec<_> = envp.iter().map(|s| s.as_ptr()).collect();
-        envp_ptrs.push(std::ptr::null());
         let mut oom_text = [0u8; 16];
         let mut oom_len = 0;
         if let Some(v) = cmd.priority.oom_score_adj {
@@ -202,10 +200,10 @@ impl Prepared {
         };
         Ok(Self {
             path: cstr(host.sh.as_os_str().as_bytes())?,
+            argv_ptrs: null_terminated(&argv),
             _argv: argv,
-            argv_ptrs,
+            envp_ptrs: null_terminated(&envp),
             _envp: envp,
-            envp_ptrs,
             workdir: cstr(cmd.workdir.as_os_str().as_bytes())?,
             nice: cmd.priority.nice.unwrap_or(0),
             has_nice: cmd.priority.nice.is_some(),
@@ -217,6 +215,14 @@ impl Prepared {
             cgroup_procs,
         })
     }
+}
+
+/// Pointers to `strings` followed by a null pointer (an `execve` argument vector). The pointers
+/// stay valid while the strings live, even when the `Vec` holding them moves.
+pub(crate) fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    let mut ptrs: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    ptrs
 }
 
 /// The child's standard streams. All fds are the parent's and stay open in the parent.
@@ -254,6 +260,8 @@ pub enum Stage {
     Limits = 8,
     /// `setgroups`/`setgid`/`setuid`.
     User = 9,
+    /// Executing the process supervisor (`supexec`), or the supervisor reading its command.
+    Supervisor = 10,
 }
 
 impl Stage {
@@ -268,6 +276,7 @@ impl Stage {
             7 => Self::Cgroup,
             8 => Self::Limits,
             9 => Self::User,
+            10 => Self::Supervisor,
             _ => Self::Clone,
         }
     }
@@ -284,6 +293,7 @@ impl Stage {
             Self::Cgroup => "joining the command's cgroup",
             Self::Limits => "setting resource limits",
             Self::User => "switching to the user",
+            Self::Supervisor => "starting the process supervisor",
         }
     }
 }
@@ -413,64 +423,85 @@ impl Drop for Stack {
     }
 }
 
-struct ChildArgs<'a> {
-    cmd: &'a Prepared,
-    stdio: Stdio,
-    report: Report,
-}
-
 /// Clones and execs the command. Returns the child's pid and its report; on failure the child
 /// has already been reaped. Async-signal-safe apart from the caller's allocations: the
 /// supervisor calls it in a forked child.
 pub fn spawn(cmd: &Prepared, stdio: Stdio, stack: &mut Stack) -> Result<(i32, Report), Report> {
-    let mut args = ChildArgs {
-        cmd,
-        stdio,
-        report: Report::default(),
-    };
-    // SAFETY: all-blocked mask around the clone (restored below), so no agent signal handler
-    // runs on the child's stack; `child` only makes raw system calls on `args`, which outlives
-    // the clone because CLONE_VFORK suspends us until the child execs or exits.
+    let mut report = Report::default();
+    // SAFETY: `child_steps` only makes raw system calls on `cmd` and `report`.
+    let r = clone_vfork(stack, &mut || unsafe {
+        child_steps(cmd, stdio, &mut report)
+    });
+    // SAFETY: the child has exec'd or exited; nobody writes the report any more.
+    let report = unsafe { std::ptr::read_volatile(&raw const report) };
+    match r {
+        Ok(pid) => Ok((pid, report)),
+        Err((stage, errno)) => Err(Report {
+            stage: stage as i32,
+            errno,
+            ..report
+        }),
+    }
+}
+
+/// What a `clone_vfork` child runs: raw system calls only, ending in `exec`; it returns only
+/// on failure, with the stage and errno to report.
+pub(crate) type ChildFn<'a> = dyn FnMut() -> (Stage, i32) + 'a;
+
+struct Trampoline<'a, 'b> {
+    f: &'a mut ChildFn<'b>,
+    /// (stage, errno) of a child that returned instead of exec'ing.
+    failed: (i32, i32),
+}
+
+/// Runs `f` in a `clone(CLONE_VM | CLONE_VFORK)` child on `stack` (what `posix_spawn` does: no
+/// page tables copied, so the cost does not grow with our memory) and returns the child's pid
+/// once it has exec'd. When `f` returns (a failure), the child exits and is reaped, and its
+/// (stage, errno) is the error; a failed clone is `(Stage::Clone, errno)`.
+///
+/// The child inherits an all-blocked signal mask (restored here in the parent), so no handler
+/// of ours runs on its stack; `exec` keeps that mask, so `f` must set the mask the new program
+/// should start with.
+pub(crate) fn clone_vfork(stack: &mut Stack, f: &mut ChildFn<'_>) -> Result<i32, (Stage, i32)> {
+    let mut t = Trampoline { f, failed: (0, 0) };
+    // SAFETY: all-blocked mask around the clone (restored below), so no signal handler runs on
+    // the child's stack; `trampoline` only runs `f`, which makes raw system calls on memory
+    // that outlives the clone because CLONE_VFORK suspends us until the child execs or exits.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = libc::clone(
-            child,
+            trampoline,
             stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&raw mut args).cast(),
+            (&raw mut t).cast(),
         );
         let errno = *libc::__errno_location();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid == -1 {
-            return Err(Report {
-                stage: Stage::Clone as i32,
-                errno,
-                ..Report::default()
-            });
+            return Err((Stage::Clone, errno));
         }
         pid
     };
-    // SAFETY: the child has exec'd or exited; nobody writes the report any more.
-    let report = unsafe { std::ptr::read_volatile(&raw const args.report) };
-    if report.errno != 0 {
+    // SAFETY: the child has exec'd or exited; nobody writes `failed` any more.
+    let (stage, errno) = unsafe { std::ptr::read_volatile(&raw const t.failed) };
+    if errno != 0 {
         let mut status = 0;
         // SAFETY: reaping our own child that already exited.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(report);
+        return Err((Stage::from_i32(stage), errno));
     }
-    Ok((pid, report))
+    Ok(pid)
 }
 
-extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ChildArgs` of `spawn`, alive while the parent is suspended.
+extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Trampoline` of `clone_vfork`, alive while the parent is suspended.
     unsafe {
-        let args = &mut *arg.cast::<ChildArgs<'_>>();
-        let (stage, errno) = child_steps(args.cmd, args.stdio, &mut args.report);
-        std::ptr::write_volatile(&raw mut args.report.stage, stage as i32);
-        std::ptr::write_volatile(&raw mut args.report.errno, errno.max(1));
+        let t = &mut *arg.cast::<Trampoline<'_, '_>>();
+        let (stage, errno) = (t.f)();
+        std::ptr::write_volatile(&raw mut t.failed, (stage as i32, errno.max(1)));
         libc::_exit(127)
     }
 }

@@ -102,6 +102,12 @@ pub fn start(cmd: &Prepared, stdio: Stdio, death: RawFd, null: RawFd) -> io::Res
         pid
     };
     drop(status_w);
+    await_started(pid, status_r)
+}
+
+/// Reads the supervisor `pid`'s first message on `status_r` (the command exec'd, or where it
+/// failed); reaps the supervisor when it failed.
+pub(super) fn await_started(pid: i32, status_r: OwnedFd) -> io::Result<Started> {
     let mut msg = [0u8; MSG_LEN];
     let first = read_full(status_r.as_raw_fd(), &mut msg);
     let fields = decode(&msg);
@@ -171,7 +177,7 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
 
 // ---- everything below runs in the supervisor: raw system calls only ----
 
-fn send(fd: RawFd, fields: [i32; 4]) {
+pub(super) fn send(fd: RawFd, fields: [i32; 4]) {
     let mut msg = [0u8; MSG_LEN];
     for (i, v) in fields.iter().enumerate() {
         msg[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
@@ -181,9 +187,14 @@ fn send(fd: RawFd, fields: [i32; 4]) {
     unsafe { libc::write(fd, msg.as_ptr().cast(), MSG_LEN) };
 }
 
-/// The supervisor's life. Never returns.
+/// The supervisor's life, in a forked agent or in a process of its own (`supexec`). Never
+/// returns. `keep` are the fds it must not close: `stdio`, `death`, `status` and `null`.
+///
+/// # Safety
+/// Every fd must be open; in a forked child of a multi-threaded process, only this function may
+/// run (it allocates nothing and takes no locks).
 #[allow(clippy::too_many_arguments)]
-unsafe fn run(
+pub(super) unsafe fn run(
     cmd: &Prepared,
     stdio: Stdio,
     keep: &[RawFd; 6],

@@ -1,0 +1,194 @@
+//! How supervisors start (`[api] tree_tracking`): exec'd from the wgagent binary (what the agent
+//! does) or forked (programs that link the library). An exec'd supervisor is the wgagent binary
+//! in its hidden mode, holds none of the agent's memory, passes everything a command needs
+//! (environment, stdin modes, nice/OOM, spawn failures with their stage) and falls back to a
+//! fork when the executable cannot be exec'd. tests/tree.rs runs its kills with exec'd
+//! supervisors; the agent killed by SIGKILL is tests/agent_bin.rs.
+
+#[path = "common/tree.rs"]
+mod tree_helpers;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tree_helpers::*;
+use wgagent::proc::{
+    Manager, ManagerConfig, ProcessId, Signal, StartSpec, StdinMode, SupervisorLaunch,
+};
+
+const T: Duration = Duration::from_secs(30);
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_wgagent"))
+}
+
+fn manager(launch: SupervisorLaunch) -> Manager {
+    Manager::new(ManagerConfig {
+        kill_grace: Duration::from_millis(500),
+        nice_increment: 5,
+        oom_score_adj: Some(998),
+        supervisor: launch,
+        ..Default::default()
+    })
+}
+
+fn spec(cmd: &str) -> StartSpec {
+    StartSpec {
+        command: cmd.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn finish(m: &Manager, id: &ProcessId) -> (String, i32) {
+    let exit = m.wait(id, T).await.unwrap().expect("process did not exit");
+    (m.get(id).unwrap().output.render().text, exit.code)
+}
+
+/// The supervisor of a running command: its shell's parent.
+fn supervisor_of(m: &Manager, id: &ProcessId) -> u32 {
+    let rec = m.get(id).unwrap();
+    let sup = proc_ppid(rec.pid).expect("the shell runs under its supervisor");
+    sup
+}
+
+/// Anonymous memory `pid` maps (its heap and stacks, or a fork's copy of ours), in KiB: what
+/// it holds of the agent whether or not another fork shares the same old pages (the
+/// `Private_*` figures would miss those; BENCHMARKS.md §1.4 reports them).
+fn anonymous_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+async fn kill(m: &Manager, id: &ProcessId) {
+    m.signal(id, Signal::Kill).unwrap();
+    m.wait(id, T).await.unwrap().expect("killed command ended");
+}
+
+#[tokio::test]
+async fn an_exec_supervisor_is_the_wgagent_binary_with_an_empty_environment() {
+    let m = manager(SupervisorLaunch::Exec(exe()));
+    let id = m
+        .start(StartSpec {
+            env: [("WGAGENT_TEST_SECRET".to_owned(), "s3cret".to_owned())].into(),
+            ..spec("echo $WGAGENT_TEST_SECRET; cat /proc/self/oom_score_adj; nice; sleep 30")
+        })
+        .unwrap();
+    let sup = supervisor_of(&m, &id);
+    let link = std::fs::read_link(format!("/proc/{sup}/exe")).unwrap();
+    assert_eq!(link, exe().canonicalize().unwrap());
+    let cmdline = std::fs::read(format!("/proc/{sup}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    assert_eq!(args[0], b"wgagent-sup");
+    assert_eq!(args[1], wgagent::proc::SUPERVISOR_MODE_ARG.as_bytes());
+    let comm = std::fs::read_to_string(format!("/proc/{sup}/comm")).unwrap();
+    assert_eq!(comm.trim(), "wgagent-sup");
+    // The command's variables went through the pipe, not the supervisor's command line or
+    // environment.
+    assert!(!String::from_utf8_lossy(&cmdline).contains("s3cret"));
+    assert!(
+        std::fs::read(format!("/proc/{sup}/environ"))
+            .unwrap()
+            .is_empty()
+    );
+    // The command got them, and its nice value and OOM score.
+    // SAFETY: getpriority has no pointer arguments.
+    let agent_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let want = format!("s3cret\n998\n{}\n", (agent_nice + 5).min(19));
+    for _ in 0..300 {
+        if m.get(&id).unwrap().output.render().text == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(m.get(&id).unwrap().output.render().text, want);
+    kill(&m, &id).await;
+}
+
+/// The property the exec is for: a forked supervisor keeps the pages the agent rewrote after
+/// the fork (its copy), an exec'd one keeps nothing of the agent.
+#[tokio::test]
+async fn an_exec_supervisor_holds_none_of_the_agents_memory() {
+    const MIB: usize = 32;
+    let mut heap = vec![1u8; MIB << 20];
+    let mut held = Vec::new();
+    for launch in [SupervisorLaunch::Fork, SupervisorLaunch::Exec(exe())] {
+        let m = manager(launch.clone());
+        let id = m.start(spec("sleep 30")).unwrap();
+        let sup = supervisor_of(&m, &id);
+        // The agent rewrites its memory: every page it shared with a forked supervisor is
+        // copied, and the supervisor's copy becomes private to it.
+        for (i, b) in heap.iter_mut().enumerate().step_by(4096) {
+            *b = b.wrapping_add(i as u8 | 1);
+        }
+        held.push((launch, anonymous_kib(sup)));
+        kill(&m, &id).await;
+    }
+    std::hint::black_box(&heap);
+    let (fork, exec) = (held[0].1, held[1].1);
+    // The measurement can tell: the forked supervisor holds the old copy of the buffer.
+    assert!(fork >= (MIB as u64 * 1024) * 9 / 10, "{held:?}");
+    // A fresh process of the binary: its own small heap and stacks, whatever the agent holds.
+    assert!(exec < 8 * 1024, "{held:?}");
+}
+
+#[tokio::test]
+async fn stdin_modes_through_an_exec_supervisor() {
+    let m = manager(SupervisorLaunch::Exec(exe()));
+    // A pipe on stdin.
+    let id = m
+        .start(StartSpec {
+            stdin: StdinMode::Pipe,
+            ..spec("cat")
+        })
+        .unwrap();
+    m.write_stdin(&id, b"through the pipe\n", true, T)
+        .await
+        .unwrap();
+    assert_eq!(finish(&m, &id).await, ("through the pipe\n".into(), 0));
+    // A pty: the command's stdin is a terminal, and its controlling one.
+    let id = m
+        .start(StartSpec {
+            stdin: StdinMode::Pty { rows: 24, cols: 80 },
+            ..spec("test -t 0 && echo is-a-tty; exec </dev/tty && echo has-ctty")
+        })
+        .unwrap();
+    let (out, code) = finish(&m, &id).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("is-a-tty") && out.contains("has-ctty"),
+        "{out:?}"
+    );
+    // A failure between clone and exec comes back with its stage and errno: tests/users.rs
+    // (a directory the user cannot enter, through an exec'd supervisor; needs root).
+}
+
+#[tokio::test]
+async fn an_executable_that_cannot_be_execd_falls_back_to_forking() {
+    let m = manager(SupervisorLaunch::Exec(
+        Path::new("/nonexistent-wgagent/wgagent").into(),
+    ));
+    for _ in 0..2 {
+        let id = m.start(spec("sleep 30")).unwrap();
+        let sup = supervisor_of(&m, &id);
+        // A fork of this test process.
+        let link = std::fs::read_link(format!("/proc/{sup}/exe")).unwrap();
+        assert_eq!(
+            link,
+            std::env::current_exe().unwrap().canonicalize().unwrap()
+        );
+        kill(&m, &id).await;
+    }
+}
+
+#[test]
+fn the_hidden_mode_refuses_a_hand_started_call() {
+    let out = std::process::Command::new(exe())
+        .arg(wgagent::proc::SUPERVISOR_MODE_ARG)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("started by the agent"));
+}
