@@ -38,7 +38,8 @@ use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+
+use parking_lot::RwLock;
 
 use super::spawn::{self, Prepared, Stack, Stage, Stdio};
 use super::supervisor::{self, MSG_FAILED, Started};
@@ -72,21 +73,20 @@ impl SupervisorLaunch {
     /// The executable to exec, or `None` to fork.
     pub fn exe(&self) -> Option<PathBuf> {
         match self {
-            Self::Auto => DEFAULT_EXE.get().cloned(),
+            Self::Auto => DEFAULT_EXE.read().clone(),
             Self::Fork => None,
             Self::Exec(p) => Some(p.clone()),
         }
     }
 }
 
-static DEFAULT_EXE: OnceLock<PathBuf> = OnceLock::new();
+static DEFAULT_EXE: RwLock<Option<PathBuf>> = RwLock::new(None);
 
-/// Makes `exe` (a wgagent binary) the supervisor executable of managers configured with
-/// [`SupervisorLaunch::Auto`] that start after this call; the first registration wins. For
-/// programs that link the library and ship the wgagent binary (tests and benches use
-/// `env!("CARGO_BIN_EXE_wgagent")`).
-pub fn set_default_supervisor_exe(exe: &Path) {
-    let _ = DEFAULT_EXE.set(exe.to_owned());
+/// Makes `exe` (a wgagent binary; `None`: fork) the supervisor executable of managers configured
+/// with [`SupervisorLaunch::Auto`] that start after this call. For programs that link the
+/// library and ship the wgagent binary (tests and benches use `env!("CARGO_BIN_EXE_wgagent")`).
+pub fn set_default_supervisor_exe(exe: Option<&Path>) {
+    *DEFAULT_EXE.write() = exe.map(Path::to_owned);
 }
 
 /// Call first thing in `main`, before any thread starts. When this process was started as a
@@ -95,7 +95,7 @@ pub fn set_default_supervisor_exe(exe: &Path) {
 pub fn run_supervisor_if_asked() {
     let mut args = std::env::args_os();
     if args.nth(1).as_deref() != Some(OsStr::new(MODE_ARG)) {
-        set_default_supervisor_exe(Path::new("/proc/self/exe"));
+        set_default_supervisor_exe(Some(Path::new("/proc/self/exe")));
         return;
     }
     let fds: Vec<RawFd> = args
