@@ -5,7 +5,9 @@
 //! data-path layouts are measured in the same run and interleaved, so that neither gets the
 //! quieter minutes of the shared machine: `threads = 1` (the single task) and the machine's
 //! default (`[interface] threads`), each one agent with its own `CLIENTS` control peers, all
-//! alive for the whole run.
+//! alive for the whole run. Their supervisors are exec'd from the wgagent binary, as the agent's
+//! are; a third setup (the default layout with supervisors forked from this process, as before
+//! the change) is measured alongside for comparison.
 //!
 //! 1. Latency: `execute {command: "true"}` one at a time, median and p99, the layouts taking
 //!    turns call by call (which goes first alternates), vs
@@ -38,20 +40,23 @@ const LATENCY_RUNS: usize = 300;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 8;
-/// `[interface] threads` of the two setups: the single task, and 0 = the machine's default.
-const LAYOUTS: [usize; 2] = [1, 0];
+/// `[interface] threads` of the setups (the single task, and 0 = the machine's default) and
+/// whether their supervisors are exec'd from the wgagent binary (what the agent does) or forked
+/// from this process (before issue 13's supervisor change; the last setup, for comparison).
+const LAYOUTS: [(usize, bool); 3] = [(1, true), (0, true), (0, false)];
 
 fn main() {
     common::block_on(run());
 }
 
-fn layout_name(threads: usize) -> String {
+fn layout_name(threads: usize, exec: bool) -> String {
+    let supervisors = if exec { "" } else { ", forked supervisors" };
     match threads {
         0 => format!(
-            "threads = {} (default)",
+            "threads = {} (default){supervisors}",
             config::Interface::default_threads()
         ),
-        n => format!("threads = {n}"),
+        n => format!("threads = {n}{supervisors}"),
     }
 }
 
@@ -77,8 +82,11 @@ impl Setup {
 
 async fn run() {
     let mut setups = Vec::new();
-    for (i, threads) in LAYOUTS.into_iter().enumerate() {
-        setups.push(setup(threads, i as u8).await);
+    for (i, (threads, exec)) in LAYOUTS.into_iter().enumerate() {
+        // The agent's manager takes the default as it is created.
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_wgagent"));
+        wgagent::proc::set_default_supervisor_exe(exec.then_some(exe));
+        setups.push(setup(threads, exec, i as u8).await);
     }
 
     // 1. Latency, the layouts taking turns call by call.
@@ -143,7 +151,7 @@ async fn run() {
     let mut base_rates = Vec::new();
     let before: Vec<_> = setups.iter().map(Setup::handoffs).collect();
     let mut done_calls = vec![0u64; setups.len()];
-    // The agents fork a supervisor per command, whose cost grows with this process's memory:
+    // A forked supervisor costs more as this process's memory grows (an exec'd one does not):
     // printed per round, since it drifts as records and buffers accumulate.
     let mut rss = vec![common::rss_kib()];
     for round in 0..ROUNDS {
@@ -256,7 +264,7 @@ fn local_rate() -> f64 {
 
 /// One agent at 100.64.`net`.10 that knows `CLIENTS` control peers at 100.64.`net`+100.1..,
 /// with `threads` data-path threads everywhere, warmed up.
-async fn setup(threads: usize, net: u8) -> Setup {
+async fn setup(threads: usize, exec: bool, net: u8) -> Setup {
     let agent_addr = format!("100.64.{net}.10");
     let agent_key = keys::generate();
     let agent_pub = keys::public_key(&agent_key);
@@ -298,7 +306,7 @@ async fn setup(threads: usize, net: u8) -> Setup {
         assert!(r.success, "{r:?}");
     }
     Setup {
-        name: layout_name(threads),
+        name: layout_name(threads, exec),
         agent,
         _server: server,
         manager,
