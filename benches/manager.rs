@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wgagent::proc::{Manager, ManagerConfig, StartSpec};
+use wgagent::proc::{Manager, ManagerConfig, StartSpec, SupervisorLaunch};
 
 fn spawn_true(c: &mut Criterion) {
     let mut g = c.benchmark_group("spawn_true");
@@ -73,10 +73,17 @@ fn spawn_true(c: &mut Criterion) {
                 })
             })
         });
-        for (tracking, label) in [(true, "tree_tracking_on"), (false, "tree_tracking_off")] {
+        // Supervisors forked from this process, or exec'd from the wgagent binary (the agent's).
+        let exec = SupervisorLaunch::Exec(env!("CARGO_BIN_EXE_wgagent").into());
+        for (tracking, supervisor, label) in [
+            (true, SupervisorLaunch::Fork, "tree_tracking_on"),
+            (true, exec, "tree_tracking_on_exec"),
+            (false, SupervisorLaunch::Fork, "tree_tracking_off"),
+        ] {
             let manager = rt.block_on(async {
                 Manager::new(ManagerConfig {
                     tree_tracking: tracking,
+                    supervisor,
                     ..ManagerConfig::default()
                 })
             });

@@ -290,9 +290,27 @@ async fn escapes_die_with_agent(sig: nix::sys::signal::Signal, tag: usize) {
         .await;
     assert_eq!(s, 200, "{v}");
     esc.wait_started().await;
+    // The agent exec'd the command's supervisor from its own binary (not a fork of itself).
+    let sups = exec_supervisors_of(agent.pid());
+    assert_eq!(sups.len(), 1, "supervisors of the agent: {sups:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid()), sig).unwrap();
     agent.wait_exit(Duration::from_secs(20));
     esc.wait_gone(Duration::from_secs(5)).await;
+}
+
+/// Children of `agent` that run the wgagent binary in its supervisor mode.
+fn exec_supervisors_of(agent: i32) -> Vec<u32> {
+    let mode = format!("wgagent-sup\0{}\0", wgagent::proc::SUPERVISOR_MODE_ARG);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| tree_helpers::proc_ppid(pid) == Some(agent as u32))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(mode.as_bytes()))
+        })
+        .collect()
 }
 
 #[tokio::test]

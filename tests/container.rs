@@ -262,7 +262,7 @@ fn run_through_tunnel(store: &Store, image: &str, runtime: &Runtime) {
         &b,
         "/api/v0/processes/start",
         Some(
-            r#"{"command":"echo hello from $(id -u) in $PWD; touch /usr/x 2>&1 || echo read-only; ls /etc/wgagent"}"#,
+            r#"{"command":"echo hello from $(id -u) in $PWD; touch /usr/x 2>&1 || echo read-only; ls /etc/wgagent; tr '\\0' ' ' </proc/$PPID/cmdline"}"#,
         ),
     );
     assert_eq!(status, 200, "{started}");
@@ -286,6 +286,15 @@ fn run_through_tunnel(store: &Store, image: &str, runtime: &Runtime) {
     assert!(
         text.contains("agent.key") && text.contains("agent.toml"),
         "{text}"
+    );
+    // The static binary in the container exec'd the supervisor from itself (/proc/self/exe),
+    // not a fork of the agent: the shell's parent runs in the hidden mode.
+    assert!(
+        text.contains(&format!(
+            "wgagent-sup {} ",
+            wgagent::proc::SUPERVISOR_MODE_ARG
+        )),
+        "the shell's parent is not an exec'd supervisor: {text}"
     );
     assert_eq!(output["exit_code"], 0, "{output}");
 
