@@ -11,10 +11,10 @@
 //!    (its own buffers, records and logs are what changes). Summed over the supervisors:
 //!    private memory (`Private_Clean + Private_Dirty` of `smaps_rollup`), PSS, page tables
 //!    (`VmPTE`), and the machine's `MemAvailable` drop.
-//! 2. Spawn cost against the agent's size: `start` → `wait` of `true`, one at a time (median,
+//! 2. Spawn cost against the agent's size (measured first, while the process is small): `start` → `wait` of `true`, one at a time (median,
 //!    p99) and `TASKS` concurrent tasks (commands/s), fork and exec taking turns, with the
-//!    process at its small size and again after it allocated and touched `BALLAST_MIB` (many
-//!    64 KiB blocks, like a heap). Baseline: `sh -c true` via `std::process::Command`.
+//!    process at its small size and again after it allocated and touched a quarter of and then
+//!    all of `BALLAST_MIB` (many 64 KiB blocks, like a heap). Baseline: `sh -c true` via `std::process::Command`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -61,8 +61,9 @@ fn manager(launch: &SupervisorLaunch) -> Manager {
 
 async fn run() {
     println!("bench process RSS at start: {:.1} MiB", mib(rss_kib()));
-    memory().await;
+    // Spawn cost first, while this process is small (the memory section leaves records behind).
     spawn_cost().await;
+    memory().await;
 }
 
 fn mib(kib: u64) -> f64 {
@@ -213,7 +214,7 @@ async fn spawn_cost() {
     );
     println!("|---|---|---|---|---|---|");
     let mut ballast: Vec<Vec<u8>> = Vec::new();
-    for extra in [0, BALLAST_MIB] {
+    for extra in [0, BALLAST_MIB / 4, BALLAST_MIB] {
         while ballast.len() * 64 < extra * 1024 {
             ballast.push(vec![1u8; 64 << 10]);
         }
