@@ -47,8 +47,7 @@ async fn finish(m: &Manager, id: &ProcessId) -> (String, i32) {
 /// The supervisor of a running command: its shell's parent.
 fn supervisor_of(m: &Manager, id: &ProcessId) -> u32 {
     let rec = m.get(id).unwrap();
-    let sup = proc_ppid(rec.pid).expect("the shell runs under its supervisor");
-    sup
+    proc_ppid(rec.pid).expect("the shell runs under its supervisor")
 }
 
 /// Anonymous memory `pid` maps (its heap and stacks, or a fork's copy of ours), in KiB: what

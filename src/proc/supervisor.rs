@@ -2,10 +2,11 @@
 //!
 //! Owns: forking the supervisor, its loop, and walking and signalling its descendant tree.
 //! Leaves to the manager: deciding when to terminate or kill, reading the status pipe, reaping
-//! the supervisor.
+//! the supervisor; to `supexec`: starting it as a process of its own (what the wgagent binary
+//! does; the fork here is for programs that link the library, and the fallback).
 //!
 //! ```text
-//! agent ──fork──► supervisor (child subreaper, own session) ──clone/exec──► sh -c … ─► …
+//! agent ──exec or fork──► supervisor (child subreaper, own session) ──clone/exec──► sh -c …
 //!   │  status pipe ◄── "spawned pid" / "sh exited status"; EOF = supervisor gone = tree empty
 //!   │  death pipe  ──► HUP when the agent dies (even by SIGKILL) or drops the manager
 //!   └─ SIGTERM / SIGUSR1 to the supervisor = terminate / kill the whole tree
@@ -25,9 +26,9 @@
 //!
 //! The command sees nothing of this except that its shell's parent is the supervisor.
 //!
-//! The supervisor is a fork of a multi-threaded process, so it only makes raw system calls
-//! on memory prepared before the fork and on its own stack: no allocation, no locks, no panics
-//! (every index is checked).
+//! The supervisor can be a fork of a multi-threaded process, so its loop only makes raw system
+//! calls on memory prepared before the fork and on its own stack: no allocation, no locks, no
+//! panics (every index is checked). Exec'd, it runs the same loop.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
