@@ -164,22 +164,50 @@ async fn stdin_modes_through_an_exec_supervisor() {
     // (a directory the user cannot enter, through an exec'd supervisor; needs root).
 }
 
+/// A missing executable, and one that is not a wgagent binary (it exits without a word):
+/// nothing runs twice, the start succeeds with a forked supervisor, and so do later ones.
 #[tokio::test]
 async fn an_executable_that_cannot_be_execd_falls_back_to_forking() {
-    let m = manager(SupervisorLaunch::Exec(
-        Path::new("/nonexistent-wgagent/wgagent").into(),
-    ));
+    for exe in ["/nonexistent-wgagent/wgagent", "/bin/true"] {
+        let m = manager(SupervisorLaunch::Exec(Path::new(exe).into()));
+        fell_back(&m).await;
+    }
+}
+
+async fn fell_back(m: &Manager) {
     for _ in 0..2 {
         let id = m.start(spec("sleep 30")).unwrap();
-        let sup = supervisor_of(&m, &id);
+        let sup = supervisor_of(m, &id);
         // A fork of this test process.
         let link = std::fs::read_link(format!("/proc/{sup}/exe")).unwrap();
         assert_eq!(
             link,
             std::env::current_exe().unwrap().canonicalize().unwrap()
         );
-        kill(&m, &id).await;
+        kill(m, &id).await;
     }
+}
+
+/// A command and environment far bigger than a pipe's buffer (the agent writes the hand-over
+/// while the supervisor reads it).
+#[tokio::test]
+async fn a_command_bigger_than_a_pipe_buffer_reaches_an_exec_supervisor() {
+    let m = manager(SupervisorLaunch::Exec(exe()));
+    let value = "v".repeat(60 << 10);
+    let env = (0..5)
+        .map(|i| (format!("WGAGENT_BIG_{i}"), value.clone()))
+        .collect();
+    let id = m
+        .start(StartSpec {
+            env,
+            ..spec(&format!(
+                "test ${{#WGAGENT_BIG_4}} = {} && echo ok # {}",
+                value.len(),
+                "x".repeat(100 << 10)
+            ))
+        })
+        .unwrap();
+    assert_eq!(finish(&m, &id).await, ("ok\n".into(), 0));
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub const MSG_SPAWNED: i32 = 1;
 pub const MSG_FAILED: i32 = 2;
 /// `[MSG_EXITED, wait status, 1 if the tree is empty else 0, 0]`.
 pub const MSG_EXITED: i32 = 3;
+/// `[MSG_READY, 0, 0, 0]`: an exec'd supervisor runs its hidden mode (first, before it reads
+/// the command; see `supexec`).
+pub const MSG_READY: i32 = 4;
 
 /// Signal the agent sends the supervisor to kill the whole tree (SIGTERM terminates it).
 pub const KILL_TREE: libc::c_int = libc::SIGUSR1;
@@ -157,7 +160,7 @@ fn reap(pid: i32) {
 }
 
 /// Reads exactly `buf.len()` bytes (blocking); `Ok(false)` on EOF first.
-fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
+pub(super) fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: reading into the unfilled part of `buf`.

@@ -28,7 +28,9 @@
 //! program that links the library without that call (tests, benches, embedders) forks, unless
 //! it names a binary that has the mode ([`set_default_supervisor_exe`] or
 //! [`SupervisorLaunch::Exec`], e.g. the built `wgagent`). If the exec fails (no `/proc`, a
-//! security policy), the manager logs it and forks from then on.
+//! security policy) or the program does not answer that it runs the mode (not a wgagent
+//! binary, a dynamic loader that cannot start it with the empty environment), nothing was
+//! started: the manager logs it, forks this supervisor and every later one.
 //!
 //! Nothing secret is on the supervisor's command line: the command's environment travels on
 //! the pipe, and the supervisor runs with an empty environment of its own (a command's
@@ -42,13 +44,17 @@ use std::path::{Path, PathBuf};
 use parking_lot::RwLock;
 
 use super::spawn::{self, Prepared, Stack, Stage, Stdio};
-use super::supervisor::{self, MSG_FAILED, Started};
+use super::supervisor::{self, MSG_FAILED, MSG_LEN, MSG_READY, Started};
 
 /// `argv[1]` of a supervisor: the hidden mode, and the version of the hand-over format.
 pub const MODE_ARG: &str = "--wgagent-supervisor-v1";
 
 /// `argv[0]` of a supervisor (what `ps` shows; `comm` is set to `wgagent-sup` as well).
 const ARGV0: &CStr = c"wgagent-sup";
+
+/// How long the agent waits for a new supervisor's first word before it calls the executable
+/// unusable (a wrong binary could run for ever).
+const READY_WITHIN_MS: libc::c_int = 10_000;
 
 /// The largest command hand-over accepted (a command line and environment are far smaller:
 /// `execve` itself refuses more than a few MiB).
@@ -107,6 +113,9 @@ pub fn run_supervisor_if_asked() {
         eprintln!("wgagent: {MODE_ARG} is started by the agent itself, with its pipes");
         std::process::exit(2);
     };
+    // Tells the agent that this binary has the mode (an executable without it would exit
+    // without a word, and the agent then forks instead).
+    supervisor::send(status, [MSG_READY, 0, 0, 0]);
     let e = serve(status, death, spec, null, stdin, stdout, stderr, tty != 0);
     supervisor::send(
         status,
@@ -180,7 +189,8 @@ fn read_spec(fd: RawFd) -> io::Result<Vec<u8>> {
 
 /// Why [`start`] failed.
 pub(crate) enum Error {
-    /// The executable could not be exec'd (the manager forks instead).
+    /// The executable could not be exec'd, or it ended without saying it runs the supervisor
+    /// mode; nothing was started (the manager forks instead).
     Exe(io::Error),
     /// Anything else: the supervisor ran and reported, or a pipe failed.
     Other(io::Error),
@@ -253,5 +263,30 @@ pub(crate) fn start(
         .write_all(&(spec.len() as u64).to_ne_bytes())
         .and_then(|()| pipe.write_all(&spec));
     drop(pipe);
+    let mut msg = [0u8; MSG_LEN];
+    let mut ready = libc::pollfd {
+        fd: status_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd of ours.
+    let r = match unsafe { libc::poll(&mut ready, 1, READY_WITHIN_MS) } {
+        1 => supervisor::read_full(status_r.as_raw_fd(), &mut msg),
+        _ => Err(io::Error::from(io::ErrorKind::TimedOut)),
+    };
+    if !matches!(r, Ok(true) if supervisor::decode(&msg)[0] == MSG_READY) {
+        let mut st = 0;
+        // SAFETY: our own child, not reaped yet, so the pid is still its own: whatever program
+        // it runs, it ends here.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, &mut st, 0);
+        }
+        let why = match r {
+            Err(e) => e.to_string(),
+            Ok(_) => "it is not a wgagent binary with the supervisor mode".to_owned(),
+        };
+        return Err(Error::Exe(io::Error::other(why)));
+    }
     supervisor::await_started(pid, status_r).map_err(Error::Other)
 }
