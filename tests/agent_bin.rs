@@ -42,6 +42,21 @@ fn start_agent(agent: &Keypair, control: &Keypair) -> Agent {
 
 /// [`start_agent`] with this log filter (`RUST_LOG`).
 fn start_agent_with(agent: &Keypair, control: &Keypair, log: &str) -> Agent {
+    start_agent_from(
+        std::path::Path::new(env!("CARGO_BIN_EXE_wgagent")),
+        agent,
+        control,
+        log,
+    )
+}
+
+/// [`start_agent_with`] from this executable.
+fn start_agent_from(
+    binary: &std::path::Path,
+    agent: &Keypair,
+    control: &Keypair,
+    log: &str,
+) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("agent.key");
     std::fs::write(&key_file, keys::encode_private(&agent.secret)).unwrap();
@@ -63,7 +78,7 @@ fn start_agent_with(agent: &Keypair, control: &Keypair, log: &str) -> Agent {
     );
     let cfg_path = dir.path().join("agent.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgagent"))
+    let mut child = Command::new(binary)
         .args(["agent", "--config"])
         .arg(&cfg_path)
         .env("RUST_LOG", log)
@@ -296,6 +311,46 @@ async fn escapes_die_with_agent(sig: nix::sys::signal::Signal, tag: usize) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid()), sig).unwrap();
     agent.wait_exit(Duration::from_secs(20));
     esc.wait_gone(Duration::from_secs(5)).await;
+}
+
+/// An upgrade replaces the binary on disk while the agent runs: supervisors are still exec'd
+/// from the running executable (`/proc/self/exe`), not from what the path names now.
+#[tokio::test]
+async fn supervisors_start_after_the_binary_was_replaced_on_disk() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wgagent"));
+    // A second name for the built binary (a hard link: no copy), then replaced by a script.
+    let path = bin.with_file_name(format!("wgagent-replaced-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    std::fs::hard_link(bin, &path).unwrap();
+    let (ak, ck) = (keypair(), keypair());
+    let agent = start_agent_from(&path, &ak, &ck, "info");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "#!/bin/sh\nexit 99\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let control = control_of(&agent, &ak, &ck).await;
+    let mut h = Http::connect(&control, api_addr()).await.unwrap();
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v0/processes/start",
+            Some(json!({"command": "tr '\\0' ' ' </proc/$PPID/cmdline"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, out) = h
+        .call(
+            "GET",
+            &format!("/api/v0/processes/{id}/output?wait=true&timeout_ms=10000"),
+            None,
+        )
+        .await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out["exit_code"], 0, "{out}");
+    let text = out["output"].as_str().unwrap_or_default();
+    let mode = format!("wgagent-sup {} ", wgagent::proc::SUPERVISOR_MODE_ARG);
+    assert!(text.starts_with(&mode), "{out}");
 }
 
 /// Children of `agent` that run the wgagent binary in its supervisor mode.
