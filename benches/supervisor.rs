@@ -13,8 +13,8 @@
 //!    (`VmPTE`), and the machine's `MemAvailable` drop.
 //! 2. Spawn cost against the agent's size (measured first, while the process is small): `start` → `wait` of `true`, one at a time (median,
 //!    p99) and `TASKS` concurrent tasks (commands/s), fork and exec taking turns, with the
-//!    process at its small size and again after it allocated and touched a quarter of and then
-//!    all of `BALLAST_MIB` (many 64 KiB blocks, like a heap). Baseline: `sh -c true` via `std::process::Command`.
+//!    process at its small size and again after it allocated and touched 16, 48 and
+//!    `BALLAST_MIB` MiB (many 64 KiB blocks, like a heap). Baseline: `sh -c true` via `std::process::Command`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -214,7 +214,7 @@ async fn spawn_cost() {
     );
     println!("|---|---|---|---|---|---|");
     let mut ballast: Vec<Vec<u8>> = Vec::new();
-    for extra in [0, BALLAST_MIB / 4, BALLAST_MIB] {
+    for extra in [0, 16, 48, BALLAST_MIB] {
         while ballast.len() * 64 < extra * 1024 {
             ballast.push(vec![1u8; 64 << 10]);
         }
