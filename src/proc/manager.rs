@@ -1151,8 +1151,6 @@ impl<'a> StdinLease<'a> {
     }
 }
 
-/// A new pseudo-terminal of the given size: (master, slave), both close-on-exec and above the
-/// standard streams.
 /// The reused clone stack, mapped on first use.
 fn stack(slot: &mut Option<Stack>) -> std::io::Result<&mut Stack> {
     match slot {
@@ -1187,6 +1185,8 @@ fn start_supervisor(
     supervisor::start(cmd, stdio, death, null)
 }
 
+/// A new pseudo-terminal of the given size: (master, slave), both close-on-exec and above the
+/// standard streams.
 fn open_pty(rows: u16, cols: u16) -> std::io::Result<(OwnedFd, OwnedFd)> {
     let ws = nix::pty::Winsize {
         ws_row: rows,

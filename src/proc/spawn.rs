@@ -428,10 +428,9 @@ impl Drop for Stack {
 /// supervisor calls it in a forked child.
 pub fn spawn(cmd: &Prepared, stdio: Stdio, stack: &mut Stack) -> Result<(i32, Report), Report> {
     let mut report = Report::default();
-    // SAFETY: `child_steps` only makes raw system calls on `cmd` and `report`.
-    let r = clone_vfork(stack, &mut || unsafe {
-        child_steps(cmd, stdio, &mut report)
-    });
+    // SAFETY: `child_steps` only makes raw system calls on `cmd` and `report`, which outlive
+    // the call.
+    let r = unsafe { clone_vfork(stack, &mut || child_steps(cmd, stdio, &mut report)) };
     // SAFETY: the child has exec'd or exited; nobody writes the report any more.
     let report = unsafe { std::ptr::read_volatile(&raw const report) };
     match r {
@@ -462,7 +461,15 @@ struct Trampoline<'a, 'b> {
 /// The child inherits an all-blocked signal mask (restored here in the parent), so no handler
 /// of ours runs on its stack; `exec` keeps that mask, so `f` must set the mask the new program
 /// should start with.
-pub(crate) fn clone_vfork(stack: &mut Stack, f: &mut ChildFn<'_>) -> Result<i32, (Stage, i32)> {
+///
+/// # Safety
+/// `f` runs on `stack` in our memory while we are suspended: it may only make raw system calls
+/// on memory that outlives this call (no allocation, no locks, no panics, and no libc wrapper
+/// that acts on every thread, such as `setuid`).
+pub(crate) unsafe fn clone_vfork(
+    stack: &mut Stack,
+    f: &mut ChildFn<'_>,
+) -> Result<i32, (Stage, i32)> {
     let mut t = Trampoline { f, failed: (0, 0) };
     // SAFETY: all-blocked mask around the clone (restored below), so no signal handler runs on
     // the child's stack; `trampoline` only runs `f`, which makes raw system calls on memory

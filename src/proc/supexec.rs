@@ -227,19 +227,20 @@ pub(crate) fn start(
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     // SAFETY: errno is readable at any time.
     let errno = || unsafe { *libc::__errno_location() };
-    let pid = spawn::clone_vfork(stack, &mut || {
-        // SAFETY: raw system calls on memory prepared above. The child has its own fd table
-        // (no CLONE_FILES): clearing close-on-exec there leaves the agent's fds alone.
-        unsafe {
+    // SAFETY: the child only makes raw system calls on memory prepared above, which outlives
+    // the call. It has its own fd table (no CLONE_FILES): clearing close-on-exec there leaves
+    // the agent's fds alone.
+    let pid = unsafe {
+        spawn::clone_vfork(stack, &mut || {
             for fd in pass {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                     return (Stage::Supervisor, errno());
                 }
             }
             libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        }
-        (Stage::Supervisor, errno())
-    });
+            (Stage::Supervisor, errno())
+        })
+    };
     let pid = match pid {
         Ok(pid) => pid,
         Err((Stage::Supervisor, e)) => return Err(Error::Exe(io::Error::from_raw_os_error(e))),
