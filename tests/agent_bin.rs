@@ -353,7 +353,8 @@ async fn supervisors_start_after_the_binary_was_replaced_on_disk() {
     assert!(text.starts_with(&mode), "{out}");
 }
 
-/// Children of `agent` that run the wgagent binary in its supervisor mode.
+/// Children of `agent` that are supervisors forked by its helper from the wgagent binary (the
+/// helper itself, also a child, is named `wgagent-zygote`).
 fn exec_supervisors_of(agent: i32) -> Vec<u32> {
     let mode = format!("wgagent-sup\0{}\0", wgagent::proc::SUPERVISOR_MODE_ARG);
     std::fs::read_dir("/proc")
@@ -364,6 +365,10 @@ fn exec_supervisors_of(agent: i32) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| c.starts_with(mode.as_bytes()))
+        })
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "wgagent-sup")
         })
         .collect()
 }

@@ -219,3 +219,61 @@ fn the_hidden_mode_refuses_a_hand_started_call() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("started by the agent"));
 }
+
+/// Pipe inodes (`pipe:[N]`) among `pid`'s open fds.
+fn pipes_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The helper that forked `sup`: our child named `wgagent-zygote` holding the same death pipe
+/// (a pipe every supervisor of one manager and its helper share).
+fn helper_of(sup: u32) -> u32 {
+    let shared = pipes_of(sup);
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| proc_ppid(p) == Some(me))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "wgagent-zygote")
+        })
+        .find(|&p| pipes_of(p).iter().any(|x| shared.contains(x)))
+        .expect("the supervisor's helper")
+}
+
+/// Supervisors are forked by one helper per manager but are the agent's own children; a helper
+/// that dies is replaced at the next start, and dropping the manager ends and reaps it.
+#[tokio::test]
+async fn the_helper_is_replaced_when_it_dies_and_ends_with_the_manager() {
+    let m = manager(SupervisorLaunch::Exec(exe()));
+    let first = m.start(spec("sleep 30")).unwrap();
+    let sup = supervisor_of(&m, &first);
+    assert_eq!(proc_ppid(sup), Some(std::process::id()), "CLONE_PARENT");
+    let helper = helper_of(sup);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+    let second = m.start(spec("sleep 30")).unwrap();
+    let sup2 = supervisor_of(&m, &second);
+    assert_eq!(proc_ppid(sup2), Some(std::process::id()));
+    let helper2 = helper_of(sup2);
+    assert_ne!(helper2, helper);
+    assert!(proc_state(helper).is_none(), "the dead helper was reaped");
+    // The first command's supervisor outlived its helper and still kills its tree.
+    kill(&m, &first).await;
+    kill(&m, &second).await;
+    drop(m);
+    assert!(
+        proc_state(helper2).is_none(),
+        "the helper ended with the manager"
+    );
+}

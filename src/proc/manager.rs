@@ -37,7 +37,7 @@ use super::spawn::{self, Host, Prepared, Priority, SpawnFailure, Stack, Stage, S
 use super::state::StateDir;
 use super::supervise::{Spawned, Tree, signal_tree, supervise};
 use super::supervisor;
-use super::supexec::{self, SupervisorLaunch};
+use super::supexec::{self, Helper, SupervisorLaunch};
 use super::user::{User, UserError};
 
 /// Default `oom_score_adj` of children: 998, so the OOM killer picks them before the agent.
@@ -285,8 +285,10 @@ struct State {
     shutting_down: bool,
     /// The clone child's stack, reused (starts are serialised by this lock).
     stack: Option<Stack>,
-    /// The executable supervisors are exec'd from; `None`: they are forked.
+    /// The executable of the supervisors' helper; `None`: supervisors are forked from us.
     supervisor_exe: Option<CString>,
+    /// The helper that forks supervisors, started on first use.
+    helper: Option<Helper>,
 }
 
 impl Manager {
@@ -1159,8 +1161,9 @@ fn stack(slot: &mut Option<Stack>) -> std::io::Result<&mut Stack> {
     }
 }
 
-/// Starts the supervisor of `cmd`: exec'd when the state names an executable (and forked from
-/// then on if that exec fails), else forked.
+/// Starts the supervisor of `cmd`: forked by the manager's helper (exec'd from the wgagent
+/// binary, see `supexec`) when the state names an executable, else forked from the agent. A
+/// helper that fails is replaced once; when that fails too, the agent forks from then on.
 fn start_supervisor(
     st: &mut State,
     cmd: &Prepared,
@@ -1168,19 +1171,38 @@ fn start_supervisor(
     death: RawFd,
     null: RawFd,
 ) -> std::io::Result<supervisor::Started> {
+    let mut unusable = None;
     if let Some(exe) = &st.supervisor_exe {
-        let stack = stack(&mut st.stack)?;
-        match supexec::start(exe, cmd, stdio, death, null, stack) {
-            Ok(s) => return Ok(s),
-            Err(supexec::Error::Other(e)) => return Err(e),
-            Err(supexec::Error::Exe(e)) => {
-                tracing::warn!(
-                    exe = %exe.to_string_lossy(),
-                    "executing the process supervisor failed ({e}); forking supervisors from now on"
-                );
-                st.supervisor_exe = None;
+        for _ in 0..2 {
+            let helper = match &mut st.helper {
+                Some(h) => h,
+                slot => match Helper::start(exe, death, null, stack(&mut st.stack)?) {
+                    Ok(h) => slot.insert(h),
+                    Err(e) => {
+                        unusable = Some(e);
+                        break;
+                    }
+                },
+            };
+            match helper.start_supervisor(cmd, stdio) {
+                Ok(s) => return Ok(s),
+                Err(supexec::Error::Other(e)) => return Err(e),
+                Err(supexec::Error::Helper(e)) => {
+                    tracing::warn!("the process supervisor helper failed ({e}); starting another");
+                    // Dropping it kills and reaps it; nothing was started.
+                    st.helper = None;
+                    unusable = Some(e);
+                }
             }
         }
+        tracing::warn!(
+            exe = %exe.to_string_lossy(),
+            "starting the process supervisor helper failed ({}); forking supervisors from now on",
+            unusable.as_ref().map(ToString::to_string).unwrap_or_default()
+        );
+    }
+    if unusable.is_some() {
+        st.supervisor_exe = None;
     }
     supervisor::start(cmd, stdio, death, null)
 }

@@ -347,8 +347,8 @@ unsafe fn loop_without_signals(sh: i32, status: RawFd) -> ! {
     }
 }
 
-/// Closes every fd except `keep` (close_range over the gaps).
-unsafe fn close_all_but(keep: &[RawFd; 6]) {
+/// Closes every fd except `keep` (close_range over the gaps; negative entries are ignored).
+pub(super) unsafe fn close_all_but(keep: &[RawFd; 6]) {
     let mut sorted = *keep;
     sorted.sort_unstable();
     let mut lo: u32 = 0;

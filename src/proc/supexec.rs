@@ -38,13 +38,13 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use parking_lot::RwLock;
 
 use super::spawn::{self, Prepared, Stack, Stage, Stdio};
-use super::supervisor::{self, MSG_FAILED, MSG_LEN, MSG_READY, Started};
+use super::supervisor::{self, MSG_FAILED, MSG_READY, Started};
 
 /// `argv[1]` of a supervisor: the hidden mode, and the version of the hand-over format.
 pub const MODE_ARG: &str = "--wgagent-supervisor-v1";
@@ -96,8 +96,8 @@ pub fn set_default_supervisor_exe(exe: Option<&Path>) {
 }
 
 /// Call first thing in `main`, before any thread starts. When this process was started as a
-/// command's supervisor, it becomes that supervisor and never returns. Otherwise it returns at
-/// once, and managers of this process exec `/proc/self/exe` as their supervisors.
+/// manager's supervisor helper, it becomes that helper and never returns. Otherwise it returns
+/// at once, and managers of this process exec `/proc/self/exe` for their supervisors.
 pub fn run_supervisor_if_asked() {
     let mut args = std::env::args_os();
     if args.nth(1).as_deref() != Some(OsStr::new(MODE_ARG)) {
@@ -107,43 +107,19 @@ pub fn run_supervisor_if_asked() {
     let fds: Vec<RawFd> = args
         .filter_map(|a| a.to_str().and_then(|s| s.parse().ok()))
         .collect();
-    let Ok::<[RawFd; 8], _>([status, death, spec, null, stdin, stdout, stderr, tty]) =
-        fds.try_into()
-    else {
-        eprintln!("wgagent: {MODE_ARG} is started by the agent itself, with its pipes");
+    let Ok::<[RawFd; 3], _>([sock, death, null]) = fds.try_into() else {
+        eprintln!("wgagent: {MODE_ARG} is started by the agent itself, with its sockets");
         std::process::exit(2);
     };
-    // Tells the agent that this binary has the mode (an executable without it would exit
-    // without a word, and the agent then forks instead).
-    supervisor::send(status, [MSG_READY, 0, 0, 0]);
-    let e = serve(status, death, spec, null, stdin, stdout, stderr, tty != 0);
-    supervisor::send(
-        status,
-        [
-            MSG_FAILED,
-            Stage::Supervisor as i32,
-            e.raw_os_error().unwrap_or(libc::EINVAL),
-            0,
-        ],
-    );
-    std::process::exit(127);
+    helper(sock, death, null)
 }
 
-/// The hidden mode: reads the command, then lives as its supervisor. Returns only on failure.
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    status: RawFd,
-    death: RawFd,
-    spec: RawFd,
-    null: RawFd,
-    stdin: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
-    tty: bool,
-) -> io::Error {
-    // SAFETY: signal mask and dispositions of this single-threaded process. The agent cloned
-    // us with every signal blocked, which exec kept; the supervisor reads the ones it wants
-    // from a signalfd. SIGCHLD must not be ignored (children would be reaped by the kernel).
+/// The helper's life: forks one supervisor per request on `sock`, until the agent closes it.
+fn helper(sock: RawFd, death: RawFd, null: RawFd) -> ! {
+    // SAFETY: signal mask and dispositions of this single-threaded process, inherited by every
+    // supervisor it forks. The agent cloned us with every signal blocked, which exec kept; a
+    // supervisor reads the ones it wants from a signalfd. SIGCHLD must not be ignored (its
+    // children would be reaped by the kernel).
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -151,8 +127,131 @@ fn serve(
         for sig in [libc::SIGCHLD, libc::SIGTERM, supervisor::KILL_TREE] {
             libc::signal(sig, libc::SIG_DFL);
         }
+        libc::prctl(libc::PR_SET_NAME, c"wgagent-zygote".as_ptr(), 0, 0, 0);
+        // Nothing of the agent's but these three (its terminal or log pipe must not be held
+        // open by us).
+        supervisor::close_all_but(&[sock, death, null, -1, -1, -1]);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
     }
-    let cmd = match read_spec(spec).and_then(|b| Prepared::decode(&b)) {
+    // Tells the agent that this binary has the mode (an executable without it would exit
+    // without a word, and the agent then forks instead).
+    let _ = send_words(sock, &[MSG_READY, 0]);
+    loop {
+        let Some(req) = receive(sock) else {
+            // The agent closed its end (dropped the manager, or died).
+            std::process::exit(0);
+        };
+        // SAFETY: clone without CLONE_VM: a fork whose child's parent is our parent (the
+        // agent), so the agent reaps it, waits for it by pidfd and signals it as its own child.
+        // This process is single-threaded, so the child may do anything.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_PARENT | libc::SIGCHLD,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            // SAFETY: closing our copy of the helper's socket in the child.
+            unsafe { libc::close(sock) };
+            let e = serve(&req, death, null);
+            supervisor::send(
+                req.status,
+                [
+                    MSG_FAILED,
+                    Stage::Supervisor as i32,
+                    e.raw_os_error().unwrap_or(libc::EINVAL),
+                    0,
+                ],
+            );
+            // SAFETY: ends the child at once (no exit handlers of the helper's).
+            unsafe { libc::_exit(127) };
+        }
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let reply = if pid > 0 {
+            [pid as i32, 0]
+        } else {
+            [-1, errno]
+        };
+        drop(req);
+        if send_words(sock, &reply).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// One supervisor to fork: the fds the agent passed.
+struct Request {
+    status: RawFd,
+    spec: RawFd,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    tty: bool,
+    /// Every fd received, closed on drop (in the helper, once the child has its copies).
+    _fds: Vec<OwnedFd>,
+}
+
+/// The next request on `sock`; `None` when the agent closed it (or sent garbage).
+fn receive(sock: RawFd) -> Option<Request> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    loop {
+        let mut byte = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; PASSED_FDS]);
+        let msg = match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        };
+        if msg.bytes == 0 {
+            return None;
+        }
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: fds the kernel just installed for us; nobody else owns them.
+                fds.extend(
+                    got.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let Ok::<[RawFd; PASSED_FDS], _>([status, spec, stdin, stdout, stderr]) = raw.try_into()
+        else {
+            return None;
+        };
+        return Some(Request {
+            status,
+            spec,
+            stdin,
+            stdout,
+            stderr,
+            tty: byte[0] != 0,
+            _fds: fds,
+        });
+    }
+}
+
+/// Native-endian `i32`s as one message on the helper's socket.
+fn send_words(sock: RawFd, words: &[i32]) -> io::Result<()> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    nix::sys::socket::send(sock, &bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// In a forked supervisor: reads the command, then lives as its supervisor. Returns only on
+/// failure.
+fn serve(req: &Request, death: RawFd, null: RawFd) -> io::Error {
+    let cmd = match read_spec(req.spec).and_then(|b| Prepared::decode(&b)) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -161,21 +260,21 @@ fn serve(
         Err(e) => return e,
     };
     let stdio = Stdio {
-        stdin,
-        stdout,
-        stderr,
-        tty,
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+        tty: req.tty,
     };
-    let keep = [stdin, stdout, stderr, death, status, null];
-    // SAFETY: the fds are the ones the agent passed (open: they were inherited); this process
-    // is single-threaded.
-    unsafe { supervisor::run(&cmd, stdio, &keep, death, status, null, &mut stack) }
+    let keep = [req.stdin, req.stdout, req.stderr, death, req.status, null];
+    // SAFETY: the fds are open (received or inherited); this process is single-threaded.
+    unsafe { supervisor::run(&cmd, stdio, &keep, death, req.status, null, &mut stack) }
 }
 
-/// Reads the length-prefixed command from `fd` and closes it.
+/// Reads the length-prefixed command from `fd`.
 fn read_spec(fd: RawFd) -> io::Result<Vec<u8>> {
-    // SAFETY: the spec pipe's read end, passed to us alone; the File closes it.
-    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: a borrowed view of the spec pipe: ManuallyDrop keeps the fd open (the request
+    // owns it).
+    let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     let mut len = [0u8; 8];
     pipe.read_exact(&mut len)?;
     let len = u64::from_ne_bytes(len);
@@ -187,107 +286,167 @@ fn read_spec(fd: RawFd) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Why [`start`] failed.
+/// Fds passed per supervisor: status pipe, spec pipe, stdin, stdout, stderr.
+const PASSED_FDS: usize = 5;
+
+/// Why starting a supervisor through the helper failed.
 pub(crate) enum Error {
-    /// The executable could not be exec'd, or it ended without saying it runs the supervisor
-    /// mode; nothing was started (the manager forks instead).
-    Exe(io::Error),
+    /// The helper is unusable (died, not a wgagent binary, no answer); nothing was started. The
+    /// manager starts a new helper, or forks.
+    Helper(io::Error),
     /// Anything else: the supervisor ran and reported, or a pipe failed.
     Other(io::Error),
 }
 
-/// Clones and execs `exe` as the supervisor of `cmd`, and hands the command over. Blocks until
-/// the command was exec'd (or failed), like [`supervisor::start`]. `stack` is only used until
-/// the supervisor has exec'd.
-pub(crate) fn start(
-    exe: &CStr,
-    cmd: &Prepared,
-    stdio: Stdio,
-    death: RawFd,
-    null: RawFd,
-    stack: &mut Stack,
-) -> Result<Started, Error> {
-    let spec = cmd.encode();
-    let (status_r, status_w) = spawn::pipe().map_err(Error::Other)?;
-    let (spec_r, spec_w) = spawn::pipe().map_err(Error::Other)?;
-    let pass = [
-        status_w.as_raw_fd(),
-        death,
-        spec_r.as_raw_fd(),
-        null,
-        stdio.stdin,
-        stdio.stdout,
-        stdio.stderr,
-    ];
-    let number = |v: i32| CString::new(v.to_string()).unwrap_or_default();
-    let mut args = vec![ARGV0.to_owned(), CString::new(MODE_ARG).unwrap_or_default()];
-    args.extend(pass.iter().map(|&fd| number(fd)));
-    args.push(number(i32::from(stdio.tty)));
-    let argv = spawn::null_terminated(&args);
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    // SAFETY: errno is readable at any time.
-    let errno = || unsafe { *libc::__errno_location() };
-    // SAFETY: the child only makes raw system calls on memory prepared above, which outlives
-    // the call. It has its own fd table (no CLONE_FILES): clearing close-on-exec there leaves
-    // the agent's fds alone.
-    let pid = unsafe {
-        spawn::clone_vfork(stack, &mut || {
-            for fd in pass {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return (Stage::Supervisor, errno());
+/// The agent's end of a supervisor helper: a process of the wgagent binary, exec'd once per
+/// manager, that forks each supervisor from its own small image. Dropping it ends the helper
+/// (its supervisors live on: they are the agent's children).
+pub(crate) struct Helper {
+    sock: OwnedFd,
+    pid: i32,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let mut st = 0;
+        // SAFETY: our own child, not reaped yet, so the pid is still its own.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, &mut st, 0);
+        }
+    }
+}
+
+impl Helper {
+    /// Clones and execs `exe` as the helper, and waits (bounded) until it says it runs.
+    /// `death` and `null` are inherited by every supervisor it forks; `stack` is only used until
+    /// the helper has exec'd.
+    pub(crate) fn start(
+        exe: &CStr,
+        death: RawFd,
+        null: RawFd,
+        stack: &mut Stack,
+    ) -> io::Result<Helper> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let (ours, theirs) = (spawn::above_stdio(ours)?, spawn::above_stdio(theirs)?);
+        let pass = [theirs.as_raw_fd(), death, null];
+        let number = |v: i32| CString::new(v.to_string()).unwrap_or_default();
+        let mut args = vec![ARGV0.to_owned(), CString::new(MODE_ARG).unwrap_or_default()];
+        args.extend(pass.iter().map(|&fd| number(fd)));
+        let argv = spawn::null_terminated(&args);
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        // SAFETY: errno is readable at any time.
+        let errno = || unsafe { *libc::__errno_location() };
+        // SAFETY: the child only makes raw system calls on memory prepared above, which
+        // outlives the call. It has its own fd table (no CLONE_FILES): clearing close-on-exec
+        // there leaves the agent's fds alone.
+        let pid = unsafe {
+            spawn::clone_vfork(stack, &mut || {
+                for fd in pass {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return (Stage::Supervisor, errno());
+                    }
                 }
-            }
-            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            (Stage::Supervisor, errno())
-        })
-    };
-    let pid = match pid {
-        Ok(pid) => pid,
-        Err((Stage::Supervisor, e)) => return Err(Error::Exe(io::Error::from_raw_os_error(e))),
-        Err((stage, e)) => {
+                libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                (Stage::Supervisor, errno())
+            })
+        }
+        .map_err(|(_, e)| io::Error::from_raw_os_error(e))?;
+        drop(theirs);
+        let helper = Helper { sock: ours, pid };
+        match helper.read_words::<2>() {
+            Ok([MSG_READY, _]) => Ok(helper),
+            // Dropping `helper` kills and reaps whatever program that was.
+            Ok(_) => Err(io::Error::other(
+                "it is not a wgagent binary with the supervisor mode",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one message of `N` words, waiting at most [`READY_WITHIN_MS`].
+    fn read_words<const N: usize>(&self) -> io::Result<[i32; N]> {
+        let mut fd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd of ours.
+        if unsafe { libc::poll(&mut fd, 1, READY_WITHIN_MS) } != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the supervisor helper did not answer",
+            ));
+        }
+        let mut buf = [0u8; 64];
+        let n = nix::sys::socket::recv(
+            self.sock.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        if n != N * 4 {
+            return Err(io::Error::other(
+                "the supervisor helper ended without a word",
+            ));
+        }
+        let mut out = [0i32; N];
+        for (i, w) in out.iter_mut().enumerate() {
+            *w = i32::from_ne_bytes([buf[i * 4], buf[i * 4 + 1], buf[i * 4 + 2], buf[i * 4 + 3]]);
+        }
+        Ok(out)
+    }
+
+    /// Has the helper fork a supervisor for `cmd` and hands the command over. Blocks until the
+    /// command was exec'd (or failed), like [`supervisor::start`].
+    pub(crate) fn start_supervisor(&self, cmd: &Prepared, stdio: Stdio) -> Result<Started, Error> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let spec = cmd.encode();
+        let (status_r, status_w) = spawn::pipe().map_err(Error::Other)?;
+        let (spec_r, spec_w) = spawn::pipe().map_err(Error::Other)?;
+        let fds = [
+            status_w.as_raw_fd(),
+            spec_r.as_raw_fd(),
+            stdio.stdin,
+            stdio.stdout,
+            stdio.stderr,
+        ];
+        let tty = [u8::from(stdio.tty)];
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[io::IoSlice::new(&tty)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| Error::Helper(e.into()))?;
+        drop(status_w);
+        drop(spec_r);
+        // A supervisor that dies before reading it all makes this fail (EPIPE); its status pipe
+        // then says why, or ends without a word.
+        let mut pipe = std::fs::File::from(spec_w);
+        let _ = pipe
+            .write_all(&(spec.len() as u64).to_ne_bytes())
+            .and_then(|()| pipe.write_all(&spec));
+        drop(pipe);
+        let [pid, errno] = self.read_words::<2>().map_err(Error::Helper)?;
+        if pid <= 0 {
             return Err(Error::Other(
                 spawn::Report {
-                    stage: stage as i32,
-                    errno: e,
+                    stage: Stage::Clone as i32,
+                    errno,
                     ..Default::default()
                 }
                 .into_error(),
             ));
         }
-    };
-    drop(status_w);
-    drop(spec_r);
-    // A supervisor that dies before reading it all makes this fail (EPIPE); its status pipe
-    // then says why, or ends without a word.
-    let mut pipe = std::fs::File::from(spec_w);
-    let _ = pipe
-        .write_all(&(spec.len() as u64).to_ne_bytes())
-        .and_then(|()| pipe.write_all(&spec));
-    drop(pipe);
-    let mut msg = [0u8; MSG_LEN];
-    let mut ready = libc::pollfd {
-        fd: status_r.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one pollfd of ours.
-    let r = match unsafe { libc::poll(&mut ready, 1, READY_WITHIN_MS) } {
-        1 => supervisor::read_full(status_r.as_raw_fd(), &mut msg),
-        _ => Err(io::Error::from(io::ErrorKind::TimedOut)),
-    };
-    if !matches!(r, Ok(true) if supervisor::decode(&msg)[0] == MSG_READY) {
-        let mut st = 0;
-        // SAFETY: our own child, not reaped yet, so the pid is still its own: whatever program
-        // it runs, it ends here.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, &mut st, 0);
-        }
-        let why = match r {
-            Err(e) => e.to_string(),
-            Ok(_) => "it is not a wgagent binary with the supervisor mode".to_owned(),
-        };
-        return Err(Error::Exe(io::Error::other(why)));
+        supervisor::await_started(pid, status_r).map_err(Error::Other)
     }
-    supervisor::await_started(pid, status_r).map_err(Error::Other)
 }
