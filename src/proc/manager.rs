@@ -81,8 +81,8 @@ pub struct ManagerConfig {
     /// Use a delegated cgroup v2 subtree when one is found (see `cgroup`). Detection moves the
     /// calling process into a leaf group, so only the agent turns it on.
     pub cgroups: bool,
-    /// How supervisors start (tree tracking on): exec'd from the wgagent binary by default in
-    /// that binary, forked elsewhere (see `supexec`).
+    /// How supervisors start (tree tracking on): forked by a helper exec'd from the wgagent
+    /// binary, by default in that binary; forked from the caller elsewhere (see `supexec`).
     pub supervisor: SupervisorLaunch,
 }
 

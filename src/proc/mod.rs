@@ -1,7 +1,8 @@
 //! Processes: the bounded head-tail output buffer and the process manager.
 //!
 //! `head_tail` is sans-IO; `spawn` does the clone/exec details; `supervisor` is the process that
-//! owns a command's tree, `supexec` starts it as a process of its own; `manager` owns the table of records and `supervise` the task per
+//! owns a command's tree, `supexec` starts it from a helper that shares
+//! nothing with the agent; `manager` owns the table of records and `supervise` the task per
 //! process; `record` is one tracked process; `log` its full output on disk; `state` the state
 //! directory (logs and persisted records); `fdio` async reads/writes on pipes and ptys;
 //! `limits` per-command resource limits, `cgroup` their cgroup v2 groups, `user` the users

@@ -2,8 +2,9 @@
 //!
 //! Owns: forking the supervisor, its loop, and walking and signalling its descendant tree.
 //! Leaves to the manager: deciding when to terminate or kill, reading the status pipe, reaping
-//! the supervisor; to `supexec`: starting it as a process of its own (what the wgagent binary
-//! does; the fork here is for programs that link the library, and the fallback).
+//! the supervisor; to `supexec`: starting it from a helper that shares nothing with the agent
+//! (what the wgagent binary does; the fork here is for programs that link the library, and the
+//! fallback).
 //!
 //! ```text
 //! agent ──exec or fork──► supervisor (child subreaper, own session) ──clone/exec──► sh -c …
@@ -28,7 +29,7 @@
 //!
 //! The supervisor can be a fork of a multi-threaded process, so its loop only makes raw system
 //! calls on memory prepared before the fork and on its own stack: no allocation, no locks, no
-//! panics (every index is checked). Exec'd, it runs the same loop.
+//! panics (every index is checked). Forked by the helper (`supexec`), it runs the same loop.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -43,8 +44,8 @@ pub const MSG_SPAWNED: i32 = 1;
 pub const MSG_FAILED: i32 = 2;
 /// `[MSG_EXITED, wait status, 1 if the tree is empty else 0, 0]`.
 pub const MSG_EXITED: i32 = 3;
-/// `[MSG_READY, 0, 0, 0]`: an exec'd supervisor runs its hidden mode (first, before it reads
-/// the command; see `supexec`).
+/// `[MSG_READY, 0]` on a helper's socket: it runs the hidden mode (its first message; see
+/// `supexec`).
 pub const MSG_READY: i32 = 4;
 
 /// Signal the agent sends the supervisor to kill the whole tree (SIGTERM terminates it).
@@ -160,7 +161,7 @@ fn reap(pid: i32) {
 }
 
 /// Reads exactly `buf.len()` bytes (blocking); `Ok(false)` on EOF first.
-pub(super) fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
+fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: reading into the unfilled part of `buf`.
@@ -191,7 +192,7 @@ pub(super) fn send(fd: RawFd, fields: [i32; 4]) {
     unsafe { libc::write(fd, msg.as_ptr().cast(), MSG_LEN) };
 }
 
-/// The supervisor's life, in a forked agent or in a process of its own (`supexec`). Never
+/// The supervisor's life, forked from the agent or from its helper (`supexec`). Never
 /// returns. `keep` are the fds it must not close: `stdio`, `death`, `status` and `null`.
 ///
 /// # Safety

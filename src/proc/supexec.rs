@@ -1,40 +1,48 @@
-//! Starting a command's supervisor as a process of its own: `clone(CLONE_VM | CLONE_VFORK)` +
-//! `exec` of the agent's own executable in a hidden mode, instead of a `fork` of the agent.
+//! Supervisors that share nothing with the agent: one helper process per manager, exec'd from
+//! the agent's own executable in a hidden mode, forks every supervisor from its own small image
+//! with `clone(CLONE_PARENT)`, so each supervisor is still the agent's child.
 //!
 //! Owns: which way supervisors start ([`SupervisorLaunch`], the process-wide default), the
-//! exec and the hand-over of the command, and the hidden mode's entry point
-//! ([`run_supervisor_if_asked`]). Leaves to `supervisor`: the supervisor's life (the same code
-//! in both ways), the status messages.
+//! helper (its exec, its loop, its end) and the hand-over of a command, and the hidden mode's
+//! entry point ([`run_supervisor_if_asked`]). Leaves to `supervisor`: the supervisor's life
+//! (the same code however it started), the status messages.
 //!
-//! Why: a forked supervisor shares every page of the agent copy-on-write for as long as the
-//! command runs. The fork copies the agent's page tables (its cost grows with the agent's
-//! memory), the agent then takes a fault on the first write to each shared page, and every
-//! page the agent rewrites while a supervisor lives is kept twice: a supervisor started at a
-//! different time keeps a different copy, so N long-running commands can hold up to N times
-//! the agent's rewritten memory (measured in BENCHMARKS.md §1.4). An exec'd supervisor shares
-//! nothing but the executable's file pages: its memory and its start cost do not depend on the
-//! agent's.
+//! Why: a supervisor forked from the agent shares every page of the agent copy-on-write for as
+//! long as the command runs. The fork copies the agent's page tables (its cost grows with the
+//! agent's memory), the agent then takes a fault on the first write to each shared page, and
+//! every page the agent rewrites while a supervisor lives is kept twice: supervisors started at
+//! different times keep different copies, so N long commands can hold up to N times the agent's
+//! rewritten memory (823 MiB for 50 commands and a 16 MiB working set, BENCHMARKS.md §1.4).
+//! Exec'ing the 87 MB binary per command instead costs about 1 ms of CPU each (the dynamic
+//! loader relocating it), more than a fork of a small agent; the helper pays that once and then
+//! forks a process of well under 1 MiB. Its supervisors share only the helper's pages, which
+//! the helper hardly writes.
 //!
 //! ```text
-//! agent ──clone(VM|VFORK) + execve(exe, ["wgagent-sup", MODE_ARG, fds…], [])──► supervisor
+//! agent ──clone(VM|VFORK) + execve(exe, ["wgagent-sup", MODE_ARG, sock, death, null], [])──► helper
+//!   ├─ per command on `sock` (SOCK_SEQPACKET): tty byte + SCM_RIGHTS [status, spec, stdin,
+//!   │  stdout, stderr] ──► helper: clone(CLONE_PARENT) ──► supervisor (the agent's child)
+//!   │  ◄── [pid, errno]
 //!   └─ spec pipe: length + `Prepared::encode` ──► supervisor rebuilds the command, then
-//!      `supervisor::run` as in a forked supervisor (status pipe, death pipe, signals)
+//!      `supervisor::run` (status pipe, death pipe, signals, as when forked from the agent)
 //! ```
 //!
 //! Which executable: the wgagent binary calls [`run_supervisor_if_asked`] first thing in
 //! `main`, which makes `/proc/self/exe` the default. That link names the running executable's
-//! file even after an upgrade replaced or deleted it on disk, so the supervisor is always the
-//! same build as the agent (the hand-over format is not versioned beyond [`MODE_ARG`]). A
-//! program that links the library without that call (tests, benches, embedders) forks, unless
-//! it names a binary that has the mode ([`set_default_supervisor_exe`] or
+//! file even after an upgrade replaced or deleted it on disk, so the helper is always the same
+//! build as the agent (the hand-over format is not versioned beyond [`MODE_ARG`]). A program
+//! that links the library without that call (tests, benches, embedders) forks its supervisors,
+//! unless it names a binary that has the mode ([`set_default_supervisor_exe`] or
 //! [`SupervisorLaunch::Exec`], e.g. the built `wgagent`). If the exec fails (no `/proc`, a
-//! security policy) or the program does not answer that it runs the mode (not a wgagent
-//! binary, a dynamic loader that cannot start it with the empty environment), nothing was
-//! started: the manager logs it, forks this supervisor and every later one.
+//! security policy) or the program does not say within 10 s that it runs the mode (not a
+//! wgagent binary, a dynamic loader that cannot start it with the empty environment), nothing
+//! was started: the manager logs it and forks from then on. A helper that dies is replaced at
+//! the next start (nothing of that start ran); its supervisors live on (the agent's children).
+//! The manager's drop kills and reaps it; when the agent dies, its socket closes and it exits.
 //!
-//! Nothing secret is on the supervisor's command line: the command's environment travels on
-//! the pipe, and the supervisor runs with an empty environment of its own (a command's
-//! `LD_PRELOAD` must not reach a process that runs as the agent's user).
+//! Nothing secret is on a command line: the command's environment travels on the pipe, and the
+//! helper and supervisors run with an empty environment of their own (a command's `LD_PRELOAD`
+//! must not reach a process that runs as the agent's user).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read, Write};
@@ -46,14 +54,16 @@ use parking_lot::RwLock;
 use super::spawn::{self, Prepared, Stack, Stage, Stdio};
 use super::supervisor::{self, MSG_FAILED, MSG_READY, Started};
 
-/// `argv[1]` of a supervisor: the hidden mode, and the version of the hand-over format.
+/// `argv[1]` of the helper (and so of the supervisors it forks): the hidden mode, and the
+/// version of the hand-over format.
 pub const MODE_ARG: &str = "--wgagent-supervisor-v1";
 
-/// `argv[0]` of a supervisor (what `ps` shows; `comm` is set to `wgagent-sup` as well).
+/// `argv[0]` of the helper and its supervisors (what `ps` shows; `comm` is `wgagent-zygote` for
+/// the helper, `wgagent-sup` for a supervisor).
 const ARGV0: &CStr = c"wgagent-sup";
 
-/// How long the agent waits for a new supervisor's first word before it calls the executable
-/// unusable (a wrong binary could run for ever).
+/// How long the agent waits for the helper's answer before it calls it unusable (a wrong
+/// binary could run for ever).
 const READY_WITHIN_MS: libc::c_int = 10_000;
 
 /// The largest command hand-over accepted (a command line and environment are far smaller:
@@ -63,20 +73,20 @@ const MAX_SPEC: u64 = 64 << 20;
 /// How a manager starts a command's supervisor (tree tracking on).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum SupervisorLaunch {
-    /// The process-wide default: exec the executable registered by
+    /// The process-wide default: a helper exec'd from the executable registered by
     /// [`run_supervisor_if_asked`] (`/proc/self/exe` in the wgagent binary) or
     /// [`set_default_supervisor_exe`]; fork when none was.
     #[default]
     Auto,
     /// `fork` the agent (the supervisor shares the agent's memory copy-on-write).
     Fork,
-    /// Exec this executable, which must call [`run_supervisor_if_asked`] first in `main` (the
-    /// wgagent binary does).
+    /// A helper exec'd from this executable forks them; it must call
+    /// [`run_supervisor_if_asked`] first in `main` (the wgagent binary does).
     Exec(PathBuf),
 }
 
 impl SupervisorLaunch {
-    /// The executable to exec, or `None` to fork.
+    /// The executable of the helper, or `None` to fork from the agent.
     pub fn exe(&self) -> Option<PathBuf> {
         match self {
             Self::Auto => DEFAULT_EXE.read().clone(),
