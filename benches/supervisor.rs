@@ -10,7 +10,8 @@
 //!    synthetic buffer: after each start the agent runs `CHURN` commands writing 256 KiB each
 //!    (its own buffers, records and logs are what changes). Summed over the supervisors:
 //!    private memory (`Private_Clean + Private_Dirty` of `smaps_rollup`), PSS, page tables
-//!    (`VmPTE`), and the machine's `MemAvailable` drop.
+//!    (`VmPTE`); the helper's (one per manager, exec only); and the machine's `MemAvailable`
+//!    drop.
 //! 2. Spawn cost against the agent's size (measured first, while the process is small): `start` → `wait` of `true`, one at a time (median,
 //!    p99) and `TASKS` concurrent tasks (commands/s), fork and exec taking turns, with the
 //!    process at its small size and again after it allocated and touched 16, 48 and
@@ -115,9 +116,9 @@ async fn memory() {
         "1. supervisor memory: {SLEEPERS} × `sleep 600`; agent buffer {HEAP_MIB} MiB (a, b), or {CHURN} commands of 256 KiB output after each start (c)"
     );
     println!(
-        "| pattern | launch | private per supervisor | PSS per supervisor | page tables per supervisor | all supervisors: private / PSS | MemAvailable drop | agent RSS after |"
+        "| pattern | launch | private per supervisor | PSS per supervisor | page tables per supervisor | all supervisors: private / PSS | helper: private / PSS | MemAvailable drop | agent RSS after |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, pattern) in [
         ("(a) started, then the buffer rewritten once", Pattern::Once),
         (
@@ -151,14 +152,17 @@ async fn memory() {
             }
             let drop_kib = avail.saturating_sub(mem_available_kib());
             let (private, pss, pte) = sum_memory(&sups);
+            let (helper_private, helper_pss, _) = sum_memory(&helpers());
             let n = sups.len() as u64;
             println!(
-                "| {name} | {launch_name} | {:.2} MiB | {:.2} MiB | {} KiB | {:.0} / {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+                "| {name} | {launch_name} | {:.2} MiB | {:.2} MiB | {} KiB | {:.0} / {:.0} MiB | {:.2} / {:.2} MiB | {:.0} MiB | {:.0} MiB |",
                 mib(private / n),
                 mib(pss / n),
                 pte / n,
                 mib(private),
                 mib(pss),
+                mib(helper_private),
+                mib(helper_pss),
                 mib(drop_kib),
                 mib(rss_kib()),
             );
@@ -172,6 +176,26 @@ async fn memory() {
             m.shutdown(Duration::from_secs(5)).await;
         }
     }
+}
+
+/// This process's children named `wgagent-zygote`: the supervisor helper of the manager alive
+/// now (the previous ones ended with their managers).
+fn helpers() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            comm.trim() == "wgagent-zygote"
+                && stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 2..].split(' ').nth(1))
+                    .is_some_and(|pp| pp == me)
+        })
+        .collect()
 }
 
 fn spec(cmd: &str) -> StartSpec {
