@@ -228,6 +228,13 @@ pub struct NodeStats {
     pub stack_polls: u64,
     /// See [`DriverCounters::zero_delay_backoffs`].
     pub zero_delay_backoffs: u64,
+    /// See [`DriverCounters::forwarded`].
+    pub forwarded: u64,
+    /// See [`DriverCounters::forward_dropped`].
+    pub forward_dropped: u64,
+    /// Per crypto shard (one unless sharded): datagrams and packets it handled for its own
+    /// peers. See [`DriverCounters::shard_work`].
+    pub shard_work: Vec<u64>,
 }
 
 impl Node {
@@ -258,7 +265,6 @@ impl Node {
             })?);
         let wg_counters = device.counters();
         let published = Arc::new(Published::new(cfg.private_key, udp_addr));
-        let driver = Arc::new(DriverCounters::default());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (commands, command_rx) = mpsc::channel(live::COMMAND_QUEUE);
@@ -267,8 +273,32 @@ impl Node {
             n => n,
         };
         let layout = Layout::for_threads(threads);
+        let driver = Arc::new(DriverCounters::with_shards(layout.crypto_shards()));
         let clock = driver::Clock::start();
-        let handoff = (layout == Layout::Pipeline).then(|| Arc::new(driver::Handoff::default()));
+        let udp = Arc::new(udp);
+        let handoff = (layout != Layout::Single).then(|| Arc::new(driver::Handoff::default()));
+        // Sharded: shards 1.. get their own task and device; shard 0 is `driver::run`'s.
+        let replicas = device.into_shards(layout.crypto_shards());
+        let shards = (!replicas.is_empty()).then(|| {
+            let room = Arc::new(driver::Room::default());
+            let mut inboxes = Vec::new();
+            for replica in replicas {
+                let (tx, inbox) = mpsc::channel(driver::SHARD_QUEUE);
+                inboxes.push(tx);
+                tracker.spawn(driver::run_shard(driver::ShardParts {
+                    device: replica,
+                    inbox,
+                    udp: Arc::clone(&udp),
+                    netstack: netstack.clone(),
+                    cancel: cancel.clone(),
+                    counters: driver.clone(),
+                    clock,
+                    handoff: Arc::clone(handoff.as_ref().expect("sharded implies pipeline")),
+                    room: Arc::clone(&room),
+                }));
+            }
+            driver::Shards::new(inboxes, room, driver.clone())
+        });
         if let Some(handoff) = &handoff {
             tracker.spawn(driver::run_netstack(
                 netstack.clone(),
@@ -288,6 +318,7 @@ impl Node {
             counters: driver.clone(),
             clock,
             handoff,
+            shards,
         }));
         tracker.close();
         tracing::debug!(threads, ?layout, "data path started");
@@ -355,6 +386,13 @@ impl Node {
             netstack_polls: d.netstack_polls.load(Ordering::Relaxed),
             stack_polls: d.stack_polls.load(Ordering::Relaxed),
             zero_delay_backoffs: d.zero_delay_backoffs.load(Ordering::Relaxed),
+            forwarded: d.forwarded.load(Ordering::Relaxed),
+            forward_dropped: d.forward_dropped.load(Ordering::Relaxed),
+            shard_work: d
+                .shard_work
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 
@@ -364,9 +402,16 @@ impl Node {
     pub fn heartbeat(&self) -> u64 {
         let d = &self.inner.driver;
         let ticks = d.timer_ticks.load(Ordering::Relaxed);
+        let shards = d
+            .shard_ticks
+            .iter()
+            .skip(1)
+            .map(|t| t.load(Ordering::Relaxed));
         match self.inner.layout {
             Layout::Single => ticks,
-            Layout::Pipeline => ticks.min(d.netstack_ticks.load(Ordering::Relaxed)),
+            Layout::Pipeline | Layout::Sharded(_) => shards
+                .fold(ticks, u64::min)
+                .min(d.netstack_ticks.load(Ordering::Relaxed)),
         }
     }
 

@@ -60,6 +60,10 @@ use crate::wg::{self, Device};
 
 use super::live::{self, Command, Published};
 
+mod shards;
+
+pub(super) use shards::{Room, SHARD_QUEUE, ShardParts, Shards, run_shard};
+
 /// WireGuard timer cadence (boringtun's own device uses 250 ms); the rate limiter is reset
 /// every fourth tick.
 const TIMER_TICK: Duration = Duration::from_millis(250);
@@ -119,6 +123,26 @@ pub struct DriverCounters {
     /// answering "poll again now" with nothing queued (see [`ZeroDelay`]). Non-zero means a
     /// stack state that makes no progress; without the bound it would have spun a core.
     pub zero_delay_backoffs: AtomicU64,
+    /// Sharded layout: datagrams and packets shard 0 passed to the shard owning their peer.
+    pub forwarded: AtomicU64,
+    /// Sharded layout: datagrams dropped because their shard was backed up (its channel full
+    /// and [`shards`]' hold limit reached), or had stopped.
+    pub forward_dropped: AtomicU64,
+    /// Sharded layout: per shard, datagrams and packets its device handled for its own peers.
+    pub shard_work: Vec<AtomicU64>,
+    /// Sharded layout: per shard, timer ticks (shard 0's are `timer_ticks`, not here).
+    pub shard_ticks: Vec<AtomicU64>,
+}
+
+impl DriverCounters {
+    /// Counters for a data path with `shards` crypto shards (1 unless sharded).
+    pub fn with_shards(shards: usize) -> Self {
+        DriverCounters {
+            shard_work: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            shard_ticks: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            ..DriverCounters::default()
+        }
+    }
 }
 
 /// How the data path is laid out over tasks (from `[interface] threads`).
@@ -126,17 +150,28 @@ pub struct DriverCounters {
 pub enum Layout {
     /// One task does everything (`threads = 1`).
     Single,
-    /// A crypto task and a netstack task (`threads >= 2`).
+    /// A crypto task and a netstack task (`threads = 2`).
     Pipeline,
+    /// The pipeline with peers sharded over this many crypto tasks (`threads - 1`, for
+    /// `threads >= 3`), see [`shards`].
+    Sharded(usize),
 }
 
 impl Layout {
     /// The layout for `threads` data-path threads (0 counts as 1).
     pub fn for_threads(threads: usize) -> Layout {
-        if threads >= 2 {
-            Layout::Pipeline
-        } else {
-            Layout::Single
+        match threads {
+            0 | 1 => Layout::Single,
+            2 => Layout::Pipeline,
+            n => Layout::Sharded(n - 1),
+        }
+    }
+
+    /// Crypto tasks (each owns a shard of the peers).
+    pub fn crypto_shards(self) -> usize {
+        match self {
+            Layout::Sharded(n) => n,
+            Layout::Single | Layout::Pipeline => 1,
         }
     }
 }
@@ -206,7 +241,7 @@ pub(super) struct Handoff {
 pub(super) struct Parts {
     pub device: Device,
     pub netstack: Netstack,
-    pub udp: UdpSocket,
+    pub udp: Arc<UdpSocket>,
     pub commands: mpsc::Receiver<Command>,
     pub published: Arc<Published>,
     pub cancel: CancellationToken,
@@ -215,6 +250,8 @@ pub(super) struct Parts {
     pub clock: Clock,
     /// `Some` in the pipeline layout: the netstack task polls the stack, not this one.
     pub handoff: Option<Arc<Handoff>>,
+    /// `Some` in the sharded layout: the other crypto shards.
+    pub shards: Option<Shards>,
 }
 
 /// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop
@@ -230,6 +267,7 @@ pub(super) async fn run(parts: Parts) {
         counters,
         clock,
         handoff,
+        shards,
     } = parts;
     let mut io = Io {
         tx: live::sender_for(&udp),
@@ -238,6 +276,8 @@ pub(super) async fn run(parts: Parts) {
         pending: VecDeque::new(),
         counters,
         clock,
+        shards,
+        delivered: 0,
     };
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
@@ -278,6 +318,12 @@ pub(super) async fn run(parts: Parts) {
             if !io.pending.is_empty() {
                 return false;
             }
+            // Sharded: a packet for a backed-up shard stays queued too.
+            if let Some(shards) = &io.shards
+                && device.packet_owner(pkt).is_some_and(|k| shards.full(k))
+            {
+                return false;
+            }
             device.send_ip_packet(pkt);
             io.dispatch(&mut device);
             taken += 1;
@@ -295,8 +341,13 @@ pub(super) async fn run(parts: Parts) {
             io.counters.handoffs.fetch_add(1, Ordering::Relaxed);
             h.to_netstack.notify_one();
         }
-        // `drained` is false only when the socket blocked, and so is `backlogged`.
+        if let Some(w) = io.counters.shard_work.first() {
+            w.store(device.handled(), Ordering::Relaxed);
+        }
+        // `drained` is false when the socket blocked (so is `backlogged`) or a shard is
+        // backed up (then `held`: its room signal wakes us).
         let blocked = io.backlogged() || !drained;
+        let held = io.shards.as_ref().is_some_and(Shards::held);
         let mut backoff = None;
         if !blocked && delay == Some(Duration::ZERO) {
             // More input is waiting in the stack and the output has room: go again, within
@@ -326,10 +377,15 @@ pub(super) async fn run(parts: Parts) {
             _ = cancel.cancelled() => break,
             // Before the socket: a datagram flood must not hold off a configuration change.
             command = commands.recv() => match command {
-                Some(command) => live::execute(command, &mut device, &mut io, &published),
+                Some(command) => {
+                    let replay = live::execute(command, &mut device, &mut io, &published);
+                    if let Some(shards) = &mut io.shards {
+                        shards.replay(replay).await;
+                    }
+                }
                 None => break,
             },
-            _ = io.udp.writable(), if blocked => {}
+            _ = io.udp.writable(), if io.backlogged() => {}
             r = io.udp.readable(), if !blocked => {
                 if r.is_ok() {
                     received = io.receive(&mut device, &mut rx);
@@ -339,6 +395,7 @@ pub(super) async fn run(parts: Parts) {
             // Only this task waits for it; under bulk it is passed on to the netstack task.
             _ = netstack.wait_for_work() => stack_work = true,
             _ = notified(&handoff) => {}
+            _ = room(&io.shards), if held => {}
             _ = tokio::time::sleep_until(wake_at) => {}
         }
         if let Some(h) = &handoff {
@@ -351,6 +408,14 @@ pub(super) async fn run(parts: Parts) {
         }
     }
     tracing::debug!("data path stopped");
+}
+
+/// Resolves when a backed-up shard made room; never without shards.
+async fn room(shards: &Option<Shards>) {
+    match shards {
+        Some(s) => s.room().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The crypto task's wake-up from the netstack task; never resolves in the single layout.
@@ -420,14 +485,19 @@ pub(super) async fn run_netstack(
 /// Datagrams join a GSO run (sent when the next one cannot join and at the end of every
 /// iteration) or wait for the socket; decrypted packets go to the netstack.
 pub(super) struct Io {
-    pub(super) udp: UdpSocket,
+    pub(super) udp: Arc<UdpSocket>,
     pub(super) netstack: Netstack,
     /// The run of datagrams being built; sent with one `sendmsg` where GSO works.
     pub(super) tx: wg::gso::Sender,
     /// Encrypted datagrams held while the socket would block (after the run, in order).
-    pending: VecDeque<(SocketAddr, Vec<u8>)>,
-    counters: Arc<DriverCounters>,
-    clock: Clock,
+    pub(super) pending: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(super) counters: Arc<DriverCounters>,
+    pub(super) clock: Clock,
+    /// Shard 0 of the sharded layout: where forwarded work goes.
+    pub(super) shards: Option<Shards>,
+    /// Packets delivered to the netstack since the owner last reset it (shard tasks signal
+    /// the netstack task once per batch).
+    pub(super) delivered: usize,
 }
 
 impl Io {
@@ -445,6 +515,10 @@ impl Io {
                     self.deliver(peer, &packet);
                     device.recycle(packet);
                 }
+                wg::Output::Forward { shard, item } => match &mut self.shards {
+                    Some(shards) => shards.push(shard, item),
+                    None => tracing::error!(shard, "bug: a shard forwarded work; dropped"),
+                },
             }
         }
     }
@@ -469,6 +543,7 @@ impl Io {
     fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
         // The netstack keys per-peer connection limits (and callers' identity) by this tag.
         let peer = netstack::PeerTag(peer.0);
+        self.delivered += 1;
         if self.netstack.push_inbound(peer, ip_packet).is_ok() {
             return;
         }
@@ -508,6 +583,9 @@ impl Io {
     /// Sends the run, then the held datagrams (coalesced into runs too), until everything is
     /// out or the socket would block again.
     fn flush(&mut self) {
+        if let Some(shards) = &mut self.shards {
+            shards.flush();
+        }
         // Each round empties the run and refills it from `pending`; an empty run takes any
         // datagram, so every round moves at least one and the loop ends.
         loop {

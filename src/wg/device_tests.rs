@@ -24,6 +24,7 @@ impl Wire {
             match output {
                 Output::Transmit { to, datagram } => self.sent.push((to, datagram)),
                 Output::Deliver { packet, .. } => self.delivered.push(packet),
+                Output::Forward { .. } => unreachable!("unsharded"),
             }
         }
     }
