@@ -47,6 +47,7 @@ use std::net::SocketAddr;
 pub use boringtun::x25519::{PublicKey, StaticSecret};
 pub use counters::{Counters, DeviceStats, PeerStats, Stats};
 pub use device::{Device, Forwarded, Replication, Shard};
+pub use index::receiver_index;
 pub use ip_network::IpNetwork;
 
 /// One configured peer.
