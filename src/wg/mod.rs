@@ -41,6 +41,8 @@ mod device_tests;
 mod live_tests;
 #[cfg(test)]
 mod session_tests;
+#[cfg(test)]
+mod shard_tests;
 
 use std::net::SocketAddr;
 
