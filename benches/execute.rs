@@ -38,8 +38,19 @@ const LATENCY_RUNS: usize = 300;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 8;
-/// `[interface] threads` of the two setups: the single task, and 0 = the machine's default.
-const LAYOUTS: [usize; 2] = [1, 0];
+/// `[interface] threads` of the two setups: the single task, and 0 = the machine's default;
+/// `WGAGENT_BENCH_THREADS=A,B` compares `threads = B` with `threads = A` instead (the table
+/// ratios are to A).
+fn layouts() -> [usize; 2] {
+    let pair: Vec<usize> = std::env::var("WGAGENT_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    match pair[..] {
+        [a, b] => [a, b],
+        _ => [1, 0],
+    }
+}
 
 fn main() {
     common::block_on(run());
@@ -77,7 +88,7 @@ impl Setup {
 
 async fn run() {
     let mut setups = Vec::new();
-    for (i, threads) in LAYOUTS.into_iter().enumerate() {
+    for (i, threads) in layouts().into_iter().enumerate() {
         setups.push(setup(threads, i as u8).await);
     }
 
@@ -113,7 +124,8 @@ async fn run() {
         "execute latency ({LATENCY_RUNS} sequential runs of `true` per layout, interleaved call by call with each other and the baseline)"
     );
     println!(
-        "| path | median | p99 | ratio to threads = 1 (median) | hand-offs / netstack-task polls per call |"
+        "| path | median | p99 | ratio to {} (median) | hand-offs / netstack-task polls per call |",
+        layout_name(layouts()[0])
     );
     println!("|---|---|---|---|---|");
     for v in &mut ours {
@@ -169,7 +181,8 @@ async fn run() {
         "execute throughput ({CLIENTS} control peers per agent, {THROUGHPUT_FOR:?} per round, {ROUNDS} rounds per layout alternating)"
     );
     println!(
-        "| path | commands/s per round | mean | ratio to threads = 1 | hand-offs / netstack-task polls per call |"
+        "| path | commands/s per round | mean | ratio to {} | hand-offs / netstack-task polls per call |",
+        layout_name(layouts()[0])
     );
     println!("|---|---|---|---|---|");
     for (i, s) in setups.iter().enumerate() {

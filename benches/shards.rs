@@ -245,7 +245,6 @@ fn run(
             let mut batch = Vec::new();
             let mut take = |dev: &mut Device| outputs(dev, &mut batch, Some(&tx));
             let mine = feed(first, &mut take);
-            drop(take);
             if !batch.is_empty() {
                 tx.send(batch).unwrap();
             }
