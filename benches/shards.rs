@@ -194,7 +194,10 @@ fn drain_hub(
 fn outputs(
     dev: &mut Device,
     batch: &mut Vec<Forwarded>,
-    tx: Option<&mpsc::SyncSender<Vec<Forwarded>>>,
+    tx: Option<(
+        &mpsc::SyncSender<Vec<Forwarded>>,
+        &mpsc::Receiver<Vec<Vec<u8>>>,
+    )>,
 ) -> usize {
     let mut done = 0;
     while let Some(o) = dev.poll_output() {
@@ -210,9 +213,15 @@ fn outputs(
             Output::Forward { item, .. } => {
                 batch.push(item);
                 if batch.len() >= BATCH
-                    && let Some(tx) = tx
+                    && let Some((tx, back)) = tx
                 {
                     tx.send(std::mem::take(batch)).unwrap();
+                    // The buffers shard 1 used come back for reuse, as the driver does it.
+                    while let Ok(spent) = back.try_recv() {
+                        for b in spent {
+                            dev.recycle(b);
+                        }
+                    }
                 }
             }
         }
@@ -230,20 +239,23 @@ fn run(
     let start = Instant::now();
     let done = if let Some(second) = rest.first_mut() {
         let (tx, rx) = mpsc::sync_channel::<Vec<Forwarded>>(QUEUE);
+        let (spent, back) = mpsc::sync_channel::<Vec<Vec<u8>>>(QUEUE);
         std::thread::scope(|s| {
             let worker = s.spawn(move || {
                 let mut done = 0;
                 let mut none = Vec::new();
                 for batch in rx {
+                    let mut used = Vec::with_capacity(batch.len());
                     for item in batch {
-                        second.handle_forwarded(item);
+                        used.push(second.handle_forwarded(item));
                         done += outputs(second, &mut none, None);
                     }
+                    let _ = spent.try_send(used);
                 }
                 done
             });
             let mut batch = Vec::new();
-            let mut take = |dev: &mut Device| outputs(dev, &mut batch, Some(&tx));
+            let mut take = |dev: &mut Device| outputs(dev, &mut batch, Some((&tx, &back)));
             let mine = feed(first, &mut take);
             if !batch.is_empty() {
                 tx.send(batch).unwrap();
@@ -342,8 +354,17 @@ fn main() {
     let mut one = World::new(1);
     let mut two = World::new(2);
     let mut other = World::new(1);
-    let owned = two.hub[1].shard();
-    println!("2 shards: shard {} of {}", owned.index, owned.count);
+    let on_one = two.hub[0]
+        .counters()
+        .snapshot()
+        .peers
+        .iter()
+        .filter(|p| p.shard == 1)
+        .count();
+    println!(
+        "2 shards: {} peers on shard 0, {on_one} on shard 1 (receiver index modulo 2)",
+        PEERS - on_one
+    );
     let mut figures: Vec<Figures> = vec![
         ("decrypt", vec![], vec![], vec![]),
         ("encrypt", vec![], vec![], vec![]),

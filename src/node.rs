@@ -3,7 +3,8 @@
 //! Owns: building the parts (the WireGuard UDP socket, the only host socket; the device; the
 //! netstack) and starting the data path ([`driver`]: timers, GSO/GRO, moving packets
 //! between the socket, the device and the netstack; one task, or a crypto task and a netstack
-//! task with `threads >= 2`), live peer changes (`live`:
+//! task with `threads = 2`, or peers sharded over `threads - 1` crypto tasks and a netstack
+//! task), live peer changes (`live`:
 //! [`Node::update`] and friends, and the UAPI
 //! [`Handler`](crate::wg::uapi::server::Handler) for `wg show`/`wg set`), shutdown. Both roles
 //! use it: the agent listens on its tunnel address, control replicas connect to agents'
@@ -60,8 +61,9 @@ pub struct NodeConfig {
     /// The peers at start (configuration order); later changes go through the node's live
     /// peer updates.
     pub peers: Vec<PeerConfig>,
-    /// Data-path threads (`[interface] threads`): 1 = one task does everything; 2 or more = a
-    /// crypto task and a netstack task ([`Layout::Pipeline`]); 0 = the default for this machine
+    /// Data-path threads (`[interface] threads`): 1 = one task does everything; 2 = a crypto
+    /// task and a netstack task ([`Layout::Pipeline`]); N >= 3 = the netstack task and peers
+    /// sharded over N - 1 crypto tasks ([`Layout::Sharded`]); 0 = the default for this machine
     /// ([`crate::config::Interface::default_threads`]).
     pub threads: usize,
 }
@@ -281,10 +283,12 @@ impl Node {
         let replicas = device.into_shards(layout.crypto_shards());
         let shards = (!replicas.is_empty()).then(|| {
             let room = Arc::new(driver::Room::default());
-            let mut inboxes = Vec::new();
+            let (mut inboxes, mut returns) = (Vec::new(), Vec::new());
             for replica in replicas {
                 let (tx, inbox) = mpsc::channel(driver::SHARD_QUEUE);
+                let (spent, back) = mpsc::channel(driver::SHARD_QUEUE);
                 inboxes.push(tx);
+                returns.push(back);
                 tracker.spawn(driver::run_shard(driver::ShardParts {
                     device: replica,
                     inbox,
@@ -295,9 +299,10 @@ impl Node {
                     clock,
                     handoff: Arc::clone(handoff.as_ref().expect("sharded implies pipeline")),
                     room: Arc::clone(&room),
+                    spent,
                 }));
             }
-            driver::Shards::new(inboxes, room, driver.clone())
+            driver::Shards::new(inboxes, returns, room, driver.clone())
         });
         if let Some(handoff) = &handoff {
             tracker.spawn(driver::run_netstack(

@@ -1,7 +1,7 @@
 //! The data-path driver: the task(s) that move packets between the UDP socket, the
 //! WireGuard [`Device`] and the [`Netstack`].
 //!
-//! Two layouts (`[interface] threads`, [`Layout`]):
+//! Three layouts (`[interface] threads`, [`Layout`]):
 //! - **single** (`threads = 1`): one task does everything below in turn. The most CPU-efficient
 //!   (no hand-off between threads), bounded by one core.
 //! - **pipeline** (`threads >= 2`): the same loop runs as the *crypto task* (socket, device,
@@ -15,6 +15,12 @@
 //!   `execute` round trip when every packet paid it. Packet order is unchanged: one task
 //!   decrypts and encrypts, and both queues are FIFO; the stack is one lock, so either task
 //!   may poll it.
+//! - **sharded** (`threads >= 3`): the pipeline, with peers spread over `threads - 1` crypto
+//!   tasks ([`shards`]). This task is shard 0: it still reads the socket, pops the netstack's
+//!   outbound queue, runs the commands and its own peers; work for another shard's peer comes
+//!   out of the device as [`wg::Output::Forward`] and goes to that shard's task in batches
+//!   ([`Shards`]). Per-peer order holds: one peer's packets all pass through this task in
+//!   order, then through one FIFO channel to the one task that owns its `Tunn`.
 //!
 //! Read [`run`] top to bottom; one iteration is:
 //! 1. timers (every 250 ms, first, whatever else is ready: a datagram flood must not starve
@@ -35,13 +41,13 @@
 //! block, [`DriverCounters`]). Leaves to `node`: building the parts and the public API; to
 //! `live`: applying peer changes (called between two iterations).
 //!
-//! Why no more than two tasks: on 2 vCPUs one data-path thread beat four by about 2×
-//! (boringtun-cli `--threads 1` against its default; BENCHMARKS.md 3.1); every hop costs a
-//! wake-up, so the pipeline hands over batches, never single packets. The crypto task owns the
-//! device outright (no lock) and shares the netstack with the netstack task and socket handles
-//! through short, never-awaited locks. Peers are not sharded over several crypto tasks
-//! (boringtun's `Tunn` needs `&mut`, and on 2 cores the two stages already fill both):
-//! `threads` above 2 runs the same two tasks.
+//! Why batches: on 2 vCPUs one data-path thread beat four by about 2× (boringtun-cli
+//! `--threads 1` against its default; BENCHMARKS.md 3.1); every hop costs a wake-up, so the
+//! pipeline and the shards hand over batches, never single packets. Every crypto task owns its
+//! device outright (no lock; boringtun's `Tunn` needs `&mut`, hence shards of peers rather than
+//! a pool of workers) and shares the netstack and the socket through short, never-awaited
+//! locks. On 2 cores sharding gains nothing (the two stages already fill both; BENCHMARKS.md
+//! 3.3), so the 2-core default stays the pipeline.
 
 use std::collections::VecDeque;
 use std::io;
@@ -288,6 +294,9 @@ pub(super) async fn run(parts: Parts) {
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
+        if let Some(shards) = &mut io.shards {
+            shards.reclaim(&mut device);
+        }
         // 1. Timers.
         let now = Instant::now();
         if now >= next_tick {

@@ -99,8 +99,9 @@ impl Node {
         while !self.wire.forwarded.is_empty() {
             for (shard, item) in std::mem::take(&mut self.wire.forwarded) {
                 let r = &mut self.replicas[shard - 1];
-                r.handle_forwarded(item);
+                let spent = r.handle_forwarded(item);
                 self.wire.take(r);
+                self.dev.recycle(spent);
             }
         }
     }

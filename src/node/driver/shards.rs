@@ -69,6 +69,8 @@ pub(in crate::node) struct Shards {
     inboxes: Vec<mpsc::Sender<ShardMsg>>,
     /// Shard `k`'s batch being built (and held while its channel is full) at `k - 1`.
     batches: Vec<Vec<wg::Forwarded>>,
+    /// Shard `k`'s used buffers coming back at `k - 1` (see [`Shards::reclaim`]).
+    spent: Vec<mpsc::Receiver<Vec<Vec<u8>>>>,
     room: Arc<Room>,
     counters: Arc<DriverCounters>,
 }
@@ -76,6 +78,7 @@ pub(in crate::node) struct Shards {
 impl Shards {
     pub(in crate::node) fn new(
         inboxes: Vec<mpsc::Sender<ShardMsg>>,
+        spent: Vec<mpsc::Receiver<Vec<Vec<u8>>>>,
         room: Arc<Room>,
         counters: Arc<DriverCounters>,
     ) -> Self {
@@ -83,8 +86,22 @@ impl Shards {
         Shards {
             inboxes,
             batches,
+            spent,
             room,
             counters,
+        }
+    }
+
+    /// Hands the buffers the shards used back to shard 0's device: a forward then costs a
+    /// copy, not an allocation here and a free on another thread. Bounded: the device keeps
+    /// what its pool holds and frees the rest.
+    pub(super) fn reclaim(&mut self, device: &mut Device) {
+        for rx in &mut self.spent {
+            while let Ok(buffers) = rx.try_recv() {
+                for b in buffers {
+                    device.recycle(b);
+                }
+            }
         }
     }
 
@@ -183,6 +200,8 @@ pub(in crate::node) struct ShardParts {
     pub clock: Clock,
     pub handoff: Arc<Handoff>,
     pub room: Arc<Room>,
+    /// Used buffers back to shard 0 (bounded; full: freed here instead).
+    pub spent: mpsc::Sender<Vec<Vec<u8>>>,
 }
 
 /// A crypto shard other than 0: timers of its peers every 250 ms (first, whatever else is
@@ -199,6 +218,7 @@ pub(in crate::node) async fn run_shard(parts: ShardParts) {
         clock,
         handoff,
         room,
+        spent,
     } = parts;
     let shard = device.shard().index;
     let mut io = Io {
@@ -241,10 +261,12 @@ pub(in crate::node) async fn run_shard(parts: ShardParts) {
                 match msg {
                     None => break,
                     Some(ShardMsg::Work(batch)) => {
+                        let mut used = Vec::with_capacity(batch.len());
                         for item in batch {
-                            device.handle_forwarded(item);
+                            used.push(device.handle_forwarded(item));
                             io.dispatch(&mut device);
                         }
+                        let _ = spent.try_send(used);
                         if let Some(w) = counters.shard_work.get(shard) {
                             w.store(device.handled(), Ordering::Relaxed);
                         }

@@ -207,8 +207,10 @@ impl Device {
     }
 
     /// Handles work another shard forwarded ([`super::Output::Forward`]) as if it had come
-    /// in here; its outputs are this device's.
-    pub fn handle_forwarded(&mut self, item: Forwarded) {
+    /// in here; its outputs are this device's. Returns the item's buffer: hand it back to the
+    /// forwarding device ([`Device::recycle`]) so that its next forward reuses it instead of
+    /// allocating (the buffer was allocated there; freeing it here costs a cross-thread free).
+    pub fn handle_forwarded(&mut self, item: Forwarded) -> Vec<u8> {
         match item.0 {
             Item::Datagram {
                 src,
@@ -217,11 +219,11 @@ impl Device {
                 bytes,
             } => {
                 self.process_datagram(src, kind, index, &bytes);
-                self.outputs.recycle(bytes);
+                bytes
             }
             Item::Packet { index, bytes } => {
                 self.encapsulate_for(index, &bytes);
-                self.outputs.recycle(bytes);
+                bytes
             }
         }
     }
