@@ -191,14 +191,13 @@ fn drain_hub(
 
 /// Handles outputs in the measured loop: datagrams and packets are recycled (the socket's
 /// and netstack's share is not measured here), forwards batched for shard 1.
-fn outputs(
-    dev: &mut Device,
-    batch: &mut Vec<Forwarded>,
-    tx: Option<(
-        &mpsc::SyncSender<Vec<Forwarded>>,
-        &mpsc::Receiver<Vec<Vec<u8>>>,
-    )>,
-) -> usize {
+/// Shard 0's side of the two channels: batches to shard 1, used buffers back.
+type Link<'a> = (
+    &'a mpsc::SyncSender<Vec<Forwarded>>,
+    &'a mpsc::Receiver<Vec<Vec<u8>>>,
+);
+
+fn outputs(dev: &mut Device, batch: &mut Vec<Forwarded>, tx: Option<Link<'_>>) -> usize {
     let mut done = 0;
     while let Some(o) = dev.poll_output() {
         match o {

@@ -109,7 +109,7 @@ struct Outputs {
 /// Buffers kept for reuse. The driver hands each back right after using it, so a handful are in
 /// flight at a time; more only after a handshake flushes its queue, or when other shards hand
 /// back the buffers of a batch of forwarded work (up to 256 packets of the netstack's queue).
-const MAX_FREE: usize = 256;
+pub(super) const MAX_FREE: usize = 256;
 /// Larger buffers are not kept (only oversized packets need them): the pool stays under
 /// `MAX_FREE` × 4 KiB (1 MiB).
 const MAX_FREE_CAPACITY: usize = 4096;
