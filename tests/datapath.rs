@@ -194,9 +194,10 @@ async fn run_streams_to(control: Node, port: u16, id: u8, bytes: usize) -> usize
 }
 
 /// Six peers send and receive sequence-numbered streams at once, in both directions: every
-/// byte arrives, in order, in both layouts.
+/// byte arrives, in order, in every layout (sharded: every shard used, and `wg show` counts
+/// each peer's bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_peers_streams_arrive_in_order_in_both_layouts() {
+async fn many_peers_streams_arrive_in_order_in_every_layout() {
     const PEERS: u8 = 6;
     const N: usize = PEERS as usize;
     const BYTES: usize = 1 << 20;
@@ -257,7 +258,7 @@ fn free_port() -> u16 {
 /// a rekey under load), and the other moves to a new UDP port (the agent follows it on its
 /// next authenticated packet). Every byte of both streams still arrives in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_rekey_and_roaming_while_bulk_flows_in_both_layouts() {
+async fn handshake_rekey_and_roaming_while_bulk_flows_in_every_layout() {
     const BYTES: usize = 6 << 20;
     for (threads, layout) in LAYOUTS {
         tokio::time::timeout(T, async {
@@ -364,9 +365,9 @@ async fn handshake_rekey_and_roaming_while_bulk_flows_in_both_layouts() {
 }
 
 /// Shutting a node down while a bulk transfer runs ends every data-path task within the
-/// deadline, in both layouts; the heartbeat stops.
+/// deadline, in every layout (sharded: every shard task too); the heartbeat stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_with_traffic_in_flight_ends_every_task_in_both_layouts() {
+async fn shutdown_with_traffic_in_flight_ends_every_task_in_every_layout() {
     for (threads, layout) in LAYOUTS {
         tokio::time::timeout(T, async {
             let (agent, controls, _keys) = star(1, threads).await;
