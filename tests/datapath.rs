@@ -447,7 +447,8 @@ async fn wait_flowing(agent: &Node) {
 /// Sharded layout: while two peers (one per shard) stream both ways, a peer owned by shard 1
 /// is added live, handshakes and exchanges a checked stream, then is removed while it still
 /// sends: its traffic stops being accepted (unknown receiver index), it leaves the peer view,
-/// and the other streams finish intact.
+/// and the other streams finish intact. Then the agent moves its UDP port: every shard lets go
+/// of the old socket, and both peers are answered on the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_live_add_and_remove_of_a_shard_1_peer_while_traffic_flows() {
     const BYTES: usize = 6 << 20;
@@ -563,6 +564,32 @@ async fn sharded_live_add_and_remove_of_a_shard_1_peer_while_traffic_flows() {
         assert_eq!(agent.stats().wg.peers.len(), 2);
         writer.abort();
         sink.abort();
+
+        // The agent moves its port: every shard takes the new socket (the old port is free
+        // again only once no shard holds it), and each peer, on either shard, is answered.
+        let old = agent.udp_addr().port();
+        let new = agent.set_listen_port(free_port()).await.unwrap();
+        let mut freed = false;
+        for _ in 0..200 {
+            if std::net::UdpSocket::bind(("::", old)).is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(freed, "a shard still holds the old socket (port {old})");
+        for (i, c) in controls.iter().enumerate() {
+            let to_agent = SocketAddr::from(([127, 0, 0, 1], new.port()));
+            c.set_peer(&peer(ak.public, "100.64.0.10/32", Some(to_agent), None))
+                .await
+                .unwrap();
+            let r = c.connect(SocketAddr::new(ip(AGENT_IP), PORT + 9)).await;
+            assert_eq!(
+                r.err().map(|e| e.kind()),
+                Some(std::io::ErrorKind::ConnectionRefused),
+                "control {i} after the agent moved its port"
+            );
+        }
     })
     .await
     .expect("timed out");
