@@ -5,9 +5,9 @@
 //! data-path layouts are measured in the same run and interleaved, so that neither gets the
 //! quieter minutes of the shared machine: `threads = 1` (the single task) and the machine's
 //! default (`[interface] threads`), each one agent with its own `CLIENTS` control peers, all
-//! alive for the whole run. Their supervisors are exec'd from the wgagent binary, as the agent's
-//! are; a third setup (the default layout with supervisors forked from this process, as before
-//! the change) is measured alongside for comparison.
+//! alive for the whole run. Their supervisors come from a helper exec'd from the wgagent
+//! binary, as the agent's do; a third setup (the second layout with supervisors forked from this
+//! process, as before that change) is measured alongside for comparison.
 //!
 //! 1. Latency: `execute {command: "true"}` one at a time, median and p99, the layouts taking
 //!    turns call by call (which goes first alternates), vs
@@ -40,10 +40,21 @@ const LATENCY_RUNS: usize = 300;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 8;
-/// `[interface] threads` of the setups (the single task, and 0 = the machine's default) and
-/// whether their supervisors are exec'd from the wgagent binary (what the agent does) or forked
-/// from this process (before issue 13's supervisor change; the last setup, for comparison).
-const LAYOUTS: [(usize, bool); 3] = [(1, true), (0, true), (0, false)];
+/// `[interface] threads` of the setups (the single task, and 0 = the machine's default; or
+/// `WGAGENT_BENCH_THREADS=A,B`: `threads = B` compared with `threads = A`, the table ratios are
+/// to A) and whether their supervisors come from the wgagent binary's helper (what the agent
+/// does) or are forked from this process (as before; the last setup, B again, for comparison).
+fn layouts() -> [(usize, bool); 3] {
+    let pair: Vec<usize> = std::env::var("WGAGENT_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let [a, b] = match pair[..] {
+        [a, b] => [a, b],
+        _ => [1, 0],
+    };
+    [(a, true), (b, true), (b, false)]
+}
 
 fn main() {
     common::block_on(run());
@@ -82,7 +93,7 @@ impl Setup {
 
 async fn run() {
     let mut setups = Vec::new();
-    for (i, (threads, exec)) in LAYOUTS.into_iter().enumerate() {
+    for (i, (threads, exec)) in layouts().into_iter().enumerate() {
         // The agent's manager takes the default as it is created.
         let exe = std::path::Path::new(env!("CARGO_BIN_EXE_wgagent"));
         wgagent::proc::set_default_supervisor_exe(exec.then_some(exe));
@@ -121,7 +132,8 @@ async fn run() {
         "execute latency ({LATENCY_RUNS} sequential runs of `true` per layout, interleaved call by call with each other and the baseline)"
     );
     println!(
-        "| path | median | p99 | ratio to threads = 1 (median) | hand-offs / netstack-task polls per call |"
+        "| path | median | p99 | ratio to {} (median) | hand-offs / netstack-task polls per call |",
+        layout_name(layouts()[0].0, layouts()[0].1)
     );
     println!("|---|---|---|---|---|");
     for v in &mut ours {
@@ -151,7 +163,7 @@ async fn run() {
     let mut base_rates = Vec::new();
     let before: Vec<_> = setups.iter().map(Setup::handoffs).collect();
     let mut done_calls = vec![0u64; setups.len()];
-    // A forked supervisor costs more as this process's memory grows (an exec'd one does not):
+    // A forked supervisor costs more as this process's memory grows (a helper's does not):
     // printed per round, since it drifts as records and buffers accumulate.
     let mut rss = vec![common::rss_kib()];
     for round in 0..ROUNDS {
@@ -177,7 +189,8 @@ async fn run() {
         "execute throughput ({CLIENTS} control peers per agent, {THROUGHPUT_FOR:?} per round, {ROUNDS} rounds per layout alternating)"
     );
     println!(
-        "| path | commands/s per round | mean | ratio to threads = 1 | hand-offs / netstack-task polls per call |"
+        "| path | commands/s per round | mean | ratio to {} | hand-offs / netstack-task polls per call |",
+        layout_name(layouts()[0].0, layouts()[0].1)
     );
     println!("|---|---|---|---|---|");
     for (i, s) in setups.iter().enumerate() {

@@ -70,8 +70,25 @@ const SECTION_LIMIT: Duration = Duration::from_secs(60);
 
 /// `threads` of the nodes started next (0: the machine's default); set per run.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
-/// The two layouts every bulk figure is measured in: `threads = 1` and the default.
-const LAYOUTS: [usize; 2] = [1, 0];
+/// The two layouts every bulk figure is measured in: `threads = 1` (the baseline) and the
+/// default; `WGAGENT_BENCH_THREADS=A,B` measures `threads = B` against `threads = A` instead
+/// (e.g. `2,3`: the sharded layout against the pipeline).
+static LAYOUTS: std::sync::LazyLock<[usize; 2]> = std::sync::LazyLock::new(|| {
+    let pair: Vec<usize> = std::env::var("WGAGENT_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    match pair[..] {
+        [a, b] => [a, b],
+        _ => [1, 0],
+    }
+});
+
+/// The baseline column's name: "same, threads=1" unless `WGAGENT_BENCH_THREADS` says otherwise.
+fn base_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("same, threads={}", LAYOUTS[0]))
+}
 
 fn layout_name(threads: usize) -> String {
     match threads {
@@ -130,7 +147,7 @@ fn parent() {
     let mut wg_go_rss = None;
     if only.iter().any(|o| o == "inproc") {
         // Not part of the default run: one in-process bulk transfer per layout, for profiling.
-        for threads in LAYOUTS {
+        for threads in *LAYOUTS {
             THREADS.store(threads, Ordering::Relaxed);
             let r = rt.block_on(limited(ours_bulk()));
             let what = format!("ours, in-process, {}", layout_name(threads));
@@ -162,7 +179,7 @@ fn parent() {
         rows.push(Row {
             name: "bulk TCP, in-process, default threads",
             ours: mean(&b.in_process[default]),
-            baseline_name: "same, threads=1",
+            baseline_name: base_name(),
             baseline: mean(&b.in_process[single]),
             unit: "Mbit/s",
             goal: ">= 1.5",
@@ -170,7 +187,7 @@ fn parent() {
         rows.push(Row {
             name: "bulk TCP, netns, default threads",
             ours: mean(&b.netns[default]),
-            baseline_name: "same, threads=1",
+            baseline_name: base_name(),
             baseline: mean(&b.netns[single]),
             unit: "Mbit/s",
             goal: ">= 1.5",
@@ -203,7 +220,7 @@ fn parent() {
         rows.push(Row {
             name: "bulk, in-process, default, Mb/CPU-s",
             ours: mean(&b.in_process_eff[default]),
-            baseline_name: "same, threads=1",
+            baseline_name: base_name(),
             baseline: mean(&b.in_process_eff[single]),
             unit: "Mb/CPUs",
             goal: ">= 0.83",
@@ -211,7 +228,7 @@ fn parent() {
         rows.push(Row {
             name: "bulk, netns, default, Mb/CPU-s",
             ours: mean(&b.netns_eff[default]),
-            baseline_name: "same, threads=1",
+            baseline_name: base_name(),
             baseline: mean(&b.netns_eff[single]),
             unit: "Mb/CPUs",
             goal: ">= 0.83",
@@ -231,7 +248,7 @@ fn parent() {
         rows.push(Row {
             name: "bulk TCP, netns pinned 1 core/end, default",
             ours: mean(&b.netns[1]),
-            baseline_name: "same, threads=1",
+            baseline_name: base_name(),
             baseline: mean(&b.netns[0]),
             unit: "Mbit/s",
             goal: "-",
@@ -239,7 +256,7 @@ fn parent() {
         rows.push(Row {
             name: "bulk, netns pinned, default, Mb/CPU-s",
             ours: mean(&b.netns_eff[1]),
-            baseline_name: "same, threads=1",
+            baseline_name: base_name(),
             baseline: mean(&b.netns_eff[0]),
             unit: "Mb/CPUs",
             goal: "-",
@@ -266,7 +283,7 @@ fn parent() {
                     "aggregate 1 -> 8, default threads"
                 },
                 ours: mean(&got[1]),
-                baseline_name: "same, threads=1",
+                baseline_name: base_name(),
                 baseline: mean(&got[0]),
                 unit: "Mbit/s",
                 goal: "-",
@@ -278,7 +295,7 @@ fn parent() {
                     "aggregate 1 -> 8, default, Mb/CPU-s"
                 },
                 ours: mean(&eff[1]),
-                baseline_name: "same, threads=1",
+                baseline_name: base_name(),
                 baseline: mean(&eff[0]),
                 unit: "Mb/CPUs",
                 goal: "-",
@@ -289,7 +306,7 @@ fn parent() {
     if only.iter().any(|o| o == "fanout") {
         // Only named: 1 control node -> 8 agents with the netstack's per-destination grouping
         // of its output off and on (same code otherwise), rounds alternating, both layouts.
-        for threads in LAYOUTS {
+        for threads in *LAYOUTS {
             THREADS.store(threads, Ordering::Relaxed);
             let mut got = [Vec::new(), Vec::new()];
             let mut eff = [Vec::new(), Vec::new()];

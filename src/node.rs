@@ -3,7 +3,8 @@
 //! Owns: building the parts (the WireGuard UDP socket, the only host socket; the device; the
 //! netstack) and starting the data path ([`driver`]: timers, GSO/GRO, moving packets
 //! between the socket, the device and the netstack; one task, or a crypto task and a netstack
-//! task with `threads >= 2`), live peer changes (`live`:
+//! task with `threads = 2`, or peers sharded over `threads - 1` crypto tasks and a netstack
+//! task), live peer changes (`live`:
 //! [`Node::update`] and friends, and the UAPI
 //! [`Handler`](crate::wg::uapi::server::Handler) for `wg show`/`wg set`), shutdown. Both roles
 //! use it: the agent listens on its tunnel address, control replicas connect to agents'
@@ -60,8 +61,9 @@ pub struct NodeConfig {
     /// The peers at start (configuration order); later changes go through the node's live
     /// peer updates.
     pub peers: Vec<PeerConfig>,
-    /// Data-path threads (`[interface] threads`): 1 = one task does everything; 2 or more = a
-    /// crypto task and a netstack task ([`Layout::Pipeline`]); 0 = the default for this machine
+    /// Data-path threads (`[interface] threads`): 1 = one task does everything; 2 = a crypto
+    /// task and a netstack task ([`Layout::Pipeline`]); N >= 3 = the netstack task and peers
+    /// sharded over N - 1 crypto tasks ([`Layout::Sharded`]); 0 = the default for this machine
     /// ([`crate::config::Interface::default_threads`]).
     pub threads: usize,
 }
@@ -228,6 +230,13 @@ pub struct NodeStats {
     pub stack_polls: u64,
     /// See [`DriverCounters::zero_delay_backoffs`].
     pub zero_delay_backoffs: u64,
+    /// See [`DriverCounters::forwarded`].
+    pub forwarded: u64,
+    /// See [`DriverCounters::forward_dropped`].
+    pub forward_dropped: u64,
+    /// Per crypto shard (one unless sharded): datagrams and packets it handled for its own
+    /// peers. See [`DriverCounters::shard_work`].
+    pub shard_work: Vec<u64>,
 }
 
 impl Node {
@@ -258,7 +267,6 @@ impl Node {
             })?);
         let wg_counters = device.counters();
         let published = Arc::new(Published::new(cfg.private_key, udp_addr));
-        let driver = Arc::new(DriverCounters::default());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (commands, command_rx) = mpsc::channel(live::COMMAND_QUEUE);
@@ -267,8 +275,35 @@ impl Node {
             n => n,
         };
         let layout = Layout::for_threads(threads);
+        let driver = Arc::new(DriverCounters::with_shards(layout.crypto_shards()));
         let clock = driver::Clock::start();
-        let handoff = (layout == Layout::Pipeline).then(|| Arc::new(driver::Handoff::default()));
+        let udp = Arc::new(udp);
+        let handoff = (layout != Layout::Single).then(|| Arc::new(driver::Handoff::default()));
+        // Sharded: shards 1.. get their own task and device; shard 0 is `driver::run`'s.
+        let replicas = device.into_shards(layout.crypto_shards());
+        let shards = (!replicas.is_empty()).then(|| {
+            let room = Arc::new(driver::Room::default());
+            let (mut inboxes, mut returns) = (Vec::new(), Vec::new());
+            for replica in replicas {
+                let (tx, inbox) = mpsc::channel(driver::SHARD_QUEUE);
+                let (spent, back) = mpsc::channel(driver::SHARD_QUEUE);
+                inboxes.push(tx);
+                returns.push(back);
+                tracker.spawn(driver::run_shard(driver::ShardParts {
+                    device: replica,
+                    inbox,
+                    udp: Arc::clone(&udp),
+                    netstack: netstack.clone(),
+                    cancel: cancel.clone(),
+                    counters: driver.clone(),
+                    clock,
+                    handoff: Arc::clone(handoff.as_ref().expect("sharded implies pipeline")),
+                    room: Arc::clone(&room),
+                    spent,
+                }));
+            }
+            driver::Shards::new(inboxes, returns, room, driver.clone())
+        });
         if let Some(handoff) = &handoff {
             tracker.spawn(driver::run_netstack(
                 netstack.clone(),
@@ -288,6 +323,7 @@ impl Node {
             counters: driver.clone(),
             clock,
             handoff,
+            shards,
         }));
         tracker.close();
         tracing::debug!(threads, ?layout, "data path started");
@@ -355,6 +391,13 @@ impl Node {
             netstack_polls: d.netstack_polls.load(Ordering::Relaxed),
             stack_polls: d.stack_polls.load(Ordering::Relaxed),
             zero_delay_backoffs: d.zero_delay_backoffs.load(Ordering::Relaxed),
+            forwarded: d.forwarded.load(Ordering::Relaxed),
+            forward_dropped: d.forward_dropped.load(Ordering::Relaxed),
+            shard_work: d
+                .shard_work
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 
@@ -364,9 +407,16 @@ impl Node {
     pub fn heartbeat(&self) -> u64 {
         let d = &self.inner.driver;
         let ticks = d.timer_ticks.load(Ordering::Relaxed);
+        let shards = d
+            .shard_ticks
+            .iter()
+            .skip(1)
+            .map(|t| t.load(Ordering::Relaxed));
         match self.inner.layout {
             Layout::Single => ticks,
-            Layout::Pipeline => ticks.min(d.netstack_ticks.load(Ordering::Relaxed)),
+            Layout::Pipeline | Layout::Sharded(_) => shards
+                .fold(ticks, u64::min)
+                .min(d.netstack_ticks.load(Ordering::Relaxed)),
         }
     }
 
@@ -457,10 +507,10 @@ mod tests {
     }
 
     /// A bulk transfer between two nodes goes through GSO runs and GRO receives, arrives
-    /// intact, and the counters count datagrams, not system calls: in both layouts.
+    /// intact, and the counters count datagrams, not system calls: in every layout (threads = 3: sharded).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_goes_out_in_gso_runs_and_counts_datagrams() {
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             bulk_in_gso_runs(threads).await;
         }
     }
@@ -471,7 +521,7 @@ mod tests {
     /// at once: hundreds of thousands of polls a second.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stack_asking_for_polls_without_progress_does_not_spin() {
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             stuck_stack_backs_off(threads).await;
         }
     }

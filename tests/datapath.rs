@@ -1,8 +1,11 @@
-//! The data path in both layouts (`[interface] threads` = 1, the single task, and 2, the
-//! crypto + netstack pipeline), whatever the machine's default: per-peer order with many peers
-//! sending at once, a handshake, a rekey and a roaming event while bulk traffic flows, and
-//! shutdown with traffic in flight. (The overlay, interop and NAT suites run in both layouts
-//! through `WGAGENT_TEST_THREADS`, see `.ci/run`.)
+//! The data path in every layout (`[interface] threads` = 1, the single task; 2, the crypto +
+//! netstack pipeline; 3 and 4, peers sharded over 2 and 3 crypto tasks), whatever the
+//! machine's default: per-peer order with many peers sending at once (every shard used), a
+//! handshake, a rekey and a roaming event while bulk traffic flows, shutdown with traffic in
+//! flight, and for the sharded layout: live add/remove of a peer of shard 1 while traffic
+//! flows, and every shard's timers under a flood that keeps every shard busy. (The overlay,
+//! interop and NAT suites run in the other layouts through `WGAGENT_TEST_THREADS`, see
+//! `.ci/run`.)
 
 mod common;
 
@@ -12,9 +15,13 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wgagent::node::{Layout, Node};
-use wgagent::wg::PeerConfig;
+use wgagent::wg::{PeerConfig, PublicKey, StaticSecret, receiver_index};
 
-const LAYOUTS: [(usize, Layout); 2] = [(1, Layout::Single), (2, Layout::Pipeline)];
+const LAYOUTS: [(usize, Layout); 3] = [
+    (1, Layout::Single),
+    (2, Layout::Pipeline),
+    (3, Layout::Sharded(2)),
+];
 const PORT: u16 = 7000;
 
 /// Word `k` of stream `id`: the stream's id in the top byte, `k` below. A lost, duplicated or
@@ -67,8 +74,14 @@ async fn check_stream<R: AsyncRead + Unpin>(mut r: R, id: u8) -> usize {
 /// One agent node and `n` control nodes (100.64.0.1..=n), each control knowing the agent's
 /// endpoint; `threads` everywhere.
 async fn star(n: u8, threads: usize) -> (Node, Vec<Node>, Vec<Keypair>) {
-    let ak = keypair();
+    let (agent, controls, keys, _) = star_with_key(n, threads).await;
+    (agent, controls, keys)
+}
+
+/// [`star`], also returning the agent's key pair.
+async fn star_with_key(n: u8, threads: usize) -> (Node, Vec<Node>, Vec<Keypair>, Keypair) {
     let keys: Vec<Keypair> = (0..n).map(|_| keypair()).collect();
+    let ak = covering_key(&keys, threads);
     let peers = keys
         .iter()
         .enumerate()
@@ -81,13 +94,63 @@ async fn star(n: u8, threads: usize) -> (Node, Vec<Node>, Vec<Keypair>) {
         let ip = format!("100.64.0.{}", i + 1);
         controls.push(node_with_threads(k.secret.clone(), &ip, 0, vec![to_agent], threads).await);
     }
-    (agent, controls, keys)
+    (agent, controls, keys, ak)
+}
+
+/// The crypto shard a node with `secret` and `threads` gives the peer `key`.
+fn shard_of(secret: &StaticSecret, key: &PublicKey, threads: usize) -> usize {
+    let shards = Layout::for_threads(threads).crypto_shards();
+    receiver_index(secret, key) as usize % shards
+}
+
+/// An agent key that spreads `peers` over every crypto shard of `threads` (when there are
+/// enough peers), so that a test's traffic uses every shard. Bounded tries; each has a chance
+/// of at least 1 - shards * (1 - 1/shards)^peers.
+fn covering_key(peers: &[Keypair], threads: usize) -> Keypair {
+    let shards = Layout::for_threads(threads).crypto_shards();
+    for _ in 0..200 {
+        let ak = keypair();
+        let mut used = vec![false; shards];
+        for k in peers {
+            used[shard_of(&ak.secret, &k.public, threads)] = true;
+        }
+        if peers.len() < shards || used.iter().all(|&u| u) {
+            return ak;
+        }
+    }
+    panic!(
+        "no agent key spreads {} peers over {shards} shards",
+        peers.len()
+    );
+}
+
+/// Sharded layouts: every shard handled packets, and every peer's shard is one of them.
+fn assert_every_shard_used(agent: &Node, layout: Layout) {
+    let stats = agent.stats();
+    assert_eq!(stats.shard_work.len(), layout.crypto_shards(), "{stats:?}");
+    if let Layout::Sharded(k) = layout {
+        for (shard, &work) in stats.shard_work.iter().enumerate() {
+            assert!(work > 100, "{layout:?}: shard {shard} idle: {stats:?}");
+        }
+        assert!(stats.forwarded > 100, "{stats:?}");
+        assert!(stats.wg.peers.iter().all(|p| p.shard < k), "{stats:?}");
+    }
 }
 
 /// The agent side: accepts `n` connections; each sends stream `100 + id` back while checking
 /// the incoming stream `id` (the id is the last octet of the caller's tunnel address).
 fn serve_streams(agent: &Node, n: usize, bytes: usize) -> tokio::task::JoinHandle<Vec<usize>> {
-    let mut listener = agent.listen(PORT).unwrap().remove(0);
+    serve_streams_on(agent, PORT, n, bytes)
+}
+
+/// [`serve_streams`] on another port.
+fn serve_streams_on(
+    agent: &Node,
+    port: u16,
+    n: usize,
+    bytes: usize,
+) -> tokio::task::JoinHandle<Vec<usize>> {
+    let mut listener = agent.listen(port).unwrap().remove(0);
     tokio::spawn(async move {
         let mut handles = Vec::new();
         for _ in 0..n {
@@ -114,8 +177,13 @@ fn serve_streams(agent: &Node, n: usize, bytes: usize) -> tokio::task::JoinHandl
 
 /// The control side of one stream pair: sends stream `id`, checks stream `100 + id`.
 async fn run_streams(control: Node, id: u8, bytes: usize) -> usize {
+    run_streams_to(control, PORT, id, bytes).await
+}
+
+/// [`run_streams`] to another port.
+async fn run_streams_to(control: Node, port: u16, id: u8, bytes: usize) -> usize {
     let s = control
-        .connect(SocketAddr::new(ip(AGENT_IP), PORT))
+        .connect(SocketAddr::new(ip(AGENT_IP), port))
         .await
         .unwrap();
     let (r, w) = tokio::io::split(s);
@@ -126,13 +194,14 @@ async fn run_streams(control: Node, id: u8, bytes: usize) -> usize {
 }
 
 /// Six peers send and receive sequence-numbered streams at once, in both directions: every
-/// byte arrives, in order, in both layouts.
+/// byte arrives, in order, in every layout (sharded: every shard used, and `wg show` counts
+/// each peer's bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_peers_streams_arrive_in_order_in_both_layouts() {
+async fn many_peers_streams_arrive_in_order_in_every_layout() {
     const PEERS: u8 = 6;
     const N: usize = PEERS as usize;
     const BYTES: usize = 1 << 20;
-    for (threads, layout) in LAYOUTS {
+    for (threads, layout) in LAYOUTS.into_iter().chain([(4, Layout::Sharded(3))]) {
         tokio::time::timeout(T, async {
             let (agent, controls, _keys) = star(PEERS, threads).await;
             assert_eq!(agent.layout(), layout);
@@ -153,6 +222,22 @@ async fn many_peers_streams_arrive_in_order_in_both_layouts() {
                 assert_eq!((p.drop_decrypt, p.drop_allowed_ips), (0, 0), "{p:?}");
             }
             assert_eq!(stats.send_errors, 0, "{stats:?}");
+            assert_every_shard_used(&agent, layout);
+            // What `wg show` reads: each peer's traffic as its control counted it, whichever
+            // shard carried it (bytes the agent sent, the control received, and back).
+            let wg_show = agent.uapi_state(false).peers;
+            for (i, c) in controls.iter().enumerate() {
+                let key = c.public_key();
+                let shown = wg_show.iter().find(|p| p.public_key == key).unwrap();
+                let theirs = &c.stats().wg.peers[0];
+                let label = format!("{layout:?} peer {i}");
+                assert!(shown.rx_bytes > BYTES as u64, "{label}: {shown:?}");
+                assert!(shown.tx_bytes > BYTES as u64, "{label}: {shown:?}");
+                // Keepalives and the last ACKs may still be in flight: within 1 %.
+                assert!(shown.rx_bytes <= theirs.tx_bytes, "{label}");
+                assert!(shown.rx_bytes * 100 >= theirs.tx_bytes * 99, "{label}");
+                assert!(theirs.rx_bytes * 100 >= shown.tx_bytes * 99, "{label}");
+            }
         })
         .await
         .unwrap_or_else(|_| panic!("{layout:?}: timed out"));
@@ -173,7 +258,7 @@ fn free_port() -> u16 {
 /// a rekey under load), and the other moves to a new UDP port (the agent follows it on its
 /// next authenticated packet). Every byte of both streams still arrives in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_rekey_and_roaming_while_bulk_flows_in_both_layouts() {
+async fn handshake_rekey_and_roaming_while_bulk_flows_in_every_layout() {
     const BYTES: usize = 6 << 20;
     for (threads, layout) in LAYOUTS {
         tokio::time::timeout(T, async {
@@ -280,9 +365,9 @@ async fn handshake_rekey_and_roaming_while_bulk_flows_in_both_layouts() {
 }
 
 /// Shutting a node down while a bulk transfer runs ends every data-path task within the
-/// deadline, in both layouts; the heartbeat stops.
+/// deadline, in every layout (sharded: every shard task too); the heartbeat stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_with_traffic_in_flight_ends_every_task_in_both_layouts() {
+async fn shutdown_with_traffic_in_flight_ends_every_task_in_every_layout() {
     for (threads, layout) in LAYOUTS {
         tokio::time::timeout(T, async {
             let (agent, controls, _keys) = star(1, threads).await;
@@ -338,4 +423,251 @@ async fn shutdown_with_traffic_in_flight_ends_every_task_in_both_layouts() {
         .await
         .unwrap_or_else(|_| panic!("{layout:?}: timed out"));
     }
+}
+
+/// Waits (bounded) until every peer of `agent` moved more than 200 packets each way.
+async fn wait_flowing(agent: &Node) {
+    let flowing = |agent: &Node| {
+        agent
+            .stats()
+            .wg
+            .peers
+            .iter()
+            .all(|p| p.rx_packets > 200 && p.tx_packets > 200)
+    };
+    for _ in 0..500 {
+        if flowing(agent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(flowing(agent), "{:?}", agent.stats().wg.peers);
+}
+
+/// Sharded layout: while two peers (one per shard) stream both ways, a peer owned by shard 1
+/// is added live, handshakes and exchanges a checked stream, then is removed while it still
+/// sends: its traffic stops being accepted (unknown receiver index), it leaves the peer view,
+/// and the other streams finish intact. Then the agent moves its UDP port: every shard lets go
+/// of the old socket, and both peers are answered on the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_live_add_and_remove_of_a_shard_1_peer_while_traffic_flows() {
+    const BYTES: usize = 6 << 20;
+    const THREADS: usize = 3;
+    tokio::time::timeout(T, async {
+        let (agent, controls, _keys, ak) = star_with_key(2, THREADS).await;
+        let server = serve_streams(&agent, 2, BYTES);
+        let clients: Vec<_> = controls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| tokio::spawn(run_streams(c.clone(), i as u8 + 1, BYTES)))
+            .collect();
+        wait_flowing(&agent).await;
+
+        // A newcomer that shard 1 owns.
+        let newcomer = (0..200)
+            .map(|_| keypair())
+            .find(|k| shard_of(&ak.secret, &k.public, THREADS) == 1)
+            .unwrap();
+        let applied = agent
+            .set_peer(&peer(newcomer.public, "100.64.0.3/32", None, None))
+            .await
+            .unwrap();
+        assert_eq!(applied.added, vec![newcomer.public]);
+        let third = node_with_threads(
+            newcomer.secret.clone(),
+            "100.64.0.3",
+            0,
+            vec![peer(
+                ak.public,
+                "100.64.0.10/32",
+                Some(loopback(&agent)),
+                None,
+            )],
+            THREADS,
+        )
+        .await;
+        let side = serve_streams_on(&agent, PORT + 2, 1, 256 << 10);
+        assert_eq!(
+            run_streams_to(third.clone(), PORT + 2, 3, 256 << 10).await,
+            256 << 10
+        );
+        assert_eq!(side.await.unwrap(), vec![256 << 10]);
+        let shown = agent
+            .peers()
+            .into_iter()
+            .find(|p| p.public_key == newcomer.public)
+            .unwrap();
+        assert_eq!(shown.shard, 1, "{shown:?}");
+        assert!(shown.rx_packets > 100 && shown.handshakes >= 1, "{shown:?}");
+
+        // Removed while it sends.
+        let mut listener = agent.listen(PORT + 3).unwrap().remove(0);
+        let sink = tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 64 * 1024];
+            for _ in 0..1_000_000 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        let mut s = third
+            .connect(SocketAddr::new(ip(AGENT_IP), PORT + 3))
+            .await
+            .unwrap();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![0x5au8; 64 * 1024];
+            for _ in 0..100_000 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        for _ in 0..300 {
+            let rx = agent
+                .peers()
+                .into_iter()
+                .find(|p| p.public_key == newcomer.public)
+                .map_or(0, |p| p.rx_packets);
+            if rx > shown.rx_packets + 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let unknown_before = agent.stats().wg.device.unknown_index;
+        assert!(agent.remove_peer(&newcomer.public).await.unwrap());
+        assert!(
+            agent
+                .peers()
+                .iter()
+                .all(|p| p.public_key != newcomer.public)
+        );
+        // Its retransmissions and keepalives now name an index no shard has.
+        let mut unknown = unknown_before;
+        for _ in 0..300 {
+            unknown = agent.stats().wg.device.unknown_index;
+            if unknown > unknown_before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(unknown > unknown_before, "{:?}", agent.stats().wg.device);
+
+        for c in clients {
+            assert_eq!(c.await.unwrap(), BYTES);
+        }
+        assert_eq!(server.await.unwrap(), vec![BYTES; 2]);
+        assert_every_shard_used(&agent, Layout::Sharded(2));
+        assert_eq!(agent.stats().wg.peers.len(), 2);
+        writer.abort();
+        sink.abort();
+
+        // The agent moves its port: every shard takes the new socket (the old port is free
+        // again only once no shard holds it), and each peer, on either shard, is answered.
+        let old = agent.udp_addr().port();
+        let new = agent.set_listen_port(free_port()).await.unwrap();
+        let mut freed = false;
+        for _ in 0..200 {
+            if std::net::UdpSocket::bind(("::", old)).is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(freed, "a shard still holds the old socket (port {old})");
+        for (i, c) in controls.iter().enumerate() {
+            let to_agent = SocketAddr::from(([127, 0, 0, 1], new.port()));
+            c.set_peer(&peer(ak.public, "100.64.0.10/32", Some(to_agent), None))
+                .await
+                .unwrap();
+            let r = c.connect(SocketAddr::new(ip(AGENT_IP), PORT + 9)).await;
+            assert_eq!(
+                r.err().map(|e| e.kind()),
+                Some(std::io::ErrorKind::ConnectionRefused),
+                "control {i} after the agent moved its port"
+            );
+        }
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Sharded layout: a flood of forged data datagrams naming each peer's receiver index keeps
+/// every shard busy (shard 0 classifies and forwards, the owners fail to decrypt them); every
+/// shard's timers still run (the heartbeat counts the slowest task) and send each peer its
+/// persistent keepalives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_timers_keep_firing_under_a_flood_that_busies_every_shard() {
+    const THREADS: usize = 3;
+    tokio::time::timeout(T, async {
+        let (agent, controls, keys, ak) = star_with_key(2, THREADS).await;
+        // Sessions first (a refused connection is a full round trip), then keepalives.
+        for c in &controls {
+            let r = c.connect(SocketAddr::new(ip(AGENT_IP), PORT + 9)).await;
+            assert_eq!(
+                r.err().map(|e| e.kind()),
+                Some(std::io::ErrorKind::ConnectionRefused)
+            );
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let allowed = format!("100.64.0.{}/32", i + 1);
+            agent
+                .set_peer(&peer(k.public, &allowed, None, Some(1)))
+                .await
+                .unwrap();
+        }
+        let indices: Vec<u32> = keys
+            .iter()
+            .map(|k| receiver_index(&ak.secret, &k.public))
+            .collect();
+        let target = loopback(&agent);
+        let (before, beat) = (agent.stats(), agent.heartbeat());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let floods: Vec<_> = (0..2)
+            .map(|t| {
+                let (stop, indices) = (stop.clone(), indices.clone());
+                std::thread::spawn(move || {
+                    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let mut junk = [0u8; 32];
+                    junk[0] = 4;
+                    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+                    let mut n = t as u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
+                        let idx = indices[n as usize % indices.len()];
+                        junk[4..8].copy_from_slice(&((idx << 8) | (n & 0xff)).to_le_bytes());
+                        junk[8..16].copy_from_slice(&u64::from(n).to_le_bytes());
+                        let _ = sock.send_to(&junk, target);
+                        n = n.wrapping_add(1);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (after, beat_after) = (agent.stats(), agent.heartbeat());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for f in floods {
+            f.join().unwrap();
+        }
+        for k in 0..2 {
+            let work = after.shard_work[k] - before.shard_work[k];
+            assert!(work > 1000, "shard {k} was not flooded: {after:?}");
+        }
+        // 250 ms ticks: 12 in 3 s; the slowest task must have run most of them.
+        assert!(beat_after >= beat + 8, "heartbeat {beat} -> {beat_after}");
+        for (p, q) in before.wg.peers.iter().zip(&after.wg.peers) {
+            // Persistent keepalive every second: at least two 32-byte keepalives in 3 s.
+            assert!(
+                q.tx_bytes - p.tx_bytes >= 64,
+                "shard {}: keepalives starved: {p:?} -> {q:?}",
+                q.shard
+            );
+        }
+    })
+    .await
+    .expect("timed out");
 }

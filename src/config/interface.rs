@@ -50,9 +50,11 @@ pub struct Interface {
     /// [`Interface::DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT`] for the control daemon.
     pub idle_session_timeout: Option<Duration>,
     /// `threads`: data-path threads. 1 = one task moves every packet (the most CPU-efficient,
-    /// bounded by one core); 2 or more = under bulk traffic WireGuard crypto and the socket run
-    /// on one task and the TCP/IP stack on another, so that one stream uses two cores
-    /// (`node::Layout`). Default [`Interface::default_threads`]. Needs a restart.
+    /// bounded by one core); 2 = under bulk traffic WireGuard crypto and the socket run on one
+    /// task and the TCP/IP stack on another, so that one stream uses two cores; 3 or more = the
+    /// same, with peers sharded over `threads - 1` crypto tasks (one peer's stream stays on one
+    /// task; many peers' crypto spreads over cores) (`node::Layout`). Default
+    /// [`Interface::default_threads`]. Needs a restart.
     pub threads: usize,
     // -- live peers: the WireGuard UAPI socket and reloads --
     /// `name`: the interface name `wg` knows this node by (`wg show <name>`); the UAPI socket
@@ -118,8 +120,7 @@ impl Interface {
     /// its session between commands, and the first request after two quiet minutes pays one
     /// handshake round trip. An agent keeps its few sessions (default: never dropped).
     pub const DEFAULT_CONTROL_IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(120);
-    /// Allowed `threads` values. Above 2 the data path currently runs the same two tasks as 2
-    /// (peers are not sharded over more crypto tasks yet).
+    /// Allowed `threads` values. Above 2, peers are sharded over `threads - 1` crypto tasks.
     pub const THREADS_RANGE: (usize, usize) = (1, 64);
     /// Default `threads` cap: more cores than this are left to the processes.
     pub const MAX_DEFAULT_THREADS: usize = 8;

@@ -105,6 +105,7 @@ mod tests {
             drop_malformed: 0,
             drop_rate_limited: 0,
             drop_no_session: 0,
+            shard: 0,
         };
         let stats = Stats {
             device: Default::default(),

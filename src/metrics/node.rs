@@ -196,10 +196,12 @@ impl Collector for NodeCollector {
             e,
             "wgagent_udp_dropped_datagrams",
             "Received datagrams dropped by the data path: inbound_full (the netstack's queue was \
-             full), truncated (larger than the receive slot)",
+             full), truncated (larger than the receive slot), shard_full (threads >= 3: the \
+             crypto shard of the datagram's peer was backed up)",
             [
                 ("inbound_full", stats.inbound_dropped),
                 ("truncated", stats.recv_truncated),
+                ("shard_full", stats.forward_dropped),
             ]
             .map(|(r, v)| (reason(r), v)),
         )?;
@@ -241,6 +243,17 @@ impl Collector for NodeCollector {
             "Times the data path waited instead of polling the stack again at once: polls kept \
              asking for another poll with nothing queued (a stack state making no progress)",
             stats.zero_delay_backoffs,
+        )?;
+        counters(
+            e,
+            "wgagent_datapath_shard_packets",
+            "Datagrams and IP packets each crypto shard handled for its own peers (one shard \
+             unless threads >= 3; a shard near zero while others grow means its peers are idle)",
+            stats
+                .shard_work
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| (vec![("shard", k.to_string())], v)),
         )?;
         counter(
             e,

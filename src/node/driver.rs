@@ -1,7 +1,7 @@
 //! The data-path driver: the task(s) that move packets between the UDP socket, the
 //! WireGuard [`Device`] and the [`Netstack`].
 //!
-//! Two layouts (`[interface] threads`, [`Layout`]):
+//! Three layouts (`[interface] threads`, [`Layout`]):
 //! - **single** (`threads = 1`): one task does everything below in turn. The most CPU-efficient
 //!   (no hand-off between threads), bounded by one core.
 //! - **pipeline** (`threads >= 2`): the same loop runs as the *crypto task* (socket, device,
@@ -15,6 +15,12 @@
 //!   `execute` round trip when every packet paid it. Packet order is unchanged: one task
 //!   decrypts and encrypts, and both queues are FIFO; the stack is one lock, so either task
 //!   may poll it.
+//! - **sharded** (`threads >= 3`): the pipeline, with peers spread over `threads - 1` crypto
+//!   tasks ([`shards`]). This task is shard 0: it still reads the socket, pops the netstack's
+//!   outbound queue, runs the commands and its own peers; work for another shard's peer comes
+//!   out of the device as [`wg::Output::Forward`] and goes to that shard's task in batches
+//!   ([`Shards`]). Per-peer order holds: one peer's packets all pass through this task in
+//!   order, then through one FIFO channel to the one task that owns its `Tunn`.
 //!
 //! Read [`run`] top to bottom; one iteration is:
 //! 1. timers (every 250 ms, first, whatever else is ready: a datagram flood must not starve
@@ -35,13 +41,13 @@
 //! block, [`DriverCounters`]). Leaves to `node`: building the parts and the public API; to
 //! `live`: applying peer changes (called between two iterations).
 //!
-//! Why no more than two tasks: on 2 vCPUs one data-path thread beat four by about 2×
-//! (boringtun-cli `--threads 1` against its default; BENCHMARKS.md 3.1); every hop costs a
-//! wake-up, so the pipeline hands over batches, never single packets. The crypto task owns the
-//! device outright (no lock) and shares the netstack with the netstack task and socket handles
-//! through short, never-awaited locks. Peers are not sharded over several crypto tasks
-//! (boringtun's `Tunn` needs `&mut`, and on 2 cores the two stages already fill both):
-//! `threads` above 2 runs the same two tasks.
+//! Why batches: on 2 vCPUs one data-path thread beat four by about 2× (boringtun-cli
+//! `--threads 1` against its default; BENCHMARKS.md 3.1); every hop costs a wake-up, so the
+//! pipeline and the shards hand over batches, never single packets. Every crypto task owns its
+//! device outright (no lock; boringtun's `Tunn` needs `&mut`, hence shards of peers rather than
+//! a pool of workers) and shares the netstack and the socket through short, never-awaited
+//! locks. On 2 cores sharding gains nothing (the two stages already fill both; BENCHMARKS.md
+//! 3.3), so the 2-core default stays the pipeline.
 
 use std::collections::VecDeque;
 use std::io;
@@ -59,6 +65,10 @@ use crate::netstack::{self, Netstack};
 use crate::wg::{self, Device};
 
 use super::live::{self, Command, Published};
+
+mod shards;
+
+pub(super) use shards::{Room, SHARD_QUEUE, ShardParts, Shards, run_shard};
 
 /// WireGuard timer cadence (boringtun's own device uses 250 ms); the rate limiter is reset
 /// every fourth tick.
@@ -119,6 +129,26 @@ pub struct DriverCounters {
     /// answering "poll again now" with nothing queued (see [`ZeroDelay`]). Non-zero means a
     /// stack state that makes no progress; without the bound it would have spun a core.
     pub zero_delay_backoffs: AtomicU64,
+    /// Sharded layout: datagrams and packets shard 0 passed to the shard owning their peer.
+    pub forwarded: AtomicU64,
+    /// Sharded layout: datagrams dropped because their shard was backed up (its channel full
+    /// and [`shards`]' hold limit reached), or had stopped.
+    pub forward_dropped: AtomicU64,
+    /// Sharded layout: per shard, datagrams and packets its device handled for its own peers.
+    pub shard_work: Vec<AtomicU64>,
+    /// Sharded layout: per shard, timer ticks (shard 0's are `timer_ticks`, not here).
+    pub shard_ticks: Vec<AtomicU64>,
+}
+
+impl DriverCounters {
+    /// Counters for a data path with `shards` crypto shards (1 unless sharded).
+    pub fn with_shards(shards: usize) -> Self {
+        DriverCounters {
+            shard_work: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            shard_ticks: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            ..DriverCounters::default()
+        }
+    }
 }
 
 /// How the data path is laid out over tasks (from `[interface] threads`).
@@ -126,17 +156,28 @@ pub struct DriverCounters {
 pub enum Layout {
     /// One task does everything (`threads = 1`).
     Single,
-    /// A crypto task and a netstack task (`threads >= 2`).
+    /// A crypto task and a netstack task (`threads = 2`).
     Pipeline,
+    /// The pipeline with peers sharded over this many crypto tasks (`threads - 1`, for
+    /// `threads >= 3`), see [`shards`].
+    Sharded(usize),
 }
 
 impl Layout {
     /// The layout for `threads` data-path threads (0 counts as 1).
     pub fn for_threads(threads: usize) -> Layout {
-        if threads >= 2 {
-            Layout::Pipeline
-        } else {
-            Layout::Single
+        match threads {
+            0 | 1 => Layout::Single,
+            2 => Layout::Pipeline,
+            n => Layout::Sharded(n - 1),
+        }
+    }
+
+    /// Crypto tasks (each owns a shard of the peers).
+    pub fn crypto_shards(self) -> usize {
+        match self {
+            Layout::Sharded(n) => n,
+            Layout::Single | Layout::Pipeline => 1,
         }
     }
 }
@@ -206,7 +247,7 @@ pub(super) struct Handoff {
 pub(super) struct Parts {
     pub device: Device,
     pub netstack: Netstack,
-    pub udp: UdpSocket,
+    pub udp: Arc<UdpSocket>,
     pub commands: mpsc::Receiver<Command>,
     pub published: Arc<Published>,
     pub cancel: CancellationToken,
@@ -215,6 +256,8 @@ pub(super) struct Parts {
     pub clock: Clock,
     /// `Some` in the pipeline layout: the netstack task polls the stack, not this one.
     pub handoff: Option<Arc<Handoff>>,
+    /// `Some` in the sharded layout: the other crypto shards.
+    pub shards: Option<Shards>,
 }
 
 /// The data-path task. Call order per iteration follows `Netstack`'s documented driver loop
@@ -230,6 +273,7 @@ pub(super) async fn run(parts: Parts) {
         counters,
         clock,
         handoff,
+        shards,
     } = parts;
     let mut io = Io {
         tx: live::sender_for(&udp),
@@ -238,6 +282,8 @@ pub(super) async fn run(parts: Parts) {
         pending: VecDeque::new(),
         counters,
         clock,
+        shards,
+        delivered: 0,
     };
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
@@ -248,6 +294,9 @@ pub(super) async fn run(parts: Parts) {
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
+        if let Some(shards) = &mut io.shards {
+            shards.reclaim(&mut device);
+        }
         // 1. Timers.
         let now = Instant::now();
         if now >= next_tick {
@@ -278,6 +327,12 @@ pub(super) async fn run(parts: Parts) {
             if !io.pending.is_empty() {
                 return false;
             }
+            // Sharded: a packet for a backed-up shard stays queued too.
+            if let Some(shards) = &io.shards
+                && device.packet_owner(pkt).is_some_and(|k| shards.full(k))
+            {
+                return false;
+            }
             device.send_ip_packet(pkt);
             io.dispatch(&mut device);
             taken += 1;
@@ -295,8 +350,13 @@ pub(super) async fn run(parts: Parts) {
             io.counters.handoffs.fetch_add(1, Ordering::Relaxed);
             h.to_netstack.notify_one();
         }
-        // `drained` is false only when the socket blocked, and so is `backlogged`.
+        if let Some(w) = io.counters.shard_work.first() {
+            w.store(device.handled(), Ordering::Relaxed);
+        }
+        // `drained` is false when the socket blocked (so is `backlogged`) or a shard is
+        // backed up (then `held`: its room signal wakes us).
         let blocked = io.backlogged() || !drained;
+        let held = io.shards.as_ref().is_some_and(Shards::held);
         let mut backoff = None;
         if !blocked && delay == Some(Duration::ZERO) {
             // More input is waiting in the stack and the output has room: go again, within
@@ -326,10 +386,15 @@ pub(super) async fn run(parts: Parts) {
             _ = cancel.cancelled() => break,
             // Before the socket: a datagram flood must not hold off a configuration change.
             command = commands.recv() => match command {
-                Some(command) => live::execute(command, &mut device, &mut io, &published),
+                Some(command) => {
+                    let replay = live::execute(command, &mut device, &mut io, &published);
+                    if let Some(shards) = &mut io.shards {
+                        shards.replay(replay).await;
+                    }
+                }
                 None => break,
             },
-            _ = io.udp.writable(), if blocked => {}
+            _ = io.udp.writable(), if io.backlogged() => {}
             r = io.udp.readable(), if !blocked => {
                 if r.is_ok() {
                     received = io.receive(&mut device, &mut rx);
@@ -339,6 +404,7 @@ pub(super) async fn run(parts: Parts) {
             // Only this task waits for it; under bulk it is passed on to the netstack task.
             _ = netstack.wait_for_work() => stack_work = true,
             _ = notified(&handoff) => {}
+            _ = room(&io.shards), if held => {}
             _ = tokio::time::sleep_until(wake_at) => {}
         }
         if let Some(h) = &handoff {
@@ -351,6 +417,14 @@ pub(super) async fn run(parts: Parts) {
         }
     }
     tracing::debug!("data path stopped");
+}
+
+/// Resolves when a backed-up shard made room; never without shards.
+async fn room(shards: &Option<Shards>) {
+    match shards {
+        Some(s) => s.room().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The crypto task's wake-up from the netstack task; never resolves in the single layout.
@@ -420,14 +494,19 @@ pub(super) async fn run_netstack(
 /// Datagrams join a GSO run (sent when the next one cannot join and at the end of every
 /// iteration) or wait for the socket; decrypted packets go to the netstack.
 pub(super) struct Io {
-    pub(super) udp: UdpSocket,
+    pub(super) udp: Arc<UdpSocket>,
     pub(super) netstack: Netstack,
     /// The run of datagrams being built; sent with one `sendmsg` where GSO works.
     pub(super) tx: wg::gso::Sender,
     /// Encrypted datagrams held while the socket would block (after the run, in order).
-    pending: VecDeque<(SocketAddr, Vec<u8>)>,
-    counters: Arc<DriverCounters>,
-    clock: Clock,
+    pub(super) pending: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(super) counters: Arc<DriverCounters>,
+    pub(super) clock: Clock,
+    /// Shard 0 of the sharded layout: where forwarded work goes.
+    pub(super) shards: Option<Shards>,
+    /// Packets delivered to the netstack since the owner last reset it (shard tasks signal
+    /// the netstack task once per batch).
+    pub(super) delivered: usize,
 }
 
 impl Io {
@@ -445,6 +524,10 @@ impl Io {
                     self.deliver(peer, &packet);
                     device.recycle(packet);
                 }
+                wg::Output::Forward { shard, item } => match &mut self.shards {
+                    Some(shards) => shards.push(shard, item),
+                    None => tracing::error!(shard, "bug: a shard forwarded work; dropped"),
+                },
             }
         }
     }
@@ -469,6 +552,7 @@ impl Io {
     fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
         // The netstack keys per-peer connection limits (and callers' identity) by this tag.
         let peer = netstack::PeerTag(peer.0);
+        self.delivered += 1;
         if self.netstack.push_inbound(peer, ip_packet).is_ok() {
             return;
         }
@@ -508,6 +592,9 @@ impl Io {
     /// Sends the run, then the held datagrams (coalesced into runs too), until everything is
     /// out or the socket would block again.
     fn flush(&mut self) {
+        if let Some(shards) = &mut self.shards {
+            shards.flush();
+        }
         // Each round empties the run and refills it from `pending`; an empty run takes any
         // datagram, so every round moves at least one and the loop ends.
         loop {

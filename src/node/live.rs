@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
@@ -202,20 +203,32 @@ impl Handler for Node {
     }
 }
 
-/// Runs one command on the data-path task and sends the result back.
+/// What the other crypto shards must follow after a command (sharded layout; empty otherwise).
+#[derive(Default)]
+pub(super) struct Replay {
+    /// The new socket, if the port moved.
+    pub(super) socket: Option<Arc<UdpSocket>>,
+    /// The peer-table change shard 0 applied.
+    pub(super) replication: Option<wg::Replication>,
+}
+
+/// Runs one command on the data-path task (shard 0) and sends the result back; returns what
+/// the other shards must replay (before any later work reaches them).
 pub(super) fn execute(
     command: Command,
     device: &mut Device,
     io: &mut Io,
     published: &super::Published,
-) {
+) -> Replay {
     let Command { update, reply } = command;
-    let result = apply(update, device, io, published);
+    let mut replay = Replay::default();
+    let result = apply(update, device, io, published, &mut replay);
     if let Err(e) = &result {
         tracing::warn!("peer update refused, nothing changed: {e}");
     }
     // The caller may have given up waiting; the change stands either way.
     let _ = reply.send(result);
+    replay
 }
 
 fn apply(
@@ -223,6 +236,7 @@ fn apply(
     device: &mut Device,
     io: &mut Io,
     published: &Published,
+    replay: &mut Replay,
 ) -> Result<Applied, NodeError> {
     // Socket-level changes first: they can fail, and nothing else has changed yet.
     let current = published.udp_addr();
@@ -239,7 +253,7 @@ fn apply(
     };
     let old_mark = published.fwmark();
     let mark = update.fwmark.take().unwrap_or(old_mark);
-    let marked = fresh.as_ref().unwrap_or(&io.udp);
+    let marked = fresh.as_ref().unwrap_or(&*io.udp);
     if mark != old_mark || (fresh.is_some() && mark != 0) {
         set_mark(marked, mark).map_err(|source| NodeError::Fwmark { mark, source })?;
     }
@@ -251,8 +265,11 @@ fn apply(
         .into_iter()
         .map(|ip| (ip, device.route(ip)))
         .collect();
-    let applied = match device.apply(update) {
-        Ok(applied) => applied,
+    let applied = match device.apply_replicated(update) {
+        Ok((applied, replication)) => {
+            replay.replication = replication;
+            applied
+        }
         Err(e) => {
             if fresh.is_none() && mark != old_mark {
                 let _ = set_mark(&io.udp, old_mark);
@@ -263,6 +280,8 @@ fn apply(
 
     if let Some(udp) = fresh {
         let addr = wg::udp::normalize_addr(udp.local_addr().unwrap_or(current));
+        let udp = Arc::new(udp);
+        replay.socket = Some(Arc::clone(&udp));
         swap_socket(io, udp);
         *published.udp_addr.lock() = addr;
         tracing::info!(%addr, "WireGuard socket moved to a new port");
@@ -296,7 +315,7 @@ pub(super) fn sender_for(udp: &UdpSocket) -> wg::gso::Sender {
 
 /// Puts a new socket in place of the old one. What the old run could not send is dropped
 /// (WireGuard tolerates loss); datagrams held for writability go out on the new socket.
-fn swap_socket(io: &mut Io, udp: UdpSocket) {
+fn swap_socket(io: &mut Io, udp: Arc<UdpSocket>) {
     io.send_run();
     io.tx = sender_for(&udp);
     io.udp = udp;

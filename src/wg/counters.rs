@@ -110,6 +110,8 @@ pub struct PeerStats {
     /// Data (keepalives mostly), responses and cookie replies that arrived after this node
     /// dropped the peer's session as idle; the peer's next handshake replaces it.
     pub drop_no_session: u64,
+    /// The crypto shard that runs this peer's session (`[interface] threads >= 3`; 0 otherwise).
+    pub shard: usize,
 }
 
 #[derive(Default)]
@@ -125,9 +127,16 @@ pub(crate) struct DeviceCounters {
 }
 
 impl DeviceCounters {
-    /// Publishes the number of peers holding a session.
-    pub(crate) fn set_sessions(&self, n: usize) {
-        self.sessions.store(n as u64, Ordering::Relaxed);
+    /// Publishes the number of peers holding a session: the caller's count went from `was` to
+    /// `now` (several shards of one device add up to one count).
+    pub(crate) fn adjust_sessions(&self, was: usize, now: usize) {
+        if now >= was {
+            self.sessions
+                .fetch_add((now - was) as u64, Ordering::Relaxed);
+        } else {
+            self.sessions
+                .fetch_sub((was - now) as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -137,6 +146,8 @@ pub(crate) struct PeerCounters {
     public_key: PublicKey,
     /// Changed only by configuration and roaming: cold.
     info: Mutex<PeerInfo>,
+    /// The crypto shard that owns the peer (set once by the device that creates it).
+    pub(crate) shard: AtomicU64,
     pub(crate) rx_bytes: AtomicU64,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) rx_packets: AtomicU64,
@@ -240,6 +251,15 @@ impl Counters {
         self.peers.read().len()
     }
 
+    /// The current peer with this key (a sharded replica shares the primary's counters).
+    pub(crate) fn find_peer(&self, key: &PublicKey) -> Option<Arc<PeerCounters>> {
+        self.peers
+            .read()
+            .iter()
+            .find(|p| p.public_key == *key)
+            .cloned()
+    }
+
     pub(crate) fn add_peer(&self, peer: Arc<PeerCounters>) {
         self.peers.write().push(peer);
     }
@@ -279,6 +299,7 @@ impl PeerCounters {
         PeerCounters {
             public_key,
             info: Mutex::new(info),
+            shard: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             rx_packets: AtomicU64::new(0),
@@ -302,6 +323,11 @@ impl PeerCounters {
     /// Publishes a new endpoint (called only when it changes, so the lock is cold).
     pub(crate) fn set_endpoint(&self, endpoint: Option<SocketAddr>) {
         self.info.lock().endpoint = endpoint;
+    }
+
+    /// The published endpoint (the owner shard's, which follows roaming).
+    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
+        self.info.lock().endpoint
     }
 
     /// Publishes changed settings.
@@ -353,6 +379,7 @@ impl PeerCounters {
             drop_malformed: get(&self.drop_malformed),
             drop_rate_limited: get(&self.drop_rate_limited),
             drop_no_session: get(&self.drop_no_session),
+            shard: get(&self.shard) as usize,
         }
     }
 

@@ -34,7 +34,10 @@ use super::{
     StaticSecret, WgError, key_label,
 };
 
+mod shard;
 mod update;
+
+pub use shard::{Forwarded, Replication, Shard};
 
 /// Peers a device accepts. Receiver indices are 24 bits; staying far below that keeps random
 /// unique index selection fast.
@@ -81,6 +84,15 @@ pub struct Device {
     idle_session_timeout: Option<Duration>,
     /// Results of the calls since the last [`Device::poll_output`] drained them.
     outputs: Outputs,
+    /// Which peers this device runs sessions, timers and traffic for (all, unless sharded:
+    /// see [`Device::into_shards`]).
+    shard: Shard,
+    /// Sharded replicas: the primary's rate limiter, for a private-key change being replayed.
+    limiter_next: Option<Arc<RateLimiter>>,
+    /// Sessions this device added to the shared session count at its last timer tick.
+    sessions_published: usize,
+    /// See [`Device::handled`].
+    handled: u64,
 }
 
 /// The queue behind [`Device::poll_output`]. Bounded by what one call can produce, as long as
@@ -95,13 +107,18 @@ struct Outputs {
 }
 
 /// Buffers kept for reuse. The driver hands each back right after using it, so a handful are in
-/// flight at a time; more only after a handshake flushes its queue.
-const MAX_FREE: usize = 64;
+/// flight at a time; more only after a handshake flushes its queue, or when other shards hand
+/// back the buffers of a batch of forwarded work (up to 256 packets of the netstack's queue).
+pub(super) const MAX_FREE: usize = 256;
 /// Larger buffers are not kept (only oversized packets need them): the pool stays under
-/// `MAX_FREE` × 4 KiB.
+/// `MAX_FREE` × 4 KiB (1 MiB).
 const MAX_FREE_CAPACITY: usize = 4096;
 
 impl Outputs {
+    fn forward(&mut self, shard: usize, item: Forwarded) {
+        self.queue.push_back(Output::Forward { shard, item });
+    }
+
     fn buffer(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut buf = self.free.pop().unwrap_or_default();
         buf.clear();
@@ -209,6 +226,10 @@ impl Device {
             next_id: 0,
             idle_session_timeout: None,
             outputs: Outputs::default(),
+            shard: Shard::ALL,
+            limiter_next: None,
+            sessions_published: 0,
+            handled: 0,
         };
         let update = DeviceUpdate {
             peers: cfg.peers.iter().map(PeerUpdate::from_config).collect(),
@@ -226,11 +247,11 @@ impl Device {
             public_key,
             peers,
             by_key,
-            routes,
             rate_limiter,
             counters,
             scratch,
             outputs: out,
+            shard,
             ..
         } = self;
         let dc = &counters.device;
@@ -278,8 +299,34 @@ impl Device {
             }
         };
         let Some((kind, index)) = found else { return };
-        // Present: both lookups above only return indices of current peers.
+        if !shard.owns(index) {
+            let bytes = out.buffer(datagram);
+            out.forward(
+                shard.owner(index),
+                Forwarded::datagram(src, kind, index, bytes),
+            );
+            return;
+        }
+        self.process_datagram(src, kind, index, datagram);
+    }
+
+    /// The owner's half of [`Device::handle_datagram`]: `index` names a current peer this
+    /// device owns, and `kind` is what the (already checked) datagram is.
+    fn process_datagram(&mut self, src: SocketAddr, kind: Kind, index: u32, datagram: &[u8]) {
+        self.handled += 1;
+        let Device {
+            private_key,
+            peers,
+            routes,
+            rate_limiter,
+            counters,
+            scratch,
+            outputs: out,
+            ..
+        } = self;
         let Some(peer) = peers.get_mut(&index) else {
+            // A replica's peer removed by a change applied after the primary forwarded.
+            bump(&counters.device.unknown_index);
             return;
         };
         let pc = Arc::clone(&peer.counters);
@@ -390,17 +437,7 @@ impl Device {
     /// Without a session it is queued (up to 256 per peer, boringtun's limit) and a handshake
     /// starts.
     pub fn send_ip_packet(&mut self, packet: &[u8]) {
-        let Device {
-            private_key,
-            peers,
-            routes,
-            rate_limiter,
-            counters,
-            scratch,
-            outputs,
-            ..
-        } = self;
-        let dc = &counters.device;
+        let dc = &self.counters.device;
         let Some(dst) = Tunn::dst_address(packet) else {
             bump(&dc.malformed);
             tracing::debug!(
@@ -415,18 +452,41 @@ impl Device {
             return;
         }
         // Every route names a current peer (the update code keeps them in step).
-        let Some((index, peer)) = routes
-            .lookup(dst)
-            .and_then(|&index| peers.get_mut(&index).map(|p| (index, p)))
-        else {
+        let Some(&index) = self.routes.lookup(dst) else {
             bump(&dc.no_route);
             tracing::debug!(%dst, "dropped outgoing packet: no peer's allowed IPs contain it");
+            return;
+        };
+        if !self.shard.owns(index) {
+            let item = Forwarded::packet(index, self.outputs.buffer(packet));
+            self.outputs.forward(self.shard.owner(index), item);
+            return;
+        }
+        self.encapsulate_for(index, packet);
+    }
+
+    /// The owner's half of [`Device::send_ip_packet`]: encrypts `packet` for the peer at
+    /// `index` (routed already).
+    fn encapsulate_for(&mut self, index: u32, packet: &[u8]) {
+        self.handled += 1;
+        let Device {
+            private_key,
+            peers,
+            rate_limiter,
+            counters,
+            scratch,
+            outputs,
+            ..
+        } = self;
+        let Some(peer) = peers.get_mut(&index) else {
+            // A replica's peer removed by a change applied after the primary forwarded.
+            bump(&counters.device.no_route);
             return;
         };
         let pc = &peer.counters;
         let Some(endpoint) = peer.endpoint else {
             bump(&pc.drop_no_endpoint);
-            tracing::debug!(peer = %peer.label, %dst, "dropped outgoing packet: peer has no endpoint yet");
+            tracing::debug!(peer = %peer.label, "dropped outgoing packet: peer has no endpoint yet");
             return;
         };
         let keys = Keys {
@@ -446,7 +506,7 @@ impl Device {
             // Queued behind a handshake already in progress.
             TunnResult::Done => peer.traffic_waiting = true,
             other => {
-                tracing::debug!(peer = %peer.label, %dst, result = ?other, "encapsulate failed");
+                tracing::debug!(peer = %peer.label, result = ?other, "encapsulate failed");
             }
         }
     }
@@ -467,6 +527,8 @@ impl Device {
             scratch,
             outputs: out,
             idle_session_timeout,
+            shard,
+            sessions_published,
             ..
         } = self;
         let keys = Keys {
@@ -474,7 +536,8 @@ impl Device {
             rate_limiter,
         };
         let mut live = 0;
-        for (&index, peer) in peers.iter_mut() {
+        // A sharded device runs the timers of its own peers only.
+        for (&index, peer) in peers.iter_mut().filter(|(i, _)| shard.owns(**i)) {
             let pc = Arc::clone(&peer.counters);
             let pc = &*pc;
             if !peer.started {
@@ -546,7 +609,9 @@ impl Device {
             }
             live += usize::from(peer.session.is_live());
         }
-        counters.device.set_sessions(live);
+        // Shards share the count: each adds what changed since its last tick.
+        counters.device.adjust_sessions(*sessions_published, live);
+        *sessions_published = live;
     }
 
     /// Drops a peer's session (its boringtun `Tunn`, ~11 KB) after this long without data;

@@ -15,6 +15,8 @@ use super::*;
 pub(super) struct Wire {
     pub(super) sent: Vec<(SocketAddr, Vec<u8>)>,
     pub(super) delivered: Vec<Vec<u8>>,
+    /// Work a sharded device handed to another shard (see [`Node::shard`]).
+    pub(super) forwarded: Vec<(usize, Forwarded)>,
 }
 
 impl Wire {
@@ -24,6 +26,7 @@ impl Wire {
             match output {
                 Output::Transmit { to, datagram } => self.sent.push((to, datagram)),
                 Output::Deliver { packet, .. } => self.delivered.push(packet),
+                Output::Forward { shard, item } => self.forwarded.push((shard, item)),
             }
         }
     }
@@ -53,6 +56,8 @@ impl Drive for Device {
 
 pub(super) struct Node {
     pub(super) dev: Device,
+    /// Shards 1.. when sharded ([`Node::shard`]); forwarded work runs there at once.
+    pub(super) replicas: Vec<Device>,
     /// The address this node's datagrams appear to come from (change it to simulate roaming).
     pub(super) addr: SocketAddr,
     pub(super) wire: Wire,
@@ -67,11 +72,38 @@ impl Node {
 
     pub(super) fn send(&mut self, packet: &[u8]) {
         self.dev.send_ip_packet_to(packet, &mut self.wire);
+        self.resolve();
     }
 
     pub(super) fn tick(&mut self, now: SystemTime) {
         self.dev
             .update_timers_to(std::time::Instant::now(), now, &mut self.wire);
+        for r in &mut self.replicas {
+            r.update_timers_to(std::time::Instant::now(), now, &mut self.wire);
+        }
+        self.resolve();
+    }
+
+    pub(super) fn handle(&mut self, from: SocketAddr, datagram: &[u8]) {
+        self.dev.handle_datagram_to(from, datagram, &mut self.wire);
+        self.resolve();
+    }
+
+    /// Splits the device into `count` shards, as the driver does for `threads = count + 1`.
+    pub(super) fn shard(&mut self, count: usize) {
+        self.replicas = self.dev.into_shards(count);
+    }
+
+    /// Runs forwarded work on its shard, as a shard task would (a replica never forwards).
+    fn resolve(&mut self) {
+        while !self.wire.forwarded.is_empty() {
+            for (shard, item) in std::mem::take(&mut self.wire.forwarded) {
+                let r = &mut self.replicas[shard - 1];
+                let spent = r.handle_forwarded(item);
+                self.wire.take(r);
+                self.dev.recycle(spent);
+            }
+        }
     }
 
     pub(super) fn take_delivered(&mut self) -> Vec<Vec<u8>> {
@@ -102,7 +134,7 @@ impl Net {
             }
             for (from, to, d) in in_flight {
                 match self.nodes.iter_mut().find(|n| n.addr == to) {
-                    Some(n) => n.dev.handle_datagram_to(from, &d, &mut n.wire),
+                    Some(n) => n.handle(from, &d),
                     None => self.lost.push((to, d)),
                 }
             }
@@ -146,6 +178,7 @@ pub(super) fn node(key: &StaticSecret, port: u16, peers: Vec<PeerConfig>) -> Nod
     .unwrap();
     Node {
         dev,
+        replicas: Vec::new(),
         addr: addr(port),
         wire: Wire::default(),
         sent_log: Vec::new(),
@@ -752,5 +785,5 @@ fn outputs_are_owned_ordered_and_reuse_recycled_buffers() {
         b.dev.recycle(Vec::with_capacity(2048));
     }
     b.dev.recycle(Vec::with_capacity(1 << 20)); // too large to keep
-    assert_eq!(b.dev.free_buffers(), 64);
+    assert_eq!(b.dev.free_buffers(), device::MAX_FREE);
 }

@@ -45,6 +45,14 @@ pub(super) fn stable_indices(
     Ok(out)
 }
 
+/// The receiver index a node with `private_key` gives the peer `peer` (its first candidate:
+/// what it gets unless another peer's index took it first, a chance of about peers / 2^24).
+/// With `[interface] threads = N >= 3` the peer's crypto shard is this index modulo `N - 1`.
+/// For diagnostics and tests.
+pub fn receiver_index(private_key: &StaticSecret, peer: &super::PublicKey) -> u32 {
+    candidate(private_key, peer.as_bytes(), 0)
+}
+
 fn candidate(private_key: &StaticSecret, peer: &[u8; 32], n: u32) -> u32 {
     let mut h = Sha256::new();
     h.update(b"wgagent receiver index v1");

@@ -41,12 +41,15 @@ mod device_tests;
 mod live_tests;
 #[cfg(test)]
 mod session_tests;
+#[cfg(test)]
+mod shard_tests;
 
 use std::net::SocketAddr;
 
 pub use boringtun::x25519::{PublicKey, StaticSecret};
 pub use counters::{Counters, DeviceStats, PeerStats, Stats};
-pub use device::Device;
+pub use device::{Device, Forwarded, Replication, Shard};
+pub use index::receiver_index;
 pub use ip_network::IpNetwork;
 
 /// One configured peer.
@@ -107,7 +110,7 @@ pub struct DeviceConfig {
 /// where most updates come from: peer sections are applied in order; a prefix given to one peer
 /// is taken from any other peer that held it; unchanged values change nothing (an update that
 /// repeats a peer's settings keeps its session).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct DeviceUpdate {
     /// A new static private key: every session is dropped and re-established with it. The same
     /// key as now changes nothing. A peer that has the new public key is removed.
@@ -260,7 +263,6 @@ pub struct PeerIdentity {
 }
 
 /// One result of a [`Device`] call, owned by the caller (taken with [`Device::poll_output`]).
-#[derive(Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send this UDP datagram to `to`. Errors are the caller's to count and log; WireGuard
     /// tolerates loss.
@@ -277,6 +279,15 @@ pub enum Output {
         /// The decrypted IP packet.
         packet: Vec<u8>,
     },
+    /// Sharded devices ([`Device::into_shards`]) only: this datagram or IP packet belongs to a
+    /// peer another shard owns; hand it to that shard's device with
+    /// [`Device::handle_forwarded`] (in order: a peer's packets keep their order).
+    Forward {
+        /// The owning shard (`Shard::index` of its device).
+        shard: usize,
+        /// The work, classified already (a forwarded initiation is not decrypted twice here).
+        item: Forwarded,
+    },
 }
 
 impl std::fmt::Debug for Output {
@@ -292,6 +303,11 @@ impl std::fmt::Debug for Output {
                 .debug_struct("Deliver")
                 .field("peer", peer)
                 .field("len", &packet.len())
+                .finish(),
+            Output::Forward { shard, item } => f
+                .debug_struct("Forward")
+                .field("shard", shard)
+                .field("len", &item.len())
                 .finish(),
         }
     }

@@ -248,6 +248,7 @@ mod tests {
                             .unwrap();
                     }
                     crate::wg::Output::Deliver { packet, .. } => self.delivered.push(packet),
+                    crate::wg::Output::Forward { .. } => unreachable!("unsharded"),
                 }
             }
         }

@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 /// The data-path threads of the nodes and agents these helpers build: `WGAGENT_TEST_THREADS`
-/// (CI runs the overlay, interop and NAT tests once more with `1`, the single-task layout), or 0
-/// = the machine's default (the pipeline on a multi-core machine).
+/// (CI runs the overlay, interop and NAT tests once more with `1`, the single-task layout, and
+/// with `3`, peers sharded over two crypto tasks), or 0 = the machine's default (the pipeline on
+/// a 2-core machine).
 pub fn test_threads() -> usize {
     std::env::var("WGAGENT_TEST_THREADS")
         .ok()

@@ -32,7 +32,14 @@ impl Device {
     /// peers would share a name), [`WgError::Random`] (no receiver index; a retry may help).
     /// A peer section naming our own public key is ignored, as `wg` does.
     pub fn apply(&mut self, update: DeviceUpdate) -> Result<Applied, WgError> {
-        let mut indices = self.plan(&update)?;
+        let indices = self.plan(&update)?;
+        Ok(self.commit(update, indices))
+    }
+
+    /// The second phase of [`Device::apply`]: cannot fail. `indices` are the receiver indices
+    /// of the peers the walk creates, last first (what `plan` returned; a sharded replica gets
+    /// its primary's, so that every shard gives a peer the same index).
+    pub(super) fn commit(&mut self, update: DeviceUpdate, mut indices: Vec<u32>) -> Applied {
         let mut applied = Tally::default();
         if let Some(key) = update.private_key {
             applied.key_changed = self.set_private_key(key, &mut applied);
@@ -85,12 +92,12 @@ impl Device {
                 "peer table updated"
             );
         }
-        Ok(applied)
+        applied
     }
 
     /// Checks `update` against a model of the peer table it would produce and reserves the
     /// receiver indices of the peers it would create.
-    fn plan(&self, update: &DeviceUpdate) -> Result<Vec<u32>, WgError> {
+    pub(super) fn plan(&self, update: &DeviceUpdate) -> Result<Vec<u32>, WgError> {
         let own = update
             .private_key
             .as_ref()
@@ -189,7 +196,12 @@ impl Device {
         }
         // wireguard-go does the same: a node is never its own peer.
         self.remove_peer(public.as_bytes(), applied);
-        self.rate_limiter = Arc::new(RateLimiter::new(&public, self.handshake_rate_limit));
+        // A replica takes its primary's new limiter: one limiter (and one cookie secret) for
+        // the whole sharded device.
+        self.rate_limiter = self
+            .limiter_next
+            .take()
+            .unwrap_or_else(|| Arc::new(RateLimiter::new(&public, self.handshake_rate_limit)));
         for peer in self.peers.values_mut() {
             if let Some(tunn) = peer.session.tunn() {
                 tunn.set_static_private(key.clone(), public, Some(Arc::clone(&self.rate_limiter)));
@@ -213,11 +225,30 @@ impl Device {
     fn create_peer(&mut self, section: &PeerUpdate, index: u32) {
         let preshared_key = section.preshared_key.and_then(nonzero);
         let label = key_label(&section.public_key);
-        let counters = Arc::new(PeerCounters::new(section.public_key, PeerInfo::default()));
-        self.counters.add_peer(Arc::clone(&counters));
         let id = PeerId(self.next_id);
         self.next_id += 1;
-        self.counters.set_id(id, &counters);
+        // The primary registers the peer in the shared view; a replica shares its counters
+        // (registered when the primary applied the same change, just before). A replica
+        // replaying a change the primary already undid gets unregistered ones, dropped
+        // when it replays the undo too.
+        let counters = match self.shard.publishes() {
+            true => {
+                let counters = Arc::new(PeerCounters::new(section.public_key, PeerInfo::default()));
+                let shard = self.shard.owner(index) as u64;
+                counters
+                    .shard
+                    .store(shard, std::sync::atomic::Ordering::Relaxed);
+                self.counters.add_peer(Arc::clone(&counters));
+                self.counters.set_id(id, &counters);
+                counters
+            }
+            false => self
+                .counters
+                .find_peer(&section.public_key)
+                .unwrap_or_else(|| {
+                    Arc::new(PeerCounters::new(section.public_key, PeerInfo::default()))
+                }),
+        };
         let peer = Peer {
             id,
             session: Session::default(),
@@ -281,8 +312,11 @@ impl Device {
                 changed = true;
             }
         }
-        if changed {
-            peer.counters.set_info(peer.info());
+        if changed && self.shard.publishes() {
+            // The endpoint of a peer another shard owns is that shard's (it roams there),
+            // unless this change sets it.
+            let own = self.shard.owns(index) || section.endpoint.is_some();
+            peer.counters.set_info(peer.info(own));
         }
         changed
     }
@@ -325,10 +359,13 @@ impl Device {
         }
         let counters = Arc::clone(&peer.counters);
         let mut changed = false;
+        let publish = self.shard.publishes();
         for net in old.iter().filter(|n| !in_target.contains(n)) {
             if self.routes.exact(*net) == Some(&index) {
                 self.routes.remove(*net);
-                self.counters.remove_owner(*net);
+                if publish {
+                    self.counters.remove_owner(*net);
+                }
             }
             changed = true;
         }
@@ -338,10 +375,16 @@ impl Device {
                 && let Some(other) = self.peers.get_mut(&previous)
             {
                 other.allowed_ips.retain(|n| n != net);
-                other.counters.set_info(other.info());
+                if publish {
+                    other
+                        .counters
+                        .set_info(other.info(self.shard.owns(previous)));
+                }
                 applied.updated.push(other.counters.public_key());
             }
-            self.counters.set_owner(*net, &counters);
+            if publish {
+                self.counters.set_owner(*net, &counters);
+            }
             changed = true;
         }
         if let Some(peer) = self.peers.get_mut(&index) {
@@ -358,24 +401,34 @@ impl Device {
         let Some(peer) = self.peers.remove(&index) else {
             return;
         };
+        let publish = self.shard.publishes();
         for net in &peer.allowed_ips {
             if self.routes.exact(*net) == Some(&index) {
                 self.routes.remove(*net);
-                self.counters.remove_owner(*net);
+                if publish {
+                    self.counters.remove_owner(*net);
+                }
             }
         }
-        self.counters.remove_peer(&peer.counters);
+        if publish {
+            self.counters.remove_peer(&peer.counters);
+        }
+
         tracing::debug!(peer = %peer.label, "peer removed");
         applied.removed.push(PublicKey::from(*key));
     }
 }
 
 impl Peer {
-    /// The settings other tasks see.
-    fn info(&self) -> PeerInfo {
+    /// The settings other tasks see. `own_endpoint`: this device's endpoint is current (it
+    /// owns the peer, or was just told it); otherwise the published one stays.
+    fn info(&self, own_endpoint: bool) -> PeerInfo {
         PeerInfo {
             name: self.name.clone(),
-            endpoint: self.endpoint,
+            endpoint: match own_endpoint {
+                true => self.endpoint,
+                false => self.counters.endpoint(),
+            },
             allowed_ips: self.allowed_ips.clone(),
             preshared_key: self.preshared_key,
             persistent_keepalive: self.keepalive,
