@@ -16,6 +16,14 @@
 //!    p99) and `TASKS` concurrent tasks (commands/s), fork and exec taking turns, with the
 //!    process at its small size and again after it allocated and touched 16, 48 and
 //!    `BALLAST_MIB` MiB (many 64 KiB blocks, like a heap). Baseline: `sh -c true` via `std::process::Command`.
+//! 3. Concurrent starts (`cargo bench --bench supervisor -- concurrent` runs only this): the
+//!    rate of `start` → `wait` of `true` from 1 task, from `TASKS` tasks whose `start` calls
+//!    are serialised by one lock held across the call (what the manager's state lock did before
+//!    starts were reserved under it and spawned without it: the same-run baseline), from `TASKS`
+//!    free tasks (the agent's case: `start` runs on the runtime's 2 workers), and from `TASKS`
+//!    tasks calling `start` through `spawn_blocking` (more threads than workers: whether
+//!    anything but the CPU still caps the rate, e.g. the helper's one socket). Setups take turns
+//!    for `ROUNDS` rounds; also the median time inside `start` (1 task).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -62,6 +70,10 @@ fn manager(launch: &SupervisorLaunch) -> Manager {
 
 async fn run() {
     println!("bench process RSS at start: {:.1} MiB", mib(rss_kib()));
+    if std::env::args().any(|a| a == "concurrent") {
+        concurrent().await;
+        return;
+    }
     // Spawn cost first, while this process is small (the memory section leaves records behind).
     spawn_cost().await;
     memory().await;
@@ -314,4 +326,157 @@ async fn rate(m: &Manager) -> f64 {
         t.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+const ROUNDS: usize = 3;
+
+/// How the concurrent tasks call `start`.
+#[derive(Clone, Copy, PartialEq)]
+enum Calls {
+    /// One task.
+    Single,
+    /// `TASKS` tasks, `start` under one shared lock (the old serialisation).
+    Serialised,
+    /// `TASKS` tasks, `start` on the runtime's workers.
+    Free,
+    /// `TASKS` tasks, `start` in `spawn_blocking`.
+    Blocking,
+}
+
+async fn concurrent() {
+    println!();
+    println!(
+        "3. concurrent starts: `start` → `wait` of `true`, commands/s over {RATE_FOR:?} per setup, {ROUNDS} rounds taking turns; 2 runtime workers"
+    );
+    let setups = [
+        ("1 task", Calls::Single),
+        ("8 tasks, start serialised (before)", Calls::Serialised),
+        ("8 tasks (agent)", Calls::Free),
+        ("8 tasks, start in spawn_blocking", Calls::Blocking),
+    ];
+    for (name, launch) in launches() {
+        let m = manager(&launch);
+        let mut inside = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            let id = m.start(spec("true")).unwrap();
+            inside.push(t.elapsed());
+            m.wait(&id, T).await.unwrap().unwrap();
+        }
+        inside.sort();
+        let mut rates = vec![Vec::new(); setups.len()];
+        // Per setup, summed over rounds: machine busy/total jiffies, this process's CPU and its
+        // reaped children's (supervisors and their commands), and commands run.
+        let mut cpu = vec![(0u64, 0u64, 0u64, 0u64, 0f64); setups.len()];
+        for round in 0..ROUNDS {
+            for k in 0..setups.len() {
+                let i = (k + round) % setups.len();
+                let (m0, p0) = (machine_jiffies(), own_jiffies());
+                let r = rate_with(&m, setups[i].1).await;
+                let (m1, p1) = (machine_jiffies(), own_jiffies());
+                let c = &mut cpu[i];
+                c.0 += m1.0 - m0.0;
+                c.1 += m1.1 - m0.1;
+                c.2 += p1.0 - p0.0;
+                c.3 += p1.1 - p0.1;
+                c.4 += r * RATE_FOR.as_secs_f64();
+                rates[i].push(r);
+            }
+        }
+        println!(
+            "{name}: time inside `start` (1 task): median {:.2?}, p99 {:.2?}",
+            pct(&inside, 0.5),
+            pct(&inside, 0.99)
+        );
+        println!(
+            "| launch | setup | commands/s by round | mean | vs serialised | machine CPU busy | CPU per command: agent / children |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let before = mean(&rates[1]);
+        for (i, (setup, _)) in setups.iter().enumerate() {
+            let by_round: Vec<String> = rates[i].iter().map(|r| format!("{r:.0}")).collect();
+            let (busy, total, own, kids, n) = cpu[i];
+            let per = |j: u64| j as f64 * 10.0 / n.max(1.0);
+            println!(
+                "| {name} | {setup} | {} | {:.0} | {:.2}× | {:.0} % | {:.2} / {:.2} ms |",
+                by_round.join(" / "),
+                mean(&rates[i]),
+                mean(&rates[i]) / before,
+                100.0 * busy as f64 / total.max(1) as f64,
+                per(own),
+                per(kids),
+            );
+        }
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Like [`rate`], with the calls as `calls` says.
+async fn rate_with(m: &Manager, calls: Calls) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let serial = Arc::new(std::sync::Mutex::new(()));
+    let deadline = Instant::now() + RATE_FOR;
+    let started = Instant::now();
+    let n = if calls == Calls::Single { 1 } else { TASKS };
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (m, done, serial) = (m.clone(), done.clone(), serial.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let id = match calls {
+                        Calls::Serialised => {
+                            let _held = serial.lock().unwrap();
+                            m.start(spec("true")).unwrap()
+                        }
+                        Calls::Blocking => {
+                            let m = m.clone();
+                            tokio::task::spawn_blocking(move || m.start(spec("true")).unwrap())
+                                .await
+                                .unwrap()
+                        }
+                        Calls::Single | Calls::Free => m.start(spec("true")).unwrap(),
+                    };
+                    if m.wait(&id, T).await.unwrap().is_some_and(|e| e.code == 0) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (busy, total) jiffies of the whole machine (`/proc/stat`; idle and iowait are not busy).
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// (this process, its reaped children) CPU in jiffies (10 ms): utime+stime, cutime+cstime.
+fn own_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
+        .split(' ')
+        .collect();
+    // Fields 14–17 (utime, stime, cutime, cstime); this slice starts at field 3.
+    let g = |i: usize| {
+        f.get(i - 3)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (g(14) + g(15), g(16) + g(17))
 }

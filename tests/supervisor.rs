@@ -277,3 +277,184 @@ async fn the_helper_is_replaced_when_it_dies_and_ends_with_the_manager() {
         "the helper ended with the manager"
     );
 }
+
+// Concurrent starts: a start is reserved under the manager's lock (its slot against the limits,
+// its idempotency key) and spawned without it. These check the guarantees that lock gave.
+
+/// Runs `n` starts of `spec` at once (threads lined up on a barrier, each inside the runtime).
+async fn at_once(
+    m: &Manager,
+    n: usize,
+    spec: impl Fn(usize) -> StartSpec + Send + Sync + 'static,
+) -> Vec<Result<ProcessId, wgagent::proc::ProcError>> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let spec = std::sync::Arc::new(spec);
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let (m, barrier, spec) = (m.clone(), barrier.clone(), spec.clone());
+            tokio::task::spawn_blocking(move || {
+                let s = spec(i);
+                barrier.wait();
+                m.start(s)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+/// N concurrent starts with one idempotency key start one process: the others wait for it and
+/// get its id (the same request) or a conflict (another request), with either launch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_with_one_key_start_one_process() {
+    for launch in [SupervisorLaunch::Exec(exe()), SupervisorLaunch::Fork] {
+        let m = manager(launch);
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let cmd = format!("echo once >> {}; sleep 0.2", marker.display());
+        let (same, other) = (cmd.clone(), format!("{cmd}; true"));
+        let got = at_once(&m, 16, move |i| StartSpec {
+            idempotency_key: Some("k".into()),
+            ..spec(if i % 4 == 3 { &other } else { &same })
+        })
+        .await;
+        let ids: std::collections::BTreeSet<_> =
+            got.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(ids.len(), 1, "one process for one key: {got:?}");
+        let id = (*ids.iter().next().unwrap()).clone();
+        let winner = m.get(&id).unwrap().command.clone();
+        for (i, r) in got.iter().enumerate() {
+            let mine = if i % 4 == 3 { "other" } else { "same" };
+            let won = if winner == cmd { "same" } else { "other" };
+            match r {
+                Ok(_) => assert_eq!(mine, won, "start {i} replayed another request"),
+                Err(wgagent::proc::ProcError::IdempotencyConflict(_)) => assert_ne!(mine, won),
+                Err(e) => panic!("start {i}: {e}"),
+            }
+        }
+        assert_eq!(m.list().len(), 1);
+        assert_eq!(finish(&m, &id).await.1, 0);
+        let lines = std::fs::read_to_string(&marker).unwrap();
+        assert_eq!(lines, "once\n", "the command ran once");
+    }
+}
+
+/// Starts racing `max_running` and `max_tracked` never exceed them, and `list` never shows a
+/// half-built record meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_never_exceed_the_limits() {
+    for (max_running, max_tracked) in [(3, 100), (100, 4)] {
+        let m = Manager::new(ManagerConfig {
+            max_running,
+            max_tracked,
+            kill_grace: Duration::from_millis(200),
+            supervisor: SupervisorLaunch::Exec(exe()),
+            ..Default::default()
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lister = {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for s in m.list() {
+                        assert!(s.pid > 0, "a record without its process");
+                        assert!(m.get(&s.id).is_ok());
+                        seen += 1;
+                    }
+                }
+                seen
+            })
+        };
+        let got = at_once(&m, 16, |_| spec("sleep 30")).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        lister.join().unwrap();
+        let limit = max_running.min(max_tracked);
+        let ok: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(ok.len(), limit, "{got:?}");
+        for r in &got {
+            match r {
+                Ok(_) => {}
+                Err(wgagent::proc::ProcError::TooManyRunning(n)) => assert_eq!(*n, max_running),
+                Err(wgagent::proc::ProcError::TooManyTracked(n)) => assert_eq!(*n, max_tracked),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(m.running_count(), limit);
+        assert_eq!(m.list().len(), limit);
+        for id in ok {
+            kill(&m, id).await;
+        }
+    }
+}
+
+/// A start that fails after its reservation (here refused by the gate, where the audit log
+/// writes) releases its slot and its key: the next start with them runs.
+#[tokio::test]
+async fn a_refused_start_releases_its_slot_and_key() {
+    let m = Manager::new(ManagerConfig {
+        max_running: 1,
+        supervisor: SupervisorLaunch::Exec(exe()),
+        ..Default::default()
+    });
+    let keyed = || StartSpec {
+        idempotency_key: Some("k".into()),
+        ..spec("echo ran")
+    };
+    let refused = m.start_gated(keyed(), &mut |_| Err("no".into()));
+    assert!(matches!(refused, Err(wgagent::proc::ProcError::Refused(_))));
+    assert!(m.list().is_empty());
+    let id = m.start(keyed()).unwrap();
+    assert_eq!(finish(&m, &id).await, ("ran\n".into(), 0));
+    assert_eq!(
+        m.start(keyed()).unwrap(),
+        id,
+        "the key now names the process"
+    );
+}
+
+/// Shutdown while starts are in flight: every process that started is ended and reaped, and
+/// later starts are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_racing_starts_leaves_no_process() {
+    let m = manager(SupervisorLaunch::Exec(exe()));
+    let starters: Vec<_> = (0..4)
+        .map(|_| {
+            let m = m.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut pids = Vec::new();
+                for _ in 0..200 {
+                    match m.start(spec("trap '' TERM; sleep 30")) {
+                        Ok(id) => pids.push(m.get(&id).unwrap().pid),
+                        Err(
+                            wgagent::proc::ProcError::ShuttingDown
+                            | wgagent::proc::ProcError::TooManyRunning(_),
+                        ) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                pids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    m.shutdown(Duration::from_millis(300)).await;
+    let mut pids = Vec::new();
+    for s in starters {
+        pids.extend(s.await.unwrap());
+    }
+    assert!(!pids.is_empty());
+    for s in m.list() {
+        assert!(s.exit.is_some(), "{} still running after shutdown", s.id);
+    }
+    for pid in pids {
+        assert!(proc_state(pid).is_none(), "process {pid} left behind");
+    }
+    assert!(matches!(
+        m.start(spec("true")),
+        Err(wgagent::proc::ProcError::ShuttingDown)
+    ));
+}

@@ -14,30 +14,31 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use nix::sys::signal::Signal as NixSignal;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::cgroup::{CommandGroup, Enforcement};
 use super::fdio;
+use super::launcher::Launcher;
 use super::limits::{Limit, LimitError, Limits, RequestedLimits};
 use super::log::Log;
 use super::record::{
     Ending, Exit, Input, NewRecord, ProcessId, Record, Snapshot, StartedBy, StdinMode,
 };
-use super::spawn::{self, Host, Prepared, Priority, SpawnFailure, Stack, Stage, Stdio};
+use super::spawn::{self, Host, Prepared, Priority, SpawnFailure, Stage, Stdio};
 use super::state::StateDir;
 use super::supervise::{Spawned, Tree, signal_tree, supervise};
-use super::supervisor;
-use super::supexec::{self, Helper, SupervisorLaunch};
+use super::supexec::SupervisorLaunch;
 use super::user::{User, UserError};
 
 /// Default `oom_score_adj` of children: 998, so the OOM killer picks them before the agent.
@@ -267,6 +268,11 @@ struct Inner {
     state_dir: StateDir,
     instance_id: String,
     state: Mutex<State>,
+    /// Notified whenever a reservation ends (the start completed or failed): starts with the
+    /// same idempotency key wait on it.
+    settled: Condvar,
+    /// Clone stacks and the supervisors' helper, used without the state lock.
+    launcher: Launcher,
     tracker: TaskTracker,
     /// Supervisors hold the read end; when this write end closes (manager dropped, agent dead
     /// even by SIGKILL) they kill their trees.
@@ -281,14 +287,13 @@ struct State {
     records: HashMap<ProcessId, Arc<Record>>,
     /// Start order, oldest first: decides eviction and list order.
     order: VecDeque<ProcessId>,
+    /// Idempotency keys of records and of starts in progress (`pending`).
     by_key: HashMap<String, ProcessId>,
+    /// Starts in progress: reserved under this lock (they count against both limits and own
+    /// their idempotency key), spawned without it, then moved into `records` (or released).
+    /// Never shown by `list`/`get`: a record appears complete or not at all.
+    pending: HashMap<ProcessId, u64>,
     shutting_down: bool,
-    /// The clone child's stack, reused (starts are serialised by this lock).
-    stack: Option<Stack>,
-    /// The executable of the supervisors' helper; `None`: supervisors are forked from us.
-    supervisor_exe: Option<CString>,
-    /// The helper that forks supervisors, started on first use.
-    helper: Option<Helper>,
 }
 
 impl Manager {
@@ -337,13 +342,12 @@ impl Manager {
         for w in &warnings {
             tracing::warn!("state directory: {w}");
         }
-        let mut st = State {
-            supervisor_exe: cfg
-                .supervisor
+        let mut st = State::default();
+        let launcher = Launcher::new(
+            cfg.supervisor
                 .exe()
                 .and_then(|p| CString::new(p.into_os_string().into_vec()).ok()),
-            ..State::default()
-        };
+        );
         let mut restored: Vec<Arc<Record>> = metas
             .iter()
             .filter_map(|m| {
@@ -394,6 +398,8 @@ impl Manager {
                 state_dir: dir,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 state: Mutex::new(st),
+                settled: Condvar::new(),
+                launcher,
                 tracker: TaskTracker::new(),
                 death,
                 null,
@@ -476,43 +482,23 @@ impl Manager {
         let workdir = self.resolve_workdir(spec.workdir.as_deref(), switch_to.as_ref())?;
         let fingerprint = fingerprint(&spec, &workdir, &user_name, &limits);
 
-        // The lock is held across the (synchronous) fork/exec so that limits and idempotency
-        // keys are decided atomically; it is never held across an `.await`.
-        let mut st = self.inner.state.lock();
-        if st.shutting_down {
-            return Err(ProcError::ShuttingDown);
-        }
-        if let Some(key) = &spec.idempotency_key
-            && let Some(id) = st.by_key.get(key)
-        {
-            let rec = &st.records[id];
-            if rec.request_fingerprint == fingerprint {
-                let id = id.clone();
+        // Limits and the idempotency key are decided under the state lock, which is released
+        // for the spawn (1–2 ms): concurrent starts overlap, `list`/`get` are not held up.
+        let reservation = match self.reserve(spec.idempotency_key.as_deref(), fingerprint)? {
+            Reserved::Replay(rec) => {
                 gate(&StartFacts {
-                    id: &id,
+                    id: &rec.id,
                     workdir: &rec.workdir,
                     user: &rec.user,
                     limits: &rec.limits,
                     replayed: true,
                 })
                 .map_err(ProcError::Refused)?;
-                return Ok(id);
+                return Ok(rec.id.clone());
             }
-            return Err(ProcError::IdempotencyConflict(key.clone()));
-        }
-        let (max_running, max_tracked) = self.limits();
-        let running = st.records.values().filter(|r| r.is_running()).count();
-        if running >= max_running {
-            return Err(ProcError::TooManyRunning(max_running));
-        }
-        if st.records.len() >= max_tracked {
-            match st.evict_oldest_exited() {
-                Some(old) => self.inner.state_dir.remove(old.as_str()),
-                None => return Err(ProcError::TooManyTracked(max_tracked)),
-            }
-        }
-
-        let id = ProcessId::new_random();
+            Reserved::New(r) => r,
+        };
+        let id = reservation.id.clone();
         gate(&StartFacts {
             id: &id,
             workdir: &workdir,
@@ -529,7 +515,7 @@ impl Manager {
             limits,
             cgroup_procs: procs.as_deref(),
         };
-        let (spawned, input) = match self.spawn(&mut st, &spec, &target) {
+        let (spawned, input) = match self.spawn(&spec, &target) {
             Ok(s) => s,
             Err(e) => {
                 if let Some(g) = &cgroup {
@@ -559,12 +545,7 @@ impl Manager {
             started_by: spec.started_by.clone(),
             cgroup,
         }));
-        st.records.insert(id.clone(), rec.clone());
-        st.order.push_back(id.clone());
-        if let Some(key) = spec.idempotency_key {
-            st.by_key.insert(key, id.clone());
-        }
-        drop(st);
+        let (late, token) = reservation.complete(rec.clone());
 
         let peer = spec.started_by.as_ref().map_or("-", |b| b.peer.as_str());
         tracing::info!(id = %id, pid = spawned.pid, peer, "process started");
@@ -572,6 +553,12 @@ impl Manager {
         let grace = self.inner.cfg.kill_grace;
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let weak = Arc::downgrade(&self.inner);
+        if late {
+            // Shutdown began while this one was spawning and did not see it: end it as
+            // shutdown ends the others (its kill after the grace takes a fresh look).
+            *rec.ending.lock() = Ending::AgentShutdown;
+            let _ = signal_tree(&rec, NixSignal::SIGTERM);
+        }
         self.inner.tracker.spawn(supervise(
             rec,
             spawned.tree,
@@ -580,7 +567,59 @@ impl Manager {
             grace,
             Box::new(move |rec| on_exit(&weak, rec)),
         ));
+        drop(token);
         Ok(id)
+    }
+
+    /// Decides a start under the state lock: the record an earlier start with the same key
+    /// made (after waiting for that start if it is still in progress), or a reservation that
+    /// counts against the limits until it completes or is dropped.
+    fn reserve(&self, key: Option<&str>, fingerprint: u64) -> Result<Reserved<'_>, ProcError> {
+        let mut st = self.inner.state.lock();
+        loop {
+            if st.shutting_down {
+                return Err(ProcError::ShuttingDown);
+            }
+            let Some(key) = key else { break };
+            let Some(id) = st.by_key.get(key) else { break };
+            if let Some(rec) = st.records.get(id) {
+                if rec.request_fingerprint == fingerprint {
+                    return Ok(Reserved::Replay(rec.clone()));
+                }
+                return Err(ProcError::IdempotencyConflict(key.to_owned()));
+            }
+            match st.pending.get(id) {
+                Some(fp) if *fp != fingerprint => {
+                    return Err(ProcError::IdempotencyConflict(key.to_owned()));
+                }
+                // Its result decides ours: replay it, or start if it failed. A start is bounded
+                // (the helper answers within 10 s), so this wait is too.
+                Some(_) => self.inner.settled.wait(&mut st),
+                None => break,
+            }
+        }
+        let (max_running, max_tracked) = self.limits();
+        let running = st.records.values().filter(|r| r.is_running()).count() + st.pending.len();
+        if running >= max_running {
+            return Err(ProcError::TooManyRunning(max_running));
+        }
+        if st.records.len() + st.pending.len() >= max_tracked {
+            match st.evict_oldest_exited() {
+                Some(old) => self.inner.state_dir.remove(old.as_str()),
+                None => return Err(ProcError::TooManyTracked(max_tracked)),
+            }
+        }
+        let id = ProcessId::new_random();
+        st.pending.insert(id.clone(), fingerprint);
+        if let Some(key) = key {
+            st.by_key.insert(key.to_owned(), id.clone());
+        }
+        Ok(Reserved::New(Reservation {
+            inner: &self.inner,
+            id,
+            key: key.map(str::to_owned),
+            token: Some(self.inner.tracker.token()),
+        }))
     }
 
     /// The user to switch to for `requested` (`None`: stay the agent's user).
@@ -637,13 +676,8 @@ impl Manager {
     }
 
     /// Prepares and spawns the command, directly or under a supervisor, with its stdin as asked.
-    /// Called with the state lock held (it guards the reused clone stack).
-    fn spawn(
-        &self,
-        st: &mut State,
-        spec: &StartSpec,
-        target: &Target<'_>,
-    ) -> Result<(Spawned, Input), ProcError> {
+    /// Called without the state lock: concurrent calls share only the launcher.
+    fn spawn(&self, spec: &StartSpec, target: &Target<'_>) -> Result<(Spawned, Input), ProcError> {
         let inner = &self.inner;
         let sp = ProcError::Spawn;
         let pty = matches!(spec.stdin, StdinMode::Pty { .. });
@@ -709,18 +743,21 @@ impl Manager {
         };
         let (pid, report, tree) = match (&inner.death, inner.cfg.tree_tracking) {
             (Some((death_r, _)), true) => {
-                let s =
-                    start_supervisor(st, &prepared, stdio, death_r.as_raw_fd(), null.as_raw_fd())
-                        .map_err(sp)?;
+                let s = inner
+                    .launcher
+                    .start_supervisor(&prepared, stdio, death_r.as_raw_fd(), null.as_raw_fd())
+                    .map_err(sp)?;
                 let waiter = spawn::Waiter::new(s.supervisor).map_err(sp)?;
                 spawn::set_nonblocking(s.status.as_raw_fd()).map_err(sp)?;
                 let status = pipe::Receiver::from_owned_fd(s.status).map_err(sp)?;
                 (s.pid, s.report, Tree::Supervised { waiter, status })
             }
             _ => {
-                let stack = stack(&mut st.stack).map_err(sp)?;
-                let (pid, report) =
-                    spawn::spawn(&prepared, stdio, stack).map_err(|r| sp(r.into_error()))?;
+                let (pid, report) = inner
+                    .launcher
+                    .with_stack(|stack| spawn::spawn(&prepared, stdio, stack))
+                    .map_err(sp)?
+                    .map_err(|r| sp(r.into_error()))?;
                 let waiter = spawn::Waiter::new(pid).map_err(sp)?;
                 (pid, report, Tree::Direct { waiter })
             }
@@ -896,6 +933,8 @@ impl Manager {
         {
             return;
         }
+        // A fresh look: starts that were spawning when shutdown began are records now.
+        let alive: Vec<Arc<Record>> = self.inner.state.lock().records.values().cloned().collect();
         for rec in alive.iter().filter(|r| r.is_running() || r.tree_alive()) {
             tracing::warn!(id = %rec.id, pid = rec.pid, "process tree still alive after grace; killing");
             let _ = signal_tree(rec, NixSignal::SIGKILL);
@@ -975,10 +1014,63 @@ impl State {
     fn forget(&mut self, id: &ProcessId) {
         if let Some(rec) = self.records.remove(id)
             && let Some(key) = &rec.idempotency_key
+            && self.by_key.get(key) == Some(id)
         {
             self.by_key.remove(key);
         }
         self.order.retain(|x| x != id);
+    }
+}
+
+/// What [`Manager::reserve`] decided.
+enum Reserved<'a> {
+    /// An earlier start with the same key and request made this record.
+    Replay(Arc<Record>),
+    /// Go ahead: the reservation holds a slot and the key.
+    New(Reservation<'a>),
+}
+
+/// A start in progress: counts against `max_running` and `max_tracked` and owns its idempotency
+/// key until [`complete`](Self::complete) turns it into a record; dropped (the spawn failed or
+/// was refused), it releases both and wakes starts waiting for the key.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    id: ProcessId,
+    key: Option<String>,
+    /// Keeps a concurrent shutdown's wait open until the supervising task exists.
+    token: Option<TaskTrackerToken>,
+}
+
+impl Reservation<'_> {
+    /// Makes `rec` visible (`list`, `get`, `signal`, replays of its key) and returns whether
+    /// shutdown began meanwhile (it did not see this process), with the tracker token to
+    /// hold until the supervising task is spawned.
+    fn complete(mut self, rec: Arc<Record>) -> (bool, Option<TaskTrackerToken>) {
+        let mut st = self.inner.state.lock();
+        st.pending.remove(&self.id);
+        st.order.push_back(self.id.clone());
+        st.records.insert(self.id.clone(), rec);
+        let late = st.shutting_down;
+        drop(st);
+        self.inner.settled.notify_all();
+        // `drop` then finds nothing pending to release.
+        (late, self.token.take())
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut st = self.inner.state.lock();
+        if st.pending.remove(&self.id).is_none() {
+            return;
+        }
+        if let Some(key) = &self.key
+            && st.by_key.get(key) == Some(&self.id)
+        {
+            st.by_key.remove(key);
+        }
+        drop(st);
+        self.inner.settled.notify_all();
     }
 }
 
@@ -1151,60 +1243,6 @@ impl<'a> StdinLease<'a> {
             self.guard.take();
         }
     }
-}
-
-/// The reused clone stack, mapped on first use.
-fn stack(slot: &mut Option<Stack>) -> std::io::Result<&mut Stack> {
-    match slot {
-        Some(s) => Ok(s),
-        slot => Ok(slot.insert(Stack::new()?)),
-    }
-}
-
-/// Starts the supervisor of `cmd`: forked by the manager's helper (exec'd from the wgagent
-/// binary, see `supexec`) when the state names an executable, else forked from the agent. A
-/// helper that fails is replaced once; when that fails too, the agent forks from then on.
-fn start_supervisor(
-    st: &mut State,
-    cmd: &Prepared,
-    stdio: Stdio,
-    death: RawFd,
-    null: RawFd,
-) -> std::io::Result<supervisor::Started> {
-    let mut unusable = None;
-    if let Some(exe) = &st.supervisor_exe {
-        for _ in 0..2 {
-            let helper = match &mut st.helper {
-                Some(h) => h,
-                slot => match Helper::start(exe, death, null, stack(&mut st.stack)?) {
-                    Ok(h) => slot.insert(h),
-                    Err(e) => {
-                        unusable = Some(e);
-                        break;
-                    }
-                },
-            };
-            match helper.start_supervisor(cmd, stdio) {
-                Ok(s) => return Ok(s),
-                Err(supexec::Error::Other(e)) => return Err(e),
-                Err(supexec::Error::Helper(e)) => {
-                    tracing::warn!("the process supervisor helper failed ({e}); starting another");
-                    // Dropping it kills and reaps it; nothing was started.
-                    st.helper = None;
-                    unusable = Some(e);
-                }
-            }
-        }
-        tracing::warn!(
-            exe = %exe.to_string_lossy(),
-            "starting the process supervisor helper failed ({}); forking supervisors from now on",
-            unusable.as_ref().map(ToString::to_string).unwrap_or_default()
-        );
-    }
-    if unusable.is_some() {
-        st.supervisor_exe = None;
-    }
-    supervisor::start(cmd, stdio, death, null)
 }
 
 /// A new pseudo-terminal of the given size: (master, slave), both close-on-exec and above the

@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod counters;
 pub mod fdio;
 pub mod head_tail;
+mod launcher;
 pub mod limits;
 pub mod log;
 pub mod manager;

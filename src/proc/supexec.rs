@@ -414,11 +414,12 @@ impl Helper {
         Ok(out)
     }
 
-    /// Has the helper fork a supervisor for `cmd` and hands the command over. Blocks until the
-    /// command was exec'd (or failed), like [`supervisor::start`].
-    pub(crate) fn start_supervisor(&self, cmd: &Prepared, stdio: Stdio) -> Result<Started, Error> {
+    /// Has the helper fork a supervisor for `cmd`: one round trip on the helper's socket (the
+    /// fds go over, the supervisor's pid comes back). The caller serialises round trips (one
+    /// socket, answers in order) and finishes with [`Handover::finish`] without that lock: the
+    /// command's hand-over and its exec then overlap with other starts.
+    pub(crate) fn request(&self, cmd: &Prepared, stdio: Stdio) -> Result<Handover, Error> {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-        let spec = cmd.encode();
         let (status_r, status_w) = spawn::pipe().map_err(Error::Other)?;
         let (spec_r, spec_w) = spawn::pipe().map_err(Error::Other)?;
         let fds = [
@@ -439,13 +440,7 @@ impl Helper {
         .map_err(|e| Error::Helper(e.into()))?;
         drop(status_w);
         drop(spec_r);
-        // A supervisor that dies before reading it all makes this fail (EPIPE); its status pipe
-        // then says why, or ends without a word.
-        let mut pipe = std::fs::File::from(spec_w);
-        let _ = pipe
-            .write_all(&(spec.len() as u64).to_ne_bytes())
-            .and_then(|()| pipe.write_all(&spec));
-        drop(pipe);
+        // The helper answers as soon as it forked; the supervisor then waits for the spec.
         let [pid, errno] = self.read_words::<2>().map_err(Error::Helper)?;
         if pid <= 0 {
             return Err(Error::Other(
@@ -457,6 +452,35 @@ impl Helper {
                 .into_error(),
             ));
         }
-        supervisor::await_started(pid, status_r).map_err(Error::Other)
+        Ok(Handover {
+            pid,
+            spec: cmd.encode(),
+            spec_w,
+            status_r,
+        })
+    }
+}
+
+/// A supervisor the helper forked, still waiting for its command: [`Handover::finish`] needs no
+/// lock (its pipes are its own).
+pub(crate) struct Handover {
+    pid: i32,
+    spec: Vec<u8>,
+    spec_w: OwnedFd,
+    status_r: OwnedFd,
+}
+
+impl Handover {
+    /// Hands the command over and blocks until it was exec'd (or failed), like
+    /// [`supervisor::start`].
+    pub(crate) fn finish(self) -> io::Result<Started> {
+        // A supervisor that dies before reading it all makes this fail (EPIPE); its status pipe
+        // then says why, or ends without a word.
+        let mut pipe = std::fs::File::from(self.spec_w);
+        let _ = pipe
+            .write_all(&(self.spec.len() as u64).to_ne_bytes())
+            .and_then(|()| pipe.write_all(&self.spec));
+        drop(pipe);
+        supervisor::await_started(self.pid, self.status_r)
     }
 }
