@@ -174,11 +174,23 @@ impl Shards {
         }
     }
 
-    /// Makes every shard follow a change shard 0 applied: the new socket first, then the peer
-    /// table. Waits for room (a change is never dropped; shards take messages promptly).
+    /// Makes every shard follow a change shard 0 applied: the work forwarded before it (also
+    /// what is held for a full channel: the change must reach the shard at the point of the
+    /// work stream where shard 0 applied it), then the new socket, then the peer table. Waits
+    /// for room (neither the work nor a change is dropped; shards take messages promptly).
     pub(super) async fn replay(&mut self, replay: super::super::live::Replay) {
         self.flush();
-        for inbox in &self.inboxes {
+        for (inbox, batch) in self.inboxes.iter().zip(&mut self.batches) {
+            let held = std::mem::take(batch);
+            if !held.is_empty() {
+                let n = held.len() as u64;
+                let counter = match inbox.send(ShardMsg::Work(held)).await {
+                    Ok(()) => &self.counters.forwarded,
+                    // The shard task ended (shutdown).
+                    Err(_) => &self.counters.forward_dropped,
+                };
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
             if let Some(udp) = &replay.socket {
                 let _ = inbox.send(ShardMsg::Socket(Arc::clone(udp))).await;
             }
@@ -283,4 +295,52 @@ pub(in crate::node) async fn run_shard(parts: ShardParts) {
         }
     }
     tracing::debug!(shard, "crypto shard stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::node::live::Replay;
+
+    /// What a shard's inbox held, in order, as short words.
+    async fn drain(rx: &mut mpsc::Receiver<ShardMsg>, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+                Ok(Some(ShardMsg::Work(b))) => got.push(format!("work {}", b.len())),
+                Ok(Some(ShardMsg::Socket(_))) => got.push("socket".to_string()),
+                Ok(Some(ShardMsg::Apply(_))) => got.push("apply".to_string()),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// A change replayed while shard 0 holds work for a full channel reaches the shard after
+    /// that work: the shard must apply it at the point of the work stream where shard 0 did
+    /// (work forwarded before the change was classified against the old table).
+    #[tokio::test]
+    async fn a_replay_follows_the_work_held_for_a_full_shard() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let (_spent, back) = mpsc::channel(1);
+        let counters = Arc::new(DriverCounters::with_shards(2));
+        let room = Arc::new(Room::default());
+        let mut shards = Shards::new(vec![tx.clone()], vec![back], room, Arc::clone(&counters));
+        // The shard's channel is full: the next batch is held.
+        tx.try_send(ShardMsg::Work(Vec::new())).unwrap();
+        shards.push(1, wg::Forwarded::test_packet(7, vec![0x45; 20]));
+        shards.flush();
+        assert!(shards.held());
+        let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let replay = Replay {
+            socket: Some(udp),
+            replication: None,
+        };
+        let ((), got) = tokio::join!(shards.replay(replay), drain(&mut rx, 3));
+        assert_eq!(got, ["work 0", "work 1", "socket"]);
+        assert!(!shards.held());
+        assert_eq!(counters.forwarded.load(Ordering::Relaxed), 1);
+    }
 }

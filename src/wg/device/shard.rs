@@ -85,6 +85,12 @@ impl Forwarded {
         Forwarded(Item::Packet { index, bytes })
     }
 
+    /// Tests of the driver: an IP packet for the peer at `index`, as shard 0 forwards it.
+    #[cfg(test)]
+    pub(crate) fn test_packet(index: u32, bytes: Vec<u8>) -> Self {
+        Forwarded::packet(index, bytes)
+    }
+
     /// Bytes carried (for logs).
     pub fn len(&self) -> usize {
         match &self.0 {
