@@ -57,7 +57,7 @@ pub(in crate::node) struct Room {
 impl Room {
     /// Called by a shard after it took a message: wakes shard 0 only if it waits for room.
     fn made(&self) {
-        if self.waiting.swap(false, Ordering::AcqRel) {
+        if self.waiting.swap(false, Ordering::SeqCst) {
             self.notify.notify_one();
         }
     }
@@ -156,14 +156,21 @@ impl Shards {
         }
         let batch = std::mem::take(&mut self.batches[k]);
         let n = batch.len() as u64;
-        match self.inboxes[k].try_send(ShardMsg::Work(batch)) {
+        let mut sent = self.inboxes[k].try_send(ShardMsg::Work(batch));
+        if let Err(mpsc::error::TrySendError::Full(msg)) = sent {
+            // Ask for a room signal, then try once more: the shard may have emptied its
+            // channel between the first try and the flag (its signals then saw nobody
+            // waiting), and would never signal again.
+            self.room.waiting.store(true, Ordering::SeqCst);
+            sent = self.inboxes[k].try_send(msg);
+        }
+        match sent {
             Ok(()) => {
                 self.counters.forwarded.fetch_add(n, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Full(ShardMsg::Work(batch))) => {
                 // Held; the shard signals room after its next message.
                 self.batches[k] = batch;
-                self.room.waiting.store(true, Ordering::Release);
             }
             Err(_) => {
                 // The shard task ended (shutdown).
