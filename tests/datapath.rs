@@ -671,3 +671,101 @@ async fn sharded_timers_keep_firing_under_a_flood_that_busies_every_shard() {
     .await
     .expect("timed out");
 }
+
+/// Sharded layout, real sockets and sessions: peer A uses an inner source inside peer B's
+/// allowed IPs while A and B sit on different crypto shards (both ways round: A's packets
+/// forwarded to shard 1 and B owned by shard 0, then the reverse). A gets no connection,
+/// its packets are counted as `drop_allowed_ips` on A and none reaches the netstack; B, the
+/// address's owner, still streams both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_a_peer_cannot_use_the_address_of_a_peer_of_another_shard() {
+    const THREADS: usize = 3;
+    const BYTES: usize = 64 << 10;
+    tokio::time::timeout(T, async {
+        for (shard_a, shard_b) in [(1, 0), (0, 1)] {
+            let ak = keypair();
+            let on = |shard| {
+                (0..200)
+                    .map(|_| keypair())
+                    .find(|k| shard_of(&ak.secret, &k.public, THREADS) == shard)
+                    .unwrap()
+            };
+            let (a, b) = (on(shard_a), on(shard_b));
+            let agent = node_with_threads(
+                ak.secret.clone(),
+                AGENT_IP,
+                0,
+                vec![
+                    peer(a.public, "100.64.0.1/32", None, None),
+                    peer(b.public, "100.64.0.2/32", None, None),
+                ],
+                THREADS,
+            )
+            .await;
+            let port = PORT + 20;
+            let server = serve_streams_on(&agent, port, 1, BYTES);
+            let to_agent = peer(ak.public, "100.64.0.10/32", Some(loopback(&agent)), None);
+            // A's own tunnel address is B's.
+            let spoofer = node_with_threads(
+                a.secret.clone(),
+                "100.64.0.2",
+                0,
+                vec![to_agent.clone()],
+                THREADS,
+            )
+            .await;
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                spoofer.connect(SocketAddr::new(ip(AGENT_IP), port)),
+            )
+            .await;
+            assert!(
+                !matches!(r, Ok(Ok(_))),
+                "A (shard {shard_a}) got a connection with B's address"
+            );
+            let stats = agent.stats();
+            let pa = stats
+                .wg
+                .peers
+                .iter()
+                .find(|p| p.public_key == a.public)
+                .unwrap();
+            assert_eq!(pa.shard, shard_a, "{pa:?}");
+            assert!(
+                pa.handshakes >= 1,
+                "A's session itself is authentic: {pa:?}"
+            );
+            assert!(pa.drop_allowed_ips >= 1, "{pa:?}");
+            assert_eq!(pa.rx_packets, 0, "{pa:?}");
+            assert_eq!(
+                stats.netstack.packets_in, 0,
+                "nothing of A's may reach the netstack"
+            );
+
+            let owner =
+                node_with_threads(b.secret.clone(), "100.64.0.2", 0, vec![to_agent], THREADS).await;
+            assert_eq!(run_streams_to(owner, port, 2, BYTES).await, BYTES);
+            assert_eq!(server.await.unwrap(), vec![BYTES]);
+            let stats = agent.stats();
+            let pb = stats
+                .wg
+                .peers
+                .iter()
+                .find(|p| p.public_key == b.public)
+                .unwrap();
+            assert_eq!(pb.shard, shard_b, "{pb:?}");
+            assert!(pb.rx_packets > 0 && pb.drop_allowed_ips == 0, "{pb:?}");
+            let pa = stats
+                .wg
+                .peers
+                .iter()
+                .find(|p| p.public_key == a.public)
+                .unwrap();
+            assert_eq!(pa.rx_packets, 0, "{pa:?}");
+            assert!(stats.shard_work.iter().all(|&w| w > 0), "{stats:?}");
+            assert!(agent.shutdown(Duration::from_secs(5)).await);
+        }
+    })
+    .await
+    .expect("timed out");
+}
