@@ -744,7 +744,8 @@ async fn sharded_a_peer_cannot_use_the_address_of_a_peer_of_another_shard() {
 
             let owner =
                 node_with_threads(b.secret.clone(), "100.64.0.2", 0, vec![to_agent], THREADS).await;
-            assert_eq!(run_streams_to(owner, port, 2, BYTES).await, BYTES);
+            // Kept alive until the agent has read B's stream to its end (FIN included).
+            assert_eq!(run_streams_to(owner.clone(), port, 2, BYTES).await, BYTES);
             assert_eq!(server.await.unwrap(), vec![BYTES]);
             let stats = agent.stats();
             let pb = stats
