@@ -245,6 +245,37 @@ async fn many_peers_streams_arrive_in_order_in_every_layout() {
 }
 
 /// A UDP port that was free a moment ago.
+/// Accepts one connection and reads it to EOF or an error (bounded in reads); the bytes read.
+/// Gives 0 if the accept fails (the node stopped first).
+fn sink(mut listener: wgagent::netstack::TcpListener) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return 0;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        for _ in 0..1_000_000 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    })
+}
+
+/// Writes 64 KiB chunks until the connection fails under it (bounded in writes).
+fn flood(mut s: wgagent::netstack::TcpStream) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let chunk = vec![0x5au8; 64 * 1024];
+        for _ in 0..100_000 {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("0.0.0.0:0")
         .unwrap()
@@ -371,33 +402,13 @@ async fn shutdown_with_traffic_in_flight_ends_every_task_in_every_layout() {
     for (threads, layout) in LAYOUTS {
         tokio::time::timeout(T, async {
             let (agent, controls, _keys) = star(1, threads).await;
-            let mut listener = agent.listen(PORT).unwrap().remove(0);
-            let reader = tokio::spawn(async move {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = 0usize;
-                // Bounded in reads; ends with EOF or an error once the nodes stop.
-                for _ in 0..1_000_000 {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => total += n,
-                    }
-                }
-                total
-            });
-            let mut s = controls[0]
+            let listener = agent.listen(PORT).unwrap().remove(0);
+            let reader = sink(listener);
+            let s = controls[0]
                 .connect(SocketAddr::new(ip(AGENT_IP), PORT))
                 .await
                 .unwrap();
-            let writer = tokio::spawn(async move {
-                let chunk = vec![0x5au8; 64 * 1024];
-                // Until the node stops under it (bounded).
-                for _ in 0..100_000 {
-                    if s.write_all(&chunk).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let writer = flood(s);
             // Traffic in flight.
             for _ in 0..500 {
                 if agent.stats().wg.peers[0].rx_packets > 500 {
@@ -501,31 +512,13 @@ async fn sharded_live_add_and_remove_of_a_shard_1_peer_while_traffic_flows() {
         assert!(shown.rx_packets > 100 && shown.handshakes >= 1, "{shown:?}");
 
         // Removed while it sends.
-        let mut listener = agent.listen(PORT + 3).unwrap().remove(0);
-        let sink = tokio::spawn(async move {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = vec![0u8; 64 * 1024];
-            for _ in 0..1_000_000 {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        });
-        let mut s = third
+        let listener = agent.listen(PORT + 3).unwrap().remove(0);
+        let sink = sink(listener);
+        let s = third
             .connect(SocketAddr::new(ip(AGENT_IP), PORT + 3))
             .await
             .unwrap();
-        let writer = tokio::spawn(async move {
-            let chunk = vec![0x5au8; 64 * 1024];
-            for _ in 0..100_000 {
-                if s.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let writer = flood(s);
         for _ in 0..300 {
             let rx = agent
                 .peers()

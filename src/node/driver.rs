@@ -283,7 +283,7 @@ pub(super) async fn run(parts: Parts) {
         counters,
         clock,
         shards,
-        delivered: 0,
+        delivered: false,
     };
     let mut rx = wg::gso::Receiver::new();
     let mut next_tick = Instant::now();
@@ -504,9 +504,9 @@ pub(super) struct Io {
     pub(super) clock: Clock,
     /// Shard 0 of the sharded layout: where forwarded work goes.
     pub(super) shards: Option<Shards>,
-    /// Packets delivered to the netstack since the owner last reset it (shard tasks signal
-    /// the netstack task once per batch).
-    pub(super) delivered: usize,
+    /// Packets were delivered to the netstack since the owner last cleared it (shard tasks
+    /// signal the netstack task once per batch).
+    pub(super) delivered: bool,
 }
 
 impl Io {
@@ -552,7 +552,7 @@ impl Io {
     fn deliver(&mut self, peer: wg::PeerId, ip_packet: &[u8]) {
         // The netstack keys per-peer connection limits (and callers' identity) by this tag.
         let peer = netstack::PeerTag(peer.0);
-        self.delivered += 1;
+        self.delivered = true;
         if self.netstack.push_inbound(peer, ip_packet).is_ok() {
             return;
         }

@@ -248,7 +248,7 @@ pub(in crate::node) async fn run_shard(parts: ShardParts) {
         counters: Arc::clone(&counters),
         clock,
         shards: None,
-        delivered: 0,
+        delivered: false,
     };
     let mut next_tick = Instant::now();
     loop {
@@ -262,9 +262,9 @@ pub(in crate::node) async fn run_shard(parts: ShardParts) {
             next_tick = (next_tick + TIMER_TICK).max(now);
         }
         io.flush();
-        if io.delivered > 0 {
+        if io.delivered {
             // One signal for the whole batch of decrypted packets.
-            io.delivered = 0;
+            io.delivered = false;
             counters.handoffs.fetch_add(1, Ordering::Relaxed);
             handoff.to_netstack.notify_one();
         }
